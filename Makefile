@@ -1,0 +1,27 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Each creates .venv when it is missing and installs bellman (with its dev extras) under
+# constraints.txt, which pins the CPU build of PyTorch.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python demo/tour.py
+
+test: $(STAMP)
+	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks demo
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,7 @@
+"""`python -m bellman` is the `bellman` command."""
+
+import sys
+
+from bellman.cli import main
+
+sys.exit(main())

@@ -1,0 +1,157 @@
+"""The library's front door: which algorithms exist, and train / resume / load / evaluate a run.
+
+Each algorithm module exposes `Config` (its dataclass), `train(config, env, run)` and a way to
+build a policy from a checkpoint; this module looks them up by name and does the plumbing every
+algorithm shares (resolving the config, making the env and the run directory, resuming), so the
+CLI stays a thin layer over these functions. Algorithm modules are imported only when used, so
+`bellman plan` never pays for torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bellman import checkpoint, evaluation
+from bellman import config as configs
+from bellman.envs import make_env
+from bellman.errors import CheckpointError, ConfigError, unknown
+from bellman.run import Run, read_run_config, write_run_config
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """An entry of the algorithm table: its CLI name, module and a one-line summary."""
+
+    name: str
+    module: str
+    summary: str
+    policy: str  # "module:function" building obs -> action from (arrays, env)
+
+    def load(self):
+        """The algorithm's module (imported on first use)."""
+        return importlib.import_module(self.module)
+
+    @property
+    def config_class(self) -> type:
+        return self.load().Config
+
+
+ALGORITHMS = {
+    algo.name: algo
+    for algo in (
+        Algorithm(
+            "q-learning",
+            "bellman.tabular.q_learning",
+            "off-policy TD control with a Q-table (Watkins 1989)",
+            "bellman.tabular.td:greedy_policy",
+        ),
+        Algorithm(
+            "sarsa",
+            "bellman.tabular.sarsa",
+            "on-policy TD control with a Q-table (Rummery & Niranjan 1994)",
+            "bellman.tabular.td:greedy_policy",
+        ),
+    )
+}
+
+
+def algorithm(name: str) -> Algorithm:
+    """Look an algorithm up by name, with a "did you mean" for typos."""
+    if name not in ALGORITHMS:
+        raise unknown("algorithm", name, ALGORITHMS, hint="see `bellman algos`")
+    return ALGORITHMS[name]
+
+
+def train(
+    algo: str,
+    env_id: str,
+    *,
+    config_file: Path | None = None,
+    overrides: list[str] = (),
+    run_dir: Path | None = None,
+    quiet: bool = False,
+) -> Run:
+    """Train `algo` on `env_id` in a new run directory; returns the finished (or stopped) run."""
+    spec = algorithm(algo)
+    config, _ = configs.resolve(spec.config_class, algo, env_id, config_file, list(overrides))
+    env = make_env(config.env)
+    spec.load().check_env(env)
+    run = Run.create(algo, config, run_dir, quiet=quiet)
+    return _train(spec, config, env, run)
+
+
+def resume(run_dir: Path, *, algo: str | None = None, steps: int | None = None, quiet=False):
+    """Continue a run from its latest checkpoint to its own target (or to `steps`)."""
+    run_dir = Path(run_dir)
+    spec, config = load_run_config(run_dir)
+    if algo is not None and algo != spec.name:
+        raise CheckpointError(f"run '{run_dir}' was trained with '{spec.name}', not '{algo}'")
+    if steps is not None:
+        config = configs.from_dict(
+            spec.config_class, spec.name, {**configs.to_dict(config), "steps": steps}, "--steps"
+        )
+    run = Run.resume(run_dir, spec.name, config, quiet=quiet)
+    done = int(run.restored[1]["step"])
+    if done >= config.steps:
+        raise ConfigError(
+            f"run '{run_dir}' already reached its target of {config.steps} steps; "
+            f"pass --steps N with N > {done} to train it further"
+        )
+    if steps is not None:
+        write_run_config(run_dir, spec.name, config)
+    env = make_env(config.env)
+    return _train(spec, config, env, run)
+
+
+def _train(spec: Algorithm, config, env, run: Run) -> Run:
+    try:
+        spec.load().train(config, env, run)
+    finally:
+        env.close()
+    if not run.stop_requested:
+        from bellman.plots import plot_runs
+
+        plot_runs([run.dir], run.dir / "plot.png")
+    return run
+
+
+def load_run_config(run_dir: Path):
+    """(algorithm, config) of a run directory, checked like a user's config file."""
+    values = read_run_config(run_dir)
+    spec = algorithm(values.pop("algo"))
+    config = configs.from_dict(
+        spec.config_class, spec.name, values, f"'{Path(run_dir) / 'config.toml'}'"
+    )
+    return spec, config
+
+
+def load_policy(run_dir: Path):
+    """The greedy policy of a run's latest checkpoint, with its config and env.
+
+    Returns:
+        (policy: obs -> action, config, env).
+    """
+    spec, config = load_run_config(run_dir)
+    arrays, _ = checkpoint.load(Path(run_dir) / "checkpoints", algo=spec.name)
+    env = make_env(config.env)
+    module, _, function = spec.policy.partition(":")
+    policy = getattr(importlib.import_module(module), function)(arrays, env)
+    return policy, config, env
+
+
+def evaluate_run(run_dir: Path, episodes: int, seed: int) -> dict[str, Any]:
+    """Evaluate a run's greedy policy on `episodes` seeded episodes and write `eval.json`."""
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    policy, config, env = load_policy(run_dir)
+    try:
+        result = evaluation.evaluate(policy, env, episodes=episodes, seed=seed)
+    finally:
+        env.close()
+    result = {"env": config.env, **result}
+    checkpoint.atomic_write_text(Path(run_dir) / "eval.json", json.dumps(result, indent=1))
+    return result

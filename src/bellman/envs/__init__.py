@@ -1,0 +1,94 @@
+"""Environments: the lectures' finite MDPs registered with gymnasium, and `make_env`.
+
+Ours are registered under the `bellman/` namespace, so `gymnasium.make("bellman/Recycling-v0")`
+works as soon as `bellman` is imported. `make_env` wraps `gymnasium.make` with the errors a user
+needs: an unknown id gets a "did you mean" and the list of ids, a deprecated one names its
+replacement.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+
+from bellman.errors import ConfigError, unknown
+
+#: id -> (entry point, max_episode_steps); the time limits are the lectures' episode lengths.
+LECTURE_ENVS = {
+    "bellman/Recycling-v0": ("bellman.envs.lectures:RecyclingEnv", 3),
+    "bellman/Corridor-v0": ("bellman.envs.lectures:CorridorEnv", 100),
+    "bellman/MineField-v0": ("bellman.envs.lectures:MineFieldEnv", 100),
+    "bellman/ExplorationTrap-v0": ("bellman.envs.lectures:ExplorationTrapEnv", 1),
+}
+
+#: Action names of gymnasium's finite envs, for readable tables (ours carry their own).
+ACTION_NAMES = {
+    "Taxi": ["south", "north", "east", "west", "pickup", "dropoff"],
+    "FrozenLake": ["left", "down", "right", "up"],
+    "FrozenLake8x8": ["left", "down", "right", "up"],
+    "CliffWalking": ["up", "right", "down", "left"],
+}
+
+
+def register_envs() -> None:
+    """Register the lectures' environments with gymnasium (idempotent)."""
+    for env_id, (entry_point, max_steps) in LECTURE_ENVS.items():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point=entry_point, max_episode_steps=max_steps)
+
+
+register_envs()
+
+
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    """`gymnasium.make(env_id, **kwargs)` with clear errors for unknown or deprecated ids.
+
+    Raises:
+        ConfigError: the id is unknown or deprecated (the message names the replacement).
+    """
+    if env_id not in gym.registry:
+        name, _, version = env_id.rpartition("-v")
+        versions = sorted(
+            int(key.rpartition("-v")[2])
+            for key in gym.registry
+            if key.rpartition("-v")[0] == name and key.rpartition("-v")[2].isdigit()
+        )
+        if name and version.isdigit() and versions:
+            replacement = f"{name}-v{versions[-1]}"
+            status = "deprecated" if int(version) < versions[-1] else "not a known version"
+            raise ConfigError(
+                f"environment '{env_id}' is {status} in gymnasium {gym.__version__}; "
+                f"use {replacement}"
+            )
+        raise unknown("environment", env_id, gym.registry, hint="see `bellman envs`")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return gym.make(env_id, **kwargs)
+    except gym.error.DeprecatedEnv as error:
+        raise ConfigError(f"environment '{env_id}' is deprecated: {error}") from None
+    except gym.error.DependencyNotInstalled as error:
+        raise ConfigError(f"environment '{env_id}' needs a missing package: {error}") from None
+
+
+def env_catalog() -> list[tuple[str, str, str]]:
+    """(id, family, note) for every environment bellman can train on, ours first."""
+    rows = []
+    for env_id in LECTURE_ENVS:
+        rows.append((env_id, "lectures", "finite MDP (bellman plan works)"))
+    for env_id, spec in sorted(gym.registry.items()):
+        if env_id in LECTURE_ENVS or not isinstance(spec.entry_point, str):
+            continue
+        module = spec.entry_point.split(":")[0]
+        family = module.split(".")[2] if module.startswith("gymnasium.envs.") else module
+        if family == "functional_jax_env" or "jax" in env_id.lower() or "phys2d" in module:
+            continue
+        if "toy_text" in module and env_id.startswith(("Blackjack",)):
+            note = "finite observations (no P table)"
+        elif "toy_text" in module:
+            note = "finite MDP (bellman plan works)"
+        else:
+            note = ""
+        rows.append((env_id, family, note))
+    return rows

@@ -1,0 +1,70 @@
+"""Learning curves as PNG: one panel per metric, one line per run.
+
+`plot_runs` reads each run's metrics.csv; the first panel is `episode_return_mean` against the
+env step, further panels show whichever of the algorithm's diagnostics the runs logged (the
+Bellman residual of the tabular methods on a log scale, losses of the deep ones).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from bellman.checkpoint import atomic_write
+from bellman.errors import CheckpointError
+
+#: Metrics drawn when present, in this order; the ones in LOG_SCALE on a log axis.
+PANELS = ("episode_return_mean", "bellman_residual", "bellman_residual_visited", "loss")
+LOG_SCALE = {"bellman_residual", "bellman_residual_visited"}
+
+
+def read_metrics(run_dir: Path) -> dict[str, list[float]]:
+    """Columns of a run's metrics.csv as float lists (missing values as NaN)."""
+    path = Path(run_dir) / "metrics.csv"
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise CheckpointError(f"'{run_dir}' has no metrics.csv (is it a run directory?)") from None
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for key, text in row.items():
+            columns.setdefault(key, []).append(float(text) if text not in ("", None) else math.nan)
+    return columns
+
+
+def plot_runs(run_dirs: list[Path], out: Path, metrics: tuple[str, ...] | None = None) -> Path:
+    """Draw the learning curves of one or more runs into one PNG (written atomically)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = {Path(run_dir): read_metrics(run_dir) for run_dir in run_dirs}
+    wanted = metrics or PANELS
+    panels = [name for name in wanted if any(name in columns for columns in data.values())]
+    if not panels:
+        raise CheckpointError(f"none of the runs logged {', '.join(wanted)} yet")
+    figure, axes = plt.subplots(
+        len(panels), 1, figsize=(8, 2.8 * len(panels)), sharex=True, squeeze=False
+    )
+    for axis, name in zip(axes[:, 0], panels, strict=True):
+        for run_dir, columns in data.items():
+            if name in columns:
+                axis.plot(columns["step"], columns[name], label=run_dir.name, linewidth=1.2)
+        axis.set_ylabel(name)
+        positive = any(v > 0 for c in data.values() for v in c.get(name, []) if v == v)
+        if name in LOG_SCALE and positive:
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    axes[-1, 0].set_xlabel("env steps")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    atomic_write(Path(out), buffer.getvalue())
+    return Path(out)

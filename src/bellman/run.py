@@ -1,0 +1,373 @@
+"""The run directory: where a training run writes everything, and how it is resumed.
+
+    runs/<algo>-<env>-<YYYYmmdd-HHMMSS>/
+        config.toml         the resolved config (algo, env and every field), enough to rerun
+        metrics.csv         one row per log step: step, wall_time, episode_return_mean, ...
+        episodes.csv        one row per finished episode: episode, step, return, length
+        events.out.tfevents.*   TensorBoard events with the same scalars
+        checkpoints/        step-N.safetensors + step-N.json, and `latest`
+        plot.png            learning curves, written when training ends
+
+A `Run` is what an algorithm's `train(config, env, run)` talks to: `run.log(...)` for metrics,
+`run.log_episode(...)` at the end of each episode, `run.checkpoint_due(step)` and `run.save(...)`
+at safe points, `run.stop_requested` to honour Ctrl-C. It owns the episode statistics (the window
+behind `episode_return_mean`) and the row counts of the CSV files, and stores them in every
+checkpoint, so that a resumed run truncates its files to the checkpoint and then writes exactly
+the rows the uninterrupted run would have written.
+
+Ctrl-C (SIGINT) and SIGTERM only set a flag; the algorithm saves at its next safe point and the
+CLI exits 130/143 with a line telling how to resume. A second Ctrl-C aborts at once, which is safe
+because every write is atomic.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import signal
+import time
+from collections import deque
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+
+from bellman import checkpoint
+from bellman.config import TrainConfig, to_dict
+from bellman.errors import CheckpointError, NonFiniteError
+
+#: Episodes behind `episode_return_mean` and `episode_length_mean`.
+EPISODE_WINDOW = 100
+#: Columns that measure the machine, not the algorithm: they differ between identical runs.
+TIMING_COLUMNS = ("wall_time", "steps_per_second")
+
+
+def default_run_dir(algo: str, env_id: str, root: Path = Path("runs")) -> Path:
+    """`runs/<algo>-<env>-<YYYYmmdd-HHMMSS>`, with a suffix if that name is taken."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = root / f"{algo}-{env_id.replace('/', '-')}-{stamp}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The raw `config.toml` of a run directory, or a CheckpointError saying what is missing."""
+    import tomllib
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory '{run_dir}' does not exist")
+    path = run_dir / "config.toml"
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"'{run_dir}' is not a run directory: it has no config.toml"
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"'{path}' is corrupt: {error}") from None
+    if not isinstance(values.get("algo"), str):
+        raise CheckpointError(f"'{path}' does not say which algorithm trained the run (no algo)")
+    return values
+
+
+def _next_multiple(step: int, every: int) -> int:
+    """The first multiple of `every` after `step`."""
+    return (step // every + 1) * every
+
+
+def _truncate_csv(path: Path, rows: int) -> None:
+    """Keep the header and the first `rows` data rows of a CSV file (atomically)."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    checkpoint.atomic_write_text(path, "".join(lines[: rows + 1]) if rows else "")
+
+
+class _CsvLog:
+    """An append-only CSV file whose columns are fixed by its first row."""
+
+    def __init__(self, path: Path, rows: int = 0):
+        self.path = path
+        self.rows = rows
+        self.columns: list[str] | None = None
+        self._handle = None
+        self._writer = None
+        if rows and path.exists():
+            with open(path, encoding="utf-8", newline="") as handle:
+                self.columns = next(csv.reader(handle))
+
+    def write(self, row: dict[str, Any]) -> None:
+        new_file = self.columns is None
+        if new_file:
+            self.columns = list(row)
+        missing = set(row) - set(self.columns)
+        if missing:
+            raise ValueError(f"{self.path.name}: new columns {sorted(missing)} after the header")
+        if self._handle is None:
+            self._handle = open(self.path, "a", encoding="utf-8", newline="")
+            self._writer = csv.writer(self._handle, lineterminator="\n")
+        if new_file:
+            self._writer.writerow(self.columns)
+        self._writer.writerow([_format(row.get(column, "")) for column in self.columns])
+        self.rows += 1
+
+    def flush(self) -> None:
+        """Push buffered rows to disk (before a checkpoint records the row count)."""
+        if self._handle is not None:
+            self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _format(value: Any) -> str:
+    """CSV text of a value: floats with repr (round-trips exactly), NaN as empty."""
+    if isinstance(value, float | np.floating):
+        return "" if math.isnan(value) else repr(float(value))
+    return str(value)
+
+
+class _TensorBoard:
+    """Scalars to a TensorBoard event file, with tensorboard's own record format (no torch).
+
+    Written synchronously through a buffered file: tensorboard's asynchronous writer keeps a
+    thread alive that halves the speed of a pure-Python training loop (GIL hand-offs).
+    """
+
+    def __init__(self, run_dir: Path, purge_step: int | None):
+        import os
+        import socket
+
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        self._event, self._summary = Event, Summary
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+        self._writer = RecordWriter(open(run_dir / name, "wb"))
+        self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        if purge_step is not None:
+            # Tells TensorBoard to drop events at steps >= purge_step from earlier files: the
+            # resumed run writes them again.
+            start = SessionLog(status=SessionLog.START)
+            self._write(Event(wall_time=time.time(), step=purge_step, session_log=start))
+
+    def _write(self, event) -> None:
+        self._writer.write(event.SerializeToString())
+
+    def scalars(self, step: int, values: dict[str, float], wall_time: float) -> None:
+        summary = self._summary(
+            value=[
+                self._summary.Value(tag=tag, simple_value=float(value))
+                for tag, value in values.items()
+            ]
+        )
+        self._write(self._event(wall_time=wall_time, step=int(step), summary=summary))
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class Run:
+    """A run directory open for training (new or resumed). See the module docstring."""
+
+    def __init__(self, run_dir: Path, algo: str, config: TrainConfig, restored=None, quiet=False):
+        self.dir = Path(run_dir)
+        self.algo = algo
+        self.config = config
+        self.quiet = quiet
+        #: (arrays, meta) of the checkpoint this run resumes from, or None for a fresh run.
+        self.restored: tuple[dict[str, np.ndarray], dict[str, Any]] | None = restored
+        self.stop_requested = False
+        self.stop_signal: int | None = None
+        state = restored[1]["run"] if restored else {}
+        self.episodes = int(state.get("episodes", 0))
+        self._returns = deque(state.get("recent_returns", []), maxlen=EPISODE_WINDOW)
+        self._lengths = deque(state.get("recent_lengths", []), maxlen=EPISODE_WINDOW)
+        start_step = int(restored[1]["step"]) if restored else 0
+        self._next_checkpoint = (
+            start_step // config.checkpoint_every + 1
+        ) * config.checkpoint_every
+        self._metrics = _CsvLog(self.dir / "metrics.csv", int(state.get("metrics_rows", 0)))
+        self._episode_log = _CsvLog(self.dir / "episodes.csv", int(state.get("episode_rows", 0)))
+        self._tensorboard = _TensorBoard(self.dir, purge_step=start_step if restored else None)
+        self._clock = time.perf_counter()
+        self._clock_step = start_step
+        self._progress = None
+
+    # ---- creation -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, algo: str, config: TrainConfig, run_dir: Path | None = None, quiet=False):
+        """Make a new run directory and write its config.toml; refuse to reuse an existing one."""
+        run_dir = Path(run_dir) if run_dir is not None else default_run_dir(algo, config.env)
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise CheckpointError(
+                f"run directory '{run_dir}' already exists; continue it with "
+                f"`bellman train --resume {run_dir}` or choose another --run-dir"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_config(run_dir, algo, config)
+        return cls(run_dir, algo, config, quiet=quiet)
+
+    @classmethod
+    def resume(cls, run_dir: Path, algo: str, config: TrainConfig, quiet=False):
+        """Open an existing run at its latest checkpoint, truncating logs written after it."""
+        run_dir = Path(run_dir)
+        arrays, meta = checkpoint.load(run_dir / "checkpoints", algo=algo)
+        state = meta.get("run", {})
+        _truncate_csv(run_dir / "metrics.csv", int(state.get("metrics_rows", 0)))
+        _truncate_csv(run_dir / "episodes.csv", int(state.get("episode_rows", 0)))
+        return cls(run_dir, algo, config, restored=(arrays, meta), quiet=quiet)
+
+    # ---- logging --------------------------------------------------------------------------
+    def log_episode(self, step: int, episode_return: float, length: int) -> None:
+        """Record a finished episode (episodes.csv, the return window, TensorBoard)."""
+        if not math.isfinite(episode_return):
+            raise NonFiniteError(f"episode return is {episode_return} at step {step}")
+        self.episodes += 1
+        self._returns.append(float(episode_return))
+        self._lengths.append(int(length))
+        self._episode_log.write(
+            {
+                "episode": self.episodes,
+                "step": step,
+                "return": float(episode_return),
+                "length": int(length),
+            }
+        )
+        self._tensorboard.scalars(
+            step, {"episode/return": episode_return, "episode/length": length}, time.time()
+        )
+
+    @property
+    def episode_return_mean(self) -> float:
+        """Mean return of the last EPISODE_WINDOW finished episodes (NaN before the first)."""
+        return float(np.mean(self._returns)) if self._returns else math.nan
+
+    def log(self, step: int, **scalars: float) -> dict[str, Any]:
+        """Write one metrics row: step, timing, episode statistics, then the algorithm's scalars."""
+        for name, value in scalars.items():
+            if isinstance(value, float) and math.isnan(value) is False and not math.isfinite(value):
+                raise NonFiniteError(f"{name} is {value} at step {step}")
+        now = time.perf_counter()
+        rate = (step - self._clock_step) / max(now - self._clock, 1e-9)
+        self._clock, self._clock_step = now, step
+        row = {
+            "step": step,
+            "wall_time": round(time.time(), 3),
+            "steps_per_second": round(rate, 1),
+            "episodes": self.episodes,
+            "episode_return_mean": self.episode_return_mean,
+            "episode_length_mean": float(np.mean(self._lengths)) if self._lengths else math.nan,
+            **scalars,
+        }
+        self._metrics.write(row)
+        finite = {
+            key: value
+            for key, value in row.items()
+            if key not in ("step", "wall_time") and not math.isnan(float(value))
+        }
+        self._tensorboard.scalars(step, finite, row["wall_time"])
+        if self._progress is not None:
+            self._progress.update(
+                self._task, completed=step, rate=rate, ret=self.episode_return_mean
+            )
+        return row
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def checkpoint_due(self, step: int) -> bool:
+        """True at the first safe point after each `checkpoint_every` steps, or when stopping."""
+        return self.stop_requested or step >= self._next_checkpoint
+
+    def save(self, step: int, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> Path:
+        """Write checkpoint `step-N` with the algorithm's arrays and state plus the run's own."""
+        self._metrics.flush()
+        self._episode_log.flush()
+        self._tensorboard.flush()
+        meta = {
+            "algo": self.algo,
+            "env": self.config.env,
+            "step": int(step),
+            "config": to_dict(self.config),
+            "state": state,
+            "run": {
+                "episodes": self.episodes,
+                "recent_returns": list(self._returns),
+                "recent_lengths": list(self._lengths),
+                "metrics_rows": self._metrics.rows,
+                "episode_rows": self._episode_log.rows,
+            },
+        }
+        path = checkpoint.save(self.dir / "checkpoints", f"step-{step}", arrays, meta)
+        checkpoint.prune(self.dir / "checkpoints", self.config.keep_checkpoints)
+        self._next_checkpoint = _next_multiple(step, self.config.checkpoint_every)
+        return path
+
+    # ---- the training loop's context ------------------------------------------------------
+    @contextmanager
+    def session(self, start_step: int):
+        """Progress bar and signal handlers around an algorithm's loop; closes the logs after."""
+        previous = {}
+
+        def request_stop(signum, _frame):
+            if self.stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_requested, self.stop_signal = True, signum
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, request_stop)
+        progress = None if self.quiet else _progress_bar()
+        try:
+            if progress is not None:
+                progress.start()
+                self._progress = progress
+                self._task = progress.add_task(
+                    f"{self.algo} {self.config.env}",
+                    total=self.config.steps,
+                    completed=start_step,
+                    rate=0.0,
+                    ret=self.episode_return_mean,
+                )
+            yield self
+        finally:
+            if progress is not None:
+                progress.stop()
+                self._progress = None
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self._metrics.close()
+            self._episode_log.close()
+            self._tensorboard.close()
+
+
+def _progress_bar():
+    """A rich progress bar on stderr: steps, steps/s and the recent mean return."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>9,.0f} steps/s"),
+        TextColumn("return {task.fields[ret]:>9.2f}"),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+def write_run_config(run_dir: Path, algo: str, config: TrainConfig) -> None:
+    """Write `config.toml`: the algorithm's name and every resolved field."""
+    text = tomli_w.dumps({"algo": algo, **to_dict(config)})
+    checkpoint.atomic_write_text(Path(run_dir) / "config.toml", text)

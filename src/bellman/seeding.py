@@ -1,0 +1,64 @@
+"""The one place that seeds random number generators and captures/restores their state.
+
+A run owns explicit generators rather than global state: a `numpy.random.Generator` for the agent,
+each environment's own `np_random`, and (for the deep algorithms) torch's generator. Their states
+go into the checkpoint JSON (numpy bit-generator states are plain dicts of ints), so a resumed
+run draws exactly the numbers the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+def make_rng(seed: int) -> np.random.Generator:
+    """The agent's generator for a run with this seed."""
+    return np.random.default_rng(seed)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python's `random` (and torch when it is loaded); return the agent's numpy generator."""
+    random.seed(seed)
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+    return make_rng(seed)
+
+
+def generator_state(rng: np.random.Generator) -> dict[str, Any]:
+    """JSON-safe state of a numpy generator."""
+    return rng.bit_generator.state
+
+
+def set_generator_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
+    """Restore a state captured by `generator_state` (in place)."""
+    rng.bit_generator.state = state
+
+
+def env_rng_state(env: gym.Env) -> dict[str, Any]:
+    """JSON-safe state of an environment's own generator (`env.unwrapped.np_random`)."""
+    return generator_state(env.unwrapped.np_random)
+
+
+def set_env_rng_state(env: gym.Env, state: dict[str, Any]) -> None:
+    """Give an environment a generator in the captured state, as `reset(seed=...)` would."""
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    env.unwrapped.np_random = np.random.Generator(bit_generator)
+
+
+def python_random_state() -> list:
+    """Python's `random` state as JSON-safe nested lists."""
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_python_random_state(state: list) -> None:
+    """Restore a state captured by `python_random_state`."""
+    version, internal, gauss = state
+    random.setstate((version, tuple(internal), gauss))
