@@ -85,7 +85,11 @@ def train(
 
 
 def resume(run_dir: Path, *, algo: str | None = None, steps: int | None = None, quiet=False):
-    """Continue a run from its latest checkpoint to its own target (or to `steps`)."""
+    """Continue a run from its latest checkpoint to its own target (or to `steps`).
+
+    Everything is checked (algorithm, env, checkpoint integrity and shapes, target) before the
+    first byte is written, so a refused resume leaves the run directory exactly as it was.
+    """
     run_dir = Path(run_dir)
     spec, config = load_run_config(run_dir)
     if algo is not None and algo != spec.name:
@@ -94,16 +98,20 @@ def resume(run_dir: Path, *, algo: str | None = None, steps: int | None = None, 
         config = configs.from_dict(
             spec.config_class, spec.name, {**configs.to_dict(config), "steps": steps}, "--steps"
         )
-    run = Run.resume(run_dir, spec.name, config, quiet=quiet)
-    done = int(run.restored[1]["step"])
+    arrays, meta = _load_checkpoint(run_dir, spec, config)
+    done = int(meta["step"])
     if done >= config.steps:
         raise ConfigError(
-            f"run '{run_dir}' already reached its target of {config.steps} steps; "
-            f"pass --steps N with N > {done} to train it further"
+            f"run '{run_dir}' already reached its target of {config.steps} steps "
+            f"(it is at step {done}); pass --steps N with N > {done} to train it further"
         )
+    env = make_env(config.env)
+    module = spec.load()
+    module.check_env(env)
+    module.check_checkpoint(arrays, env)
     if steps is not None:
         write_run_config(run_dir, spec.name, config)
-    env = make_env(config.env)
+    run = Run.resume(run_dir, spec.name, config, (arrays, meta), quiet=quiet)
     return _train(spec, config, env, run)
 
 
@@ -129,6 +137,17 @@ def load_run_config(run_dir: Path):
     return spec, config
 
 
+def _load_checkpoint(run_dir: Path, spec: Algorithm, config):
+    """The run's latest checkpoint, checked against the algorithm and env of its config."""
+    arrays, meta = checkpoint.load(Path(run_dir) / "checkpoints", algo=spec.name)
+    if meta.get("env") != config.env:
+        raise CheckpointError(
+            f"run '{run_dir}': its checkpoint was trained on '{meta.get('env')}' but its "
+            f"config.toml says env = '{config.env}'"
+        )
+    return arrays, meta
+
+
 def load_policy(run_dir: Path):
     """The greedy policy of a run's latest checkpoint, with its config and env.
 
@@ -136,7 +155,7 @@ def load_policy(run_dir: Path):
         (policy: obs -> action, config, env).
     """
     spec, config = load_run_config(run_dir)
-    arrays, _ = checkpoint.load(Path(run_dir) / "checkpoints", algo=spec.name)
+    arrays, _ = _load_checkpoint(run_dir, spec, config)
     env = make_env(config.env)
     module, _, function = spec.policy.partition(":")
     policy = getattr(importlib.import_module(module), function)(arrays, env)
@@ -147,6 +166,8 @@ def evaluate_run(run_dir: Path, episodes: int, seed: int) -> dict[str, Any]:
     """Evaluate a run's greedy policy on `episodes` seeded episodes and write `eval.json`."""
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    if seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {seed}")
     policy, config, env = load_policy(run_dir)
     try:
         result = evaluation.evaluate(policy, env, episodes=episodes, seed=seed)

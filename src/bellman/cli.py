@@ -250,7 +250,8 @@ def _cmd_plan(args) -> int:
     )
     for s, name in enumerate(model.state_names):
         cells = [f"{value:.4g}" for value in q[s]]
-        table.add_row(name, *cells, f"{q[s].max():.4g}", model.action_names[policy[s]])
+        greedy = "terminal" if model.terminal[s] else model.action_names[policy[s]]
+        table.add_row(name, *cells, f"{q[s].max():.4g}", greedy)
     console = _console()
     console.print(f"Q* of {args.env} at gamma = {args.gamma} (value iteration on P)")
     console.print(table)

@@ -134,20 +134,27 @@ def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
     )
 
 
-def check_fields(config: TrainConfig) -> None:
-    """Validate every field against its type, its interval or choices, then cross-field rules."""
+def check_fields(config: TrainConfig, origins: dict[str, str] | None = None) -> None:
+    """Validate every field against its type, its interval or choices, then cross-field rules.
+
+    Args:
+        config: the config to check.
+        origins: key -> where its value came from ("config file 'x.toml'"), named in errors.
+    """
+    origins = origins or {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        where = f" (from {origins[f.name]})" if f.name in origins else ""
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"config key '{f.name}' must be a finite number, got {value}")
+            raise ConfigError(f"config key '{f.name}' must be a finite number, got {value}{where}")
         spec = f.metadata.get("interval")
         if spec is not None and not _in_interval(value, spec):
-            raise ConfigError(f"config key '{f.name}' must be in {spec}, got {value}")
+            raise ConfigError(f"config key '{f.name}' must be in {spec}, got {value}{where}")
         names = f.metadata.get("choices")
         if names is not None and value not in names:
             raise ConfigError(
                 f"config key '{f.name}' must be one of {', '.join(names)}, "
-                f"got '{value}'{did_you_mean(str(value), names)}"
+                f"got '{value}'{did_you_mean(str(value), names)}{where}"
             )
     if not config.env:
         raise ConfigError("no environment given; pass --env ID (see `bellman envs`)")
@@ -181,8 +188,15 @@ def tuned_defaults(algo: str, env_id: str) -> tuple[dict[str, Any], str] | None:
     return tomllib.loads(resource.read_text(encoding="utf-8")), f"bellman/configs/{name}"
 
 
-def apply(values: dict[str, Any], updates: dict[str, Any], cls: type, algo: str, source: str):
-    """Merge `updates` (from TOML) into `values`, checking keys and types."""
+def apply(
+    values: dict[str, Any],
+    updates: dict[str, Any],
+    cls: type,
+    algo: str,
+    source: str,
+    origins: dict[str, str] | None = None,
+):
+    """Merge `updates` (from TOML) into `values`, checking keys and types; note each origin."""
     types = field_types(cls)
     for key, value in updates.items():
         if key == "algo":
@@ -195,6 +209,8 @@ def apply(values: dict[str, Any], updates: dict[str, Any], cls: type, algo: str,
                 f"valid keys for {algo}: {', '.join(types)}"
             )
         values[key] = _coerce(key, value, types[key], source)
+        if origins is not None:
+            origins[key] = source
 
 
 def resolve(
@@ -210,10 +226,11 @@ def resolve(
         The validated config and the list of sources applied, for the run's log.
     """
     values: dict[str, Any] = {"env": env_id}
+    origins: dict[str, str] = {}
     sources = ["defaults"]
     shipped = tuned_defaults(algo, env_id)
     if shipped is not None:
-        apply(values, shipped[0], cls, algo, shipped[1])
+        apply(values, shipped[0], cls, algo, shipped[1], origins)
         sources.append(shipped[1])
     if config_file is not None:
         from_file = read_toml(Path(config_file))
@@ -222,7 +239,7 @@ def resolve(
                 f"config file '{config_file}' is for env '{from_file['env']}', "
                 f"but --env is '{env_id}'"
             )
-        apply(values, from_file, cls, algo, f"config file '{config_file}'")
+        apply(values, from_file, cls, algo, f"config file '{config_file}'", origins)
         sources.append(str(config_file))
     types = field_types(cls)
     for item in overrides:
@@ -238,9 +255,10 @@ def resolve(
         if key == "env":
             raise ConfigError("the environment is chosen with --env, not --set env=...")
         values[key] = parse_value(key, text, types[key])
+        origins.pop(key, None)
         sources.append(f"--set {key}")
     config = cls(**values)
-    check_fields(config)
+    check_fields(config, origins)
     return config, sources
 
 
@@ -252,7 +270,8 @@ def to_dict(config: TrainConfig) -> dict[str, Any]:
 def from_dict(cls: type, algo: str, values: dict[str, Any], source: str) -> TrainConfig:
     """Rebuild a config saved in a run directory, checking it as strictly as a user's file."""
     checked: dict[str, Any] = {}
-    apply(checked, values, cls, algo, source)
+    origins: dict[str, str] = {}
+    apply(checked, values, cls, algo, source, origins)
     config = cls(**checked)
-    check_fields(config)
+    check_fields(config, origins)
     return config

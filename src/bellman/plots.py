@@ -12,11 +12,11 @@ import math
 from pathlib import Path
 
 from bellman.checkpoint import atomic_write
-from bellman.errors import CheckpointError
+from bellman.errors import CheckpointError, ConfigError
 
 #: Metrics drawn when present, in this order; the ones in LOG_SCALE on a log axis.
-PANELS = ("episode_return_mean", "bellman_residual", "bellman_residual_visited", "loss")
-LOG_SCALE = {"bellman_residual", "bellman_residual_visited"}
+PANELS = ("episode_return_mean", "bellman_residual", "bellman_residual_mean", "loss")
+LOG_SCALE = {"bellman_residual", "bellman_residual_mean"}
 
 
 def read_metrics(run_dir: Path) -> dict[str, list[float]]:
@@ -28,9 +28,15 @@ def read_metrics(run_dir: Path) -> dict[str, list[float]]:
     except FileNotFoundError:
         raise CheckpointError(f"'{run_dir}' has no metrics.csv (is it a run directory?)") from None
     columns: dict[str, list[float]] = {}
-    for row in rows:
-        for key, text in row.items():
-            columns.setdefault(key, []).append(float(text) if text not in ("", None) else math.nan)
+    try:
+        for row in rows:
+            for key, text in row.items():
+                value = float(text) if text not in ("", None) else math.nan
+                columns.setdefault(key, []).append(value)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"'{path}' is corrupt: {error}") from None
+    if "step" not in columns:
+        raise CheckpointError(f"'{path}' has no step column")
     return columns
 
 
@@ -44,6 +50,8 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: tuple[str, ...] | None =
     import matplotlib.pyplot as plt
 
     data = {Path(run_dir): read_metrics(run_dir) for run_dir in run_dirs}
+    if not Path(out).parent.is_dir():
+        raise ConfigError(f"cannot write '{out}': directory '{Path(out).parent}' does not exist")
     wanted = metrics or PANELS
     panels = [name for name in wanted if any(name in columns for columns in data.values())]
     if not panels:

@@ -221,10 +221,11 @@ class Run:
         return cls(run_dir, algo, config, quiet=quiet)
 
     @classmethod
-    def resume(cls, run_dir: Path, algo: str, config: TrainConfig, quiet=False):
-        """Open an existing run at its latest checkpoint, truncating logs written after it."""
+    def resume(cls, run_dir: Path, algo: str, config: TrainConfig, restored, quiet=False):
+        """Open an existing run at a loaded checkpoint (`restored` = (arrays, meta) from
+        `checkpoint.load`), truncating the logs to the rows written before it."""
         run_dir = Path(run_dir)
-        arrays, meta = checkpoint.load(run_dir / "checkpoints", algo=algo)
+        arrays, meta = restored
         state = meta.get("run", {})
         _truncate_csv(run_dir / "metrics.csv", int(state.get("metrics_rows", 0)))
         _truncate_csv(run_dir / "episodes.csv", int(state.get("episode_rows", 0)))

@@ -49,6 +49,17 @@ class TabularModel:
     state_names: list[str]
     action_names: list[str]
 
+    @property
+    def terminal(self) -> np.ndarray:
+        """[S] True for absorbing terminal states: every outcome stays put, pays 0 and ends."""
+        stays = (self.next_state == self.index // self.n_actions) & (self.reward == 0.0)
+        ends = stays & (self.done == 1.0)
+        counts = np.bincount(self.index // self.n_actions, minlength=self.n_states)
+        return (
+            np.bincount(self.index // self.n_actions, weights=ends, minlength=self.n_states)
+            == counts
+        )
+
     def backup(self, q: np.ndarray, gamma: float) -> np.ndarray:
         """One Bellman optimality backup: [S, A] -> E[r + gamma (1 - done) max_a' Q(s', a')]."""
         v = q.max(axis=1)

@@ -27,18 +27,10 @@ import gymnasium as gym
 import numpy as np
 
 from bellman.run import Run
-from bellman.tabular.td import (
-    TabularConfig,
-    check_env,
-    checkpoint_state,
-    epsilon_greedy,
-    initial_state,
-    log_metrics,
-    optional_model,
-)
+from bellman.tabular.td import Tables, TabularConfig, check_checkpoint, check_env, epsilon_greedy
 
 Config = TabularConfig
-__all__ = ["Config", "check_env", "train"]
+__all__ = ["Config", "check_checkpoint", "check_env", "train"]
 
 
 def q_learning_target(reward: float, q_next: np.ndarray, gamma: float, terminated: bool) -> float:
@@ -48,31 +40,21 @@ def q_learning_target(reward: float, q_next: np.ndarray, gamma: float, terminate
 
 def train(config: TabularConfig, env: gym.Env, run: Run) -> np.ndarray:
     """Run Q-learning for `config.steps` env steps; returns the learned Q-table [S, A]."""
-    state = initial_state(config, env, run.restored)
-    q, visit_counts, rng, step = state["q"], state["visit_counts"], state["rng"], state["step"]
+    tables = Tables(config, env, run)  # Q(s, a) = q_init, or as the checkpoint left it
+    q, rng = tables.q, tables.rng
     epsilon, alpha = config.epsilon_at(), config.alpha_at()
-    model = optional_model(env)
 
-    with run.session(start_step=step):
-        while step < config.steps and not run.stop_requested:  # 1. for each episode
-            s, _ = env.reset(seed=config.seed if step == 0 else None)  # 2. initialize S
-            episode_return, length = 0.0, 0
+    with run.session(start_step=tables.step):
+        while tables.running:  # 1. for each episode
+            s = tables.reset()  # 2. initialize S
             while True:  # 3. for each step of the episode
-                a = epsilon_greedy(q[s], epsilon(step), rng)  # 4. choose A (epsilon-greedy)
+                a = epsilon_greedy(q[s], epsilon(tables.step), rng)  # 4. choose A, epsilon-greedy
                 s_next, r, terminated, truncated, _ = env.step(a)  # 5. take A, observe R, S'
-                step += 1
-                visit_counts[s, a] += 1
                 target = q_learning_target(r, q[s_next], config.gamma, terminated)
-                q[s, a] += alpha(step) * (target - q[s, a])  # 6. the Q-learning update
+                q[s, a] += alpha(tables.step) * (target - q[s, a])  # 6. the Q-learning update
+                budget_spent = tables.end_of_step(s, a, r)
                 s = s_next  # 7. S <- S'
-                episode_return += r
-                length += 1
-                if step % config.log_every == 0 or step == config.steps:
-                    log_metrics(run, step, q, visit_counts, model, config)
-                if terminated or truncated or step >= config.steps:  # 8. until terminal
+                if terminated or truncated or budget_spent:  # 8. until S is terminal
                     break
-            if terminated or truncated:
-                run.log_episode(step, episode_return, length)
-            if run.checkpoint_due(step) or step >= config.steps:
-                run.save(step, {"q": q, "visit_counts": visit_counts}, checkpoint_state(rng, env))
+            tables.end_of_episode(finished=terminated or truncated)
     return q

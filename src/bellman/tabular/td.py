@@ -9,7 +9,6 @@ exploration settle on the first action that paid anything (see bellman/Explorati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -75,10 +74,18 @@ def check_env(env: gym.Env) -> tuple[int, int]:
     for space, what in ((env.observation_space, "observation"), (env.action_space, "action")):
         if not isinstance(space, gym.spaces.Discrete):
             raise ConfigError(
-                f"tabular methods need a Discrete {what} space, but '{name}' has {space}; "
+                f"tabular methods need a Discrete {what} space, but '{name}' has "
+                f"{type(space).__name__}{getattr(space, 'shape', '')}; "
                 "try Taxi-v4, FrozenLake-v1, CliffWalking-v1 or a bellman/ env"
             )
     return int(env.observation_space.n), int(env.action_space.n)
+
+
+def check_checkpoint(arrays: dict[str, np.ndarray], env: gym.Env) -> None:
+    """Check a checkpoint's tables fit this env before anything is resumed from it."""
+    n_states, n_actions = check_env(env)
+    for key in ("q", "visit_counts"):
+        expect_array(arrays, key, (n_states, n_actions), "checkpoint")
 
 
 def epsilon_greedy(q_row: np.ndarray, epsilon: float, rng: np.random.Generator) -> int:
@@ -92,29 +99,66 @@ def epsilon_greedy(q_row: np.ndarray, epsilon: float, rng: np.random.Generator) 
     return int(q_row.argmax())
 
 
-def initial_state(config: TabularConfig, env: gym.Env, restored) -> dict[str, Any]:
-    """Q-table, agent generator and counters: fresh, or as a checkpoint left them."""
-    n_states, n_actions = check_env(env)
-    rng = seeding.seed_everything(config.seed)
-    if restored is None:
-        q = np.full((n_states, n_actions), config.q_init, dtype=np.float64)
-        visit_counts = np.zeros((n_states, n_actions), dtype=np.int64)
-        return {"q": q, "visit_counts": visit_counts, "rng": rng, "step": 0}
-    arrays, meta = restored
-    q = expect_array(arrays, "q", (n_states, n_actions), "checkpoint").copy()
-    visit_counts = expect_array(arrays, "visit_counts", (n_states, n_actions), "checkpoint").copy()
-    seeding.set_generator_state(rng, meta["state"]["agent_rng"])
-    env.reset(seed=config.seed)  # wrappers need a first reset; the generator is then restored
-    seeding.set_env_rng_state(env, meta["state"]["env_rng"])
-    return {"q": q, "visit_counts": visit_counts, "rng": rng, "step": int(meta["step"])}
+class Tables:
+    """The learner's state between steps: Q[S, A], visit_counts N[S, A], the agent's generator,
+    the env-step counter, and the current episode's return and length.
 
+    `end_of_step` and `end_of_episode` do the bookkeeping Q-learning and SARSA share (counting,
+    metrics rows, episode log, checkpoints), so their loops keep only the lines of their pseudocode.
+    """
 
-def checkpoint_state(rng: np.random.Generator, env: gym.Env) -> dict[str, Any]:
-    """The JSON part of a tabular checkpoint, taken between two episodes."""
-    return {
-        "agent_rng": seeding.generator_state(rng),
-        "env_rng": seeding.env_rng_state(env),
-    }
+    def __init__(self, config: TabularConfig, env: gym.Env, run):
+        n_states, n_actions = check_env(env)
+        self.config, self.env, self.run = config, env, run
+        self.model = optional_model(env)
+        self.rng = seeding.seed_everything(config.seed)
+        self.episode_return, self.length = 0.0, 0
+        if run.restored is None:
+            self.q = np.full((n_states, n_actions), config.q_init, dtype=np.float64)
+            self.visit_counts = np.zeros((n_states, n_actions), dtype=np.int64)
+            self.step = 0
+            return
+        arrays, meta = run.restored
+        check_checkpoint(arrays, env)
+        self.q, self.visit_counts = arrays["q"].copy(), arrays["visit_counts"].copy()
+        self.step = int(meta["step"])
+        seeding.set_generator_state(self.rng, meta["state"]["agent_rng"])
+        env.reset(seed=config.seed)  # wrappers need a first reset; the generator is then restored
+        seeding.set_env_rng_state(env, meta["state"]["env_rng"])
+
+    @property
+    def running(self) -> bool:
+        """True while the run has steps left and no stop was requested."""
+        return self.step < self.config.steps and not self.run.stop_requested
+
+    def reset(self):
+        """Start an episode: the first of a fresh run is seeded, later ones continue the stream."""
+        self.episode_return, self.length = 0.0, 0
+        s, _ = self.env.reset(seed=self.config.seed if self.step == 0 else None)
+        return s
+
+    def end_of_step(self, s: int, a: int, reward: float) -> bool:
+        """Count the transition (S, A, R); write a metrics row when due. True when the run's
+        step budget is spent."""
+        self.step += 1
+        self.visit_counts[s, a] += 1
+        self.episode_return += reward
+        self.length += 1
+        if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+            log_metrics(self.run, self.step, self.q, self.visit_counts, self.model, self.config)
+        return self.step >= self.config.steps
+
+    def end_of_episode(self, finished: bool) -> None:
+        """Log a finished episode; checkpoint when one is due (between episodes, so that a
+        resumed run starts the next episode exactly as the uninterrupted run would)."""
+        if finished:
+            self.run.log_episode(self.step, self.episode_return, self.length)
+        if self.run.checkpoint_due(self.step) or self.step >= self.config.steps:
+            state = {
+                "agent_rng": seeding.generator_state(self.rng),
+                "env_rng": seeding.env_rng_state(self.env),
+            }
+            self.run.save(self.step, {"q": self.q, "visit_counts": self.visit_counts}, state)
 
 
 def greedy_policy(arrays: dict[str, np.ndarray], env: gym.Env):
@@ -135,15 +179,14 @@ def optional_model(env: gym.Env) -> TabularModel | None:
 
 def log_metrics(run, step: int, q, visit_counts, model: TabularModel | None, config) -> None:
     """One metrics row: epsilon, alpha, the share of (s, a) pairs visited and, when P is known,
-    the Bellman residual max |Q - (R + gamma max Q')| over all pairs and over the visited ones."""
-    visited = visit_counts > 0
+    the Bellman residual |Q - (R + gamma max Q')| against it, its max and its mean over (s, a)."""
     scalars = {
         "epsilon": config.epsilon_at()(step),
         "alpha": config.alpha_at()(step),
-        "visited_fraction": float(visited.mean()),
+        "visited_fraction": float((visit_counts > 0).mean()),
     }
     if model is not None:
         residual = np.abs(q - model.backup(q, config.gamma))
         scalars["bellman_residual"] = float(residual.max())
-        scalars["bellman_residual_visited"] = float(residual[visited].max(initial=0.0))
+        scalars["bellman_residual_mean"] = float(residual.mean())
     run.log(step, **scalars)

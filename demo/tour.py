@@ -1,0 +1,105 @@
+"""`make demo`: a tour of the lectures, each stop a few real `bellman` commands and their output.
+
+Stops so far:
+    1. Exact planning: the Recycling robot's Q* beside the lecture's table.
+    2. The exploration trap: a greedy learner settles on 1, an epsilon-greedy one finds 1000.
+    3. Q-learning on Taxi-v4 to the optimal return, with its learning curve.
+Later issues add their stops at the end. Run directories go to runs/ (printed at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "runs"
+STAMP = time.strftime("%Y%m%d-%H%M%S")
+run_dirs: list[Path] = []
+
+
+def bellman(*args: str, show: bool = True) -> str:
+    """Run `bellman ARGS`, echo the command and (optionally) its output; stop the tour on error."""
+    print(f"$ bellman {' '.join(args)}", flush=True)
+    result = subprocess.run(  # stderr (progress bars, errors) goes straight to the terminal
+        [sys.executable, "-m", "bellman", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    if result.returncode != 0:
+        sys.exit(f"demo stopped: `bellman {' '.join(args)}` exited {result.returncode}")
+    if show:
+        print(result.stdout, end="", flush=True)
+    return result.stdout
+
+
+def heading(text: str) -> None:
+    print(f"\n=== {text} ===", flush=True)
+
+
+def stop_recycling() -> None:
+    heading("1. Exact planning: the recycling robot (value iteration, gamma = 0.9)")
+    bellman("plan", "bellman/Recycling-v0", "--gamma", "0.9")
+    table = json.loads(
+        bellman("plan", "bellman/Recycling-v0", "--gamma", "0.9", "--format", "json", show=False)
+    )
+    lecture = {"S2": (2, 9), "S3": (8.1, 10), "S4": (9, 10)}
+    print("state  lecture (left, right)  bellman (left, right)")
+    for state, values in lecture.items():
+        ours = tuple(table["q"][table["states"].index(state)])
+        mark = "ok" if np.allclose(ours, values) else "DIFFERENT"
+        print(f"{state:<6} {values!s:<22} {ours!s:<22} {mark}")
+
+
+def stop_exploration_trap() -> None:
+    heading("2. The exploration trap: greedy vs epsilon-greedy Q-learning")
+    for label, epsilon in (("greedy", "0"), ("epsilon-greedy", "0.1")):
+        run_dir = RUNS / f"demo-{STAMP}-trap-{label}"
+        bellman(
+            "train", "q-learning", "--env", "bellman/ExplorationTrap-v0", "--steps", "300",
+            "--set", f"epsilon={epsilon}", "--set", "epsilon_schedule=constant",
+            "--run-dir", str(run_dir.relative_to(ROOT)), "--quiet", show=False,
+        )  # fmt: skip
+        run_dirs.append(run_dir)
+        bellman("eval", str(run_dir.relative_to(ROOT)), "--episodes", "10")
+        mean = json.loads((run_dir / "eval.json").read_text())["mean"]
+        print(f"-> {label} (epsilon = {epsilon}) learned a policy worth {mean:g}", flush=True)
+
+
+def stop_taxi() -> None:
+    heading("3. Q-learning on Taxi-v4, against the optimum from exact planning")
+    run_dir = RUNS / f"demo-{STAMP}-taxi"
+    relative = str(run_dir.relative_to(ROOT))
+    bellman("train", "q-learning", "--env", "Taxi-v4", "--run-dir", relative)
+    bellman("eval", relative, "--episodes", "1000")
+    learned = json.loads((run_dir / "eval.json").read_text())["mean"]
+
+    from bellman.envs import make_env
+    from bellman.evaluation import evaluate
+    from bellman.tabular.planning import greedy_policy, tabular_model, value_iteration
+
+    env = make_env("Taxi-v4")
+    policy = greedy_policy(value_iteration(tabular_model(env), gamma=0.99))
+    optimal = evaluate(lambda s: int(policy[s]), env, episodes=1000, seed=0)["mean"]
+    verdict = "optimal" if abs(learned - optimal) <= 0.05 else "not yet optimal"
+    print(f"-> learned greedy policy {learned:.3f} vs planned optimum {optimal:.3f}: {verdict}")
+    print(f"-> learning curve: {(run_dir / 'plot.png').relative_to(ROOT)}")
+    run_dirs.append(run_dir)
+
+
+def main() -> None:
+    started = time.perf_counter()
+    stop_recycling()
+    stop_exploration_trap()
+    stop_taxi()
+    heading("Run directories")
+    for run_dir in run_dirs:
+        print(run_dir.relative_to(ROOT))
+    print(f"\ntour finished in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
