@@ -243,8 +243,8 @@ DAMAGES = {
         ("config.toml", "corrupt"),
     ),
     "config-unknown-algo": (
-        lambda run: _edit_config(run, "algo", '"dqn"'),
-        ("'dqn'", "q-learning", "sarsa"),
+        lambda run: _edit_config(run, "algo", '"deep-sarsa"'),
+        ("'deep-sarsa'", "q-learning", "sarsa"),
     ),
     # A hand-edited value must be reported as coming from the run's config.toml: the user typed
     # no gamma on this command line.

@@ -17,19 +17,22 @@ from typing import Any
 
 from bellman import checkpoint, evaluation
 from bellman import config as configs
-from bellman.envs import make_env
 from bellman.errors import CheckpointError, ConfigError, unknown
 from bellman.run import Run, read_run_config, write_run_config
 
 
 @dataclass(frozen=True)
 class Algorithm:
-    """An entry of the algorithm table: its CLI name, module and a one-line summary."""
+    """An entry of the algorithm table: its CLI name, module and a one-line summary.
+
+    The module provides `Config`, `make_train_env(config)`, `make_eval_env(config, render_mode)`,
+    `check_env(env)`, `check_checkpoint(arrays, env, config)`, `train(config, env, run)` and
+    `load_policy(arrays, env, config, seed)`.
+    """
 
     name: str
     module: str
     summary: str
-    policy: str  # "module:function" building obs -> action from (arrays, env)
 
     def load(self):
         """The algorithm's module (imported on first use)."""
@@ -47,13 +50,16 @@ ALGORITHMS = {
             "q-learning",
             "bellman.tabular.q_learning",
             "off-policy TD control with a Q-table (Watkins 1989)",
-            "bellman.tabular.td:greedy_policy",
         ),
         Algorithm(
             "sarsa",
             "bellman.tabular.sarsa",
             "on-policy TD control with a Q-table (Rummery & Niranjan 1994)",
-            "bellman.tabular.td:greedy_policy",
+        ),
+        Algorithm(
+            "dqn",
+            "bellman.algos.dqn",
+            "deep Q-network with replay memory and a target network (Mnih et al. 2015)",
         ),
     )
 }
@@ -78,8 +84,9 @@ def train(
     """Train `algo` on `env_id` in a new run directory; returns the finished (or stopped) run."""
     spec = algorithm(algo)
     config, _ = configs.resolve(spec.config_class, algo, env_id, config_file, list(overrides))
-    env = make_env(config.env)
-    spec.load().check_env(env)
+    module = spec.load()
+    env = module.make_train_env(config)
+    module.check_env(env)
     run = Run.create(algo, config, run_dir, quiet=quiet)
     return _train(spec, config, env, run)
 
@@ -105,10 +112,10 @@ def resume(run_dir: Path, *, algo: str | None = None, steps: int | None = None, 
             f"run '{run_dir}' already reached its target of {config.steps} steps "
             f"(it is at step {done}); pass --steps N with N > {done} to train it further"
         )
-    env = make_env(config.env)
     module = spec.load()
+    env = module.make_train_env(config)
     module.check_env(env)
-    module.check_checkpoint(arrays, env)
+    module.check_checkpoint(arrays, env, config)
     if steps is not None:
         write_run_config(run_dir, spec.name, config)
     run = Run.resume(run_dir, spec.name, config, (arrays, meta), quiet=quiet)
@@ -148,17 +155,18 @@ def _load_checkpoint(run_dir: Path, spec: Algorithm, config):
     return arrays, meta
 
 
-def load_policy(run_dir: Path):
-    """The greedy policy of a run's latest checkpoint, with its config and env.
+def load_policy(run_dir: Path, seed: int = 0, render_mode: str | None = None):
+    """The evaluation policy of a run's latest checkpoint, with its config and env.
 
     Returns:
-        (policy: obs -> action, config, env).
+        (policy: obs -> action, config, env); `seed` seeds the policy's own exploration
+        (DQN evaluates with epsilon = eval_epsilon).
     """
     spec, config = load_run_config(run_dir)
     arrays, _ = _load_checkpoint(run_dir, spec, config)
-    env = make_env(config.env)
-    module, _, function = spec.policy.partition(":")
-    policy = getattr(importlib.import_module(module), function)(arrays, env)
+    module = spec.load()
+    env = module.make_eval_env(config, render_mode=render_mode)
+    policy = module.load_policy(arrays, env, config, seed)
     return policy, config, env
 
 
@@ -168,7 +176,7 @@ def evaluate_run(run_dir: Path, episodes: int, seed: int) -> dict[str, Any]:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     if seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {seed}")
-    policy, config, env = load_policy(run_dir)
+    policy, config, env = load_policy(run_dir, seed=seed)
     try:
         result = evaluation.evaluate(policy, env, episodes=episodes, seed=seed)
     finally:

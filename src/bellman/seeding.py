@@ -62,3 +62,13 @@ def set_python_random_state(state: list) -> None:
     """Restore a state captured by `python_random_state`."""
     version, internal, gauss = state
     random.setstate((version, tuple(internal), gauss))
+
+
+def boundary_seeds(seed: int, step: int, n: int) -> list[int]:
+    """Seeds for resetting `n` environments at env step `step` of a run seeded with `seed`.
+
+    Algorithms that reset their environments at checkpoints use these, in the uninterrupted run
+    as in a resumed one, so both see exactly the same episodes afterwards.
+    """
+    state = np.random.SeedSequence([seed, step]).generate_state(n, dtype=np.uint32)
+    return [int(value) for value in state]

@@ -4,6 +4,10 @@ Ours are registered under the `bellman/` namespace, so `gymnasium.make("bellman/
 works as soon as `bellman` is imported. `make_env` wraps `gymnasium.make` with the errors a user
 needs: an unknown id gets a "did you mean" and the list of ids, a deprecated one names its
 replacement.
+
+Atari games come from ale-py under ids like `ALE/Pong-v5`. ale-py registers them when it is
+imported, which `make_env` does the first time it sees an `ALE/` id (so `import bellman` stays
+free of the emulator); `bellman.envs.atari.make_atari_env` adds DeepMind's preprocessing.
 """
 
 from __future__ import annotations
@@ -44,10 +48,22 @@ register_envs()
 def make_env(env_id: str, **kwargs) -> gym.Env:
     """`gymnasium.make(env_id, **kwargs)` with clear errors for unknown or deprecated ids.
 
+    `ALE/` ids register ale-py's games first (see `bellman.envs.atari`).
+
     Raises:
-        ConfigError: the id is unknown or deprecated (the message names the replacement).
+        ConfigError: the id is unknown or deprecated (the message names the replacement), or an
+            Atari id without ale-py installed.
     """
+    if env_id not in gym.registry and env_id.startswith("ALE/"):
+        from bellman.envs.atari import register_atari
+
+        register_atari()
     if env_id not in gym.registry:
+        if not env_id.startswith("ALE/") and _is_atari_game(f"ALE/{env_id}"):
+            raise ConfigError(
+                f"unknown environment '{env_id}' (did you mean 'ALE/{env_id}'?); "
+                f"Atari games are named ALE/<Game>-v5"
+            )
         name, _, version = env_id.rpartition("-v")
         versions = sorted(
             int(key.rpartition("-v")[2])
@@ -61,7 +77,7 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
                 f"environment '{env_id}' is {status} in gymnasium {gym.__version__}; "
                 f"use {replacement}"
             )
-        raise unknown("environment", env_id, gym.registry, hint="see `bellman envs`")
+        raise unknown("environment", env_id, _candidates(env_id), hint="see `bellman envs`")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -72,13 +88,40 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
         raise ConfigError(f"environment '{env_id}' needs a missing package: {error}") from None
 
 
+def _is_atari_game(env_id: str) -> bool:
+    """True when ale-py is installed and registers `env_id` (imports ale-py: error paths only)."""
+    from bellman.envs.atari import atari_available
+
+    return atari_available() and env_id in gym.registry
+
+
+def _is_ale(env_id: str) -> bool:
+    """True for every id ale-py registers: `ALE/...-v5` and the legacy `Pong-v4` family."""
+    entry_point = gym.registry[env_id].entry_point
+    return isinstance(entry_point, str) and entry_point.startswith("ale_py")
+
+
+def _candidates(env_id: str) -> list[str]:
+    """The ids to suggest for an unknown `env_id`: Atari ids for `ALE/...`, the others otherwise."""
+    if env_id.startswith("ALE/"):
+        return [key for key in gym.registry if key.startswith("ALE/")]
+    return [key for key in gym.registry if not _is_ale(key)]
+
+
 def env_catalog() -> list[tuple[str, str, str]]:
-    """(id, family, note) for every environment bellman can train on, ours first."""
+    """(id, family, note) for every environment bellman can train on, ours first.
+
+    Atari games (family "atari", `ALE/...-v5` only) are listed when ale-py is installed; the
+    legacy `Pong-v4`/`PongNoFrameskip-v4` ids it also registers are left out.
+    """
+    from bellman.envs.atari import atari_available
+
     rows = []
     for env_id in LECTURE_ENVS:
         rows.append((env_id, "lectures", "finite MDP (bellman plan works)"))
+    has_atari = atari_available()
     for env_id, spec in sorted(gym.registry.items()):
-        if env_id in LECTURE_ENVS or not isinstance(spec.entry_point, str):
+        if env_id in LECTURE_ENVS or not isinstance(spec.entry_point, str) or _is_ale(env_id):
             continue
         module = spec.entry_point.split(":")[0]
         family = module.split(".")[2] if module.startswith("gymnasium.envs.") else module
@@ -91,4 +134,7 @@ def env_catalog() -> list[tuple[str, str, str]]:
         else:
             note = ""
         rows.append((env_id, family, note))
+    if has_atari:
+        for env_id in sorted(key for key in gym.registry if key.startswith("ALE/")):
+            rows.append((env_id, "atari", "Atari 2600 (ale-py)"))
     return rows

@@ -31,10 +31,27 @@ import gymnasium as gym
 import numpy as np
 
 from bellman.run import Run
-from bellman.tabular.td import Tables, TabularConfig, check_checkpoint, check_env, epsilon_greedy
+from bellman.tabular.td import (
+    Tables,
+    TabularConfig,
+    check_checkpoint,
+    check_env,
+    epsilon_greedy,
+    load_policy,
+    make_eval_env,
+    make_train_env,
+)
 
 Config = TabularConfig
-__all__ = ["Config", "check_checkpoint", "check_env", "train"]
+__all__ = [
+    "Config",
+    "check_checkpoint",
+    "check_env",
+    "load_policy",
+    "make_eval_env",
+    "make_train_env",
+    "train",
+]
 
 
 def sarsa_target(reward: float, q_next_action: float, gamma: float, terminated: bool) -> float:

@@ -16,6 +16,7 @@ import numpy as np
 from bellman import seeding
 from bellman.checkpoint import expect_array
 from bellman.config import TrainConfig, choices, interval
+from bellman.envs import make_env
 from bellman.errors import ConfigError
 from bellman.schedules import KINDS, make_schedule
 from bellman.tabular.planning import TabularModel, tabular_model
@@ -81,7 +82,17 @@ def check_env(env: gym.Env) -> tuple[int, int]:
     return int(env.observation_space.n), int(env.action_space.n)
 
 
-def check_checkpoint(arrays: dict[str, np.ndarray], env: gym.Env) -> None:
+def make_train_env(config: TabularConfig) -> gym.Env:
+    """The environment a tabular learner trains on."""
+    return make_env(config.env)
+
+
+def make_eval_env(config: TabularConfig, render_mode: str | None = None) -> gym.Env:
+    """The environment evaluation plays (the same as training's)."""
+    return make_env(config.env, render_mode=render_mode)
+
+
+def check_checkpoint(arrays: dict[str, np.ndarray], env: gym.Env, config=None) -> None:
     """Check a checkpoint's tables fit this env before anything is resumed from it."""
     n_states, n_actions = check_env(env)
     for key in ("q", "visit_counts"):
@@ -161,7 +172,7 @@ class Tables:
             self.run.save(self.step, {"q": self.q, "visit_counts": self.visit_counts}, state)
 
 
-def greedy_policy(arrays: dict[str, np.ndarray], env: gym.Env):
+def load_policy(arrays: dict[str, np.ndarray], env: gym.Env, config=None, seed: int = 0):
     """The greedy policy argmax_a Q(s, a) of a checkpoint's Q-table, as obs -> action."""
     n_states, n_actions = check_env(env)
     q = expect_array(arrays, "q", (n_states, n_actions), "checkpoint")

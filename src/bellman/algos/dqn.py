@@ -1,0 +1,608 @@
+"""DQN: deep Q-learning with experience replay and a target network, and its improvements.
+
+Mnih et al., "Human-level control through deep reinforcement learning", Nature 518, 2015:
+
+    Algorithm 1: deep Q-learning with experience replay
+     1. Initialize replay memory D to capacity N
+     2. Initialize action-value function Q with random weights theta
+     3. Initialize target action-value function Q^ with weights theta- = theta
+     4. For episode = 1, M do
+     5.     Initialize sequence s_1 = {x_1} and preprocessed sequence phi_1 = phi(s_1)
+     6.     For t = 1, T do
+     7.         With probability epsilon select a random action a_t,
+                otherwise select a_t = argmax_a Q(phi(s_t), a; theta)
+     8.         Execute action a_t in emulator and observe reward r_t and image x_t+1
+     9.         Set s_t+1 = s_t, a_t, x_t+1 and preprocess phi_t+1 = phi(s_t+1)
+    10.         Store transition (phi_t, a_t, r_t, phi_t+1) in D
+    11.         Sample random minibatch of transitions (phi_j, a_j, r_j, phi_j+1) from D
+    12.         Set y_j = r_j if the episode terminates at step j+1,
+                    otherwise y_j = r_j + gamma max_a' Q^(phi_j+1, a'; theta-)
+    13.         Perform a gradient descent step on (y_j - Q(phi_j, a_j; theta))^2 w.r.t. theta
+    14.         Every C steps reset Q^ = Q
+    15.     End For
+    16. End For
+
+The improvements, each a config switch:
+    double_dqn   (van Hasselt et al. 2016)  y_j = r_j + gamma Q^(phi_j+1, argmax_a' Q(phi_j+1, a'))
+    dueling      (Wang et al. 2016)         Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')
+    prioritized  (Schaul et al. 2016)       P(j) ~ |delta_j|^alpha, weights (N P(j))^-beta
+    n_step       (Sutton 1988; Hessel 2018) y_j = G_j^(n) + gamma^n max_a' Q^(phi_j+n, a')
+
+Deviations and details:
+    - Steps 5-10 run on `n_envs` environments at once (a gymnasium vector env); `steps`,
+      `learning_starts`, `train_frequency`, `target_update_interval` and the epsilon schedule
+      count env steps summed over the environments, as Stable-Baselines3 does.
+    - Step 11 waits until `learning_starts` env steps (the warm-up) and then runs
+      `gradient_steps` updates every `train_frequency` env steps.
+    - Step 12 uses `terminated` only: a time limit (truncation) still bootstraps.
+    - Step 13 uses the Huber loss (quadratic within |delta| < 1, as the paper's error clipping),
+      Adam and gradient-norm clipping.
+    - Step 14 copies theta into theta- (tau = 1) or moves it by Polyak averaging
+      theta- <- tau theta + (1 - tau) theta- (tau < 1).
+    - Checkpoints hold the networks, the optimizer, the replay memory (unless save_replay is
+      off), the step counters and the generator states. At every checkpoint the environments are
+      reset with seeds derived from (seed, step), in the uninterrupted run as in a resumed one,
+      so a run resumed from a periodic checkpoint is bit-for-bit the run that never stopped.
+      After Ctrl-C, the episodes in flight are cut (as truncation) where the run was stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from bellman import seeding
+from bellman.buffers import ReplayMemory
+from bellman.checkpoint import expect_array
+from bellman.config import TrainConfig, choices, interval
+from bellman.envs import make_env
+from bellman.errors import ConfigError, NonFiniteError
+from bellman.evaluation import evaluate
+from bellman.nets import QNetwork, trunk_for
+from bellman.run import Run
+from bellman.schedules import make_schedule
+
+
+@dataclass(frozen=True)
+class DQNConfig(TrainConfig):
+    """Hyperparameters of DQN; the defaults are the Nature paper's (with Adam)."""
+
+    steps: int = field(default=10_000_000, metadata=interval("[1, inf)"))
+    """Total number of environment steps of the run, summed over the n_envs environments."""
+    n_envs: int = field(default=1, metadata=interval("[1, 256]"))
+    """Number of environments collecting experience in parallel (a gymnasium vector env)."""
+    gamma: float = field(default=0.99, metadata=interval("[0, 1]"))
+    """Discount factor gamma."""
+    buffer_size: int = field(default=1_000_000, metadata=interval("[1, inf)"))
+    """Capacity N of the replay memory D, in transitions."""
+    batch_size: int = field(default=32, metadata=interval("[1, inf)"))
+    """Transitions per minibatch."""
+    learning_starts: int = field(default=50_000, metadata=interval("[0, inf)"))
+    """Env steps of warm-up (random-ish experience) before the first gradient step."""
+    train_frequency: int = field(default=4, metadata=interval("[1, inf)"))
+    """Env steps between two rounds of gradient steps."""
+    gradient_steps: int = field(default=1, metadata=interval("[1, inf)"))
+    """Gradient steps per round."""
+    target_update_interval: int = field(default=10_000, metadata=interval("[1, inf)"))
+    """C: env steps between two target-network updates."""
+    tau: float = field(default=1.0, metadata=interval("(0, 1]"))
+    """Target update: 1 copies theta into theta-; < 1 is Polyak averaging with this weight."""
+    learning_rate: float = field(default=1e-4, metadata=interval("(0, inf)"))
+    """Adam step size."""
+    adam_epsilon: float = field(default=1.5e-4, metadata=interval("(0, inf)"))
+    """Adam's epsilon (1.5e-4 as in Rainbow; PyTorch's default is 1e-8)."""
+    max_grad_norm: float = field(default=10.0, metadata=interval("(0, inf)"))
+    """Gradients are rescaled so that their global L2 norm is at most this."""
+    loss: str = field(default="huber", metadata=choices("huber", "mse"))
+    """TD loss: huber (the paper's error clipping) or mse."""
+    epsilon: float = field(default=1.0, metadata=interval("[0, 1]"))
+    """Exploration rate epsilon at the start of the run."""
+    epsilon_end: float = field(default=0.1, metadata=interval("[0, 1]"))
+    """Exploration rate after the linear decay."""
+    epsilon_fraction: float = field(default=0.1, metadata=interval("(0, 1]"))
+    """Fraction of the run over which epsilon decays linearly."""
+    eval_epsilon: float = field(default=0.05, metadata=interval("[0, 1]"))
+    """Exploration rate of `bellman eval` and of the evaluations during training (Nature: 0.05)."""
+    eval_every: int = field(default=0, metadata=interval("[0, inf)"))
+    """Env steps between evaluations during training (0: none); logged as eval_return_mean."""
+    eval_episodes: int = field(default=10, metadata=interval("[1, inf)"))
+    """Episodes per evaluation during training."""
+    stop_when_solved: bool = False
+    """Stop once an evaluation's mean return reaches the env's reward_threshold (CartPole: 475)."""
+    double_dqn: bool = False
+    """Double DQN: the online network picks a', the target network evaluates it."""
+    dueling: bool = False
+    """Dueling head: Q = V + A - mean(A)."""
+    prioritized: bool = False
+    """Proportional prioritized replay with importance-sampling weights."""
+    priority_alpha: float = field(default=0.6, metadata=interval("[0, 1]"))
+    """Prioritization exponent alpha (0 = uniform)."""
+    priority_beta: float = field(default=0.4, metadata=interval("[0, 1]"))
+    """Importance-sampling exponent beta at the start, annealed linearly to 1 over the run."""
+    priority_eps: float = field(default=1e-6, metadata=interval("(0, inf)"))
+    """Added to |delta| so that no transition has priority 0."""
+    n_step: int = field(default=1, metadata=interval("[1, 100]"))
+    """Length n of the multi-step return."""
+    network: str = field(default="auto", metadata=choices("auto", "mlp", "cnn"))
+    """Trunk: cnn (Nature CNN) for [C, H, W] images, mlp otherwise; auto picks."""
+    hidden_size: int = field(default=256, metadata=interval("[1, inf)"))
+    """Width of each hidden layer of the MLP trunk."""
+    hidden_layers: int = field(default=2, metadata=interval("[0, 16]"))
+    """Number of hidden layers of the MLP trunk."""
+    frame_stack: int = field(default=4, metadata=interval("[1, 16]"))
+    """Atari only: frames stacked into one observation."""
+    save_replay: bool = True
+    """Store the replay memory in checkpoints (needed for an exact resume; large for Atari)."""
+    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
+    """Where the networks run: auto uses CUDA when present."""
+    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
+    """CPU threads of torch (1 is fastest on small, shared machines)."""
+
+    def validate(self) -> None:
+        if self.buffer_size < self.batch_size:
+            raise ConfigError(
+                f"the replay capacity (buffer_size = {self.buffer_size}) is smaller than the "
+                f"batch (batch_size = {self.batch_size}); make buffer_size >= batch_size"
+            )
+        needed = self.n_envs * (self.n_step + self.frame_stack + 2)
+        if self.buffer_size < needed:
+            raise ConfigError(
+                f"buffer_size = {self.buffer_size} is too small for n_envs = {self.n_envs}, "
+                f"n_step = {self.n_step} and frame_stack = {self.frame_stack}: use >= {needed}"
+            )
+        if self.stop_when_solved and not self.eval_every:
+            raise ConfigError("stop_when_solved needs evaluations: set eval_every > 0")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        return (self.hidden_size,) * self.hidden_layers
+
+
+Config = DQNConfig
+__all__ = [
+    "Config",
+    "check_checkpoint",
+    "check_env",
+    "load_policy",
+    "make_eval_env",
+    "make_train_env",
+    "train",
+]
+
+
+# ---- environments -------------------------------------------------------------------------
+def _is_atari(env_id: str) -> bool:
+    return env_id.startswith("ALE/")
+
+
+def make_eval_env(config: DQNConfig, render_mode: str | None = None) -> gym.Env:
+    """One environment as evaluation sees it: whole games, raw scores (no reward clipping)."""
+    if _is_atari(config.env):
+        from bellman.envs.atari import make_atari_env
+
+        return make_atari_env(
+            config.env, training=False, render_mode=render_mode, frame_stack=config.frame_stack
+        )
+    return make_env(config.env, render_mode=render_mode)
+
+
+def _make_training_env(config: DQNConfig):
+    if _is_atari(config.env):
+        from bellman.envs.atari import make_atari_env
+
+        return make_atari_env(config.env, training=True, frame_stack=config.frame_stack)
+    return gym.wrappers.RecordEpisodeStatistics(make_env(config.env))
+
+
+def make_train_env(config: DQNConfig) -> gym.vector.VectorEnv:
+    """`n_envs` training environments in a vector env that resets finished ones in the same step
+    (so the final observation of an episode is in `infos["final_obs"]`)."""
+    make_env(config.env).close()  # a clear error for a bad id before the vector env is built
+    return gym.vector.SyncVectorEnv(
+        [lambda: _make_training_env(config)] * config.n_envs,
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+
+
+def check_env(envs: gym.vector.VectorEnv | gym.Env) -> None:
+    """DQN needs a Discrete action space; say so, and what to use instead, otherwise."""
+    space = getattr(envs, "single_action_space", envs.action_space)
+    if not isinstance(space, gym.spaces.Discrete):
+        name = envs.spec.id if envs.spec is not None else "the environment"
+        raise ConfigError(
+            f"DQN needs a Discrete action space, but '{name}' has "
+            f"{type(space).__name__}{getattr(space, 'shape', '')} actions; "
+            "DQN picks argmax_a Q(s, a) over a finite set of actions"
+        )
+
+
+# ---- the pieces of the pseudocode ---------------------------------------------------------
+def build_q_network(config: DQNConfig, obs_space: gym.Space, n_actions: int) -> QNetwork:
+    """Q(s, .; theta) for this config and observation space (step 2)."""
+    trunk = trunk_for(obs_space, config.network, config.hidden, config.env)
+    return QNetwork(trunk, n_actions, dueling=config.dueling)
+
+
+def exploration_draws(n: int, n_actions: int, epsilon: float, rng: np.random.Generator):
+    """For n states: which ones explore (probability epsilon) and the random action each would
+    take, from one call to the generator."""
+    uniform = rng.random((2, n))
+    return uniform[0] < epsilon, (uniform[1] * n_actions).astype(np.int64)
+
+
+def epsilon_greedy_actions(q_values: torch.Tensor, epsilon: float, rng: np.random.Generator):
+    """Step 7 for a batch of states: [N, A] values -> [N] actions."""
+    explore, random_actions = exploration_draws(len(q_values), q_values.shape[1], epsilon, rng)
+    return np.where(explore, random_actions, q_values.argmax(dim=1).cpu().numpy())
+
+
+def td_target(returns, discounts, next_q_target, next_q_online=None):
+    """Step 12: y = G + discount * Q^(s', a'), a' = argmax Q^ (DQN) or argmax Q (double DQN).
+
+    Args:
+        returns: [B] (n-step) returns; discounts: [B] gamma^k, 0 after a terminal state.
+        next_q_target: [B, A] Q^(phi_j+k, .); next_q_online: [B, A] Q(phi_j+k, .) for double DQN.
+    """
+    chooser = next_q_target if next_q_online is None else next_q_online
+    next_actions = chooser.argmax(dim=1, keepdim=True)
+    return returns + discounts * next_q_target.gather(1, next_actions).squeeze(1)
+
+
+def td_loss(q_taken, targets, weights, kind: str):
+    """Step 13's loss, averaged over the batch with importance weights (None: all ones):
+    Huber with delta = 1 (the paper's error clipping) or half the squared error."""
+    if weights is None:
+        if kind == "huber":
+            return nn.functional.smooth_l1_loss(q_taken, targets)
+        return 0.5 * nn.functional.mse_loss(q_taken, targets)
+    if kind == "huber":
+        per_sample = nn.functional.smooth_l1_loss(q_taken, targets, reduction="none")
+    else:
+        per_sample = 0.5 * (q_taken - targets) ** 2
+    return (weights * per_sample).mean()
+
+
+def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> None:
+    """Rescale gradients so that their global L2 norm is at most max_norm (the same result as
+    torch.nn.utils.clip_grad_norm_, with a fraction of its per-call overhead on small nets)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+
+
+def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -> None:
+    """Step 14: theta- <- theta (tau = 1) or theta- <- tau theta + (1 - tau) theta-."""
+    with torch.no_grad():
+        if tau >= 1.0:
+            target_network.load_state_dict(q_network.state_dict())
+            return
+        for target, online in zip(target_network.parameters(), q_network.parameters(), strict=True):
+            target.lerp_(online, tau)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _crossed(before: int, after: int, every: int) -> int:
+    """How many multiples of `every` lie in (before, after]."""
+    return after // every - before // every
+
+
+# ---- the learner --------------------------------------------------------------------------
+class Learner:
+    """Q, Q^, the optimizer, D and the counters: everything a checkpoint holds."""
+
+    def __init__(self, config: DQNConfig, envs: gym.vector.VectorEnv):
+        self.config = config
+        self.device = _device(config.device)
+        obs_space = envs.single_observation_space
+        self.n_actions = int(envs.single_action_space.n)
+        self.rng = seeding.seed_everything(config.seed)
+        torch.manual_seed(config.seed)
+        frame_stack = config.frame_stack if _is_atari(config.env) else 1
+        self.replay_memory = ReplayMemory(  # 1. replay memory D of capacity N
+            config.buffer_size,
+            obs_space.shape or (),
+            obs_space.dtype,
+            config.n_envs,
+            frame_stack=frame_stack,
+            n_step=config.n_step,
+            gamma=config.gamma,
+            prioritized=config.prioritized,
+            alpha=config.priority_alpha,
+            eps=config.priority_eps,
+        )
+        self.q_network = build_q_network(config, obs_space, self.n_actions).to(self.device)  # 2.
+        self.target_network = copy.deepcopy(self.q_network)  # 3. theta- = theta
+        self.target_network.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(  # fused: one kernel for all parameters (CPU and CUDA)
+            self.q_network.parameters(), lr=config.learning_rate, eps=config.adam_epsilon,
+            fused=True,
+        )  # fmt: skip
+        self.parameters = list(self.q_network.parameters())
+        self.numpy_acting = self.q_network.supports_numpy()
+        self.step = 0
+        self.updates = 0
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, device=self.device)
+
+    def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        """Step 7 for every environment (the network runs only if some env acts greedily)."""
+        explore, actions = exploration_draws(len(obs), self.n_actions, epsilon, self.rng)
+        if not explore.all():
+            if self.numpy_acting:
+                greedy = self.q_network.greedy_numpy(obs)
+            else:
+                with torch.no_grad():
+                    greedy = self.q_network(self.tensor(obs)).argmax(dim=1).cpu().numpy()
+            actions = np.where(explore, actions, greedy)
+        return actions
+
+    def gradient_step(self, beta: float) -> tuple[float, float]:
+        """Steps 11-13 once: sample, compute y_j, descend. Returns (loss, mean Q)."""
+        batch = self.replay_memory.sample(self.config.batch_size, self.rng, beta)  # 11.
+        obs, next_obs = self.tensor(batch.obs), self.tensor(batch.next_obs)
+        actions = self.tensor(batch.actions).unsqueeze(1)
+        with torch.no_grad():  # 12. y_j
+            next_q_target = self.target_network(next_obs)
+            next_q_online = self.q_network(next_obs) if self.config.double_dqn else None
+            targets = td_target(
+                self.tensor(batch.returns), self.tensor(batch.discounts), next_q_target,
+                next_q_online,
+            )  # fmt: skip
+        q_taken = self.q_network(obs).gather(1, actions).squeeze(1)
+        weights = self.tensor(batch.weights) if self.config.prioritized else None
+        loss = td_loss(q_taken, targets, weights, self.config.loss)  # 13. gradient descent step
+        for parameter in self.parameters:
+            parameter.grad = None
+        loss.backward()
+        clip_grad_norm(self.parameters, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        if self.config.prioritized:
+            td_errors = (targets - q_taken).detach().cpu().numpy()
+            self.replay_memory.update_priorities(batch.indices, td_errors)
+        return float(loss.detach()), float(q_taken.detach().mean())
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"q/{k}": v.cpu().numpy() for k, v in self.q_network.state_dict().items()}
+        target = self.target_network.state_dict()
+        arrays.update({f"target/{k}": v.cpu().numpy() for k, v in target.items()})
+        arrays.update(_optimizer_arrays(self.optimizer))
+        arrays["torch_rng"] = torch.get_rng_state().numpy()
+        if self.config.save_replay:
+            arrays.update(self.replay_memory.state_arrays())
+        return arrays
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "updates": self.updates,
+            "agent_rng": seeding.generator_state(self.rng),
+            "python_rng": seeding.python_random_state(),
+            "has_replay": self.config.save_replay,
+        }
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        check_network_arrays(arrays, self.q_network, self.target_network)
+        self.q_network.load_state_dict(_state_dict(arrays, "q/", self.device))
+        self.target_network.load_state_dict(_state_dict(arrays, "target/", self.device))
+        _load_optimizer(self.optimizer, arrays)
+        torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
+        if meta["state"]["has_replay"]:
+            for name, value in self.replay_memory.state_arrays().items():
+                expect_array(arrays, name, value.shape, "checkpoint")
+            self.replay_memory.load_state_arrays(arrays)
+        self.step, self.updates = int(meta["step"]), int(meta["state"]["updates"])
+        seeding.set_generator_state(self.rng, meta["state"]["agent_rng"])
+        seeding.set_python_random_state(meta["state"]["python_rng"])
+
+
+def _state_dict(arrays, prefix: str, device) -> dict[str, torch.Tensor]:
+    return {
+        key[len(prefix) :]: torch.from_numpy(value.copy()).to(device)
+        for key, value in arrays.items()
+        if key.startswith(prefix)
+    }
+
+
+def check_network_arrays(arrays, *networks: nn.Module) -> None:
+    """Every tensor of the networks is in the checkpoint with the right shape."""
+    for prefix, network in zip(("q/", "target/"), networks, strict=False):
+        for key, value in network.state_dict().items():
+            expect_array(arrays, prefix + key, tuple(value.shape), "checkpoint")
+
+
+def _optimizer_arrays(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
+    """Adam's moments and step counts, flattened to named arrays."""
+    arrays = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            tensor = value if torch.is_tensor(value) else torch.tensor(value)
+            arrays[f"optim/{index}/{name}"] = tensor.detach().cpu().numpy()
+    return arrays
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, arrays: dict[str, np.ndarray]) -> None:
+    state_dict = optimizer.state_dict()
+    for key, value in arrays.items():
+        if key.startswith("optim/"):
+            _, index, name = key.split("/")
+            state_dict["state"].setdefault(int(index), {})[name] = torch.from_numpy(value.copy())
+    optimizer.load_state_dict(state_dict)
+
+
+def check_checkpoint(arrays: dict[str, np.ndarray], envs, config: DQNConfig) -> None:
+    """The checkpoint's networks have the shapes this config and env give (checked before a
+    resume writes anything)."""
+    obs_space = getattr(envs, "single_observation_space", envs.observation_space)
+    action_space = getattr(envs, "single_action_space", envs.action_space)
+    network = build_q_network(config, obs_space, int(action_space.n))
+    check_network_arrays(arrays, network, network)
+
+
+# ---- the loop -----------------------------------------------------------------------------
+def _boundary(learner: Learner, envs, config: DQNConfig) -> np.ndarray:
+    """Start fresh episodes in every env, seeded from (seed, step): at step 0 and after every
+    checkpoint, so resumed and uninterrupted runs see the same episodes."""
+    memory = learner.replay_memory
+    if learner.step > 0:
+        for e in range(config.n_envs):  # the episodes in flight end here, as truncation
+            memory.end_episode(e)
+    seeds = seeding.boundary_seeds(config.seed, learner.step, config.n_envs)
+    obs, _ = envs.reset(seed=seeds)
+    memory.start(np.arange(config.n_envs), obs)  # 5. phi_1
+    return obs
+
+
+def _evaluate(learner: Learner, config: DQNConfig, eval_env: gym.Env) -> float:
+    rng = np.random.default_rng([config.seed, learner.step, 1])
+
+    def policy(obs):
+        with torch.no_grad():
+            q_values = learner.q_network(learner.tensor(np.asarray(obs)[None]))
+        return int(epsilon_greedy_actions(q_values, config.eval_epsilon, rng)[0])
+
+    seed = 1_000_000 + config.seed * 1000
+    return evaluate(policy, eval_env, episodes=config.eval_episodes, seed=seed)["mean"]
+
+
+def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
+    """Run DQN for `config.steps` env steps (see the module docstring for the pseudocode)."""
+    torch.set_num_threads(config.torch_threads)
+    learner = Learner(config, envs)  # 1.-3. D, Q, Q^
+    if run.restored is not None:
+        learner.restore(*run.restored)
+    epsilon = make_schedule(
+        "linear", config.epsilon, config.epsilon_end, config.epsilon_fraction, config.steps
+    )
+    beta = make_schedule("linear", config.priority_beta, 1.0, 1.0, config.steps)
+    eval_env = make_eval_env(config) if config.eval_every else None
+    solved_at = _reward_threshold(config, eval_env)
+    n = config.n_envs
+    losses: list[float] = []
+    q_means: list[float] = []
+    eval_seconds = 0.0
+
+    with run.session(start_step=learner.step):
+        obs = _boundary(learner, envs, config)  # 4.-5. new episodes, phi_1
+        while learner.step < config.steps and not run.stop_requested:  # 6. for t = 1, T
+            actions = learner.act(obs, epsilon(learner.step))  # 7. epsilon-greedy
+            next_obs, rewards, terminated, truncated, infos = envs.step(actions)  # 8.-9.
+            before, learner.step = learner.step, learner.step + n
+            final_obs = _final_observations(next_obs, infos)
+            learner.replay_memory.add(  # 10. store (phi_t, a_t, r_t, phi_t+1) in D
+                actions, rewards, terminated, truncated, final_obs, reset_obs=next_obs
+            )
+            _log_episodes(run, learner.step, infos)
+            obs = next_obs
+            if learner.step >= config.learning_starts:  # 11.-13. minibatch updates
+                for _ in range(_crossed(before, learner.step, config.train_frequency)):
+                    for _ in range(config.gradient_steps):
+                        loss, q_mean = learner.gradient_step(beta(learner.step))
+                        losses.append(loss)
+                        q_means.append(q_mean)
+                if not math.isfinite(losses[-1] if losses else 0.0):
+                    raise NonFiniteError(f"loss is {losses[-1]} at step {learner.step}")
+            if _crossed(before, learner.step, config.target_update_interval):  # 14. Q^ = Q
+                update_target(learner.target_network, learner.q_network, config.tau)
+            evaluated = eval_env is not None and _crossed(before, learner.step, config.eval_every)
+            if evaluated:
+                started = time.perf_counter()
+                eval_return = _evaluate(learner, config, eval_env)
+                eval_seconds += time.perf_counter() - started
+            due = _crossed(before, learner.step, config.log_every) or learner.step >= config.steps
+            if evaluated or due:
+                extra = {}
+                if eval_env is not None:  # the same columns in every row
+                    extra["eval_return_mean"] = eval_return if evaluated else math.nan
+                    extra["eval_seconds"] = eval_seconds
+                _log(run, learner, epsilon, beta, losses, q_means, extra)
+                losses, q_means = [], []
+            solved = evaluated and solved_at is not None and eval_return >= solved_at
+            if run.checkpoint_due(learner.step) or learner.step >= config.steps or solved:
+                run.save(learner.step, learner.arrays(), learner.state())
+                if solved:
+                    break
+                if learner.step < config.steps and not run.stop_requested:
+                    obs = _boundary(learner, envs, config)
+    if eval_env is not None:
+        eval_env.close()
+    return learner
+
+
+def _reward_threshold(config: DQNConfig, eval_env: gym.Env | None) -> float | None:
+    """The return at which the env counts as solved, when stop_when_solved asks for it."""
+    if not config.stop_when_solved:
+        return None
+    threshold = eval_env.spec.reward_threshold if eval_env.spec is not None else None
+    if threshold is None:
+        raise ConfigError(
+            f"stop_when_solved: gymnasium gives '{config.env}' no reward_threshold; "
+            "turn stop_when_solved off and choose steps instead"
+        )
+    return float(threshold)
+
+
+def _final_observations(next_obs: np.ndarray, infos: dict) -> np.ndarray:
+    """phi_t+1 as the step ended: for envs reset in this step, gymnasium's `final_obs`."""
+    if "_final_obs" not in infos or not infos["_final_obs"].any():
+        return next_obs
+    final = next_obs.copy()
+    for e in np.flatnonzero(infos["_final_obs"]):
+        final[e] = infos["final_obs"][e]
+    return final
+
+
+def _log_episodes(run: Run, step: int, infos: dict) -> None:
+    """Finished episodes (whole games with raw scores for Atari) from RecordEpisodeStatistics."""
+    final = infos.get("final_info")
+    if not final or "episode" not in final:
+        return
+    episode = final["episode"]
+    for e in np.flatnonzero(final["_episode"]):
+        run.log_episode(step, float(episode["r"][e]), int(episode["l"][e]))
+
+
+def _log(run: Run, learner: Learner, epsilon, beta, losses, q_means, extra) -> None:
+    scalars = {
+        "epsilon": epsilon(learner.step),
+        "loss": float(np.mean(losses)) if losses else math.nan,
+        "q_mean": float(np.mean(q_means)) if q_means else math.nan,
+        "updates": learner.updates,
+        "replay_size": len(learner.replay_memory),
+    }
+    if learner.config.prioritized:
+        scalars["priority_beta"] = beta(learner.step)
+    run.log(learner.step, **scalars, **extra)
+
+
+def load_policy(arrays, env: gym.Env, config: DQNConfig, seed: int = 0):
+    """The epsilon-greedy policy (epsilon = eval_epsilon) of a checkpoint's Q-network."""
+    check_env(env)
+    network = build_q_network(config, env.observation_space, int(env.action_space.n))
+    check_network_arrays(arrays, network)
+    network.load_state_dict(_state_dict(arrays, "q/", torch.device("cpu")))
+    network.eval()
+    rng = np.random.default_rng(seed)
+
+    def policy(obs) -> int:
+        with torch.no_grad():
+            q_values = network(torch.as_tensor(np.asarray(obs)[None]))
+        return int(epsilon_greedy_actions(q_values, config.eval_epsilon, rng)[0])
+
+    return policy
