@@ -4,6 +4,7 @@ Stops so far:
     1. Exact planning: the Recycling robot's Q* beside the lecture's table.
     2. The exploration trap: a greedy learner settles on 1, an epsilon-greedy one finds 1000.
     3. Q-learning on Taxi-v4 to the optimal return, with its learning curve.
+    4. DQN on CartPole-v1 until solved, with its learning curve and a GIF of the agent.
 Later issues add their stops at the end. Run directories go to runs/ (printed at the end).
 """
 
@@ -90,11 +91,26 @@ def stop_taxi() -> None:
     run_dirs.append(run_dir)
 
 
+def stop_dqn_cartpole() -> None:
+    heading("4. DQN on CartPole-v1: replay memory, target network, until solved (eval >= 475)")
+    run_dir = RUNS / f"demo-{STAMP}-dqn-cartpole"
+    relative = str(run_dir.relative_to(ROOT))
+    bellman(
+        "train", "dqn", "--env", "CartPole-v1", "--set", "hidden_size=64",
+        "--set", "eval_every=2000", "--set", "eval_epsilon=0", "--set", "stop_when_solved=true",
+        "--run-dir", relative,
+    )  # fmt: skip
+    bellman("eval", relative, "--episodes", "20", "--record", f"{relative}/agent.gif")
+    print(f"-> learning curve: {relative}/plot.png; the agent playing: {relative}/agent.gif")
+    run_dirs.append(run_dir)
+
+
 def main() -> None:
     started = time.perf_counter()
     stop_recycling()
     stop_exploration_trap()
     stop_taxi()
+    stop_dqn_cartpole()
     heading("Run directories")
     for run_dir in run_dirs:
         print(run_dir.relative_to(ROOT))

@@ -26,8 +26,8 @@ class Algorithm:
     """An entry of the algorithm table: its CLI name, module and a one-line summary.
 
     The module provides `Config`, `make_train_env(config)`, `make_eval_env(config, render_mode)`,
-    `check_env(env)`, `check_checkpoint(arrays, env, config)`, `train(config, env, run)` and
-    `load_policy(arrays, env, config, seed)`.
+    `check_env(env, config)`, `check_checkpoint(arrays, env, config)`,
+    `train(config, env, run)` and `load_policy(arrays, env, config, seed)`.
     """
 
     name: str
@@ -86,7 +86,7 @@ def train(
     config, _ = configs.resolve(spec.config_class, algo, env_id, config_file, list(overrides))
     module = spec.load()
     env = module.make_train_env(config)
-    module.check_env(env)
+    module.check_env(env, config)
     run = Run.create(algo, config, run_dir, quiet=quiet)
     return _train(spec, config, env, run)
 
@@ -114,7 +114,7 @@ def resume(run_dir: Path, *, algo: str | None = None, steps: int | None = None, 
         )
     module = spec.load()
     env = module.make_train_env(config)
-    module.check_env(env)
+    module.check_env(env, config)
     module.check_checkpoint(arrays, env, config)
     if steps is not None:
         write_run_config(run_dir, spec.name, config)
@@ -168,6 +168,19 @@ def load_policy(run_dir: Path, seed: int = 0, render_mode: str | None = None):
     env = module.make_eval_env(config, render_mode=render_mode)
     policy = module.load_policy(arrays, env, config, seed)
     return policy, config, env
+
+
+def record_run(run_dir: Path, path: Path, seed: int = 0, max_frames: int = 2000):
+    """Write a GIF of the run's evaluation policy playing one episode from reset(seed)."""
+    import os
+
+    for variable in ("SDL_VIDEODRIVER", "SDL_AUDIODRIVER"):  # pygame renders off-screen
+        os.environ.setdefault(variable, "dummy")
+    policy, _, env = load_policy(run_dir, seed=seed, render_mode="rgb_array")
+    try:
+        return evaluation.record_gif(policy, env, path, seed=seed, max_frames=max_frames)
+    finally:
+        env.close()
 
 
 def evaluate_run(run_dir: Path, episodes: int, seed: int) -> dict[str, Any]:

@@ -54,6 +54,14 @@ class SumTree:
 
     def update(self, indices: np.ndarray, values: np.ndarray) -> None:
         """Set leaves `indices` to `values` and recompute the sums above them."""
+        if len(indices) == 1:  # the common case when adding: walk up with plain integers
+            node = int(indices[0]) + self.size
+            self.tree[node] = values[0]
+            node //= 2
+            while node >= 1:
+                self.tree[node] = self.tree[2 * node] + self.tree[2 * node + 1]
+                node //= 2
+            return
         nodes = np.asarray(indices) + self.size
         self.tree[nodes] = values
         nodes = np.unique(nodes // 2)

@@ -28,6 +28,8 @@ from safetensors.numpy import save as save_arrays
 from bellman.errors import CheckpointError
 
 SCHEMA_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -35,6 +37,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     path = Path(path)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(handle, "wb") as temp:
             temp.write(data)
             temp.flush()

@@ -5,7 +5,7 @@
     bellman train ALGO --env ID [--config FILE] [--set k=v ...] [--seed S] [--steps N]
                   [--run-dir D]
     bellman train --resume RUN_DIR [--steps N]
-    bellman eval RUN_DIR [--episodes N] [--seed S]
+    bellman eval RUN_DIR [--episodes N] [--seed S] [--record OUT.gif]
     bellman plot RUN_DIR [RUN_DIR ...] [--out FILE.png]
     bellman plan ENV [--gamma G] [--format table|json]
 
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--episodes", type=int, default=100)
     evaluate.add_argument("--seed", type=int, default=0, help="episode i starts from seed + i")
+    evaluate.add_argument("--record", type=Path, metavar="OUT.gif", help="also write a GIF")
 
     plot = commands.add_parser("plot", help="learning curves of one or more runs as a PNG")
     plot.add_argument("run_dirs", type=Path, nargs="+")
@@ -184,7 +185,10 @@ def _report_training(run) -> int:
         return 143 if run.stop_signal == signal.SIGTERM else 130
     mean = run.episode_return_mean
     print(f"trained {run.algo} on {run.config.env} for {step} steps ({run.episodes} episodes)")
-    print(f"episode_return_mean (last {min(run.episodes, 100)} episodes): {mean:.3f}")
+    if run.episodes:
+        print(f"episode_return_mean (last {min(run.episodes, 100)} episodes): {mean:.3f}")
+    for note in run.notes:
+        print(note)
     print(f"run directory: {run.dir}")
     print(f"plot: {run.dir / 'plot.png'}")
     return 0
@@ -192,6 +196,10 @@ def _report_training(run) -> int:
 
 def _cmd_eval(args) -> int:
     from bellman import api
+    from bellman.evaluation import check_gif_path
+
+    if args.record is not None:
+        check_gif_path(args.record)  # before any work, so a typo costs nothing
 
     result = api.evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed)
     print(
@@ -200,6 +208,9 @@ def _cmd_eval(args) -> int:
         f"seeds {result['seed']}..{result['seed'] + result['episodes'] - 1}"
     )
     print(f"wrote {args.run_dir / 'eval.json'}")
+    if args.record is not None:
+        clip = api.record_run(args.run_dir, args.record, seed=args.seed)
+        print(f"wrote {clip['path']} ({clip['steps']} steps, return {clip['return']:g})")
     return 0
 
 

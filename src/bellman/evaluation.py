@@ -57,14 +57,20 @@ def evaluate(policy: Callable[[Any], int], env: gym.Env, *, episodes: int, seed:
     }
 
 
-def _check_gif_args(env: gym.Env, path: Path, max_frames: int, fps: int) -> None:
-    """Raise ConfigError for a GIF that cannot be recorded, before playing anything."""
+def check_gif_path(path: Path) -> None:
+    """Raise ConfigError unless `path` ends in .gif and its directory exists."""
+    path = Path(path)
     if path.suffix.lower() != ".gif":
         raise ConfigError(f"GIF path '{path}' must end in .gif")
     if not path.parent.is_dir():
         raise ConfigError(
             f"cannot write GIF '{path}': directory '{path.parent}' does not exist; create it first"
         )
+
+
+def _check_gif_args(env: gym.Env, path: Path, max_frames: int, fps: int) -> None:
+    """Raise ConfigError for a GIF that cannot be recorded, before playing anything."""
+    check_gif_path(path)
     if env.render_mode != "rgb_array":
         raise ConfigError(
             f"recording a GIF needs an env made with render_mode='rgb_array', "

@@ -15,7 +15,13 @@ from bellman.checkpoint import atomic_write
 from bellman.errors import CheckpointError, ConfigError
 
 #: Metrics drawn when present, in this order; the ones in LOG_SCALE on a log axis.
-PANELS = ("episode_return_mean", "bellman_residual", "bellman_residual_mean", "loss")
+PANELS = (
+    "episode_return_mean",
+    "eval_return_mean",
+    "bellman_residual",
+    "bellman_residual_mean",
+    "loss",
+)
 LOG_SCALE = {"bellman_residual", "bellman_residual_mean"}
 
 
@@ -53,7 +59,11 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: tuple[str, ...] | None =
     if not Path(out).parent.is_dir():
         raise ConfigError(f"cannot write '{out}': directory '{Path(out).parent}' does not exist")
     wanted = metrics or PANELS
-    panels = [name for name in wanted if any(name in columns for columns in data.values())]
+    panels = [
+        name
+        for name in wanted
+        if any(any(map(math.isfinite, columns.get(name, []))) for columns in data.values())
+    ]
     if not panels:
         raise CheckpointError(f"none of the runs logged {', '.join(wanted)} yet")
     figure, axes = plt.subplots(
@@ -62,7 +72,17 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: tuple[str, ...] | None =
     for axis, name in zip(axes[:, 0], panels, strict=True):
         for run_dir, columns in data.items():
             if name in columns:
-                axis.plot(columns["step"], columns[name], label=run_dir.name, linewidth=1.2)
+                points = [(x, y) for x, y in zip(columns["step"], columns[name], strict=True)
+                          if math.isfinite(y)]  # fmt: skip
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    axis.plot(
+                        xs,
+                        ys,
+                        label=run_dir.name,
+                        linewidth=1.2,
+                        marker="." if len(xs) < 40 else None,
+                    )
         axis.set_ylabel(name)
         positive = any(v > 0 for c in data.values() for v in c.get(name, []) if v == v)
         if name in LOG_SCALE and positive:

@@ -191,6 +191,8 @@ class Run:
         self.restored: tuple[dict[str, np.ndarray], dict[str, Any]] | None = restored
         self.stop_requested = False
         self.stop_signal: int | None = None
+        #: Lines the algorithm wants the CLI to print when training ends (e.g. why it stopped).
+        self.notes: list[str] = []
         state = restored[1]["run"] if restored else {}
         self.episodes = int(state.get("episodes", 0))
         self._returns = deque(state.get("recent_returns", []), maxlen=EPISODE_WINDOW)

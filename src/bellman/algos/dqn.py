@@ -214,16 +214,21 @@ def make_train_env(config: DQNConfig) -> gym.vector.VectorEnv:
     )
 
 
-def check_env(envs: gym.vector.VectorEnv | gym.Env) -> None:
-    """DQN needs a Discrete action space; say so, and what to use instead, otherwise."""
+def check_env(envs: gym.vector.VectorEnv | gym.Env, config: DQNConfig | None = None) -> None:
+    """DQN needs a Discrete action space, and the config's network must take the observations;
+    say what is wrong otherwise (before any run directory is made)."""
     space = getattr(envs, "single_action_space", envs.action_space)
     if not isinstance(space, gym.spaces.Discrete):
-        name = envs.spec.id if envs.spec is not None else "the environment"
+        spec = getattr(envs, "envs", [envs])[0].spec
+        name = spec.id if spec is not None else "the environment"
         raise ConfigError(
             f"DQN needs a Discrete action space, but '{name}' has "
             f"{type(space).__name__}{getattr(space, 'shape', '')} actions; "
             "DQN picks argmax_a Q(s, a) over a finite set of actions"
         )
+    if config is not None:
+        obs_space = getattr(envs, "single_observation_space", envs.observation_space)
+        trunk_for(obs_space, config.network, config.hidden, config.env)
 
 
 # ---- the pieces of the pseudocode ---------------------------------------------------------
@@ -493,6 +498,9 @@ def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
     beta = make_schedule("linear", config.priority_beta, 1.0, 1.0, config.steps)
     eval_env = make_eval_env(config) if config.eval_every else None
     solved_at = _reward_threshold(config, eval_env)
+    # A run resumed without its replay memory (save_replay = false) warms up again.
+    refilled = run.restored is not None and not run.restored[1]["state"]["has_replay"]
+    warm_until = learner.step + config.learning_starts if refilled else config.learning_starts
     n = config.n_envs
     losses: list[float] = []
     q_means: list[float] = []
@@ -510,7 +518,7 @@ def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
             )
             _log_episodes(run, learner.step, infos)
             obs = next_obs
-            if learner.step >= config.learning_starts:  # 11.-13. minibatch updates
+            if learner.step >= warm_until:  # 11.-13. minibatch updates
                 for _ in range(_crossed(before, learner.step, config.train_frequency)):
                     for _ in range(config.gradient_steps):
                         loss, q_mean = learner.gradient_step(beta(learner.step))
@@ -537,6 +545,10 @@ def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
             if run.checkpoint_due(learner.step) or learner.step >= config.steps or solved:
                 run.save(learner.step, learner.arrays(), learner.state())
                 if solved:
+                    run.notes.append(
+                        f"solved: evaluation mean {eval_return:g} >= reward threshold "
+                        f"{solved_at:g} of {config.env} at step {learner.step}"
+                    )
                     break
                 if learner.step < config.steps and not run.stop_requested:
                     obs = _boundary(learner, envs, config)
@@ -593,7 +605,7 @@ def _log(run: Run, learner: Learner, epsilon, beta, losses, q_means, extra) -> N
 
 def load_policy(arrays, env: gym.Env, config: DQNConfig, seed: int = 0):
     """The epsilon-greedy policy (epsilon = eval_epsilon) of a checkpoint's Q-network."""
-    check_env(env)
+    check_env(env, config)
     network = build_q_network(config, env.observation_space, int(env.action_space.n))
     check_network_arrays(arrays, network)
     network.load_state_dict(_state_dict(arrays, "q/", torch.device("cpu")))

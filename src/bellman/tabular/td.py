@@ -69,7 +69,7 @@ class TabularConfig(TrainConfig):
         )
 
 
-def check_env(env: gym.Env) -> tuple[int, int]:
+def check_env(env: gym.Env, config=None) -> tuple[int, int]:
     """(n_states, n_actions) of an env a Q-table can hold, or a ConfigError saying why not."""
     name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
     for space, what in ((env.observation_space, "observation"), (env.action_space, "action")):
