@@ -222,3 +222,21 @@ def test_bad_dqn_input_is_one_error_line(bellman, tmp_path, args, fragments):
     result = bellman("train", "dqn", *args, "--run-dir", "run")
     assert_user_error(result, *fragments)
     assert not (tmp_path / "run").exists()
+
+
+def test_vector_envs_feed_one_replay_memory(tmp_path):
+    run = bellman.train(
+        "dqn", "CartPole-v1",
+        overrides=["n_envs=3", "steps=3000", "hidden_size=16", "learning_starts=300",
+                   "train_frequency=4", "gradient_steps=1", "eval_every=0", "log_every=300"],
+        run_dir=tmp_path / "run", quiet=True,
+    )  # fmt: skip
+    arrays = load_file(run.dir / "checkpoints" / "step-3000.safetensors")
+    stored = arrays["replay/stored"]
+    # 1000 vector steps: each env wrote one entry per step plus one per episode start.
+    assert stored.shape == (3,) and (stored > 1000).all()
+    assert arrays["replay/valid"].sum() > 2900
+    with open(run.dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert int(rows[-1]["step"]) == 3000 and int(rows[-1]["episodes"]) > 60
+    assert int(rows[-1]["updates"]) == (3000 - 300) // 4 + 1  # every 4 env steps after warm-up
