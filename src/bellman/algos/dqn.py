@@ -67,6 +67,17 @@ from bellman.envs import make_env
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.evaluation import evaluate
 from bellman.nets import QNetwork, trunk_for
+from bellman.rollouts import (
+    clip_grad_norm,
+    crossed,
+    final_observations,
+    load_optimizer,
+    log_episodes,
+    optimizer_arrays,
+    resolve_device,
+    reward_threshold,
+    state_dict_from_arrays,
+)
 from bellman.run import Run
 from bellman.schedules import make_schedule
 
@@ -169,15 +180,6 @@ class DQNConfig(TrainConfig):
 
 
 Config = DQNConfig
-__all__ = [
-    "Config",
-    "check_checkpoint",
-    "check_env",
-    "load_policy",
-    "make_eval_env",
-    "make_train_env",
-    "train",
-]
 
 
 # ---- environments -------------------------------------------------------------------------
@@ -277,14 +279,6 @@ def td_loss(q_taken, targets, weights, kind: str):
     return (weights * per_sample).mean()
 
 
-def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> None:
-    """Rescale gradients so that their global L2 norm is at most max_norm (the same result as
-    torch.nn.utils.clip_grad_norm_, with a fraction of its per-call overhead on small nets)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-
-
 def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -> None:
     """Step 14: theta- <- theta (tau = 1) or theta- <- tau theta + (1 - tau) theta-."""
     with torch.no_grad():
@@ -295,24 +289,13 @@ def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -
             target.lerp_(online, tau)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _crossed(before: int, after: int, every: int) -> int:
-    """How many multiples of `every` lie in (before, after]."""
-    return after // every - before // every
-
-
 # ---- the learner --------------------------------------------------------------------------
 class Learner:
     """Q, Q^, the optimizer, D and the counters: everything a checkpoint holds."""
 
     def __init__(self, config: DQNConfig, envs: gym.vector.VectorEnv):
         self.config = config
-        self.device = _device(config.device)
+        self.device = resolve_device(config.device)
         obs_space = envs.single_observation_space
         self.n_actions = int(envs.single_action_space.n)
         self.rng = seeding.seed_everything(config.seed)
@@ -388,7 +371,7 @@ class Learner:
         arrays = {f"q/{k}": v.cpu().numpy() for k, v in self.q_network.state_dict().items()}
         target = self.target_network.state_dict()
         arrays.update({f"target/{k}": v.cpu().numpy() for k, v in target.items()})
-        arrays.update(_optimizer_arrays(self.optimizer))
+        arrays.update(optimizer_arrays(self.optimizer))
         arrays["torch_rng"] = torch.get_rng_state().numpy()
         if self.config.save_replay:
             arrays.update(self.replay_memory.state_arrays())
@@ -404,9 +387,9 @@ class Learner:
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         check_network_arrays(arrays, self.q_network, self.target_network)
-        self.q_network.load_state_dict(_state_dict(arrays, "q/", self.device))
-        self.target_network.load_state_dict(_state_dict(arrays, "target/", self.device))
-        _load_optimizer(self.optimizer, arrays)
+        self.q_network.load_state_dict(state_dict_from_arrays(arrays, "q/", self.device))
+        self.target_network.load_state_dict(state_dict_from_arrays(arrays, "target/", self.device))
+        load_optimizer(self.optimizer, arrays)
         torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
         if meta["state"]["has_replay"]:
             for name, value in self.replay_memory.state_arrays().items():
@@ -417,38 +400,11 @@ class Learner:
         seeding.set_python_random_state(meta["state"]["python_rng"])
 
 
-def _state_dict(arrays, prefix: str, device) -> dict[str, torch.Tensor]:
-    return {
-        key[len(prefix) :]: torch.from_numpy(value.copy()).to(device)
-        for key, value in arrays.items()
-        if key.startswith(prefix)
-    }
-
-
 def check_network_arrays(arrays, *networks: nn.Module) -> None:
     """Every tensor of the networks is in the checkpoint with the right shape."""
     for prefix, network in zip(("q/", "target/"), networks, strict=False):
         for key, value in network.state_dict().items():
             expect_array(arrays, prefix + key, tuple(value.shape), "checkpoint")
-
-
-def _optimizer_arrays(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
-    """Adam's moments and step counts, flattened to named arrays."""
-    arrays = {}
-    for index, state in optimizer.state_dict()["state"].items():
-        for name, value in state.items():
-            tensor = value if torch.is_tensor(value) else torch.tensor(value)
-            arrays[f"optim/{index}/{name}"] = tensor.detach().cpu().numpy()
-    return arrays
-
-
-def _load_optimizer(optimizer: torch.optim.Optimizer, arrays: dict[str, np.ndarray]) -> None:
-    state_dict = optimizer.state_dict()
-    for key, value in arrays.items():
-        if key.startswith("optim/"):
-            _, index, name = key.split("/")
-            state_dict["state"].setdefault(int(index), {})[name] = torch.from_numpy(value.copy())
-    optimizer.load_state_dict(state_dict)
 
 
 def check_checkpoint(arrays: dict[str, np.ndarray], envs, config: DQNConfig) -> None:
@@ -497,7 +453,7 @@ def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
     )
     beta = make_schedule("linear", config.priority_beta, 1.0, 1.0, config.steps)
     eval_env = make_eval_env(config) if config.eval_every else None
-    solved_at = _reward_threshold(config, eval_env)
+    solved_at = reward_threshold(config, eval_env)
     # A run resumed without its replay memory (save_replay = false) warms up again.
     refilled = run.restored is not None and not run.restored[1]["state"]["has_replay"]
     warm_until = learner.step + config.learning_starts if refilled else config.learning_starts
@@ -512,28 +468,28 @@ def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
             actions = learner.act(obs, epsilon(learner.step))  # 7. epsilon-greedy
             next_obs, rewards, terminated, truncated, infos = envs.step(actions)  # 8.-9.
             before, learner.step = learner.step, learner.step + n
-            final_obs = _final_observations(next_obs, infos)
+            final_obs = final_observations(next_obs, infos)
             learner.replay_memory.add(  # 10. store (phi_t, a_t, r_t, phi_t+1) in D
                 actions, rewards, terminated, truncated, final_obs, reset_obs=next_obs
             )
-            _log_episodes(run, learner.step, infos)
+            log_episodes(run, learner.step, infos)
             obs = next_obs
             if learner.step >= warm_until:  # 11.-13. minibatch updates
-                for _ in range(_crossed(before, learner.step, config.train_frequency)):
+                for _ in range(crossed(before, learner.step, config.train_frequency)):
                     for _ in range(config.gradient_steps):
                         loss, q_mean = learner.gradient_step(beta(learner.step))
                         losses.append(loss)
                         q_means.append(q_mean)
                 if not math.isfinite(losses[-1] if losses else 0.0):
                     raise NonFiniteError(f"loss is {losses[-1]} at step {learner.step}")
-            if _crossed(before, learner.step, config.target_update_interval):  # 14. Q^ = Q
+            if crossed(before, learner.step, config.target_update_interval):  # 14. Q^ = Q
                 update_target(learner.target_network, learner.q_network, config.tau)
-            evaluated = eval_env is not None and _crossed(before, learner.step, config.eval_every)
+            evaluated = eval_env is not None and crossed(before, learner.step, config.eval_every)
             if evaluated:
                 started = time.perf_counter()
                 eval_return = _evaluate(learner, config, eval_env)
                 eval_seconds += time.perf_counter() - started
-            due = _crossed(before, learner.step, config.log_every) or learner.step >= config.steps
+            due = crossed(before, learner.step, config.log_every) or learner.step >= config.steps
             if evaluated or due:
                 extra = {}
                 if eval_env is not None:  # the same columns in every row
@@ -557,39 +513,6 @@ def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
     return learner
 
 
-def _reward_threshold(config: DQNConfig, eval_env: gym.Env | None) -> float | None:
-    """The return at which the env counts as solved, when stop_when_solved asks for it."""
-    if not config.stop_when_solved:
-        return None
-    threshold = eval_env.spec.reward_threshold if eval_env.spec is not None else None
-    if threshold is None:
-        raise ConfigError(
-            f"stop_when_solved: gymnasium gives '{config.env}' no reward_threshold; "
-            "turn stop_when_solved off and choose steps instead"
-        )
-    return float(threshold)
-
-
-def _final_observations(next_obs: np.ndarray, infos: dict) -> np.ndarray:
-    """phi_t+1 as the step ended: for envs reset in this step, gymnasium's `final_obs`."""
-    if "_final_obs" not in infos or not infos["_final_obs"].any():
-        return next_obs
-    final = next_obs.copy()
-    for e in np.flatnonzero(infos["_final_obs"]):
-        final[e] = infos["final_obs"][e]
-    return final
-
-
-def _log_episodes(run: Run, step: int, infos: dict) -> None:
-    """Finished episodes (whole games with raw scores for Atari) from RecordEpisodeStatistics."""
-    final = infos.get("final_info")
-    if not final or "episode" not in final:
-        return
-    episode = final["episode"]
-    for e in np.flatnonzero(final["_episode"]):
-        run.log_episode(step, float(episode["r"][e]), int(episode["l"][e]))
-
-
 def _log(run: Run, learner: Learner, epsilon, beta, losses, q_means, extra) -> None:
     scalars = {
         "epsilon": epsilon(learner.step),
@@ -608,7 +531,7 @@ def load_policy(arrays, env: gym.Env, config: DQNConfig, seed: int = 0):
     check_env(env, config)
     network = build_q_network(config, env.observation_space, int(env.action_space.n))
     check_network_arrays(arrays, network)
-    network.load_state_dict(_state_dict(arrays, "q/", torch.device("cpu")))
+    network.load_state_dict(state_dict_from_arrays(arrays, "q/", torch.device("cpu")))
     network.eval()
     rng = np.random.default_rng(seed)
 
