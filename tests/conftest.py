@@ -54,3 +54,61 @@ def assert_user_error(result: CliResult, *fragments: str) -> None:
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def _final_state(run_dir: Path, step: int):
+    """(arrays of checkpoint step-N, metrics rows without timing columns, episodes.csv text)."""
+    import csv
+
+    from safetensors.numpy import load_file
+
+    from bellman.run import TIMING_COLUMNS
+
+    arrays = load_file(run_dir / "checkpoints" / f"step-{step}.safetensors")
+    with open(run_dir / "metrics.csv") as handle:
+        metrics = [
+            {k: v for k, v in row.items() if k not in TIMING_COLUMNS}
+            for row in csv.DictReader(handle)
+        ]
+    return arrays, metrics, (run_dir / "episodes.csv").read_text()
+
+
+def assert_killed_run_resumes_exactly(bellman, cwd: Path, train_args: list[str], steps: int):
+    """Train `bellman *train_args` once in one go; start it again, SIGKILL it as soon as its first
+    checkpoint exists, resume it, and check the two runs end bit for bit the same: every array
+    of the final checkpoint `step-<steps>`, metrics.csv (timing columns aside), episodes.csv.
+
+    Returns:
+        The final checkpoint's arrays.
+    """
+    import json
+    import time
+
+    import numpy as np
+
+    one_go = bellman(*train_args, "--run-dir", "one-go")
+    assert one_go.returncode == 0, one_go
+    expected = _final_state(cwd / "one-go", steps)
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bellman", *train_args, "--run-dir", "killed"],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    latest = cwd / "killed" / "checkpoints" / "latest"
+    deadline = time.monotonic() + 120
+    while not latest.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    stopped = json.loads((latest.parent / f"{latest.read_text().strip()}.json").read_text())
+    assert stopped["step"] < steps  # it really was stopped part-way
+
+    resumed = bellman("train", "--resume", "killed", "--quiet")
+    assert resumed.returncode == 0, resumed
+    arrays, metrics, episodes = _final_state(cwd / "killed", steps)
+    assert set(arrays) == set(expected[0])
+    for key, value in expected[0].items():
+        np.testing.assert_array_equal(arrays[key], value, err_msg=key)
+    assert metrics == expected[1]
+    assert episodes == expected[2]
+    return arrays

@@ -61,6 +61,11 @@ ALGORITHMS = {
             "bellman.algos.dqn",
             "deep Q-network with replay memory and a target network (Mnih et al. 2015)",
         ),
+        Algorithm(
+            "ppo",
+            "bellman.algos.ppo",
+            "proximal policy optimization, clipped or KL-penalised (Schulman et al. 2017)",
+        ),
     )
 }
 

@@ -67,7 +67,9 @@ def save(directory: Path, name: str, arrays: dict[str, np.ndarray], meta: dict[s
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    blob = save_arrays({key: np.ascontiguousarray(value) for key, value in arrays.items()})
+    blob = save_arrays(
+        {key: np.ascontiguousarray(value).reshape(np.shape(value)) for key, value in arrays.items()}
+    )
     atomic_write(directory / f"{name}.safetensors", blob)
     record = {
         "schema_version": SCHEMA_VERSION,

@@ -10,6 +10,14 @@
 
     Dueling head (Wang et al. 2016): Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')
 
+    Actor-critic (the policy-gradient methods: PPO, A2C): a policy pi_theta(a|s) and a value
+    V(s) on one shared trunk or on two separate ones, initialised as in OpenAI baselines:
+    orthogonal weights, gain sqrt(2) in the trunks, 0.01 in the policy head (a near-uniform
+    first policy) and 1 in the value head, zero biases. The policy is
+        categorical            pi(a|s) = softmax(logits(s))_a              Discrete(n) actions
+        diagonal Gaussian      pi(a|s) = N(a; mu(s), diag(sigma^2))        Box actions, with a
+                               state-independent log sigma (one learned number per dimension)
+
 Which trunk an observation space gets is decided once, by `trunk_for`, which also says clearly
 when a space fits no network (Dict spaces, tiny images, a CNN asked for vectors).
 """
@@ -27,6 +35,8 @@ from bellman.errors import ConfigError
 
 #: The smallest image side the Nature CNN's three convolutions accept.
 MIN_IMAGE_SIDE = 36
+#: Hidden-layer nonlinearities of the MLP trunk: ReLU (DQN) or tanh (the policy-gradient MLPs).
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
 
 def layer_init(layer: nn.Module, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
@@ -77,9 +87,18 @@ class VectorTrunk(nn.Module):
     modules: on a CPU, module-call overhead is most of the cost of a small MLP.
     """
 
-    def __init__(self, in_dim: int, hidden: tuple[int, ...], one_hot: int | None = None):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: tuple[int, ...],
+        one_hot: int | None = None,
+        activation: str = "relu",
+    ):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}")
         self.one_hot = one_hot
+        self.activation = activation
         sizes = (in_dim, *hidden)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False))
         self.out_dim = sizes[-1]
@@ -88,12 +107,19 @@ class VectorTrunk(nn.Module):
         if self.one_hot is not None:
             obs = nn.functional.one_hot(obs.long().view(-1), self.one_hot)
         x = obs.float().flatten(1)
+        activation = ACTIVATIONS[self.activation]
         for layer in self.layers:
-            x = torch.relu(nn.functional.linear(x, layer.weight, layer.bias))
+            x = activation(nn.functional.linear(x, layer.weight, layer.bias))
         return x
 
 
-def trunk_for(space: gym.Space, network: str, hidden: tuple[int, ...], env_id: str) -> nn.Module:
+def trunk_for(
+    space: gym.Space,
+    network: str,
+    hidden: tuple[int, ...],
+    env_id: str,
+    activation: str = "relu",
+) -> nn.Module:
     """The trunk that reads observations of `space`, or a ConfigError saying why none can.
 
     Args:
@@ -101,11 +127,12 @@ def trunk_for(space: gym.Space, network: str, hidden: tuple[int, ...], env_id: s
         network: "auto" (CNN for [C, H, W] images, MLP otherwise), "mlp" or "cnn".
         hidden: MLP layer sizes.
         env_id: for messages.
+        activation: the MLP's nonlinearity, "relu" or "tanh" (the CNN's is always ReLU).
     """
     if isinstance(space, gym.spaces.Discrete):
         if network == "cnn":
             raise ConfigError(f"network = cnn needs image observations; '{env_id}' has {space}")
-        return VectorTrunk(int(space.n), hidden, one_hot=int(space.n))
+        return VectorTrunk(int(space.n), hidden, one_hot=int(space.n), activation=activation)
     if not isinstance(space, gym.spaces.Box):
         raise ConfigError(
             f"'{env_id}' has {type(space).__name__} observations; bellman's networks take Box "
@@ -120,7 +147,7 @@ def trunk_for(space: gym.Space, network: str, hidden: tuple[int, ...], env_id: s
                 f"'{env_id}' gives observations of shape {shape}; use network = mlp"
             )
         return NatureCNN(*shape)
-    return VectorTrunk(int(np.prod(shape)), hidden)
+    return VectorTrunk(int(np.prod(shape)), hidden, activation=activation)
 
 
 class QNetwork(nn.Module):
@@ -155,7 +182,8 @@ class QNetwork(nn.Module):
         """Whether `greedy_numpy` applies: a vector MLP trunk on the CPU."""
         trunk = self.trunk
         on_cpu = all(p.device.type == "cpu" for p in self.parameters())
-        return isinstance(trunk, VectorTrunk) and trunk.one_hot is None and on_cpu
+        is_relu_mlp = isinstance(trunk, VectorTrunk) and trunk.activation == "relu"
+        return is_relu_mlp and trunk.one_hot is None and on_cpu
 
     def greedy_numpy(self, obs: np.ndarray) -> np.ndarray:
         """argmax_a Q(s, a) for [N, D] float observations, computed with numpy: -> [N]."""
@@ -171,3 +199,156 @@ class QNetwork(nn.Module):
             x = np.maximum(x @ weight.T + bias, 0.0)
         # The dueling value and the mean advantage do not change the argmax over actions.
         return np.argmax(x @ head_weight.T + head_bias, axis=1)
+
+
+# ---- actor-critic ------------------------------------------------------------------------------
+def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2)) -> nn.Module:
+    """`layer_init` every linear and convolutional layer of `module` (a trunk)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear | nn.Conv2d):
+            layer_init(layer, gain)
+    return module
+
+
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor):
+    """log N(a; mu, diag(sigma^2)) summed over the action dimensions: [B, D] -> [B].
+
+    log N = sum_i -(a_i - mu_i)^2 / (2 sigma_i^2) - log sigma_i - log(2 pi) / 2
+    """
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z * z - log_std - 0.5 * math.log(2 * math.pi)).sum(dim=-1)
+
+
+def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    """Entropy of a diagonal Gaussian, sum_i (1/2 + log(2 pi)/2 + log sigma_i): [D] -> []."""
+    return (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(dim=-1)
+
+
+class CategoricalHead(nn.Module):
+    """pi(.|s) over Discrete(n) actions: features [B, H] -> logits [B, n]."""
+
+    def __init__(self, in_dim: int, n_actions: int):
+        super().__init__()
+        self.logits = layer_init(nn.Linear(in_dim, n_actions), gain=0.01)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(features, self.logits.weight, self.logits.bias)
+
+    def log_prob_entropy(self, logits: torch.Tensor, actions: torch.Tensor):
+        """(log pi(a|s) [B], entropy of pi(.|s) [B]) for actions [B]."""
+        log_probs = logits.log_softmax(dim=-1)
+        taken = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return taken, -(log_probs.exp() * log_probs).sum(dim=-1)
+
+    def sample(self, logits: torch.Tensor) -> torch.Tensor:
+        """a ~ pi(.|s) for each row: [B, n] -> [B] (from torch's generator)."""
+        return torch.multinomial(logits.softmax(dim=-1), 1).squeeze(-1)
+
+    def mode(self, logits: torch.Tensor) -> torch.Tensor:
+        """argmax_a pi(a|s): [B, n] -> [B]."""
+        return logits.argmax(dim=-1)
+
+
+class DiagonalGaussianHead(nn.Module):
+    """pi(.|s) = N(mu(s), diag(sigma^2)) over D-dimensional actions: features [B, H] -> mu [B, D];
+    log sigma [D] is a parameter of its own, the same in every state."""
+
+    def __init__(self, in_dim: int, action_dim: int, log_std_init: float = 0.0):
+        super().__init__()
+        self.mean = layer_init(nn.Linear(in_dim, action_dim), gain=0.01)
+        self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(features, self.mean.weight, self.mean.bias)
+
+    def log_prob_entropy(self, mean: torch.Tensor, actions: torch.Tensor):
+        """(log pi(a|s) [B], entropy of pi(.|s) [B]) for actions [B, D]."""
+        entropy = gaussian_entropy(self.log_std).expand(mean.shape[0])
+        return gaussian_log_prob(mean, self.log_std, actions), entropy
+
+    def sample(self, mean: torch.Tensor) -> torch.Tensor:
+        """a = mu + sigma * noise, noise ~ N(0, I) from torch's generator: [B, D] -> [B, D]."""
+        return mean + self.log_std.exp() * torch.randn_like(mean)
+
+    def mode(self, mean: torch.Tensor) -> torch.Tensor:
+        """The most likely action, mu(s)."""
+        return mean
+
+
+class ActorCritic(nn.Module):
+    """pi_theta(.|s) and V(s): a trunk for each (or one shared trunk), a policy head, a value head.
+
+    Args:
+        actor_trunk: features for the policy (and for the value when critic_trunk is None).
+        critic_trunk: features for the value; None shares the actor's trunk.
+        policy_head: a CategoricalHead or DiagonalGaussianHead on the actor's features.
+    """
+
+    def __init__(self, actor_trunk: nn.Module, critic_trunk: nn.Module | None, policy_head):
+        super().__init__()
+        self.actor_trunk = actor_trunk
+        self.critic_trunk = critic_trunk
+        self.policy_head = policy_head
+        value_in = (critic_trunk or actor_trunk).out_dim
+        self.value_head = layer_init(nn.Linear(value_in, 1), gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, ...] observations -> (distribution parameters [B, A or D], values [B])."""
+        features = self.actor_trunk(obs)
+        critic = features if self.critic_trunk is None else self.critic_trunk(obs)
+        values = nn.functional.linear(critic, self.value_head.weight, self.value_head.bias)
+        return self.policy_head(features), values.squeeze(-1)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s): [B, ...] -> [B]."""
+        if self.critic_trunk is None:
+            return self(obs)[1]
+        critic = self.critic_trunk(obs)
+        return nn.functional.linear(critic, self.value_head.weight, self.value_head.bias)[:, 0]
+
+    def act(self, obs: torch.Tensor):
+        """Sample a ~ pi(.|s): (actions, log pi(a|s) [B], V(s) [B])."""
+        params, values = self(obs)
+        actions = self.policy_head.sample(params)
+        log_probs, _ = self.policy_head.log_prob_entropy(params, actions)
+        return actions, log_probs, values
+
+    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
+        """(log pi(a|s) [B], entropy [B], V(s) [B]) for given observations and actions."""
+        params, values = self(obs)
+        log_probs, entropy = self.policy_head.log_prob_entropy(params, actions)
+        return log_probs, entropy, values
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        """The deterministic policy: the distribution's mode (argmax or mean)."""
+        return self.policy_head.mode(self.policy_head(self.actor_trunk(obs)))
+
+
+def actor_critic_for(
+    obs_space: gym.Space,
+    action_space: gym.Space,
+    *,
+    network: str,
+    hidden: tuple[int, ...],
+    shared: bool,
+    log_std_init: float,
+    env_id: str,
+) -> ActorCritic:
+    """An ActorCritic for these spaces: tanh MLP or Nature-CNN trunks (see `trunk_for`), a
+    categorical head for Discrete actions, a diagonal Gaussian one for Box actions (flattened
+    to D = prod(shape) dimensions). Raises ConfigError for spaces it cannot take."""
+
+    def trunk() -> nn.Module:
+        return orthogonal_init(trunk_for(obs_space, network, hidden, env_id, activation="tanh"))
+
+    actor = trunk()
+    if isinstance(action_space, gym.spaces.Discrete):
+        head = CategoricalHead(actor.out_dim, int(action_space.n))
+    elif isinstance(action_space, gym.spaces.Box):
+        head = DiagonalGaussianHead(actor.out_dim, int(np.prod(action_space.shape)), log_std_init)
+    else:
+        raise ConfigError(
+            f"'{env_id}' has {type(action_space).__name__} actions; the actor-critic takes "
+            "Discrete or Box action spaces"
+        )
+    return ActorCritic(actor, None if shared else trunk(), head)

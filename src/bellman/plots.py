@@ -2,7 +2,8 @@
 
 `plot_runs` reads each run's metrics.csv; the first panel is `episode_return_mean` against the
 env step, further panels show whichever of the algorithm's diagnostics the runs logged (the
-Bellman residual of the tabular methods on a log scale, losses of the deep ones).
+Bellman residual of the tabular methods on a log scale, losses of the deep ones: DQN's TD loss,
+the policy and value losses of the actor-critics).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ PANELS = (
     "bellman_residual",
     "bellman_residual_mean",
     "loss",
+    "policy_loss",
+    "value_loss",
 )
 LOG_SCALE = {"bellman_residual", "bellman_residual_mean"}
 

@@ -41,7 +41,7 @@ from bellman.errors import CheckpointError, NonFiniteError
 #: Episodes behind `episode_return_mean` and `episode_length_mean`.
 EPISODE_WINDOW = 100
 #: Columns that measure the machine, not the algorithm: they differ between identical runs.
-TIMING_COLUMNS = ("wall_time", "steps_per_second")
+TIMING_COLUMNS = ("wall_time", "steps_per_second", "eval_seconds")
 
 
 def default_run_dir(algo: str, env_id: str, root: Path = Path("runs")) -> Path:

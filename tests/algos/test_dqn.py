@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
-import subprocess
-import sys
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -26,8 +22,7 @@ from bellman.algos.dqn import (
 )
 from bellman.errors import ConfigError
 from bellman.nets import trunk_for
-from bellman.run import TIMING_COLUMNS
-from tests.conftest import assert_user_error
+from tests.conftest import assert_killed_run_resumes_exactly, assert_user_error
 
 torch.set_num_threads(1)
 
@@ -164,42 +159,8 @@ RESUMABLE = ["train", "dqn", "--env", "CartPole-v1", "--steps", "8000", "--seed"
              "--set", "prioritized=true", "--set", "n_step=2", "--quiet"]  # fmt: skip
 
 
-def _final(run_dir):
-    arrays = load_file(run_dir / "checkpoints" / "step-8000.safetensors")
-    with open(run_dir / "metrics.csv") as handle:
-        metrics = [
-            {k: v for k, v in row.items() if k not in TIMING_COLUMNS}
-            for row in csv.DictReader(handle)
-        ]
-    return arrays, metrics, (run_dir / "episodes.csv").read_text()
-
-
 def test_a_killed_run_resumes_bit_for_bit_from_its_last_checkpoint(bellman, tmp_path):
-    one_go = bellman(*RESUMABLE, "--run-dir", "one-go")
-    assert one_go.returncode == 0, one_go
-    expected = _final(tmp_path / "one-go")
-
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bellman", *RESUMABLE, "--run-dir", "killed"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    latest = tmp_path / "killed" / "checkpoints" / "latest"
-    deadline = time.monotonic() + 120
-    while not latest.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.kill()
-    process.wait()
-    stopped = json.loads((latest.parent / f"{latest.read_text().strip()}.json").read_text())
-    assert stopped["step"] < 8000  # it really was stopped part-way
-
-    resumed = bellman("train", "--resume", "killed", "--quiet")
-    assert resumed.returncode == 0, resumed
-    arrays, metrics, episodes = _final(tmp_path / "killed")
-    assert set(arrays) == set(expected[0])
-    for key, value in expected[0].items():
-        np.testing.assert_array_equal(arrays[key], value, err_msg=key)
-    assert metrics == expected[1]
-    assert episodes == expected[2]
+    assert_killed_run_resumes_exactly(bellman, tmp_path, RESUMABLE, steps=8000)
 
 
 # ---- bad input ----------------------------------------------------------------------------
