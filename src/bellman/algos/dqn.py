@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,9 +64,9 @@ from bellman.checkpoint import expect_array
 from bellman.config import TrainConfig, choices, interval
 from bellman.envs import make_env
 from bellman.errors import ConfigError, NonFiniteError
-from bellman.evaluation import evaluate
 from bellman.nets import QNetwork, trunk_for
 from bellman.rollouts import (
+    TrainingEvaluation,
     clip_grad_norm,
     crossed,
     final_observations,
@@ -75,7 +74,6 @@ from bellman.rollouts import (
     log_episodes,
     optimizer_arrays,
     resolve_device,
-    reward_threshold,
     state_dict_from_arrays,
 )
 from bellman.run import Run
@@ -430,7 +428,9 @@ def _boundary(learner: Learner, envs, config: DQNConfig) -> np.ndarray:
     return obs
 
 
-def _evaluate(learner: Learner, config: DQNConfig, eval_env: gym.Env) -> float:
+def _eval_policy(learner: Learner, config: DQNConfig):
+    """The policy evaluated during training: epsilon-greedy with eval_epsilon, its own
+    generator seeded from (seed, step) so that evaluations leave the training stream alone."""
     rng = np.random.default_rng([config.seed, learner.step, 1])
 
     def policy(obs):
@@ -438,8 +438,7 @@ def _evaluate(learner: Learner, config: DQNConfig, eval_env: gym.Env) -> float:
             q_values = learner.q_network(learner.tensor(np.asarray(obs)[None]))
         return int(epsilon_greedy_actions(q_values, config.eval_epsilon, rng)[0])
 
-    seed = 1_000_000 + config.seed * 1000
-    return evaluate(policy, eval_env, episodes=config.eval_episodes, seed=seed)["mean"]
+    return policy
 
 
 def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
@@ -452,15 +451,13 @@ def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
         "linear", config.epsilon, config.epsilon_end, config.epsilon_fraction, config.steps
     )
     beta = make_schedule("linear", config.priority_beta, 1.0, 1.0, config.steps)
-    eval_env = make_eval_env(config) if config.eval_every else None
-    solved_at = reward_threshold(config, eval_env)
+    evaluation = TrainingEvaluation(config, lambda: make_eval_env(config))
     # A run resumed without its replay memory (save_replay = false) warms up again.
     refilled = run.restored is not None and not run.restored[1]["state"]["has_replay"]
     warm_until = learner.step + config.learning_starts if refilled else config.learning_starts
     n = config.n_envs
     losses: list[float] = []
     q_means: list[float] = []
-    eval_seconds = 0.0
 
     with run.session(start_step=learner.step):
         obs = _boundary(learner, envs, config)  # 4.-5. new episodes, phi_1
@@ -484,32 +481,22 @@ def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
                     raise NonFiniteError(f"loss is {losses[-1]} at step {learner.step}")
             if crossed(before, learner.step, config.target_update_interval):  # 14. Q^ = Q
                 update_target(learner.target_network, learner.q_network, config.tau)
-            evaluated = eval_env is not None and crossed(before, learner.step, config.eval_every)
+            evaluated = evaluation.due(before, learner.step)
             if evaluated:
-                started = time.perf_counter()
-                eval_return = _evaluate(learner, config, eval_env)
-                eval_seconds += time.perf_counter() - started
+                evaluation.run(_eval_policy(learner, config))
             due = crossed(before, learner.step, config.log_every) or learner.step >= config.steps
             if evaluated or due:
-                extra = {}
-                if eval_env is not None:  # the same columns in every row
-                    extra["eval_return_mean"] = eval_return if evaluated else math.nan
-                    extra["eval_seconds"] = eval_seconds
-                _log(run, learner, epsilon, beta, losses, q_means, extra)
+                _log(run, learner, epsilon, beta, losses, q_means, evaluation.columns())
                 losses, q_means = [], []
-            solved = evaluated and solved_at is not None and eval_return >= solved_at
+            solved = evaluation.solved()
             if run.checkpoint_due(learner.step) or learner.step >= config.steps or solved:
                 run.save(learner.step, learner.arrays(), learner.state())
                 if solved:
-                    run.notes.append(
-                        f"solved: evaluation mean {eval_return:g} >= reward threshold "
-                        f"{solved_at:g} of {config.env} at step {learner.step}"
-                    )
+                    run.notes.append(evaluation.solved_note(learner.step))
                     break
                 if learner.step < config.steps and not run.stop_requested:
                     obs = _boundary(learner, envs, config)
-    if eval_env is not None:
-        eval_env.close()
+    evaluation.close()
     return learner
 
 
