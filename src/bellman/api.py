@@ -62,6 +62,16 @@ ALGORITHMS = {
             "deep Q-network with replay memory and a target network (Mnih et al. 2015)",
         ),
         Algorithm(
+            "reinforce",
+            "bellman.algos.reinforce",
+            "Monte-Carlo policy gradient with an optional learned baseline (Williams 1992)",
+        ),
+        Algorithm(
+            "a2c",
+            "bellman.algos.a2c",
+            "synchronous advantage actor-critic with n-step returns (Mnih et al. 2016)",
+        ),
+        Algorithm(
             "ppo",
             "bellman.algos.ppo",
             "proximal policy optimization, clipped or KL-penalised (Schulman et al. 2017)",
@@ -135,7 +145,10 @@ def _train(spec: Algorithm, config, env, run: Run) -> Run:
     if not run.stop_requested:
         from bellman.plots import plot_runs
 
-        plot_runs([run.dir], run.dir / "plot.png")
+        try:
+            plot_runs([run.dir], run.dir / "plot.png")
+        except CheckpointError as error:  # a run too short to have a curve is still a run
+            run.notes.append(f"no plot: {error}")
     return run
 
 

@@ -190,7 +190,8 @@ def _report_training(run) -> int:
     for note in run.notes:
         print(note)
     print(f"run directory: {run.dir}")
-    print(f"plot: {run.dir / 'plot.png'}")
+    if (run.dir / "plot.png").exists():
+        print(f"plot: {run.dir / 'plot.png'}")
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import gymnasium as gym
@@ -21,11 +22,37 @@ import numpy as np
 import torch
 from gymnasium.wrappers.utils import RunningMeanStd as _GymnasiumRunningMeanStd
 
+from bellman.config import TrainConfig, choices, interval
 from bellman.errors import ConfigError
 from bellman.evaluation import evaluate
 
 if TYPE_CHECKING:
     from bellman.run import Run
+
+
+# ---- the fields every deep algorithm has --------------------------------------------------
+@dataclass(frozen=True)
+class DeepConfig(TrainConfig):
+    """Fields of every algorithm in `algos/`: evaluation during training, Atari frames, torch."""
+
+    eval_every: int = field(default=0, metadata=interval("[0, inf)"))
+    """Env steps between evaluations during training (0: none); logged as eval_return_mean."""
+    eval_episodes: int = field(default=10, metadata=interval("[1, inf)"))
+    """Episodes per evaluation during training."""
+    stop_when_solved: bool = False
+    """Stop once an evaluation's mean return reaches the env's reward_threshold (CartPole: 475)."""
+    frame_stack: int = field(default=4, metadata=interval("[1, 16]"))
+    """Atari only: frames stacked into one observation."""
+    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
+    """Where the networks run: auto uses CUDA when present."""
+    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
+    """CPU threads of torch (1 is fastest on small, shared machines)."""
+
+    def validate(self) -> None:
+        if self.stop_when_solved and not self.eval_every:
+            raise ConfigError("stop_when_solved needs evaluations: set eval_every > 0")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
 
 
 # ---- vector envs and step counting --------------------------------------------------------

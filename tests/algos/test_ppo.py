@@ -19,16 +19,14 @@ import bellman
 from bellman import api
 from bellman import config as configs
 from bellman.algos import ppo
-from bellman.algos.ppo import (
-    PPOConfig,
-    adapt_kl_beta,
+from bellman.algos.actor_critic import (
+    Rollout,
     build_policy,
     env_actions,
     estimate_advantages,
     explained_variance,
-    kl_penalty_loss,
-    surrogate_loss,
 )
+from bellman.algos.ppo import PPOConfig, adapt_kl_beta, kl_penalty_loss, surrogate_loss
 from bellman.nets import CategoricalHead, DiagonalGaussianHead, gaussian_entropy, gaussian_log_prob
 from tests.conftest import CliResult, assert_killed_run_resumes_exactly, assert_user_error
 
@@ -106,8 +104,6 @@ def test_explained_variance_worked_by_hand():
 
 
 def test_advantages_bootstrap_from_the_final_observation_after_a_time_limit():
-    from bellman.algos.ppo import Rollout
-
     zeros = torch.zeros(2, 2)
     rollout = Rollout(
         obs=zeros, actions=zeros, log_probs=zeros,
@@ -219,7 +215,7 @@ def test_every_parameter_changes_in_a_short_run(tmp_path):
     overrides = [*SHORT, "seed=0"]
     config, _ = configs.resolve(PPOConfig, "ppo", "Pendulum-v1", overrides=overrides)
     envs = ppo.make_train_env(config)
-    initial = {k: v.clone() for k, v in ppo.Learner(config, envs).policy.state_dict().items()}
+    initial = {k: v.clone() for k, v in ppo.make_learner(config, envs).policy.state_dict().items()}
     envs.close()
     run = bellman.train("ppo", "Pendulum-v1", overrides=overrides, run_dir=tmp_path / "run",
                         quiet=True)  # fmt: skip

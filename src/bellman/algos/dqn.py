@@ -61,11 +61,12 @@ from torch import nn
 from bellman import seeding
 from bellman.buffers import ReplayMemory
 from bellman.checkpoint import expect_array
-from bellman.config import TrainConfig, choices, interval
+from bellman.config import choices, interval
 from bellman.envs import make_env
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.nets import QNetwork, trunk_for
 from bellman.rollouts import (
+    DeepConfig,
     TrainingEvaluation,
     clip_grad_norm,
     crossed,
@@ -81,7 +82,7 @@ from bellman.schedules import make_schedule
 
 
 @dataclass(frozen=True)
-class DQNConfig(TrainConfig):
+class DQNConfig(DeepConfig):
     """Hyperparameters of DQN; the defaults are the Nature paper's (with Adam)."""
 
     steps: int = field(default=10_000_000, metadata=interval("[1, inf)"))
@@ -120,12 +121,6 @@ class DQNConfig(TrainConfig):
     """Fraction of the run over which epsilon decays linearly."""
     eval_epsilon: float = field(default=0.05, metadata=interval("[0, 1]"))
     """Exploration rate of `bellman eval` and of the evaluations during training (Nature: 0.05)."""
-    eval_every: int = field(default=0, metadata=interval("[0, inf)"))
-    """Env steps between evaluations during training (0: none); logged as eval_return_mean."""
-    eval_episodes: int = field(default=10, metadata=interval("[1, inf)"))
-    """Episodes per evaluation during training."""
-    stop_when_solved: bool = False
-    """Stop once an evaluation's mean return reaches the env's reward_threshold (CartPole: 475)."""
     double_dqn: bool = False
     """Double DQN: the online network picks a', the target network evaluates it."""
     dueling: bool = False
@@ -146,14 +141,8 @@ class DQNConfig(TrainConfig):
     """Width of each hidden layer of the MLP trunk."""
     hidden_layers: int = field(default=2, metadata=interval("[0, 16]"))
     """Number of hidden layers of the MLP trunk."""
-    frame_stack: int = field(default=4, metadata=interval("[1, 16]"))
-    """Atari only: frames stacked into one observation."""
     save_replay: bool = True
     """Store the replay memory in checkpoints (needed for an exact resume; large for Atari)."""
-    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
-    """Where the networks run: auto uses CUDA when present."""
-    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
-    """CPU threads of torch (1 is fastest on small, shared machines)."""
 
     def validate(self) -> None:
         if self.buffer_size < self.batch_size:
@@ -167,10 +156,7 @@ class DQNConfig(TrainConfig):
                 f"buffer_size = {self.buffer_size} is too small for n_envs = {self.n_envs}, "
                 f"n_step = {self.n_step} and frame_stack = {self.frame_stack}: use >= {needed}"
             )
-        if self.stop_when_solved and not self.eval_every:
-            raise ConfigError("stop_when_solved needs evaluations: set eval_every > 0")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
+        super().validate()
 
     @property
     def hidden(self) -> tuple[int, ...]:

@@ -1,0 +1,549 @@
+"""What the actor-critic algorithms (A2C and PPO) share: their common config fields, the N
+actors (a vector env with optional observation/reward normalisation), the rollout of T steps,
+the advantage estimates, the learner's state and checkpoints, and the deterministic policy.
+
+Both algorithms follow the same outer loop (Mnih et al. 2016, Algorithm S3; Schulman et al.
+2017, Algorithm 1): N actors run pi_theta for T steps, advantages are estimated for every actor,
+and theta is optimised on the N T samples. Only the optimisation differs (A2C: one gradient
+step on the whole batch; PPO: K epochs of minibatches on a surrogate), so that step lives in
+each algorithm's file and everything around it lives here, once.
+
+Details both share:
+    - The N actors are `n_envs` environments in a gymnasium vector env, stepped together;
+      `steps` counts env steps summed over them, so an iteration is N T steps.
+    - Advantages are GAE(gamma, lambda) (`bellman.advantages`); with lambda = 1 they are A2C's
+      n-step returns minus V(s_t): q_t = r_t + gamma r_t+1 + ... + gamma^(T-t) V(s_T). A
+      terminated episode bootstraps nothing; one cut by a time limit (truncation) bootstraps
+      V(final observation).
+    - Box actions: a ~ N(mu(s), diag(sigma^2)) is sampled unbounded and clipped to the action
+      bounds only when it is sent to the environment; the log-probability is that of the
+      unclipped sample (as in Stable-Baselines3 and CleanRL). Infinite bounds are refused.
+      Evaluation plays the mode: argmax_a pi(a|s), or mu(s) clipped to the bounds.
+    - `normalize_observations` / `normalize_rewards` wrap each of the N envs in gymnasium's
+      NormalizeObservation / NormalizeReward, and the N wrappers share one set of running
+      statistics (as a VecNormalize would; gymnasium's vector versions need NEXT_STEP autoreset,
+      the loops use SAME_STEP). Reward scaling is for learning only; logged returns are raw. The
+      statistics are saved in checkpoints; evaluation uses them frozen.
+    - At every checkpoint the environments are reset with seeds derived from (seed, step) and the
+      reward normaliser's running returns restart, in the uninterrupted run as in a resumed one,
+      so a run resumed from a periodic checkpoint is bit-for-bit the run that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from bellman import seeding
+from bellman.advantages import generalized_advantage_estimation
+from bellman.checkpoint import expect_array
+from bellman.config import choices, interval
+from bellman.envs import make_env
+from bellman.envs.atari import is_atari
+from bellman.errors import ConfigError
+from bellman.nets import ActorCritic, actor_critic_for
+from bellman.rollouts import (
+    DeepConfig,
+    RunningMeanStd,
+    TrainingEvaluation,
+    crossed,
+    final_observations,
+    load_optimizer,
+    log_episodes,
+    optimizer_arrays,
+    resolve_device,
+    state_dict_from_arrays,
+)
+from bellman.run import Run
+
+
+@dataclass(frozen=True)
+class ActorCriticConfig(DeepConfig):
+    """Fields A2C and PPO share; the defaults are PPO's (each algorithm sets its own)."""
+
+    steps: int = field(default=1_000_000, metadata=interval("[1, inf)"))
+    """Total number of environment steps of the run, summed over the n_envs environments."""
+    n_envs: int = field(default=1, metadata=interval("[1, 256]"))
+    """N: actors (environments of a gymnasium vector env) collecting experience in parallel."""
+    n_steps: int = field(default=2048, metadata=interval("[1, inf)"))
+    """T: steps each actor runs per iteration; a batch is N x T samples."""
+    learning_rate: float = field(default=3e-4, metadata=interval("(0, inf)"))
+    """Step size of the optimiser (at the start of the run when anneal is on)."""
+    anneal: bool = False
+    """Anneal the learning rate (and PPO's eps) linearly to 0 over the run."""
+    gamma: float = field(default=0.99, metadata=interval("[0, 1]"))
+    """Discount factor gamma."""
+    gae_lambda: float = field(default=0.95, metadata=interval("[0, 1]"))
+    """GAE lambda: 0 is the one-step TD error (biased), 1 the n-step return (noisy)."""
+    vf_coef: float = field(default=0.5, metadata=interval("[0, inf)"))
+    """c1: weight of the value loss."""
+    ent_coef: float = field(default=0.0, metadata=interval("[0, inf)"))
+    """c2: weight of the entropy bonus S (more: more exploration, slower convergence)."""
+    normalize_advantages: bool = True
+    """Standardise the advantages of each (mini)batch to mean 0, std 1."""
+    max_grad_norm: float = field(default=0.5, metadata=interval("(0, inf)"))
+    """Gradients are rescaled so that their global L2 norm is at most this."""
+    normalize_observations: bool = False
+    """Standardise vector observations with running statistics (saved in checkpoints)."""
+    normalize_rewards: bool = False
+    """Scale rewards by the running std of the discounted return (for learning only)."""
+    shared_trunk: bool = False
+    """One trunk for the policy and the value (true), or a trunk each (false)."""
+    network: str = field(default="auto", metadata=choices("auto", "mlp", "cnn"))
+    """Trunk: cnn (Nature CNN) for [C, H, W] images, tanh mlp otherwise; auto picks."""
+    hidden_size: int = field(default=64, metadata=interval("[1, inf)"))
+    """Width of each hidden layer of the MLP trunks."""
+    hidden_layers: int = field(default=2, metadata=interval("[0, 16]"))
+    """Number of hidden layers of the MLP trunks."""
+    log_std_init: float = field(default=0.0, metadata=interval("[-10, 2]"))
+    """Box actions: initial log sigma of the Gaussian policy (0: sigma = 1)."""
+
+    @property
+    def batch_size(self) -> int:
+        """N T: samples per iteration."""
+        return self.n_envs * self.n_steps
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        return (self.hidden_size,) * self.hidden_layers
+
+
+# ---- environments -------------------------------------------------------------------------
+def single_env(
+    config: ActorCriticConfig, training: bool, render_mode: str | None = None
+) -> gym.Env:
+    """One env before normalisation: Atari with DeepMind's preprocessing, others as registered
+    (with episode statistics for training)."""
+    if is_atari(config.env):
+        from bellman.envs.atari import make_atari_env
+
+        return make_atari_env(
+            config.env, training=training, render_mode=render_mode, frame_stack=config.frame_stack
+        )
+    env = make_env(config.env, render_mode=render_mode)
+    return gym.wrappers.RecordEpisodeStatistics(env) if training else env
+
+
+def _check_normalization(space: gym.Space, config: ActorCriticConfig) -> None:
+    """Observation normalisation is for vectors: images are scaled by the CNN, indices are not
+    quantities."""
+    is_vector = isinstance(space, gym.spaces.Box) and len(space.shape) != 3
+    if config.normalize_observations and not is_vector:
+        raise ConfigError(
+            f"normalize_observations standardises vector observations, but '{config.env}' has "
+            f"{space}; set normalize_observations = false"
+        )
+
+
+def make_train_env(config: ActorCriticConfig) -> gym.vector.VectorEnv:
+    """The N actors: a vector env that resets finished envs in the same step (the final
+    observation is in `infos["final_obs"]`), each env normalised with shared statistics."""
+    probe = make_env(config.env)  # a clear error for a bad id before the vector env is built
+    _check_normalization(probe.observation_space, config)
+    probe.close()
+    shared: dict[str, RunningMeanStd] = {}  # one set of running statistics for all N envs
+
+    def one_env() -> gym.Env:
+        env = single_env(config, training=True)
+        if config.normalize_observations:
+            env = gym.wrappers.NormalizeObservation(env)
+            rms = env.obs_rms
+            env.obs_rms = shared.setdefault(
+                "obs", RunningMeanStd(shape=rms.mean.shape, dtype=rms.mean.dtype)
+            )
+        if config.normalize_rewards:
+            env = gym.wrappers.NormalizeReward(env, gamma=config.gamma)
+            env.return_rms = shared.setdefault("return", RunningMeanStd(shape=()))
+        return env
+
+    return gym.vector.SyncVectorEnv(
+        [one_env] * config.n_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+
+
+def make_eval_env(config: ActorCriticConfig, render_mode: str | None = None) -> gym.Env:
+    """One env as evaluation sees it: whole games, raw rewards, and the training run's
+    observation statistics, frozen (`load_policy` or `train` puts them in)."""
+    env = single_env(config, training=False, render_mode=render_mode)
+    if config.normalize_observations:
+        env = gym.wrappers.NormalizeObservation(env)
+        env.update_running_mean = False
+    return env
+
+
+def _wrapper(env: gym.Env, kind: type) -> gym.Wrapper | None:
+    """The outermost wrapper of type `kind` around `env`, if any."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, kind):
+            return env
+        env = env.env
+    return None
+
+
+def check_env(
+    envs: gym.vector.VectorEnv | gym.Env, config: ActorCriticConfig | None = None
+) -> None:
+    """A2C and PPO need Discrete or finite Box actions, and their network must take the
+    observations; say what is wrong otherwise (before any run directory is made)."""
+    space = getattr(envs, "single_action_space", envs.action_space)
+    spec = getattr(envs, "envs", [envs])[0].spec
+    name = spec.id if spec is not None else "the environment"
+    if isinstance(space, gym.spaces.Box):
+        if not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
+            raise ConfigError(
+                f"A2C and PPO clip Gaussian actions to the action bounds, but '{name}' has a Box "
+                f"action space with infinite bounds (low {space.low.tolist()}, high "
+                f"{space.high.tolist()}); give the env finite action bounds"
+            )
+    elif not isinstance(space, gym.spaces.Discrete):
+        raise ConfigError(
+            f"A2C and PPO need Discrete or Box actions, but '{name}' has "
+            f"{type(space).__name__} actions"
+        )
+    if config is not None:
+        obs_space = getattr(envs, "single_observation_space", envs.observation_space)
+        build_policy(config, obs_space, space)
+
+
+# ---- the pieces of the loop ---------------------------------------------------------------
+def build_policy(config: ActorCriticConfig, obs_space: gym.Space, action_space: gym.Space):
+    """pi_theta and V_theta for this config and these spaces (one network, maybe one trunk)."""
+    return actor_critic_for(
+        obs_space, action_space, network=config.network, hidden=config.hidden,
+        shared=config.shared_trunk, log_std_init=config.log_std_init, env_id=config.env,
+    )  # fmt: skip
+
+
+def env_actions(actions: torch.Tensor, space: gym.Space) -> np.ndarray:
+    """What the envs are sent: Discrete actions as they are, Gaussian samples [B, D] reshaped to
+    the space and clipped to its bounds (the log-probability stays that of the unclipped a)."""
+    array = actions.cpu().numpy()
+    if isinstance(space, gym.spaces.Box):
+        array = array.reshape(len(array), *space.shape)
+        return np.clip(array, space.low, space.high).astype(space.dtype)
+    return array
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """1 - Var[R - V] / Var[R]: 1 is a perfect critic, 0 no better than a constant (NaN when the
+    returns do not vary)."""
+    variance = float(returns.var())
+    return math.nan if variance == 0 else 1.0 - float((returns - values).var()) / variance
+
+
+def standardize(advantages: torch.Tensor) -> torch.Tensor:
+    """Advantages scaled to mean 0 and standard deviation 1 (unchanged for a single sample)."""
+    if len(advantages) < 2:
+        return advantages
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+
+@dataclass
+class Rollout:
+    """The experience of one iteration: T steps of N actors, every tensor [T, N, ...]."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor  # log pi_theta_old(a_t|s_t)
+    values: torch.Tensor  # V(s_t) under theta_old
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_values: torch.Tensor  # V(final observation), where a time limit cut the episode
+
+
+@dataclass
+class Batch:
+    """The rollout flattened to N T samples, with its advantages and value targets."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+    @classmethod
+    def of(cls, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
+        return cls(
+            rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1),
+            rollout.log_probs.flatten(), rollout.values.flatten(),
+            advantages.flatten(), returns.flatten(),
+        )  # fmt: skip
+
+
+def run_policy(learner: Learner, envs, obs: np.ndarray, rollout: Rollout, run: Run):
+    """The N actors run pi_theta for T timesteps together, filling `rollout`.
+
+    Returns:
+        (the observations to continue from, their values V(s_T) [N] for the bootstrap).
+    """
+    policy, n = learner.policy, envs.num_envs
+    for t in range(rollout.obs.shape[0]):
+        obs_t = learner.tensor(obs)
+        with torch.no_grad():
+            actions, log_probs, values = policy.act(obs_t)
+        next_obs, rewards, terminated, truncated, infos = envs.step(
+            env_actions(actions, learner.action_space)
+        )
+        learner.step += n
+        rollout.obs[t], rollout.actions[t] = obs_t, actions
+        rollout.log_probs[t], rollout.values[t] = log_probs, values
+        rollout.rewards[t] = learner.tensor(rewards.astype(np.float32))
+        rollout.terminated[t] = learner.tensor(terminated)
+        rollout.truncated[t] = learner.tensor(truncated)
+        if (truncated & ~terminated).any():  # a time limit: V(s_t+1) of the final observation
+            with torch.no_grad():
+                rollout.final_values[t] = policy.value(
+                    learner.tensor(final_observations(next_obs, infos))
+                )
+        log_episodes(run, learner.step, infos)
+        obs = next_obs
+    with torch.no_grad():
+        return obs, policy.value(learner.tensor(obs))
+
+
+def estimate_advantages(rollout: Rollout, last_values: torch.Tensor, gamma: float, lam: float):
+    """A_1..A_T = GAE(gamma, lambda) for every actor, and the value targets A + V.
+
+    V(s_t+1) is the next step's V(s), after the last step the bootstrap V(s_T), and where a time
+    limit cut the episode the value of its final observation.
+    """
+    next_values = torch.cat([rollout.values[1:], last_values.unsqueeze(0)])
+    cut = rollout.truncated & ~rollout.terminated
+    next_values = torch.where(cut, rollout.final_values, next_values)
+    episode_end = rollout.terminated | rollout.truncated
+    return generalized_advantage_estimation(
+        rollout.rewards, rollout.values, next_values, rollout.terminated, episode_end, gamma, lam
+    )
+
+
+def rollout_storage(learner: Learner, config: ActorCriticConfig) -> Rollout:
+    """Zeroed [T, N, ...] tensors for one iteration's experience."""
+    shape, device = (config.n_steps, config.n_envs), learner.device
+    obs_dtype = torch.from_numpy(np.zeros(0, learner.obs_space.dtype)).dtype
+    box = isinstance(learner.action_space, gym.spaces.Box)
+    action_shape = (int(np.prod(learner.action_space.shape)),) if box else ()
+    return Rollout(
+        obs=torch.zeros((*shape, *learner.obs_space.shape), dtype=obs_dtype, device=device),
+        actions=torch.zeros(
+            (*shape, *action_shape), dtype=torch.float32 if box else torch.int64, device=device
+        ),
+        log_probs=torch.zeros(shape, device=device),
+        values=torch.zeros(shape, device=device),
+        rewards=torch.zeros(shape, device=device),
+        terminated=torch.zeros(shape, dtype=torch.bool, device=device),
+        truncated=torch.zeros(shape, dtype=torch.bool, device=device),
+        final_values=torch.zeros(shape, device=device),
+    )
+
+
+# ---- the learner --------------------------------------------------------------------------
+class Learner:
+    """pi_theta and V_theta, the optimiser, the normalisation statistics and the counters:
+    everything a checkpoint holds. `scalars` carries an algorithm's own numbers (PPO's beta).
+
+    Args:
+        config: the algorithm's config.
+        envs: the N actors (their spaces and normalisation wrappers).
+        make_optimizer: parameters -> the torch optimiser.
+        build: (config, observation space, action space) -> the ActorCritic network.
+    """
+
+    def __init__(
+        self,
+        config: ActorCriticConfig,
+        envs: gym.vector.VectorEnv,
+        make_optimizer: Callable[[list], torch.optim.Optimizer],
+        build: Callable[..., ActorCritic] | None = None,
+    ):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.obs_space = envs.single_observation_space
+        self.action_space = envs.single_action_space
+        seeding.seed_everything(config.seed)
+        torch.manual_seed(config.seed)
+        build = build or build_policy
+        self.policy: ActorCritic = build(config, self.obs_space, self.action_space)
+        self.policy.to(self.device)
+        self.parameters = list(self.policy.parameters())
+        self.optimizer = make_optimizer(self.parameters)
+        first = envs.envs[0]
+        observation_normalizer = _wrapper(first, gym.wrappers.NormalizeObservation)
+        self.obs_rms = getattr(observation_normalizer, "obs_rms", None)
+        return_normalizer = _wrapper(first, gym.wrappers.NormalizeReward)
+        self.return_rms = getattr(return_normalizer, "return_rms", None)
+        self.reward_normalizers = [
+            wrapper
+            for wrapper in (_wrapper(env, gym.wrappers.NormalizeReward) for env in envs.envs)
+            if wrapper is not None
+        ]
+        self.step = 0
+        self.iterations = 0
+        self.scalars: dict[str, float] = {}
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, device=self.device)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"policy/{k}": v.cpu().numpy() for k, v in self.policy.state_dict().items()}
+        arrays.update(optimizer_arrays(self.optimizer))
+        arrays["torch_rng"] = torch.get_rng_state().numpy()
+        if self.device.type == "cuda":  # actions are sampled on the GPU with its own generator
+            arrays["cuda_rng"] = torch.cuda.get_rng_state(self.device).numpy()
+        for name, rms in (("obs", self.obs_rms), ("return", self.return_rms)):
+            if rms is not None:
+                arrays.update(statistics_arrays(rms, name))
+        return arrays
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "iterations": self.iterations,
+            **self.scalars,
+            "python_rng": seeding.python_random_state(),
+        }
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        check_policy_arrays(arrays, self.policy)
+        self.policy.load_state_dict(state_dict_from_arrays(arrays, "policy/", self.device))
+        load_optimizer(self.optimizer, arrays)
+        torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
+        if self.device.type == "cuda" and "cuda_rng" in arrays:
+            torch.cuda.set_rng_state(torch.from_numpy(arrays["cuda_rng"].copy()), self.device)
+        for name, rms in (("obs", self.obs_rms), ("return", self.return_rms)):
+            if rms is not None:
+                load_statistics(rms, arrays, name)
+        self.step = int(meta["step"])
+        self.iterations = int(meta["state"]["iterations"])
+        for name in self.scalars:
+            self.scalars[name] = float(meta["state"][name])
+        seeding.set_python_random_state(meta["state"]["python_rng"])
+
+
+def statistics_arrays(rms, name: str) -> dict[str, np.ndarray]:
+    """A gymnasium RunningMeanStd as arrays `normalize/<name>_{mean,var,count}` (at least 1-d:
+    the return statistics are scalars)."""
+    return {
+        f"normalize/{name}_mean": np.atleast_1d(rms.mean),
+        f"normalize/{name}_var": np.atleast_1d(rms.var),
+        f"normalize/{name}_count": np.asarray([rms.count], dtype=np.float64),
+    }
+
+
+def load_statistics(rms, arrays: dict[str, np.ndarray], name: str) -> None:
+    """Set a RunningMeanStd (in place: the N envs share it) from `statistics_arrays`."""
+    shape = np.shape(rms.mean)
+    stored = np.shape(np.atleast_1d(rms.mean))
+    for field_name in ("mean", "var"):
+        value = expect_array(arrays, f"normalize/{name}_{field_name}", stored, "checkpoint")
+        setattr(rms, field_name, value.reshape(shape).copy())
+    rms.count = float(expect_array(arrays, f"normalize/{name}_count", (1,), "checkpoint")[0])
+
+
+def check_policy_arrays(arrays, policy: ActorCritic) -> None:
+    """Every tensor of the network is in the checkpoint with the right shape."""
+    for key, value in policy.state_dict().items():
+        expect_array(arrays, f"policy/{key}", tuple(value.shape), "checkpoint")
+
+
+def check_checkpoint(arrays: dict[str, np.ndarray], envs, config: ActorCriticConfig) -> None:
+    """The checkpoint's network and statistics have the shapes this config and env give
+    (checked before a resume writes anything)."""
+    obs_space = getattr(envs, "single_observation_space", envs.observation_space)
+    action_space = getattr(envs, "single_action_space", envs.action_space)
+    check_policy_arrays(arrays, build_policy(config, obs_space, action_space))
+    if config.normalize_observations:
+        expect_array(arrays, "normalize/obs_mean", obs_space.shape, "checkpoint")
+    if config.normalize_rewards:
+        expect_array(arrays, "normalize/return_var", (1,), "checkpoint")
+
+
+# ---- around the iterations ----------------------------------------------------------------
+def boundary(learner: Learner, envs, config: ActorCriticConfig) -> np.ndarray:
+    """Start fresh episodes in every env, seeded from (seed, step), and restart the reward
+    normaliser's running returns: at step 0 and after every checkpoint, so resumed and
+    uninterrupted runs see the same episodes."""
+    for wrapper in learner.reward_normalizers:
+        wrapper.discounted_reward = np.array([0.0])
+    obs, _ = envs.reset(seed=seeding.boundary_seeds(config.seed, learner.step, config.n_envs))
+    return obs
+
+
+def deterministic_policy(network: ActorCritic, action_space: gym.Space, device):
+    """obs -> the mode of pi(.|s) as the env takes it (an int, or mu clipped to the bounds)."""
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+
+    def policy(obs):
+        with torch.no_grad():
+            mode = network.mode(torch.as_tensor(np.asarray(obs)[None], device=device))
+        action = env_actions(mode, action_space)[0]
+        return int(action) if discrete else action
+
+    return policy
+
+
+def training_evaluation(learner: Learner, config: ActorCriticConfig) -> TrainingEvaluation:
+    """Evaluation during training, on an env that reads the live observation statistics."""
+    evaluation = TrainingEvaluation(config, lambda: make_eval_env(config))
+    if evaluation.env is not None and learner.obs_rms is not None:  # live statistics, read-only
+        _wrapper(evaluation.env, gym.wrappers.NormalizeObservation).obs_rms = learner.obs_rms
+    return evaluation
+
+
+def end_iteration(
+    learner: Learner, envs, run: Run, evaluation: TrainingEvaluation, before: int, stats: dict
+) -> tuple[bool, np.ndarray | None]:
+    """After an iteration that took the run from step `before` to `learner.step`: evaluate, log
+    and checkpoint when due.
+
+    Returns:
+        (solved: the evaluation reached the reward threshold, stop the loop;
+         the observations to continue from when a checkpoint restarted the episodes, else None).
+    """
+    config = learner.config
+    evaluated = evaluation.due(before, learner.step)
+    if evaluated:
+        evaluation.run(deterministic_policy(learner.policy, learner.action_space, learner.device))
+    due = crossed(before, learner.step, config.log_every) or learner.step >= config.steps
+    if evaluated or due:
+        columns = evaluation.columns()  # the same columns in every row
+        run.log(learner.step, iterations=learner.iterations, **stats, **columns)
+    solved = evaluation.solved()
+    if run.checkpoint_due(learner.step) or learner.step >= config.steps or solved:
+        run.save(learner.step, learner.arrays(), learner.state())
+        if solved:
+            run.notes.append(evaluation.solved_note(learner.step))
+            return True, None
+        if learner.step < config.steps and not run.stop_requested:
+            return False, boundary(learner, envs, config)
+    return False, None
+
+
+def load_policy(arrays, env: gym.Env, config: ActorCriticConfig, seed: int = 0):
+    """The deterministic policy (the mode of pi) of a checkpoint, on an env from
+    `make_eval_env`, whose observation statistics it sets from the checkpoint (frozen).
+    `seed` is not used: the policy draws no random numbers."""
+    check_env(env, config)
+    network = build_policy(config, env.observation_space, env.action_space)
+    check_policy_arrays(arrays, network)
+    network.load_state_dict(state_dict_from_arrays(arrays, "policy/", torch.device("cpu")))
+    if config.normalize_observations:
+        normalizer = _wrapper(env, gym.wrappers.NormalizeObservation)
+        if normalizer is None:
+            raise ConfigError(
+                "this run normalises observations: evaluate it on an env from "
+                "make_eval_env, which applies the saved statistics"
+            )
+        load_statistics(normalizer.obs_rms, arrays, "obs")
+        normalizer.update_running_mean = False
+    return deterministic_policy(network, env.action_space, torch.device("cpu"))
