@@ -1,0 +1,422 @@
+"""Go on a 9x9, 13x13 or 19x19 board with Tromp-Taylor rules and positional superko.
+
+Rules implemented:
+
+- Black (player 0) moves first; players alternate, and a pass is a move.
+- A stone is placed on an empty point. Opponent groups left without liberties are removed
+  (captured) first; a move that then leaves its own group without liberties is suicide and
+  illegal (so a move that captures is never suicide).
+- Positional superko: a move may not recreate any whole-board position that occurred earlier in
+  the game (whoever was to move then). Positions are compared by 64-bit Zobrist hashes; a hash
+  collision, which would forbid one legal move, has probability about 2^-64 per comparison.
+- Passing is always legal and never breaks superko. The game ends after two consecutive passes,
+  or when `max_moves` moves (passes included; default `2 * N * N`) have been played, so that
+  self-play always finishes; either way the board is scored as it stands.
+- Tromp-Taylor area scoring: a player's score is their stones on the board plus the empty points
+  in regions that reach only their colour; white adds `komi`. `score(state)` is black minus white
+  including komi; `outcome(state)` is +1 / -1 / 0 for the player to move (0 only with a tie,
+  possible only with an integer komi).
+
+Conventions (see `bellman.games.base` for those every game shares):
+
+- Action `row * N + col` is the point in row `row` counted from the TOP (row 0 is GTP row N)
+  and column `col` from the left; action `N * N` is pass. So `action_size = N * N + 1`, and the
+  board part of a policy reshaped to `[N, N]` lines up with the observation planes and `render`.
+- Text: GTP coordinates, columns `A`-`T` without `I`, rows `1`-`N` from the bottom, e.g. `D4`,
+  and `pass`; case-insensitive. `parse_moves("D4 E5 pass")` reads a whitespace- or
+  comma-separated sequence.
+- State: `GoState`, an immutable, hashable value: the board as `bytes` (0 empty, 1 black,
+  2 white), move and consecutive-pass counters, the Zobrist hash of the board, the frozenset of
+  the hashes of every position so far (for superko) and the prisoners each player has taken.
+- `observation(state)` is float32 `[6, N, N]`, from the mover's point of view:
+  0. the mover's stones;
+  1. the opponent's stones;
+  2. empty points where the mover may not play (suicide or superko), so the network sees kos;
+  3. constant 1 if the previous move was a pass (a pass now would end the game), else 0;
+  4. constant 1 if the mover is white (komi makes the colours unequal), else 0;
+  5. constant 1 (shows the board edge to convolutions that pad with zeros).
+- `symmetries` gives the 8 dihedral transforms of the planes and of the board part of the policy
+  (the pass entry is unchanged); number `k` turns the board `k % 4` quarter turns
+  counter-clockwise (as `numpy.rot90`) and then, for `k >= 4`, mirrors it left-right; `k = 0`,
+  the identity, comes first.
+
+Reference: John Tromp and Gunnar Farnebäck, "Combinatorics of Go" (2006), for the rules; Albert
+Zobrist (1970) for the hashing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+from functools import cache
+from numbers import Integral, Real
+
+import numpy as np
+
+from bellman.errors import ConfigError
+from bellman.games.base import IllegalMoveError
+
+SIZES = (9, 13, 19)
+"""The board sizes supported."""
+
+EMPTY, BLACK, WHITE = 0, 1, 2
+_COLUMNS = "ABCDEFGHJKLMNOPQRST"  # GTP skips I
+_PLANES = 6
+
+
+@dataclass(frozen=True, slots=True)
+class GoState:
+    """A Go position with the history that the rules need (see the module docstring).
+
+    Attributes:
+        board: `N * N` bytes, row 0 at the top: 0 empty, 1 black, 2 white.
+        history: Zobrist hashes of every board position of the game so far, this one included.
+        moves: Moves played, passes included; the player to move is `moves % 2` (0 = black).
+        passes: Consecutive passes just played (0, 1 or 2).
+        zobrist: Zobrist hash of `board` (0 for the empty board).
+        captures: Stones captured so far by (black, white).
+    """
+
+    board: bytes
+    history: frozenset[int]
+    moves: int = 0
+    passes: int = 0
+    zobrist: int = 0
+    captures: tuple[int, int] = (0, 0)
+
+
+@cache
+def _zobrist_keys(size: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Random 63-bit keys per (colour, point), indexed by colour 0 (unused), 1, 2; fixed seed."""
+    rng = np.random.default_rng(20061016 + size)
+    keys = rng.integers(1, 2**63, size=(2, size * size), dtype=np.int64)
+    return (), tuple(int(k) for k in keys[0]), tuple(int(k) for k in keys[1])
+
+
+@cache
+def _neighbours(size: int) -> tuple[tuple[int, ...], ...]:
+    """The orthogonal neighbours of every point."""
+    result = []
+    for row in range(size):
+        for col in range(size):
+            around = []
+            for r, c in ((row - 1, col), (row + 1, col), (row, col - 1), (row, col + 1)):
+                if 0 <= r < size and 0 <= c < size:
+                    around.append(r * size + c)
+            result.append(tuple(around))
+    return tuple(result)
+
+
+def _dihedral(board: np.ndarray, k: int) -> np.ndarray:
+    """Symmetry number `k` (0-7) of the last two axes: `k % 4` quarter turns, then a mirror."""
+    turned = np.rot90(board, k % 4, axes=(-2, -1))
+    return turned[..., ::-1] if k >= 4 else turned
+
+
+class Go:
+    """The game of Go, implementing the `Game` protocol.
+
+    Args:
+        size: Board size N, one of 9, 13, 19.
+        komi: Points added to white's score.
+        max_moves: Moves (passes included) after which the game ends and is scored; None means
+            `2 * size * size`.
+
+    Raises:
+        ConfigError: an unsupported size, a non-finite komi or a max_moves below 1.
+    """
+
+    def __init__(self, size: int = 9, komi: float = 7.5, max_moves: int | None = None):
+        if isinstance(size, bool) or size not in SIZES:
+            valid = ", ".join(str(s) for s in SIZES)
+            raise ConfigError(f"Go board size {size!r} is not supported; valid sizes: {valid}")
+        if isinstance(komi, bool) or not isinstance(komi, Real) or not math.isfinite(komi):
+            raise ConfigError(f"Go komi must be a finite number such as 7.5, got {komi!r}")
+        if max_moves is None:
+            max_moves = 2 * size * size
+        if isinstance(max_moves, bool) or not isinstance(max_moves, Integral) or max_moves < 1:
+            raise ConfigError(f"Go max_moves must be a positive integer, got {max_moves!r}")
+        size, max_moves = int(size), int(max_moves)
+        self.size = size
+        self.komi = float(komi)
+        self.max_moves = max_moves
+        self.name = f"go{size}"
+        self.pass_action = size * size
+        self.action_size = size * size + 1
+        self.board_shape = (size, size)
+        self.observation_shape = (_PLANES, size, size)
+        self._neighbours = _neighbours(size)
+        self._keys = _zobrist_keys(size)
+        self._columns = _COLUMNS[:size]
+        # Symmetry k maps policy entry `perm[k][i]` (old point) to new point i.
+        points = np.arange(size * size).reshape(size, size)
+        self._permutations = [_dihedral(points, k).ravel().copy() for k in range(8)]
+
+    # ----- rules -------------------------------------------------------------------------------
+
+    def initial_state(self) -> GoState:
+        """The empty board, black (player 0) to move."""
+        return GoState(board=bytes(self.size * self.size), history=frozenset({0}))
+
+    def to_play(self, state: GoState) -> int:
+        """The player to move: 0 (black) or 1 (white)."""
+        return state.moves % 2
+
+    def is_terminal(self, state: GoState) -> bool:
+        """True after two consecutive passes or once `max_moves` moves have been played."""
+        return state.passes >= 2 or state.moves >= self.max_moves
+
+    def legal_actions(self, state: GoState) -> list[int]:
+        """The legal points in increasing order, then pass ([] when the game is over)."""
+        if self.is_terminal(state):
+            return []
+        return [*self._legal_points(state), self.pass_action]
+
+    def legal_mask(self, state: GoState) -> np.ndarray:
+        """Boolean `[N * N + 1]`: legal points and pass (all False when the game is over)."""
+        legal = np.zeros(self.action_size, dtype=bool)
+        legal[self.legal_actions(state)] = True
+        return legal
+
+    def apply(self, state: GoState, action: int) -> GoState:
+        """The state after the player to move plays `action` (a point or pass).
+
+        Raises:
+            IllegalMoveError: the action is out of range, the point is occupied, the move is
+                suicide or repeats an earlier position, or the game is over.
+        """
+        point = int(action)
+        if self.is_terminal(state):
+            raise IllegalMoveError("the game is over; no move is legal")
+        if not 0 <= point <= self.pass_action:
+            raise IllegalMoveError(
+                f"Go action {action} is out of range; valid: 0-{self.pass_action} "
+                f"({self.pass_action} = pass)"
+            )
+        if point == self.pass_action:
+            return replace(state, moves=state.moves + 1, passes=state.passes + 1)
+        if state.board[point] != EMPTY:
+            raise IllegalMoveError(f"{self.format_action(point)} is occupied")
+        colour = BLACK + state.moves % 2
+        enemy = BLACK + WHITE - colour
+        board = bytearray(state.board)
+        board[point] = colour
+        zobrist = state.zobrist ^ self._keys[colour][point]
+        # 1. Remove the opponent groups this stone leaves without liberties.
+        captured = 0
+        for neighbour in self._neighbours[point]:
+            if board[neighbour] == enemy:
+                dead = self._dead_group(board, neighbour)
+                for stone in dead:
+                    board[stone] = EMPTY
+                    zobrist ^= self._keys[enemy][stone]
+                captured += len(dead)
+        # 2. Suicide: the new stone's own group has no liberty left.
+        if not captured and self._dead_group(board, point):
+            raise IllegalMoveError(f"{self.format_action(point)} is suicide")
+        # 3. Positional superko.
+        if zobrist in state.history:
+            raise IllegalMoveError(
+                f"{self.format_action(point)} would repeat an earlier position (superko)"
+            )
+        captures = list(state.captures)
+        captures[state.moves % 2] += captured
+        return GoState(
+            board=bytes(board),
+            history=state.history | {zobrist},
+            moves=state.moves + 1,
+            passes=0,
+            zobrist=zobrist,
+            captures=(captures[0], captures[1]),
+        )
+
+    def score(self, state: GoState) -> float:
+        """Tromp-Taylor area score, black minus white, komi included (any state)."""
+        board, neighbours = state.board, self._neighbours
+        black, white = board.count(BLACK), board.count(WHITE)
+        seen = bytearray(len(board))
+        for start in range(len(board)):
+            if board[start] != EMPTY or seen[start]:
+                continue
+            # Flood-fill the empty region from `start`, noting which colours it touches.
+            seen[start] = 1
+            stack, size, reaches = [start], 0, 0
+            while stack:
+                point = stack.pop()
+                size += 1
+                for neighbour in neighbours[point]:
+                    stone = board[neighbour]
+                    if stone == EMPTY:
+                        if not seen[neighbour]:
+                            seen[neighbour] = 1
+                            stack.append(neighbour)
+                    else:
+                        reaches |= stone
+            if reaches == BLACK:
+                black += size
+            elif reaches == WHITE:
+                white += size
+        return black - white - self.komi
+
+    def outcome(self, state: GoState) -> float:
+        """+1 / -1 / 0 for the player to move at a finished game, by `score`.
+
+        Raises:
+            ValueError: `state` is not terminal.
+        """
+        if not self.is_terminal(state):
+            raise ValueError("outcome() of a Go position that is not over")
+        score = self.score(state)
+        black = 1.0 if score > 0 else -1.0 if score < 0 else 0.0
+        return black if state.moves % 2 == 0 else -black
+
+    # ----- rule helpers ------------------------------------------------------------------------
+
+    def _dead_group(self, board: bytearray, start: int) -> list[int]:
+        """The stones of the group at `start` if it has no liberty, else [] (stops early)."""
+        colour, neighbours = board[start], self._neighbours
+        stones, stack, seen = [start], [start], {start}
+        while stack:
+            point = stack.pop()
+            for neighbour in neighbours[point]:
+                stone = board[neighbour]
+                if stone == EMPTY:
+                    return []
+                if stone == colour and neighbour not in seen:
+                    seen.add(neighbour)
+                    stones.append(neighbour)
+                    stack.append(neighbour)
+        return stones
+
+    def _groups(self, board: bytes) -> tuple[list[int], list[int], list[int]]:
+        """Label every group: (group id per point or -1, liberties per group, hash per group)."""
+        neighbours, keys = self._neighbours, self._keys
+        label = [-1] * len(board)
+        liberties: list[int] = []
+        hashes: list[int] = []
+        for start, colour in enumerate(board):
+            if colour == EMPTY or label[start] >= 0:
+                continue
+            group = len(liberties)
+            label[start] = group
+            stack, free, zobrist, colour_keys = [start], set(), 0, keys[colour]
+            while stack:
+                point = stack.pop()
+                zobrist ^= colour_keys[point]
+                for neighbour in neighbours[point]:
+                    stone = board[neighbour]
+                    if stone == EMPTY:
+                        free.add(neighbour)
+                    elif stone == colour and label[neighbour] < 0:
+                        label[neighbour] = group
+                        stack.append(neighbour)
+            liberties.append(len(free))
+            hashes.append(zobrist)
+        return label, liberties, hashes
+
+    def _legal_points(self, state: GoState) -> list[int]:
+        """The empty points where the mover may play: not suicide and not a superko repeat."""
+        board, neighbours, history = state.board, self._neighbours, state.history
+        colour = BLACK + state.moves % 2
+        own_keys = self._keys[colour]
+        label, liberties, hashes = self._groups(board)
+        legal = []
+        for point, stone in enumerate(board):
+            if stone != EMPTY:
+                continue
+            breathes = False  # the new stone's group keeps a liberty without any capture
+            zobrist = state.zobrist ^ own_keys[point]
+            taken: set[int] = set()  # opponent groups in atari at `point`
+            for neighbour in neighbours[point]:
+                other = board[neighbour]
+                if other == EMPTY:
+                    breathes = True
+                elif other == colour:
+                    breathes = breathes or liberties[label[neighbour]] > 1
+                elif liberties[label[neighbour]] == 1:
+                    taken.add(label[neighbour])
+            for group in taken:
+                zobrist ^= hashes[group]
+            if (breathes or taken) and zobrist not in history:
+                legal.append(point)
+        return legal
+
+    # ----- tensors -----------------------------------------------------------------------------
+
+    def observation(self, state: GoState) -> np.ndarray:
+        """Float32 `[6, N, N]` planes from the mover's point of view (see the module docstring)."""
+        n = self.size
+        board = np.frombuffer(state.board, dtype=np.uint8)
+        colour = BLACK + state.moves % 2
+        planes = np.zeros((_PLANES, n * n), dtype=np.float32)
+        planes[0] = board == colour
+        planes[1] = board == BLACK + WHITE - colour
+        planes[2] = board == EMPTY
+        planes[2, self._legal_points(state)] = 0.0
+        planes[3] = float(state.passes > 0)
+        planes[4] = float(colour == WHITE)
+        planes[5] = 1.0
+        return planes.reshape(_PLANES, n, n)
+
+    def symmetries(
+        self, planes: np.ndarray, policy: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The 8 dihedral copies of `(planes [C, N, N], policy [N * N + 1])`, identity first."""
+        n = self.size
+        flat = planes.reshape(planes.shape[0], n * n)
+        result = [(planes, policy)]
+        for perm in self._permutations[1:]:
+            new_policy = np.concatenate([policy[: n * n][perm], policy[n * n :]])
+            result.append((flat[:, perm].reshape(planes.shape), new_policy))
+        return result
+
+    # ----- text --------------------------------------------------------------------------------
+
+    def render(self, state: GoState) -> str:
+        """The board with GTP coordinates: `X` black, `O` white, `.` empty; row N on top."""
+        n = self.size
+        header = "   " + " ".join(self._columns)
+        lines = [header]
+        for row in range(n):
+            cells = " ".join(".XO"[state.board[row * n + col]] for col in range(n))
+            lines.append(f"{n - row:>2} {cells} {n - row:<2}".rstrip())
+        lines.append(header)
+        return "\n".join(lines)
+
+    def format_action(self, action: int) -> str:
+        """A point in GTP coordinates (`D4`), or `pass`."""
+        action = int(action)
+        if action == self.pass_action:
+            return "pass"
+        row, col = divmod(action, self.size)
+        return f"{self._columns[col]}{self.size - row}"
+
+    def parse_action(self, text: str) -> int:
+        """A GTP point such as `D4` or `pass` (case-insensitive) as an action."""
+        token = text.strip().upper()
+        if token == "PASS":
+            return self.pass_action
+        match = re.fullmatch(r"([A-Z])(\d{1,2})", token)
+        if match:
+            col = self._columns.find(match.group(1))
+            row = int(match.group(2))
+            if col >= 0 and 1 <= row <= self.size:
+                return (self.size - row) * self.size + col
+        raise IllegalMoveError(
+            f"'{text}' is not a point on the {self.size}x{self.size} board; valid: a column "
+            f"A-{self._columns[-1]} (no I) then a row 1-{self.size}, such as D4, or pass"
+        )
+
+    def parse_moves(self, line: str) -> list[int]:
+        """Whitespace- or comma-separated GTP moves (`"D4 E5 pass"`) as actions.
+
+        Only the notation is checked here; `play_moves` checks that each move is legal.
+        """
+        actions = []
+        for number, token in enumerate(line.replace(",", " ").split(), start=1):
+            try:
+                actions.append(self.parse_action(token))
+            except IllegalMoveError as error:
+                raise IllegalMoveError(f"move {number}: {error}") from None
+        return actions

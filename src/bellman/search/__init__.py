@@ -1,0 +1,39 @@
+"""Search over the `Game` protocol: PUCT Monte-Carlo tree search and alpha-beta.
+
+mcts.py        `MCTS` (AlphaZero's PUCT search with batched leaf evaluation, virtual loss and
+               tree reuse), the `Evaluator` protocol, `RandomRolloutEvaluator`, `SearchResult`,
+               `visit_policy` and `select_action`
+alphabeta.py   `alphabeta` (depth-limited negamax), `AlphaBetaPlayer`, and the exact
+               `PerfectPlayer` / `solved_values` for small games
+"""
+
+from __future__ import annotations
+
+from bellman.search.alphabeta import AlphaBetaPlayer, PerfectPlayer, alphabeta, solved_values
+from bellman.search.mcts import (
+    MCTS,
+    Evaluator,
+    Node,
+    RandomRolloutEvaluator,
+    SearchResult,
+    add_dirichlet_noise,
+    puct_scores,
+    select_action,
+    visit_policy,
+)
+
+__all__ = [
+    "MCTS",
+    "AlphaBetaPlayer",
+    "Evaluator",
+    "Node",
+    "PerfectPlayer",
+    "RandomRolloutEvaluator",
+    "SearchResult",
+    "add_dirichlet_noise",
+    "alphabeta",
+    "puct_scores",
+    "select_action",
+    "solved_values",
+    "visit_policy",
+]

@@ -1,0 +1,533 @@
+"""PUCT Monte-Carlo tree search, as in AlphaGo Zero and AlphaZero, over the `Game` protocol.
+
+Silver et al., "Mastering the game of Go without human knowledge", Nature 550, 2017 (Methods,
+"Search algorithm"), and Silver et al., "A general reinforcement learning algorithm that masters
+chess, shogi, and Go through self-play", Science 362, 2018. Each edge (s, a) of the tree stores
+a prior P(s, a), a visit count N(s, a), a total value W(s, a) and a mean value Q(s, a) = W / N.
+One simulation from the root s_0:
+
+    1. Select.   From s_0, until a leaf s_L (a state not yet expanded) is reached, take
+                     a_t = argmax_a Q(s_t, a) + U(s_t, a),
+                     U(s, a) = c_puct P(s, a) sqrt(N(s)) / (1 + N(s, a))        (PUCT)
+    2. Expand and evaluate.
+                 (p, v) = f(s_L); each edge (s_L, a) starts at N = 0, W = 0, Q = 0, P = p_a.
+                 At the root, P(s_0, a) = (1 - eps) p_a + eps eta_a with eta ~ Dir(alpha)
+                 (self-play only, for exploration).
+    3. Backup.   For every edge (s_t, a_t) on the path, t <= L:
+                     N(s_t, a_t) += 1,  W(s_t, a_t) += v_t,  Q(s_t, a_t) = W / N
+                 where v_t is the leaf's value seen from the player to move at s_t.
+    4. Play.     After all the simulations, play from pi(a | s_0) = N(s_0, a)^(1/tau) /
+                 sum_b N(s_0, b)^(1/tau) (`visit_policy`, `select_action`); the chosen child's
+                 subtree is kept as the next root (`MCTS.advance`), the rest discarded.
+
+The papers evaluate leaves in mini-batches of 8 from parallel search threads, using a virtual loss
+so the threads do not all descend the same path. Here one thread does the same thing in rounds:
+
+    - Step 1 runs up to `batch_size` times; each descent adds a virtual loss along its path,
+          N(s, a) += n_vl,  W(s, a) -= n_vl     (the edge looks like n_vl lost games)
+      so the next descent of the round is pushed elsewhere.
+    - Step 2 evaluates the distinct non-terminal leaves of the round in ONE `evaluator.evaluate`
+      call. Terminal leaves are never expanded nor evaluated: their value is `game.outcome`.
+    - Step 3 backs up every descent and removes its virtual loss.
+
+Every descent is one simulation: when two descents of a round end at the same leaf (possible when
+the virtual loss does not push the second elsewhere, or is 0), the leaf is evaluated once and each
+descent backs up that value and adds its own visit. So a search adds exactly `simulations` visits
+at the root, and with `batch_size=1` it is the classic one-leaf-per-call search (the virtual loss
+is added and removed within the one descent, so it changes nothing).
+
+Points of view. Values are always from the player to move at a state. The evaluator returns v(s_L)
+for the player to move at s_L; `game.outcome` at a terminal state is for the player to move there.
+The statistics W(s, a), Q(s, a) stored at node s are from the point of view of the player to move
+at s (who chooses a), so selection maximises Q at every level; players alternate, so backup flips
+the sign at each ply: v_t = -v_{t+1}, and the edge into s_L gets -v(s_L).
+
+Details and deviations:
+    - N(s) in U is the node's own visit count: its expansion counts as its first visit, so
+      N(s) = 1 + sum_b N(s, b) (as in OpenSpiel and mctx). The paper writes sqrt(sum_b N(s, b)),
+      which is 0 at a fresh node, so the first selection there would ignore the priors.
+    - c_puct is a constant (AlphaZero's pseudocode grows it as log((1 + N(s) + 19652) / 19652)
+      + 1.25, which differs from 1.25 by under 5% below 1000 visits).
+    - First-play urgency: an unvisited edge has Q = `fpu` (default 0.0, a draw, in the papers'
+      [-1, 1] value range; AlphaZero's pseudocode uses 0 in its [0, 1] range, i.e. a loss).
+    - Priors from the evaluator are masked to the legal moves and renormalised; if they give the
+      legal moves no mass at all, the legal moves get uniform priors.
+    - argmax ties go to the lowest action (numpy's `argmax`), so searches are deterministic for a
+      fixed seed and evaluator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from bellman.errors import ConfigError, NonFiniteError
+from bellman.games.base import Game, IllegalMoveError
+
+
+class Evaluator(Protocol):
+    """What search calls to evaluate leaves: a network, random rollouts, a learned model."""
+
+    def evaluate(self, states: list) -> tuple[np.ndarray, np.ndarray]:
+        """Evaluate a batch of non-terminal states.
+
+        Args:
+            states: B states of the game (B >= 1).
+
+        Returns:
+            `(priors, values)`: priors float32 `[B, A]`, non-negative, a distribution over the
+            actions (need not be masked: search masks the illegal moves and renormalises);
+            values float32 `[B]` in [-1, 1], each from the point of view of the player to move
+            at its state.
+        """
+        ...
+
+
+class RandomRolloutEvaluator:
+    """Classic MCTS evaluation: uniform priors, value = mean outcome of random playouts.
+
+    Args:
+        game: the game.
+        rollouts: playouts per evaluated state; the value is their mean outcome.
+        seed: seed of the generator choosing the playout moves.
+    """
+
+    def __init__(self, game: Game, *, rollouts: int = 1, seed: int = 0):
+        _check("rollouts", rollouts, lambda: _is_int(rollouts) and rollouts >= 1, "an integer >= 1")
+        self.game = game
+        self.rollouts = int(rollouts)
+        self.rng = np.random.default_rng(seed)
+        self._uniforms: list[float] = []
+        self._next = 0
+
+    def evaluate(self, states: list) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform priors over the legal moves `[B, A]` and mean playout outcomes `[B]`."""
+        priors = np.zeros((len(states), self.game.action_size), np.float32)
+        values = np.zeros(len(states), np.float32)
+        for b, state in enumerate(states):
+            mask = self.game.legal_mask(state)
+            if mask.any():
+                priors[b, mask] = 1.0 / mask.sum()
+            values[b] = sum(self.playout(state) for _ in range(self.rollouts)) / self.rollouts
+        return priors, values
+
+    def playout(self, state: Any) -> float:
+        """The outcome, for the player to move at `state`, of one uniformly random game from it."""
+        game = self.game
+        sign = 1.0
+        while not game.is_terminal(state):
+            if self._next >= len(self._uniforms):  # random floats drawn 1024 at a time
+                self._uniforms = self.rng.random(1024).tolist()
+                self._next = 0
+            legal = game.legal_actions(state)
+            state = game.apply(state, legal[int(self._uniforms[self._next] * len(legal))])
+            self._next += 1
+            sign = -sign  # the other player moves at the next state
+        return sign * game.outcome(state)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search found at its root.
+
+    Attributes:
+        visit_counts: int64 `[A]`, N(s_0, a); 0 for illegal moves. They sum to the search's
+            `simulations` plus the visits kept from earlier searches by tree reuse.
+        q_values: float64 `[A]`, Q(s_0, a) from the root mover's point of view; 0 where N = 0.
+        value: the root's value from its mover's point of view: sum_a W(s_0, a) / sum_a N(s_0, a).
+        priors: float64 `[A]`, the P(s_0, a) the search used (with Dirichlet noise when it was
+            added); 0 for illegal moves.
+    """
+
+    visit_counts: np.ndarray
+    q_values: np.ndarray
+    value: float
+    priors: np.ndarray
+
+
+class Node:
+    """A state in the search tree and the statistics of its outgoing edges.
+
+    Edges are stored compactly over the legal actions only: index i of the arrays is action
+    `actions[i]`. W and Q are from the point of view of the player to move at this node.
+
+    Attributes:
+        state: the game state.
+        terminal: True when the game is over here; such a node is never expanded.
+        value: from the point of view of the player to move here: `game.outcome` for a terminal
+            node, the evaluator's value once expanded, else None.
+        actions: the legal actions (tuple of L ints), None until expanded.
+        prior: float64 `[L]`, P(s, a).
+        visit_counts: float64 `[L]`, N(s, a) (floats so a virtual loss is cheap to apply).
+        value_sums: float64 `[L]`, W(s, a).
+        q_values: float64 `[L]`, Q(s, a) = W / N, or the search's `fpu` where N = 0 (kept up to
+            date by selection and backup, so PUCT needs no division).
+        children: action -> child Node, created when the edge is first selected.
+    """
+
+    __slots__ = (
+        "state",
+        "terminal",
+        "value",
+        "actions",
+        "prior",
+        "visit_counts",
+        "value_sums",
+        "q_values",
+        "children",
+    )
+
+    def __init__(self, game: Game, state: Any):
+        self.state = state
+        self.terminal = game.is_terminal(state)
+        self.value: float | None = float(game.outcome(state)) if self.terminal else None
+        self.actions: tuple[int, ...] | None = None
+        self.prior = self.visit_counts = self.value_sums = self.q_values = np.zeros(0)
+        self.children: dict[int, Node] = {}
+
+    @property
+    def expanded(self) -> bool:
+        """True once the evaluator has been called here (never for a terminal node)."""
+        return self.actions is not None
+
+
+def puct_scores(
+    prior: np.ndarray, visit_counts: np.ndarray, q_values: np.ndarray, *, c_puct: float
+) -> np.ndarray:
+    """Q(s, a) + U(s, a) for every edge of a node: the quantity step 1 maximises.
+
+    U(s, a) = c_puct P(s, a) sqrt(N(s)) / (1 + N(s, a)) with N(s) = 1 + sum_b N(s, b) (see the
+    module docstring).
+
+    Args:
+        prior: `[L]` P(s, a).
+        visit_counts: `[L]` N(s, a), virtual losses included.
+        q_values: `[L]` Q(s, a), virtual losses included; the first-play urgency where N = 0.
+        c_puct: exploration constant.
+
+    Returns:
+        float64 `[L]`.
+    """
+    return q_values + (c_puct * math.sqrt(1.0 + visit_counts.sum())) * prior / (1.0 + visit_counts)
+
+
+def add_dirichlet_noise(
+    prior: np.ndarray, alpha: float, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """(1 - fraction) P + fraction eta with eta ~ Dir(alpha, ..., alpha): the root's noisy priors.
+
+    Args:
+        prior: `[L]` priors over the legal moves.
+        alpha: Dirichlet concentration (AlphaZero: 0.3 chess, 0.15 shogi, 0.03 Go).
+        fraction: eps, the weight of the noise (AlphaZero: 0.25).
+        rng: generator drawing eta.
+
+    Returns:
+        float64 `[L]`, still a distribution.
+    """
+    noise = rng.dirichlet(np.full(len(prior), alpha))
+    return (1.0 - fraction) * prior + fraction * noise
+
+
+class MCTS:
+    """PUCT search with batched leaf evaluation, virtual loss and tree reuse.
+
+    Typical self-play use:
+
+        mcts = MCTS(game, evaluator, simulations=800)
+        while not game.is_terminal(state):
+            result = mcts.search(state, add_noise=True)
+            action = select_action(result.visit_counts, temperature, rng)
+            state = game.apply(state, action)
+            mcts.advance(action)
+
+    Args:
+        game: the game.
+        evaluator: gives priors and values for batches of leaves (see `Evaluator`).
+        simulations: simulations per search (AlphaZero: 800).
+        c_puct: exploration constant of PUCT (AlphaZero's c_init: 1.25).
+        dirichlet_alpha: concentration of the root noise (AlphaZero chess: 0.3).
+        dirichlet_fraction: weight eps of the root noise (AlphaZero: 0.25).
+        batch_size: descents per round, whose leaves are evaluated in one call (AlphaGo Zero: 8).
+        virtual_loss: n_vl, lost games added to each edge of a pending descent (AlphaGo: 3; 1 is
+            enough for small batches; 0 lets a round's descents share a path).
+        fpu: Q of an unvisited edge, in [-1, 1] (0.0: a draw).
+        seed: seed of the generator drawing the Dirichlet noise.
+
+    Raises:
+        ConfigError: a knob is out of range (the message names it and what is valid).
+    """
+
+    def __init__(
+        self,
+        game: Game,
+        evaluator: Evaluator,
+        *,
+        simulations: int = 800,
+        c_puct: float = 1.25,
+        dirichlet_alpha: float = 0.3,
+        dirichlet_fraction: float = 0.25,
+        batch_size: int = 8,
+        virtual_loss: float = 1.0,
+        fpu: float = 0.0,
+        seed: int = 0,
+    ):
+        _check(
+            "simulations",
+            simulations,
+            lambda: _is_int(simulations) and simulations >= 1,
+            "an integer >= 1",
+        )
+        _check(
+            "c_puct", c_puct, lambda: c_puct > 0 and math.isfinite(c_puct), "a finite number > 0"
+        )
+        _check("dirichlet_alpha", dirichlet_alpha, lambda: dirichlet_alpha > 0, "a number > 0")
+        _check(
+            "dirichlet_fraction",
+            dirichlet_fraction,
+            lambda: 0 <= dirichlet_fraction <= 1,
+            "in [0, 1]",
+        )
+        _check(
+            "batch_size",
+            batch_size,
+            lambda: _is_int(batch_size) and batch_size >= 1,
+            "an integer >= 1",
+        )
+        _check("virtual_loss", virtual_loss, lambda: 0 <= virtual_loss < math.inf, "a number >= 0")
+        _check("fpu", fpu, lambda: -1 <= fpu <= 1, "a number in [-1, 1]")
+        self.game = game
+        self.evaluator = evaluator
+        self.simulations = int(simulations)
+        self.c_puct = float(c_puct)
+        self.dirichlet_alpha = float(dirichlet_alpha)
+        self.dirichlet_fraction = float(dirichlet_fraction)
+        self.batch_size = int(batch_size)
+        self.virtual_loss = float(virtual_loss)
+        self.fpu = float(fpu)
+        self.rng = np.random.default_rng(seed)
+        self.root: Node | None = None
+        """The current root; kept between searches by `advance` (tree reuse)."""
+
+    def search(self, state: Any, *, add_noise: bool = False) -> SearchResult:
+        """Run `simulations` simulations from `state` and return the root's statistics.
+
+        The tree kept by `advance` is reused when its root holds `state`; otherwise a new tree is
+        started. The Dirichlet noise (self-play) applies to this search's root priors only; the
+        root's own priors are restored afterwards, so noise never accumulates.
+
+        Args:
+            state: a non-terminal state of the game.
+            add_noise: mix Dirichlet noise into the root priors (step 2).
+
+        Returns:
+            The root's visit counts, Q values, value and the priors used (see `SearchResult`).
+
+        Raises:
+            IllegalMoveError: `state` is terminal (there is no move to search for).
+        """
+        if self.root is None or self.root.state != state:
+            self.root = Node(self.game, state)
+        root = self.root
+        if root.terminal:
+            raise IllegalMoveError("cannot search a finished game: the state is terminal")
+        try:
+            if not root.expanded:
+                self.expand_and_evaluate([root])
+            clean_prior = root.prior
+            if add_noise:
+                root.prior = add_dirichlet_noise(
+                    clean_prior, self.dirichlet_alpha, self.dirichlet_fraction, self.rng
+                )
+            used_prior = root.prior
+            try:
+                done = 0
+                while done < self.simulations:
+                    descents = min(self.batch_size, self.simulations - done)
+                    self.run_round(root, descents)
+                    done += descents
+            finally:
+                root.prior = clean_prior
+        except BaseException:
+            self.root = None  # an interrupted round leaves virtual losses in the tree
+            raise
+        return self._result(root, used_prior)
+
+    def advance(self, action: int) -> None:
+        """Make the child reached by `action` the new root, keeping its subtree (tree reuse).
+
+        Call it with each move played (by either player). When the move was never searched the
+        tree is dropped and the next `search` starts afresh.
+        """
+        root = self.root
+        self.root = None if root is None else root.children.get(int(action))
+
+    def reset(self) -> None:
+        """Drop the tree (a new game)."""
+        self.root = None
+
+    def run_round(self, root: Node, descents: int) -> None:
+        """Steps 1-3 for `descents` simulations whose leaves are evaluated in one call."""
+        # 1. Select: descend `descents` times, each adding a virtual loss along its path.
+        paths = [self.select(root) for _ in range(descents)]
+        # 2. Expand and evaluate the distinct non-terminal leaves together (dict keeps order).
+        leaves = {id(leaf): leaf for _, leaf in paths if not leaf.terminal}
+        self.expand_and_evaluate(list(leaves.values()))
+        # 3. Backup each descent (duplicates each add a visit) and remove its virtual loss.
+        for path, leaf in paths:
+            self.backup(path, leaf.value)
+
+    def select(self, root: Node) -> tuple[list[tuple[Node, int]], Node]:
+        """Step 1: descend by PUCT to a leaf, adding a virtual loss to each edge taken.
+
+        Returns:
+            `(path, leaf)`: the `(node, edge index)` pairs from the root, and the leaf (terminal,
+            or not expanded yet). Children are created here, when an edge is first taken.
+        """
+        path = []
+        node = root
+        loss = self.virtual_loss
+        while node.actions is not None:
+            scores = puct_scores(node.prior, node.visit_counts, node.q_values, c_puct=self.c_puct)
+            index = int(scores.argmax())  # ties: the lowest index, i.e. the lowest action
+            path.append((node, index))
+            if loss:
+                count = node.visit_counts[index] = node.visit_counts[index] + loss
+                total = node.value_sums[index] = node.value_sums[index] - loss
+                node.q_values[index] = total / count
+            action = node.actions[index]
+            child = node.children.get(action)
+            if child is None:
+                child = node.children[action] = Node(self.game, self.game.apply(node.state, action))
+            node = child
+        return path, node
+
+    def expand_and_evaluate(self, leaves: list[Node]) -> None:
+        """Step 2: one evaluator call for `leaves` (non-terminal, not expanded); expand each.
+
+        Raises:
+            ValueError: the evaluator returned the wrong shapes or negative priors, or the game
+                has no legal move at a non-terminal state (which the `Game` protocol forbids).
+            NonFiniteError: the evaluator returned NaN or infinite priors or values.
+        """
+        if not leaves:
+            return
+        priors, values = self.evaluator.evaluate([leaf.state for leaf in leaves])
+        priors = np.asarray(priors, dtype=np.float64)
+        values = np.asarray(values, dtype=np.float64)
+        expected = (len(leaves), self.game.action_size)
+        if priors.shape != expected or values.shape != expected[:1]:
+            raise ValueError(
+                f"evaluator returned priors {priors.shape} and values {values.shape} for "
+                f"{len(leaves)} states; expected priors {expected} and values {expected[:1]}"
+            )
+        if not (np.isfinite(priors).all() and np.isfinite(values).all()):
+            raise NonFiniteError("evaluator returned a non-finite prior or value")
+        if (priors < 0).any():
+            raise ValueError(f"evaluator returned a negative prior ({priors.min()})")
+        for leaf, prior, value in zip(leaves, priors, values, strict=True):
+            actions = np.flatnonzero(self.game.legal_mask(leaf.state))
+            if len(actions) == 0:
+                raise ValueError(f"{self.game.name}: a non-terminal state has no legal move")
+            legal_prior = prior[actions]
+            total = legal_prior.sum()
+            leaf.prior = (
+                legal_prior / total if total > 0 else np.full(len(actions), 1 / len(actions))
+            )
+            leaf.visit_counts = np.zeros(len(actions))
+            leaf.value_sums = np.zeros(len(actions))
+            leaf.q_values = np.full(len(actions), self.fpu)
+            leaf.actions = tuple(actions.tolist())
+            leaf.value = float(value)
+
+    def backup(self, path: list[tuple[Node, int]], value: float) -> None:
+        """Step 3: add one visit and the value along `path`, removing its virtual loss.
+
+        Args:
+            path: the `(node, edge index)` pairs from the root to the leaf.
+            value: the leaf's value for the player to move at the leaf.
+        """
+        loss = self.virtual_loss
+        for node, index in reversed(path):
+            value = -value  # now from the point of view of the player to move at `node`
+            count = node.visit_counts[index] = node.visit_counts[index] + 1.0 - loss
+            total = node.value_sums[index] = node.value_sums[index] + value + loss
+            node.q_values[index] = total / count
+
+    def _result(self, root: Node, prior: np.ndarray) -> SearchResult:
+        """The root's statistics spread over all `A` actions."""
+        size = self.game.action_size
+        actions = list(root.actions)
+        counts, sums = root.visit_counts, root.value_sums
+        visit_counts = np.zeros(size, np.int64)
+        visit_counts[actions] = np.rint(counts).astype(np.int64)
+        q_values = np.zeros(size)
+        q_values[actions] = np.where(counts > 0, sums / np.maximum(counts, 1.0), 0.0)
+        priors = np.zeros(size)
+        priors[actions] = prior
+        return SearchResult(visit_counts, q_values, float(sums.sum() / counts.sum()), priors)
+
+
+def visit_policy(visit_counts: np.ndarray, temperature: float) -> np.ndarray:
+    """Step 4's policy pi(a) = N(a)^(1/tau) / sum_b N(b)^(1/tau) over the root's visit counts.
+
+    Args:
+        visit_counts: `[A]` non-negative counts, not all 0.
+        temperature: tau >= 0. 0 gives the one-hot policy on the most visited action, ties going
+            to the lowest action; `inf` the uniform policy over the visited actions. Unvisited
+            actions always get 0.
+
+    Returns:
+        float64 `[A]` summing to 1.
+
+    Raises:
+        ConfigError: `temperature` is negative or NaN.
+        ValueError: the counts are negative or all 0.
+    """
+    _check(
+        "temperature", temperature, lambda: temperature >= 0, "a number >= 0 (0 plays the argmax)"
+    )
+    counts = np.asarray(visit_counts, dtype=np.float64)
+    if counts.ndim != 1 or (counts < 0).any() or counts.sum() <= 0:
+        raise ValueError(f"visit counts must be a non-negative vector, not all 0: {counts}")
+    policy = np.zeros_like(counts)
+    if temperature == 0:
+        policy[int(np.argmax(counts))] = 1.0
+        return policy
+    visited = counts > 0
+    policy[visited] = (counts[visited] / counts.max()) ** (1.0 / temperature)  # <= 1: no overflow
+    return policy / policy.sum()
+
+
+def select_action(visit_counts: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    """An action drawn from `visit_policy(visit_counts, temperature)`.
+
+    With temperature 0 this is the most visited action (ties: the lowest) and `rng` is not used.
+    """
+    policy = visit_policy(visit_counts, temperature)
+    if temperature == 0:
+        return int(np.argmax(policy))
+    return int(rng.choice(len(policy), p=policy))
+
+
+def _is_int(value: Any) -> bool:
+    """True for Python and numpy integers (not bools)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _check(name: str, value: Any, ok: Callable[[], bool], valid: str) -> None:
+    """Raise ConfigError naming `name`, `value` and what is `valid` unless `ok()` is True.
+
+    `ok` is a callable so that a value of the wrong type (a TypeError inside it) is reported the
+    same way as a value out of range.
+    """
+    try:
+        good = bool(ok())
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise ConfigError(f"{name} = {value!r} is invalid; valid: {valid}")
