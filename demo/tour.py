@@ -5,6 +5,8 @@ Stops so far:
     2. The exploration trap: a greedy learner settles on 1, an epsilon-greedy one finds 1000.
     3. Q-learning on Taxi-v4 to the optimal return, with its learning curve.
     4. DQN on CartPole-v1 until solved, with its learning curve and a GIF of the agent.
+    5. Policy gradients on CartPole-v1: REINFORCE, A2C and PPO until solved, one plot, a GIF.
+    6. PPO on Pendulum-v1 (continuous actions): the swing-up, its curve and a GIF.
 Later issues add their stops at the end. Run directories go to runs/ (printed at the end).
 """
 
@@ -105,12 +107,40 @@ def stop_dqn_cartpole() -> None:
     run_dirs.append(run_dir)
 
 
+def stop_policy_gradients() -> None:
+    heading("5. Policy gradients on CartPole-v1: REINFORCE, A2C and PPO, each until solved")
+    relatives = []
+    for algo in ("reinforce", "a2c", "ppo"):
+        run_dir = RUNS / f"demo-{STAMP}-{algo}-cartpole"
+        relative = str(run_dir.relative_to(ROOT))
+        bellman("train", algo, "--env", "CartPole-v1", "--set", "stop_when_solved=true",
+                "--run-dir", relative, "--quiet")  # fmt: skip
+        run_dirs.append(run_dir)
+        relatives.append(relative)
+    out = str((RUNS / f"demo-{STAMP}-policy-gradients.png").relative_to(ROOT))
+    bellman("plot", *relatives, "--out", out)
+    bellman("eval", relatives[-1], "--episodes", "20", "--record", f"{relatives[-1]}/agent.gif")
+    print(f"-> the three learning curves: {out}; PPO playing: {relatives[-1]}/agent.gif")
+
+
+def stop_ppo_pendulum() -> None:
+    heading("6. PPO on Pendulum-v1: a Gaussian policy swings the pendulum up (bar: -250)")
+    run_dir = RUNS / f"demo-{STAMP}-ppo-pendulum"
+    relative = str(run_dir.relative_to(ROOT))
+    bellman("train", "ppo", "--env", "Pendulum-v1", "--seed", "1", "--run-dir", relative)
+    bellman("eval", relative, "--episodes", "20", "--record", f"{relative}/agent.gif")
+    print(f"-> learning curve: {relative}/plot.png; the agent playing: {relative}/agent.gif")
+    run_dirs.append(run_dir)
+
+
 def main() -> None:
     started = time.perf_counter()
     stop_recycling()
     stop_exploration_trap()
     stop_taxi()
     stop_dqn_cartpole()
+    stop_policy_gradients()
+    stop_ppo_pendulum()
     heading("Run directories")
     for run_dir in run_dirs:
         print(run_dir.relative_to(ROOT))
