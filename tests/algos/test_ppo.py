@@ -336,3 +336,16 @@ def test_bad_ppo_input_is_one_error_line(bellman, tmp_path, args, fragments):
     result = bellman("train", "ppo", *args, "--run-dir", "run")
     assert_user_error(result, *fragments)
     assert not (tmp_path / "run").exists()
+
+
+def test_atari_runs_with_the_papers_settings(bellman, tmp_path):
+    # `bellman train ppo --env ALE/Breakout-v5` takes the shipped Table-5 settings; a short run
+    # (one iteration of 8 x 128 steps, shortened here to 2 x 64) trains the shared Nature CNN.
+    trained = bellman("train", "ppo", "--env", "ALE/Breakout-v5", "--steps", "256",
+                      "--set", "n_envs=2", "--set", "n_steps=64", "--set", "minibatch_size=64",
+                      "--run-dir", "run", "--quiet")  # fmt: skip
+    assert trained.returncode == 0, trained
+    config = (tmp_path / "run" / "config.toml").read_text()
+    assert "shared_trunk = true" in config and "clip_range = 0.1" in config
+    arrays = load_file(tmp_path / "run" / "checkpoints" / "step-256.safetensors")
+    assert arrays["policy/actor_trunk.convs.0.weight"].shape[1] == 4  # 4 stacked frames
