@@ -1,0 +1,15 @@
+"""Language models and the ChatGPT recipe: pretraining, SFT, a reward model (then RLHF, DPO).
+
+    data.py          corpora (files, folders, fortunes, bible, pydoc), splits, JSONL readers
+    tokenizer.py     byte-level BPE (`tokenizers`), PAD/EOS, `tokenize_pair`
+    model.py         a small GPT-2 (`transformers`), checkpoint arrays, `pack`, RewardModel
+    sampling.py      greedy/temperature/top-k/top-p sampling, response log-probs
+    rewards.py       rule-based judges: sentiment, non-toxicity, hallucination; `judge_rank`
+    pretrain.py      `bellman lm pretrain`: next-token prediction, held-out perplexity
+    sft.py           `bellman lm demos`, `bellman lm sft`: loss on response tokens only
+    reward_model.py  `bellman lm label`, `bellman lm reward`: -log sigmoid(r_w - r_l)
+    runs.py          run directories, checkpoints and model loading the steps share
+    cli.py           the `bellman lm ...` commands
+
+Nothing here is imported by `import bellman`; torch and transformers load when a step runs.
+"""

@@ -1,0 +1,352 @@
+"""The `bellman lm ...` commands: each a thin call into `bellman.lm`.
+
+    bellman lm pretrain --corpus PATH|fortunes|bible|pydoc [--config F] [--set k=v ...]
+                        [--seed S] [--steps N] [--run-dir D]
+    bellman lm pretrain --resume RUN [--steps N]
+    bellman lm generate RUN --prompt TEXT [--greedy | --temperature T --top-k K --top-p P]
+                        [--max-new-tokens N] [--samples N] [--seed S]
+    bellman lm demos RUN [--judge sentiment] [--out FILE] [--prompt-words W] [--response-words W]
+    bellman lm sft RUN --data demos.jsonl [--config F] [--set k=v ...] [--run-dir D]
+    bellman lm label RUN --prompts N --k K --judge sentiment [--out FILE] [--seed S]
+    bellman lm reward RUN --data ranked.jsonl [--config F] [--set k=v ...] [--run-dir D]
+    (sft and reward also take --resume RUN [--steps N])
+
+`add_lm_commands(subparsers)` adds them to the `bellman` parser; `run_lm_command(args)` runs the
+parsed one. This module imports nothing heavy: torch and transformers load inside the handlers,
+after the cheap checks of the user's input (corpus paths, JSONL files, run directories), so a
+typo costs a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from bellman.errors import BellmanError, ConfigError
+
+
+def _training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML file of config values")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+    )
+    parser.add_argument("--seed", type=int, help="seed of the run (same as --set seed=S)")
+    parser.add_argument("--steps", type=int, help="gradient steps of the run")
+    parser.add_argument("--run-dir", type=Path, help="where to write the run (default runs/...)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_lm_commands(subparsers) -> argparse.ArgumentParser:
+    """Add `lm` and its subcommands to the `bellman` parser's subparsers."""
+    lm = subparsers.add_parser("lm", help="language models: pretrain, SFT, reward model, RLHF")
+    commands = lm.add_subparsers(dest="lm_command", required=True, parser_class=type(lm))
+
+    pretrain = commands.add_parser("pretrain", help="train a tokenizer and a small GPT")
+    pretrain.add_argument("--corpus", help="a text file or folder, fortunes, bible or pydoc")
+    _training_options(pretrain)
+
+    generate = commands.add_parser("generate", help="continue a prompt with a trained model")
+    generate.add_argument("run_dir", type=Path, metavar="RUN", help="run or transformers folder")
+    generate.add_argument("--prompt", required=True, help="the text to continue")
+    generate.add_argument("--greedy", action="store_true", help="argmax decoding")
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=0, help="0: off")
+    generate.add_argument("--top-p", type=float, default=1.0, help="1: off")
+    generate.add_argument("--max-new-tokens", type=int, default=48)
+    generate.add_argument("--samples", type=int, default=1, help="continuations to print")
+    generate.add_argument("--seed", type=int, default=0)
+
+    demos = commands.add_parser("demos", help="demonstrations from the run's held-out corpus")
+    demos.add_argument("run_dir", type=Path, metavar="RUN", help="an lm pretrain run")
+    demos.add_argument("--judge", default="sentiment", help="reward function that picks them")
+    demos.add_argument("--out", type=Path, help="JSONL file (default RUN/demos.jsonl)")
+    demos.add_argument("--prompt-words", type=int, default=4)
+    demos.add_argument("--response-words", type=int, default=16)
+    demos.add_argument("--keep", type=float, default=0.5, help="fraction kept, best rated")
+
+    sft = commands.add_parser("sft", help="supervised fine-tuning on demonstrations")
+    sft.add_argument("base", type=Path, nargs="?", metavar="RUN", help="the base model")
+    sft.add_argument("--data", type=Path, help="JSONL of {prompt, response}")
+    _training_options(sft)
+
+    label = commands.add_parser("label", help="rank K sampled responses per prompt with a judge")
+    label.add_argument("run_dir", type=Path, metavar="RUN", help="the model that samples")
+    label.add_argument("--prompts", type=int, default=200, help="prompts to label")
+    label.add_argument("--k", type=int, default=4, help="responses per prompt")
+    label.add_argument("--judge", default="sentiment")
+    label.add_argument("--out", type=Path, help="JSONL file (default RUN/ranked.jsonl)")
+    label.add_argument("--max-new-tokens", type=int, default=24)
+    label.add_argument("--temperature", type=float, default=1.0)
+    label.add_argument("--prompt-words", type=int, default=4)
+    label.add_argument("--seed", type=int, default=0)
+
+    reward = commands.add_parser("reward", help="train a reward model on ranked comparisons")
+    reward.add_argument("base", type=Path, nargs="?", metavar="RUN", help="the base model")
+    reward.add_argument("--data", type=Path, help="JSONL of {prompt, responses: [best..worst]}")
+    _training_options(reward)
+    return lm
+
+
+def run_lm_command(args: argparse.Namespace) -> int:
+    """Run the parsed `bellman lm ...` command; BellmanError propagates to the CLI."""
+    return _HANDLERS[args.lm_command](args)
+
+
+# ---- handlers ------------------------------------------------------------------------------
+def _overrides(args) -> list[str]:
+    overrides = list(args.set)
+    overrides += [f"seed={args.seed}"] if args.seed is not None else []
+    overrides += [f"steps={args.steps}"] if args.steps is not None else []
+    return overrides
+
+
+def _check_resume_flags(args, command: str, extra: tuple[str, ...] = ()) -> None:
+    given = [
+        flag
+        for flag, value in (
+            ("--config", args.config), ("--set", args.set), ("--seed", args.seed),
+            ("--run-dir", args.run_dir),
+            *((flag, getattr(args, flag.strip("-").replace("-", "_"))) for flag in extra),
+        )
+        if value
+    ]  # fmt: skip
+    if given:
+        raise ConfigError(
+            f"--resume continues a run with its own config; drop {', '.join(given)} "
+            "(only --steps may change the target)"
+        )
+
+
+def _report(run, command: str) -> int:
+    from bellman import checkpoint
+
+    step = checkpoint.load(run.dir / "checkpoints")[1]["step"]
+    if run.stop_requested:
+        sys.stderr.write(
+            f"interrupted at step {step}; checkpoint saved. Resume with: "
+            f"bellman lm {command} --resume {run.dir}\n"
+        )
+        return 143 if run.stop_signal == signal.SIGTERM else 130
+    print(f"trained {run.algo} on {run.config.env} for {step} steps")
+    for note in run.notes:
+        print(note)
+    print(f"run directory: {run.dir}")
+    return 0
+
+
+def _base_run(path: Path | None, command: str) -> dict:
+    """The base model's config.toml values, or a run-less transformers folder's stand-in."""
+    from bellman.lm.runs import run_values
+
+    if path is None:
+        raise ConfigError(f"lm {command} needs the base model: bellman lm {command} RUN --data F")
+    if not path.exists():
+        raise ConfigError(f"base model '{path}' does not exist")
+    if (path / "config.toml").is_file():
+        return run_values(path)
+    if (path / "config.json").is_file():
+        return {"algo": "transformers", "env": path.name}
+    raise ConfigError(
+        f"'{path}' is not a language model: neither a bellman run directory (config.toml) nor "
+        "a transformers causal-LM directory (config.json)"
+    )
+
+
+def _cmd_pretrain(args) -> int:
+    from bellman.lm.data import corpus_label, load_corpus
+
+    if args.resume is not None:
+        _check_resume_flags(args, "pretrain", ("--corpus",))
+        from bellman.lm import pretrain, runs
+
+        run = runs.resume_run(args.resume, pretrain.ALGO, pretrain.Config, args.steps, args.quiet)
+    else:
+        if args.corpus is None:
+            raise ConfigError("lm pretrain needs --corpus PATH (or fortunes, bible, pydoc)")
+        load_corpus(args.corpus)  # a missing or empty corpus fails before torch loads
+        from bellman.lm import pretrain, runs
+
+        config = runs.resolve_config(
+            pretrain.ALGO, pretrain.Config, args.corpus, args.config, _overrides(args)
+        )
+        prepared = pretrain.prepare(config)
+        run = runs.create_run(
+            pretrain.ALGO, config, corpus_label(args.corpus), args.run_dir, args.quiet
+        )
+        pretrain.train(run.config, run, prepared)
+        return _report(run, "pretrain")
+    pretrain.train(run.config, run)
+    return _report(run, "pretrain")
+
+
+def _fine_tune(args, command: str, module_name: str, read_data) -> int:
+    """`lm sft` and `lm reward`: check the data and the base, then train (or resume)."""
+    import importlib
+
+    if args.resume is not None:
+        _check_resume_flags(args, command, ("--data",))
+        if args.base is not None:
+            raise ConfigError(f"--resume RUN replaces the positional RUN of lm {command}")
+        module = importlib.import_module(module_name)
+        from bellman.lm import runs
+
+        run = runs.resume_run(args.resume, module.ALGO, module.Config, args.steps, args.quiet)
+    else:
+        if args.data is None:
+            raise ConfigError(f"lm {command} needs --data FILE.jsonl")
+        read_data(args.data)  # bad JSONL fails here, naming file and line
+        base = _base_run(args.base, command)
+        module = importlib.import_module(module_name)
+        from bellman.lm import runs
+        from bellman.lm.data import corpus_label
+
+        overrides = [
+            f"base={args.base.resolve()}",
+            f"data={args.data.resolve()}",
+            *_overrides(args),
+        ]
+        config = runs.resolve_config(module.ALGO, module.Config, base["env"], args.config,
+                                     overrides)  # fmt: skip
+        prepared = module.prepare(config)  # everything checked before the run directory exists
+        run = runs.create_run(module.ALGO, config, corpus_label(base["env"]), args.run_dir,
+                              args.quiet)  # fmt: skip
+        module.train(run.config, run, prepared)
+        return _report(run, command)
+    module.train(run.config, run)
+    return _report(run, command)
+
+
+def _cmd_sft(args) -> int:
+    from bellman.lm.data import read_demonstrations
+
+    return _fine_tune(args, "sft", "bellman.lm.sft", read_demonstrations)
+
+
+def _cmd_reward(args) -> int:
+    from bellman.lm.data import read_comparisons
+
+    return _fine_tune(args, "reward", "bellman.lm.reward_model", read_comparisons)
+
+
+def _cmd_generate(args) -> int:
+    import torch
+
+    from bellman.lm.runs import load_lm
+    from bellman.lm.sampling import check_sampling
+
+    if not args.greedy:
+        check_sampling(args.temperature, args.top_k, args.top_p)
+    if args.max_new_tokens < 1 or args.samples < 1:
+        raise ConfigError("--max-new-tokens and --samples must be at least 1")
+    lm = load_lm(args.run_dir)
+    lm.model.eval()
+    torch.manual_seed(args.seed)
+    generator = torch.Generator(device=lm.device).manual_seed(args.seed)
+    texts = lm.generate(
+        [args.prompt] * args.samples, args.max_new_tokens, greedy=args.greedy,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=generator,
+    )  # fmt: skip
+    for text in texts:
+        print(args.prompt + text)
+    return 0
+
+
+def _lm_run_values(path: Path, command: str) -> dict:
+    from bellman.lm.runs import LM_ALGOS, run_values
+
+    values = run_values(path)
+    if values["algo"] not in LM_ALGOS:
+        raise ConfigError(
+            f"lm {command} needs a language-model run (lm pretrain or lm sft), not a "
+            f"{values['algo']} run: '{path}'"
+        )
+    return values
+
+
+def _pretrain_split(values: dict, path: Path) -> float:
+    """The held-out fraction of the pretraining run behind `values` (an SFT run's base)."""
+    from bellman.lm.runs import run_values
+
+    while values["algo"] != "lm-pretrain":
+        base = Path(values.get("base", ""))
+        if not (base / "config.toml").is_file():
+            return 0.1
+        values = run_values(base)
+    return float(values["holdout_fraction"])
+
+
+def _cmd_demos(args) -> int:
+    from bellman.lm.data import write_jsonl
+    from bellman.lm.sft import build_demonstrations
+
+    values = _lm_run_values(args.run_dir, "demos")
+    demos = build_demonstrations(
+        values["env"], _pretrain_split(values, args.run_dir), args.judge, args.prompt_words,
+        args.response_words, args.keep,
+    )  # fmt: skip
+    out = args.out or args.run_dir / "demos.jsonl"
+    write_jsonl(out, [{"prompt": d.prompt, "response": d.response} for d in demos])
+    print(f"wrote {len(demos)} demonstrations to {out}")
+    return 0
+
+
+def _cmd_label(args) -> int:
+    from bellman.lm.data import write_jsonl
+    from bellman.lm.reward_model import held_out_prompts, label_comparisons
+    from bellman.lm.rewards import reward_function
+    from bellman.lm.runs import load_lm
+
+    reward_function(args.judge)
+    if args.prompts < 1:
+        raise ConfigError(f"--prompts must be at least 1, got {args.prompts}")
+    values = _lm_run_values(args.run_dir, "label")
+    prompts = held_out_prompts(values["env"], _pretrain_split(values, args.run_dir),
+                               args.prompt_words)[: args.prompts]  # fmt: skip
+    lm = load_lm(args.run_dir)
+    records, skipped = label_comparisons(
+        lm, prompts, args.k, args.judge, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, seed=args.seed,
+    )  # fmt: skip
+    out = args.out or args.run_dir / "ranked.jsonl"
+    write_jsonl(out, records)
+    print(f"wrote {len(records)} ranked prompts (K = {args.k}) to {out}; "
+          f"{skipped} skipped because the judge scored all responses equal")  # fmt: skip
+    return 0
+
+
+_HANDLERS = {
+    "pretrain": _cmd_pretrain,
+    "generate": _cmd_generate,
+    "demos": _cmd_demos,
+    "sft": _cmd_sft,
+    "label": _cmd_label,
+    "reward": _cmd_reward,
+}
+
+
+# ---- standalone entry point (`python -m bellman.lm`) ---------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with one `error:` line and exit status 2, as the `bellman` command."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bellman.lm ARGS` = `bellman lm ARGS` (errors: one line, exit status 2)."""
+    parser = _Parser(prog="bellman")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add_lm_commands(commands)
+    args = parser.parse_args(["lm", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return run_lm_command(args) or 0
+    except BellmanError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: aborted\n")
+        return 130

@@ -1,0 +1,407 @@
+"""The language models: a small GPT-2 from scratch, any local causal LM, a reward model, batches.
+
+A GPT (Radford et al. 2018/2019) is a stack of Transformer decoder blocks (Vaswani et al. 2017):
+
+    h_0 = W_e[x] + W_p[positions]                      token and position embeddings
+    h_l = block_l(h_l-1),  l = 1..L                    masked self-attention + MLP, pre-LayerNorm
+    p(x_t+1 | x_<=t) = softmax(LayerNorm(h_L) W_e^T)   the output layer is tied to W_e
+
+The model is `transformers`' GPT2LMHeadModel built from a GPT2Config (no download, no hub); any
+local directory holding a transformers causal LM (config.json + weights + tokenizer.json) loads
+too. Checkpoints are bellman's (safetensors + JSON): the architecture travels as the model's
+config dict in the JSON, the weights under `model/...` with tied tensors stored once (the
+output layer shares W_e) and re-tied after loading.
+
+Batches (`pack`): every batch of (prompt, response) pairs has one layout, for generation, SFT,
+reward models and RL:
+
+    [PAD PAD p1 p2 p3 | r1 r2 r3 PAD]        prompts left-padded to width P, responses
+    [PAD p1 p2 p3 p4  | r1 EOS PAD PAD]      right-padded to width R
+
+so response token j of every row is in column P + j and is predicted by the logits of column
+P + j - 1. Attention masks and positions (0, 1, 2, ... from the first real token) come from the
+lengths, never from comparing ids with PAD, and the last real token of row b is column
+P + response_length_b - 1: the reward model reads its score there.
+
+`transformers` is imported inside functions, so `bellman plan` never pays for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bellman.checkpoint import expect_array
+from bellman.errors import CheckpointError, ConfigError
+from bellman.lm.tokenizer import TOKENIZER_FILE, TextTokenizer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+# ---- building and loading models ---------------------------------------------------------------
+def build_gpt(
+    vocab_size: int,
+    layers: int,
+    width: int,
+    heads: int,
+    context: int,
+    dropout: float,
+    pad_id: int,
+    eos_id: int,
+    seed: int,
+):
+    """A GPT-2 with fresh weights (seeded without touching the global torch generator).
+
+    Args:
+        vocab_size: tokens in the vocabulary.
+        layers: transformer blocks L.
+        width: embedding width d_model (a multiple of `heads`).
+        heads: attention heads per block.
+        context: longest sequence, prompt and response together (positions).
+        dropout: dropout of embeddings, attention and residuals (off in `eval()` mode).
+        pad_id: the PAD id; eos_id: the EOS id.
+        seed: seed of the initial weights.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=context,
+        n_embd=width,
+        n_layer=layers,
+        n_head=heads,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(config)
+
+
+def config_dict(model) -> dict[str, Any]:
+    """The model's transformers config as a JSON-safe dict (stored in checkpoint JSON)."""
+    return json.loads(model.config.to_json_string(use_diff=False))
+
+
+def model_from_config_dict(values: dict[str, Any], backbone_only: bool = False):
+    """A causal LM (or, with `backbone_only`, its base model) with the architecture `values`."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    values = dict(values)
+    model_type = values.pop("model_type", None)
+    if model_type is None:
+        raise CheckpointError("the checkpoint's model config has no model_type")
+    config = AutoConfig.for_model(model_type, **values)
+    with torch.random.fork_rng(devices=[]):
+        if backbone_only:
+            return AutoModel.from_config(config)
+        return AutoModelForCausalLM.from_config(config)
+
+
+def context_length(model) -> int:
+    """Longest sequence the model takes (GPT-2's n_positions)."""
+    config = model.config
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1 << 30
+
+
+def _tied_aliases(model: nn.Module) -> dict[str, str]:
+    """name -> the earlier state-dict name whose tensor it shares (GPT's lm_head -> wte)."""
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        pointer = tensor.data_ptr()
+        if pointer in first:
+            aliases[name] = first[pointer]
+        else:
+            first[pointer] = name
+    return aliases
+
+
+def model_arrays(model: nn.Module, prefix: str = "model/") -> dict[str, np.ndarray]:
+    """The weights as numpy arrays under `prefix`, each tied tensor stored once."""
+    aliases = _tied_aliases(model)
+    return {
+        prefix + name: tensor.detach().cpu().numpy().copy()
+        for name, tensor in model.state_dict().items()
+        if name not in aliases
+    }
+
+
+def load_model_arrays(
+    model: nn.Module, arrays: dict[str, np.ndarray], prefix: str = "model/", where: str = ""
+) -> None:
+    """Load weights written by `model_arrays`, checking names and shapes, and re-tie.
+
+    Raises:
+        CheckpointError: a tensor is missing, unexpected or has the wrong shape.
+    """
+    where = where or "the checkpoint"
+    aliases = _tied_aliases(model)
+    state = model.state_dict()
+    expected = [name for name in state if name not in aliases]
+    stored = {key[len(prefix) :] for key in arrays if key.startswith(prefix)}
+    unexpected = sorted(stored - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{where} has tensors the model lacks: {', '.join(unexpected[:5])}")
+    loaded = {}
+    for name in expected:
+        array = expect_array(arrays, prefix + name, tuple(state[name].shape), where)
+        loaded[name] = torch.from_numpy(np.array(array)).to(state[name].device, state[name].dtype)
+    model.load_state_dict(loaded, strict=False)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    for name, source in aliases.items():  # the shared tensors share again
+        if model.state_dict()[name].data_ptr() != model.state_dict()[source].data_ptr():
+            raise CheckpointError(f"{where}: '{name}' is no longer tied to '{source}'")
+
+
+def _check_causal_lm(directory: Path) -> None:
+    """Raise ConfigError unless `directory` holds a transformers causal LM's config."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+    except Exception as error:  # transformers raises ValueError/OSError/KeyError variously
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"'{directory}' is not a causal language model directory: {first}"
+        ) from None
+    names = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
+    names = (names,) if isinstance(names, str) else tuple(names or ())
+    architectures = getattr(config, "architectures", None) or []
+    if not names or (architectures and not set(architectures) & set(names)):
+        found = ", ".join(architectures) or config.model_type
+        raise ConfigError(
+            f"'{directory}' is not a causal language model: it holds a {found} "
+            "(bellman needs a model that predicts the next token, e.g. GPT2LMHeadModel)"
+        )
+
+
+def load_transformers_dir(directory: Path, device: str | torch.device = "cpu"):
+    """(model, tokenizer) from a local transformers causal-LM directory (never the hub).
+
+    Raises:
+        ConfigError: not a causal LM, or no tokenizer.json beside it.
+    """
+    from transformers import AutoModelForCausalLM
+
+    directory = Path(directory)
+    _check_causal_lm(directory)
+    if not (directory / TOKENIZER_FILE).is_file():
+        raise ConfigError(f"model directory '{directory}' has no {TOKENIZER_FILE}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(directory), local_files_only=True)
+    except Exception as error:
+        raise ConfigError(f"cannot load the model in '{directory}': {error}") from None
+    eos = model.config.eos_token_id
+    eos = eos[0] if isinstance(eos, list) else eos
+    pad = model.config.pad_token_id
+    tokenizer = TextTokenizer.load(directory / TOKENIZER_FILE, pad_id=pad, eos_id=eos)
+    return model.to(device), tokenizer
+
+
+# ---- the batch layout ------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """Prompts left-padded to width P, responses right-padded to width R (module docstring).
+
+    Attributes:
+        input_ids: [B, P + R] token ids (PAD where there is no token).
+        attention_mask: [B, P + R] 1 on real tokens, from the lengths.
+        position_ids: [B, P + R] 0, 1, 2, ... from each row's first real token.
+        prompt_width: P.
+        prompt_lengths: [B] real prompt tokens per row.
+        response_lengths: [B] real response tokens per row.
+        response_mask: [B, R] 1 on real response tokens.
+        last_index: [B] column of each row's last real token (response, else prompt).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    prompt_width: int
+    prompt_lengths: torch.Tensor
+    response_lengths: torch.Tensor
+    response_mask: torch.Tensor
+    last_index: torch.Tensor
+
+    @property
+    def responses(self) -> torch.Tensor:
+        """[B, R] the response ids (PAD after each response)."""
+        return self.input_ids[:, self.prompt_width :]
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0, 1, ... counted over real tokens only (0 on left padding)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def pack(
+    prompts: list[list[int]],
+    responses: list[list[int]] | None,
+    pad_id: int,
+    device: str | torch.device = "cpu",
+    context: int | None = None,
+) -> Batch:
+    """The one batch layout of prompts and responses (see the module docstring).
+
+    Args:
+        prompts: B lists of prompt ids (each non-empty).
+        responses: B lists of response ids (may be empty), or None for prompts alone.
+        pad_id: the PAD id.
+        device: where the tensors go.
+        context: when given, a row longer than this raises ConfigError.
+    """
+    responses = responses if responses is not None else [[] for _ in prompts]
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    for b, prompt in enumerate(prompts):
+        if not prompt:
+            raise ConfigError(f"prompt {b} is empty: a prompt needs at least one token")
+        if context is not None and len(prompt) + len(responses[b]) > context:
+            raise ConfigError(
+                f"prompt {b} ({len(prompt)} tokens) with its response ({len(responses[b])} "
+                f"tokens) is longer than the model's context of {context} tokens"
+            )
+    width_p = max(len(p) for p in prompts)
+    width_r = max((len(r) for r in responses), default=0)
+    batch = len(prompts)
+    ids = torch.full((batch, width_p + width_r), pad_id, dtype=torch.long)
+    mask = torch.zeros((batch, width_p + width_r), dtype=torch.long)
+    for b, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        ids[b, width_p - len(prompt) : width_p] = torch.as_tensor(prompt, dtype=torch.long)
+        mask[b, width_p - len(prompt) : width_p] = 1
+        if response:
+            ids[b, width_p : width_p + len(response)] = torch.as_tensor(response, dtype=torch.long)
+            mask[b, width_p : width_p + len(response)] = 1
+    prompt_lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+    response_lengths = torch.tensor([len(r) for r in responses], dtype=torch.long)
+    response_mask = (torch.arange(width_r)[None, :] < response_lengths[:, None]).long()
+    return Batch(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions_from_mask(mask).to(device),
+        prompt_width=width_p,
+        prompt_lengths=prompt_lengths.to(device),
+        response_lengths=response_lengths.to(device),
+        response_mask=response_mask.to(device),
+        last_index=(width_p + response_lengths - 1).to(device),
+    )
+
+
+def response_logits(model, batch: Batch) -> torch.Tensor:
+    """[B, R, V] the logits that predict each response token (columns P - 1 .. P + R - 2)."""
+    logits = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+    ).logits
+    width_p, width_r = batch.prompt_width, batch.responses.shape[1]
+    return logits[:, width_p - 1 : width_p - 1 + width_r]
+
+
+# ---- the reward model ----------------------------------------------------------------------
+class RewardModel(nn.Module):
+    """r(x, y): a language model's backbone with a linear head on the last real token.
+
+    InstructGPT (Ouyang et al. 2022, section 3.5): "starting from the SFT model with the final
+    unembedding layer removed, we trained a model to take in a prompt and response, and output a
+    scalar reward".
+
+    Args:
+        backbone: the transformer without its output layer (`lm.base_model`), [B, T] -> [B, T, d].
+        width: d, the hidden size.
+    """
+
+    def __init__(self, backbone: nn.Module, width: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(width, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / np.sqrt(width + 1))
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_lm(cls, lm) -> RewardModel:
+        """A reward model whose backbone starts as the language model's (weights shared)."""
+        return cls(lm.base_model, lm.config.hidden_size)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """[B] the score of each (prompt, response), read at the row's last real token."""
+        hidden = self.backbone(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return self.head(hidden[rows, batch.last_index]).squeeze(-1)
+
+
+# ---- a model with its tokenizer --------------------------------------------------------------
+class LanguageModel:
+    """A causal LM with its tokenizer: encode prompts, `generate()` text, find the context.
+
+    Args:
+        model: a transformers causal LM.
+        tokenizer: its tokenizer.
+    """
+
+    def __init__(self, model, tokenizer: TextTokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @property
+    def context(self) -> int:
+        return context_length(self.model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int = 64,
+        *,
+        greedy: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> list[str]:
+        """Continue each prompt (see `bellman.lm.sampling.sample`); returns the new text only."""
+        from bellman.lm.sampling import sample
+
+        prompt_ids = [self.tokenizer.encode(p) for p in prompts]
+        for text, ids in zip(prompts, prompt_ids, strict=True):
+            if len(ids) >= self.context:
+                raise ConfigError(
+                    f"prompt {text[:40]!r} is {len(ids)} tokens long; the model's context is "
+                    f"{self.context} tokens (prompt and response together)"
+                )
+        result = sample(
+            self.model, prompt_ids, max_new_tokens=max_new_tokens,
+            eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id, greedy=greedy,
+            temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+        )  # fmt: skip
+        return [self.tokenizer.decode(ids) for ids in result.responses]

@@ -1,0 +1,280 @@
+"""Pretraining: a byte-level BPE tokenizer and a small GPT trained by next-token prediction.
+
+Radford et al. 2018, "Improving Language Understanding by Generative Pre-Training", section 3.1:
+given a corpus of tokens U = (u_1, ..., u_n), maximise the likelihood
+
+    L_1(U) = sum_i log P(u_i | u_i-k, ..., u_i-1; Theta)
+
+with a Transformer decoder over a context of k tokens. As bellman runs it:
+
+    1. Read the corpus and split its documents into train and held-out sides (by sha256).
+    2. Train a byte-level BPE tokenizer on the train side (vocab_size entries, PAD and EOS);
+       write tokenizer.json into the run directory.
+    3. Encode each side as one token stream, documents separated by EOS.
+    4. Build the GPT (`model.build_gpt`) and AdamW (decay on matrices only).
+    5. Repeat for `steps` steps:
+    6.   sample batch_size windows of context + 1 tokens from the train stream;
+    7.   loss = mean cross-entropy of token t + 1 given tokens <= t (= -L_1 per token);
+    8.   clip the gradient norm, step AdamW with warmup + cosine learning rate;
+    9.   every log_every steps: held-out perplexity exp(mean cross-entropy) on fixed windows
+         of the held-out stream; every checkpoint_every steps: a checkpoint.
+
+Deviations: windows are drawn uniformly at random (with replacement) rather than in epochs, and
+may span document boundaries (the EOS between them is a target like any token), as in nanoGPT.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bellman.config import TrainConfig, choices, interval
+from bellman.errors import ConfigError, NonFiniteError
+from bellman.lm import runs
+from bellman.lm.data import holdout_split, load_corpus
+from bellman.lm.model import build_gpt, config_dict, load_model_arrays, model_arrays
+from bellman.lm.tokenizer import TOKENIZER_FILE, TextTokenizer, train_tokenizer
+from bellman.run import Run
+
+ALGO = "lm-pretrain"
+
+
+@dataclass(frozen=True)
+class PretrainConfig(TrainConfig):
+    """Hyperparameters of pretraining; the model defaults are a tiny GPT-2 for 2 CPU cores."""
+
+    env: str = ""
+    """The corpus: a text file or folder, fortunes, bible or pydoc."""
+    steps: int = field(default=2_000, metadata=interval("[1, inf)"))
+    """Gradient steps of the run (a resumed run continues to this target)."""
+    log_every: int = field(default=100, metadata=interval("[1, inf)"))
+    """Steps between two rows of metrics.csv (each with a held-out perplexity)."""
+    checkpoint_every: int = field(default=500, metadata=interval("[1, inf)"))
+    """Steps between two checkpoints."""
+    vocab_size: int = field(default=4_096, metadata=interval("[260, 1000000]"))
+    """Entries of the byte-level BPE vocabulary (256 bytes and PAD, EOS included)."""
+    layers: int = field(default=2, metadata=interval("[1, 64]"))
+    """Transformer blocks."""
+    width: int = field(default=128, metadata=interval("[8, 8192]"))
+    """Embedding width d_model (a multiple of heads)."""
+    heads: int = field(default=4, metadata=interval("[1, 128]"))
+    """Attention heads per block."""
+    context: int = field(default=128, metadata=interval("[8, 65536]"))
+    """Longest sequence in tokens (the model's positions; prompt and response together)."""
+    dropout: float = field(default=0.1, metadata=interval("[0, 1)"))
+    """Dropout of embeddings, attention and residuals (off when sampling and in RL)."""
+    batch_size: int = field(default=32, metadata=interval("[1, inf)"))
+    """Windows of context + 1 tokens per step."""
+    learning_rate: float = field(default=1e-3, metadata=interval("(0, 1]"))
+    """Peak AdamW step size (after warmup; cosine decay to min_lr_fraction of it)."""
+    warmup_steps: int = field(default=100, metadata=interval("[0, inf)"))
+    """Steps of linear learning-rate warmup."""
+    min_lr_fraction: float = field(default=0.1, metadata=interval("[0, 1]"))
+    """Final learning rate as a fraction of the peak."""
+    weight_decay: float = field(default=0.1, metadata=interval("[0, inf)"))
+    """AdamW weight decay of the weight matrices."""
+    grad_clip: float = field(default=1.0, metadata=interval("(0, inf)"))
+    """Largest gradient norm; larger gradients are scaled down."""
+    holdout_fraction: float = field(default=0.1, metadata=interval("(0, 0.5]"))
+    """Fraction of the documents held out (for perplexity, and as prompts of later steps)."""
+    eval_tokens: int = field(default=16_384, metadata=interval("[16, inf)"))
+    """Held-out tokens behind each perplexity (the first ones of the held-out stream)."""
+    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
+    """Where the model trains: auto uses CUDA when present."""
+    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
+    """CPU threads of torch (1 is fastest on small, shared machines)."""
+
+    def validate(self) -> None:
+        if self.width % self.heads:
+            raise ConfigError(
+                f"width = {self.width} must be a multiple of heads = {self.heads} "
+                f"(e.g. width = {self.heads * max(1, round(self.width / self.heads))})"
+            )
+
+
+Config = PretrainConfig
+
+
+# ---- steps of the algorithm ----------------------------------------------------------------
+def token_stream(tokenizer: TextTokenizer, documents: list[str]) -> np.ndarray:
+    """Step 3: the documents' ids, each followed by EOS, as one int64 array."""
+    ids: list[int] = []
+    for document in tokenizer.encode_batch(documents):
+        ids.extend(document)
+        ids.append(tokenizer.eos_id)
+    return np.asarray(ids, dtype=np.int64)
+
+
+def sample_windows(stream: np.ndarray, batch_size: int, length: int, rng: np.random.Generator):
+    """Step 6: (inputs, targets), each [B, length]: random windows and the same shifted by one."""
+    starts = rng.integers(0, len(stream) - length, size=batch_size)
+    windows = stream[starts[:, None] + np.arange(length + 1)]
+    return torch.from_numpy(windows[:, :-1]), torch.from_numpy(windows[:, 1:])
+
+
+def next_token_loss(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Step 7: mean cross-entropy of each target token given the tokens up to it."""
+    logits = model(input_ids=inputs, use_cache=False).logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+
+@torch.no_grad()
+def held_out_loss(model, stream: np.ndarray, context: int, tokens: int, batch_size: int) -> float:
+    """Step 9: mean next-token cross-entropy (nats) over consecutive windows of the first
+    `tokens` tokens of the held-out stream (the same windows every time)."""
+    stream = stream[: tokens + 1]
+    length = min(context, len(stream) - 1)
+    starts = np.arange(0, len(stream) - length, length)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for chunk in range(0, len(starts), batch_size):
+        windows = stream[starts[chunk : chunk + batch_size, None] + np.arange(length + 1)]
+        windows = torch.from_numpy(windows).to(device)
+        loss = next_token_loss(model, windows[:, :-1], windows[:, 1:])
+        total += float(loss) * windows[:, 1:].numel()
+        count += windows[:, 1:].numel()
+    model.train(was_training)
+    return total / count
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), capped to stay finite."""
+    return math.exp(min(loss, 700.0))
+
+
+# ---- the training loop -----------------------------------------------------------------------
+@dataclass
+class Prepared:
+    """Steps 1-3, done before the run directory exists so that bad input writes nothing."""
+
+    tokenizer: TextTokenizer
+    train_stream: np.ndarray
+    held_stream: np.ndarray
+
+
+def prepare(config: PretrainConfig, tokenizer_path: Path | None = None) -> Prepared:
+    """Steps 1-3: corpus and split, tokenizer (trained, or read from `tokenizer_path` when a
+    run resumes), token streams.
+
+    Raises:
+        ConfigError: the corpus is missing, empty or too small for the context.
+    """
+    # 1. corpus and split
+    corpus = load_corpus(config.env)
+    train_docs, held_docs = holdout_split(corpus.documents, config.holdout_fraction)
+    # 2. tokenizer
+    if tokenizer_path is None:
+        tokenizer = train_tokenizer(train_docs, config.vocab_size)
+    else:
+        tokenizer = TextTokenizer.load(tokenizer_path)
+    # 3. token streams
+    train_stream = token_stream(tokenizer, train_docs)
+    held_stream = token_stream(tokenizer, held_docs)
+    if len(train_stream) <= config.context + 1 or len(held_stream) < 2:
+        raise ConfigError(
+            f"corpus '{config.env}' is too small: {len(train_stream)} train and "
+            f"{len(held_stream)} held-out tokens for a context of {config.context}; lower "
+            "context or give more text"
+        )
+    return Prepared(tokenizer, train_stream, held_stream)
+
+
+def train(config: PretrainConfig, run: Run, prepared: Prepared | None = None) -> torch.nn.Module:
+    """Pretrain a GPT on the config's corpus in `run` (steps 1-9 of the module docstring).
+
+    Args:
+        config: the run's config.
+        run: the run directory (new, or resumed: `run.restored`).
+        prepared: steps 1-3 when the caller has done them (`prepare`).
+    """
+    torch.set_num_threads(config.torch_threads)
+    device = runs.resolve_device(config.device)
+    if prepared is None:
+        resumed = run.restored is not None
+        prepared = prepare(config, run.dir / TOKENIZER_FILE if resumed else None)  # 1.-3.
+    tokenizer = prepared.tokenizer
+    train_stream, held_stream = prepared.train_stream, prepared.held_stream
+    if not (run.dir / TOKENIZER_FILE).exists():
+        tokenizer.save(run.dir / TOKENIZER_FILE)
+    # 4. model and optimizer
+    model = build_gpt(
+        tokenizer.vocab_size, config.layers, config.width, config.heads, config.context,
+        config.dropout, tokenizer.pad_id, tokenizer.eos_id, config.seed,
+    ).to(device)  # fmt: skip
+    optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    step, state = 0, {}
+    if run.restored is not None:
+        arrays, meta = run.restored
+        load_model_arrays(model, arrays, "model/", f"run '{run.dir}'")
+        runs.restore_training(arrays, optimizer)
+        step, state = int(meta["step"]), meta["state"]
+        rng.bit_generator.state = state["rng"]
+    evaluate = lambda: held_out_loss(  # noqa: E731
+        model, held_stream, config.context, config.eval_tokens, config.batch_size
+    )
+
+    def save(at: int) -> None:
+        run.save(at, runs.training_arrays(model_arrays(model), optimizer), {
+            "model_config": config_dict(model), "pad_id": tokenizer.pad_id,
+            "eos_id": tokenizer.eos_id, "rng": runs.rng_state(rng),
+            "initial_perplexity": state["initial_perplexity"],
+        })  # fmt: skip
+
+    if run.restored is None:
+        state["initial_perplexity"] = perplexity(evaluate())
+        held = math.log(state["initial_perplexity"])
+        run.log(
+            0, loss=math.nan, held_out_loss=held, held_out_perplexity=perplexity(held),
+            learning_rate=0.0, grad_norm=math.nan, tokens_per_second=math.nan,
+        )  # fmt: skip
+    model.train()
+    tokens_seen, clock = 0, time.perf_counter()
+    with run.session(step):
+        while step < config.steps:  # 5.
+            learning_rate = runs.cosine_learning_rate(
+                step, config.learning_rate, config.warmup_steps, config.steps,
+                config.min_lr_fraction,
+            )  # fmt: skip
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+            inputs, targets = sample_windows(train_stream, config.batch_size, config.context, rng)
+            loss = next_token_loss(model, inputs.to(device), targets.to(device))  # 7.
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"loss is {float(loss)} at step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)  # 8.
+            optimizer.step()
+            step += 1
+            tokens_seen += inputs.numel()
+            if step % config.log_every == 0 or step == config.steps:  # 9.
+                held = evaluate()
+                elapsed = time.perf_counter() - clock
+                run.log(
+                    step, loss=loss.item(), held_out_loss=held,
+                    held_out_perplexity=perplexity(held), learning_rate=learning_rate,
+                    grad_norm=float(grad_norm), tokens_per_second=tokens_seen / elapsed,
+                )  # fmt: skip
+                state["final_perplexity"] = perplexity(held)
+                tokens_seen, clock = 0, time.perf_counter()
+            if run.checkpoint_due(step) or step == config.steps:
+                save(step)
+                if run.stop_requested:
+                    break
+    if not run.stop_requested:
+        final = state.get("final_perplexity", perplexity(evaluate()))
+        run.notes.append(
+            f"held-out perplexity: {final:.2f} (untrained: {state['initial_perplexity']:.1f}, "
+            f"vocabulary: {tokenizer.vocab_size} tokens)"
+        )
+    return model

@@ -1,0 +1,405 @@
+"""The reward model: a scalar r(x, y) trained on ranked comparisons, and the labelling step.
+
+Ouyang et al. 2022 (InstructGPT), section 3.5: labelers rank K responses to a prompt; every one
+of the C(K, 2) pairs is a comparison, and the reward model r_theta minimises
+
+    loss(theta) = -1 / C(K, 2) * E_(x, y_w, y_l)~D [log sigmoid(r_theta(x, y_w) - r_theta(x, y_l))]
+
+"we train on all C(K, 2) comparisons from each prompt as a single batch element ... [which]
+only requires a single forward pass of the RM for each completion (rather than C(K, 2) forward
+passes for K completions)". As bellman runs it:
+
+    1. Read the comparisons (JSONL {"prompt", "responses": [best..worst], "scores"?}); hold out a
+       fraction of the prompts (by sha256 of the prompt).
+    2. r_theta = the base model's transformer (output layer removed) + a linear head that reads
+       the hidden state of each sequence's last real token (`model.RewardModel`).
+    3. Repeat for `steps` steps:
+    4.   sample `batch_prompts` prompts; `pack` all their responses (each prompt's K responses
+         go through the model once);
+    5.   for every prompt, every pair (w ranked above l): -log sigmoid(r_w - r_l); average over
+         the prompt's pairs, then over the prompts (the 1 / C(K, 2) of the paper);
+    6.   clip, step AdamW.
+    7. Report the held-out pairwise accuracy: the fraction of held-out pairs with r_w > r_l.
+
+Deviation: when a comparison carries the judge's scores, pairs the judge scored equal are left
+out (they carry no preference).
+
+Labelling (`label_comparisons`, `bellman lm label`): sample K responses per prompt from a model,
+rank them with a rule-based judge, write the ranking: the InstructGPT protocol with a judge whose
+preferences are known.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bellman import checkpoint
+from bellman.config import TrainConfig, choices, interval
+from bellman.errors import CheckpointError, ConfigError, NonFiniteError
+from bellman.lm import runs
+from bellman.lm.data import (
+    Comparison,
+    holdout_indices,
+    holdout_split,
+    load_corpus,
+    openings,
+    read_comparisons,
+)
+from bellman.lm.model import (
+    Batch,
+    LanguageModel,
+    RewardModel,
+    config_dict,
+    load_model_arrays,
+    model_arrays,
+    model_from_config_dict,
+    pack,
+)
+from bellman.lm.rewards import judge_rank, reward_function
+from bellman.lm.tokenizer import TOKENIZER_FILE, TextTokenizer, tokenize_pair
+from bellman.run import Run
+
+ALGO = "lm-reward"
+
+
+@dataclass(frozen=True)
+class RewardConfig(TrainConfig):
+    """Hyperparameters of reward-model training."""
+
+    env: str = ""
+    """The corpus of the base model's run (carried along for the later steps' prompts)."""
+    base: str = ""
+    """The model whose transformer starts the reward model: an `lm sft` (or pretrain) run
+    directory or a transformers model folder."""
+    data: str = ""
+    """JSONL file of comparisons: {"prompt": ..., "responses": [best, ..., worst]} per line."""
+    steps: int = field(default=300, metadata=interval("[1, inf)"))
+    """Gradient steps of the run."""
+    log_every: int = field(default=50, metadata=interval("[1, inf)"))
+    """Steps between two rows of metrics.csv (each with the held-out accuracy)."""
+    checkpoint_every: int = field(default=100, metadata=interval("[1, inf)"))
+    """Steps between two checkpoints."""
+    batch_prompts: int = field(default=8, metadata=interval("[1, inf)"))
+    """Prompts per step (all K responses of each, all C(K, 2) pairs)."""
+    learning_rate: float = field(default=3e-4, metadata=interval("(0, 1]"))
+    """Peak AdamW step size."""
+    warmup_steps: int = field(default=20, metadata=interval("[0, inf)"))
+    """Steps of linear learning-rate warmup."""
+    min_lr_fraction: float = field(default=0.1, metadata=interval("[0, 1]"))
+    """Final learning rate as a fraction of the peak."""
+    weight_decay: float = field(default=0.0, metadata=interval("[0, inf)"))
+    """AdamW weight decay of the weight matrices."""
+    grad_clip: float = field(default=1.0, metadata=interval("(0, inf)"))
+    """Largest gradient norm."""
+    holdout_fraction: float = field(default=0.2, metadata=interval("(0, 0.5]"))
+    """Fraction of the prompts held out for the pairwise accuracy."""
+    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
+    """Where the model trains: auto uses CUDA when present."""
+    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
+    """CPU threads of torch."""
+
+    def validate(self) -> None:
+        if not self.base:
+            raise ConfigError("no base model given; `bellman lm reward RUN --data FILE`")
+        if not self.data:
+            raise ConfigError("no comparisons given; pass --data FILE.jsonl")
+
+
+Config = RewardConfig
+
+
+# ---- inputs, pairs and the loss ----------------------------------------------------------------
+@dataclass
+class TokenizedComparison:
+    """A comparison's ids: one prompt, K responses best first (EOS ended), judge scores."""
+
+    prompt: list[int]
+    responses: list[list[int]]
+    scores: tuple[float, ...] | None
+
+
+def reward_inputs(
+    tokenizer: TextTokenizer,
+    prompts: list[str],
+    responses: list[str],
+    device: str | torch.device = "cpu",
+    context: int | None = None,
+) -> Batch:
+    """The one way texts become reward-model inputs (training, evaluation and RL): each pair
+    through `tokenize_pair` (EOS ends the response), then `pack`."""
+    pairs = [tokenize_pair(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
+    return pack([p for p, _ in pairs], [r for _, r in pairs], tokenizer.pad_id, device, context)
+
+
+def tokenize_comparisons(
+    tokenizer: TextTokenizer, comparisons: list[Comparison], context: int, path: str
+) -> list[TokenizedComparison]:
+    """Step 1: ids of every comparison; a too long prompt + response is an error at file:line."""
+    result = []
+    for comparison in comparisons:
+        ids = [tokenize_pair(tokenizer, comparison.prompt, r) for r in comparison.responses]
+        for prompt, response in ids:
+            if not prompt:
+                raise ConfigError(f"{path}:{comparison.line}: the prompt is empty")
+            if len(prompt) + len(response) > context:
+                raise ConfigError(
+                    f"{path}:{comparison.line}: prompt ({len(prompt)} tokens) and a response "
+                    f"({len(response)} tokens with EOS) are longer than the model's context of "
+                    f"{context} tokens"
+                )
+        result.append(TokenizedComparison(ids[0][0], [r for _, r in ids], comparison.scores))
+    return result
+
+
+def comparison_pairs(
+    comparisons: list[TokenizedComparison],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(winner, loser, prompt) index tensors over the flattened responses of `comparisons`:
+    every pair i < j of each ranking, unless the judge scored them equal."""
+    winners, losers, prompts = [], [], []
+    offset = 0
+    for number, comparison in enumerate(comparisons):
+        k = len(comparison.responses)
+        for i in range(k):
+            for j in range(i + 1, k):
+                if comparison.scores is None or comparison.scores[i] != comparison.scores[j]:
+                    winners.append(offset + i)
+                    losers.append(offset + j)
+                    prompts.append(number)
+        offset += k
+    as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+    return as_long(winners), as_long(losers), as_long(prompts)
+
+
+def preference_loss(
+    scores: torch.Tensor, winners: torch.Tensor, losers: torch.Tensor, prompts: torch.Tensor
+) -> torch.Tensor:
+    """Step 5: mean over prompts of the mean over their pairs of -log sigmoid(r_w - r_l).
+
+    Args:
+        scores: [N] r(x, y) of every response.
+        winners, losers: [P] indices into `scores` of each pair's preferred and other response.
+        prompts: [P] the prompt each pair belongs to.
+    """
+    pair_losses = -F.logsigmoid(scores[winners] - scores[losers])
+    _, group, counts = torch.unique(prompts, return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[group].to(pair_losses.dtype)
+    return (pair_losses * weights).sum() / counts.numel()
+
+
+def score_comparisons(reward_model, comparisons: list[TokenizedComparison], pad_id: int):
+    """Step 4: [N] scores of all responses of `comparisons`, in one batch."""
+    device = next(reward_model.parameters()).device
+    prompts = [c.prompt for c in comparisons for _ in c.responses]
+    responses = [r for c in comparisons for r in c.responses]
+    return reward_model(pack(prompts, responses, pad_id, device))
+
+
+@torch.no_grad()
+def pairwise_accuracy(
+    reward_model, comparisons: list[TokenizedComparison], pad_id: int, batch_prompts: int
+) -> tuple[float, float]:
+    """Step 7: (accuracy, loss) over every pair of `comparisons`: accuracy is the fraction of
+    pairs with r_w > r_l."""
+    was_training = reward_model.training
+    reward_model.eval()
+    right, pairs, loss_sum = 0, 0, 0.0
+    for start in range(0, len(comparisons), batch_prompts):
+        chunk = comparisons[start : start + batch_prompts]
+        winners, losers, prompts = comparison_pairs(chunk)
+        if len(winners) == 0:
+            continue
+        scores = score_comparisons(reward_model, chunk, pad_id)
+        right += int((scores[winners] > scores[losers]).sum())
+        pairs += len(winners)
+        loss_sum += float(-F.logsigmoid(scores[winners] - scores[losers]).sum())
+    reward_model.train(was_training)
+    return (right / pairs, loss_sum / pairs) if pairs else (float("nan"), float("nan"))
+
+
+# ---- loading a trained reward model ------------------------------------------------------------
+def load_reward_model(run_dir: Path, device: str | torch.device = "cpu"):
+    """(RewardModel, tokenizer) of an `lm reward` run's latest checkpoint."""
+    run_dir = Path(run_dir)
+    values = runs.run_values(run_dir)
+    if values["algo"] != ALGO:
+        raise CheckpointError(f"run '{run_dir}' is a {values['algo']} run, not a reward model")
+    arrays, meta = checkpoint.load(run_dir / "checkpoints", algo=ALGO)
+    state = meta["state"]
+    backbone = model_from_config_dict(state["model_config"], backbone_only=True)
+    reward_model = RewardModel(backbone, backbone.config.hidden_size)
+    load_model_arrays(reward_model, arrays, "model/", f"run '{run_dir}'")
+    tokenizer = TextTokenizer.load(
+        run_dir / TOKENIZER_FILE, pad_id=state.get("pad_id"), eos_id=state.get("eos_id")
+    )
+    return reward_model.to(device), tokenizer
+
+
+# ---- the training loop -----------------------------------------------------------------------
+@dataclass
+class Prepared:
+    """Steps 1-2's inputs, made before the run directory exists so that bad input writes
+    nothing."""
+
+    lm: LanguageModel
+    train_data: list[TokenizedComparison]
+    held_data: list[TokenizedComparison]
+
+
+def prepare(config: RewardConfig) -> Prepared:
+    """Step 1 and the base model of step 2: comparisons read, tokenized and split."""
+    comparisons = read_comparisons(Path(config.data))
+    lm = runs.load_lm(Path(config.base), runs.resolve_device(config.device))
+    data = tokenize_comparisons(lm.tokenizer, comparisons, lm.context, config.data)
+    if len(data) < 2:
+        raise ConfigError(
+            f"'{config.data}' has 1 comparison; training and the held-out accuracy need at least 2"
+        )
+    train_idx, held_idx = holdout_indices([c.prompt for c in comparisons], config.holdout_fraction)
+    return Prepared(lm, [data[i] for i in train_idx], [data[i] for i in held_idx])
+
+
+def train(config: RewardConfig, run: Run, prepared: Prepared | None = None) -> RewardModel:
+    """Train a reward model on the comparisons in `run` (module docstring, steps 1-7)."""
+    torch.set_num_threads(config.torch_threads)
+    device = runs.resolve_device(config.device)
+    prepared = prepared or prepare(config)  # 1.
+    lm, train_data, held_data = prepared.lm, prepared.train_data, prepared.held_data
+    runs.copy_tokenizer(lm, run)
+    tokenizer = lm.tokenizer
+    lm.model.config.use_cache = False
+    reward_model = RewardModel.from_lm(lm.model).to(device)  # 2.
+    model_config = config_dict(reward_model.backbone)
+    optimizer = runs.adamw(reward_model, config.learning_rate, config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    step = 0
+    if run.restored is not None:
+        arrays, meta = run.restored
+        load_model_arrays(reward_model, arrays, "model/", f"run '{run.dir}'")
+        runs.restore_training(arrays, optimizer)
+        step = int(meta["step"])
+        rng.bit_generator.state = meta["state"]["rng"]
+    else:
+        accuracy, held_loss = pairwise_accuracy(
+            reward_model, held_data, tokenizer.pad_id, config.batch_prompts
+        )
+        nan = float("nan")
+        run.log(0, loss=nan, held_out_loss=held_loss, held_out_accuracy=accuracy,
+                learning_rate=0.0, grad_norm=nan, tokens_per_second=nan)  # fmt: skip
+    reward_model.train()
+    tokens_seen, clock = 0, time.perf_counter()
+    with run.session(step):
+        while step < config.steps:  # 3.
+            learning_rate = runs.cosine_learning_rate(
+                step, config.learning_rate, config.warmup_steps, config.steps,
+                config.min_lr_fraction,
+            )  # fmt: skip
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+            chosen = rng.choice(
+                len(train_data), config.batch_prompts,
+                replace=config.batch_prompts > len(train_data),
+            )  # fmt: skip
+            chunk = [train_data[i] for i in chosen]
+            winners, losers, prompts = comparison_pairs(chunk)
+            scores = score_comparisons(reward_model, chunk, tokenizer.pad_id)  # 4.
+            if len(winners):
+                loss = preference_loss(scores, winners.to(device), losers.to(device),
+                                       prompts.to(device))  # 5. # fmt: skip
+            else:  # every pair a tie: nothing to learn from this batch
+                loss = scores.sum() * 0.0
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"loss is {float(loss)} at step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(reward_model.parameters(), config.grad_clip)
+            optimizer.step()  # 6.
+            step += 1
+            tokens_seen += sum(len(c.prompt) * len(c.responses) + sum(map(len, c.responses))
+                               for c in chunk)  # fmt: skip
+            if step % config.log_every == 0 or step == config.steps:  # 7.
+                accuracy, held_loss = pairwise_accuracy(
+                    reward_model, held_data, tokenizer.pad_id, config.batch_prompts
+                )
+                run.log(
+                    step, loss=loss.item(), held_out_loss=held_loss, held_out_accuracy=accuracy,
+                    learning_rate=learning_rate, grad_norm=float(grad_norm),
+                    tokens_per_second=tokens_seen / (time.perf_counter() - clock),
+                )  # fmt: skip
+                tokens_seen, clock = 0, time.perf_counter()
+                if step == config.steps:
+                    run.notes.append(
+                        f"held-out pairwise accuracy: {accuracy:.3f} "
+                        f"({len(held_data)} prompts, chance 0.5)"
+                    )
+            if run.checkpoint_due(step) or step == config.steps:
+                run.save(step, runs.training_arrays(model_arrays(reward_model), optimizer), {
+                    "model_config": model_config, "pad_id": tokenizer.pad_id,
+                    "eos_id": tokenizer.eos_id, "rng": runs.rng_state(rng),
+                })  # fmt: skip
+                if run.stop_requested:
+                    break
+    return reward_model
+
+
+# ---- labelling ---------------------------------------------------------------------------------
+def held_out_prompts(corpus: str, holdout_fraction: float, prompt_words: int) -> list[str]:
+    """Openings of the corpus's held-out documents (the prompts of labelling and of RL)."""
+    _, held = holdout_split(load_corpus(corpus).documents, holdout_fraction)
+    return list(dict.fromkeys(prompt for prompt, _ in openings(held, prompt_words, 0)))
+
+
+def label_comparisons(
+    lm,
+    prompts: list[str],
+    k: int,
+    judge: str,
+    *,
+    max_new_tokens: int = 24,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> tuple[list[dict], int]:
+    """Sample K responses per prompt, rank them with the judge, best first.
+
+    Returns:
+        (records for the JSONL file, number of prompts skipped because the judge scored all K
+        responses equal).
+    """
+    from bellman.lm.sampling import sample
+
+    if k < 2:
+        raise ConfigError(f"--k must be at least 2 (a ranking needs two responses), got {k}")
+    reward = reward_function(judge)
+    generator = torch.Generator(device=lm.device).manual_seed(seed)
+    lm.model.eval()
+    prompt_ids = [lm.tokenizer.encode(p) for p in prompts]
+    rows = [i for i in range(len(prompts)) for _ in range(k)]
+    texts: list[str] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        result = sample(
+            lm.model, [prompt_ids[i] for i in chunk], max_new_tokens=max_new_tokens,
+            eos_id=lm.tokenizer.eos_id, pad_id=lm.tokenizer.pad_id, temperature=temperature,
+            generator=generator,
+        )  # fmt: skip
+        texts.extend(lm.tokenizer.decode(ids) for ids in result.responses)
+    records, skipped = [], 0
+    for number, prompt in enumerate(prompts):
+        responses = texts[number * k : (number + 1) * k]
+        order, scores = judge_rank(prompt, responses, reward)
+        if scores[order[0]] == scores[order[-1]]:
+            skipped += 1
+            continue
+        records.append({
+            "prompt": prompt, "responses": [responses[i] for i in order],
+            "scores": [scores[i] for i in order],
+        })  # fmt: skip
+    return records, skipped

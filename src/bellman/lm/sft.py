@@ -1,0 +1,275 @@
+"""Supervised fine-tuning (SFT) on demonstrations, the loss on response tokens only.
+
+Ouyang et al. 2022, "Training language models to follow instructions with human feedback"
+(InstructGPT), step 1: "collect demonstration data, and train a supervised policy. Our labelers
+provide demonstrations of the desired behavior on the input prompt distribution. We then
+fine-tune a pretrained GPT-3 model on this data using supervised learning."
+
+    1. Read the demonstrations (JSONL {"prompt", "response"}); tokenize each pair with
+       `tokenize_pair` (prompt and response separately, EOS ends the response); hold out a
+       fraction (by sha256 of the pair) to measure the held-out response loss.
+    2. Start from the base language model (a pretraining run, or any causal LM directory).
+    3. Repeat for `steps` steps:
+    4.   sample batch_size demonstrations; `pack` them (prompts left-padded, responses right-
+         padded, masks and positions from the lengths);
+    5.   loss = mean over response tokens of -log pi(y_t | x, y_<t); prompt tokens and padding
+         carry no loss (the model is not taught to write prompts);
+    6.   clip the gradient norm, step AdamW (warmup + cosine learning rate).
+
+Offline demonstrations (`build_demonstrations`, the `bellman lm demos` command) come from the
+corpus itself: prompts are the openings of held-out documents and responses their continuations,
+kept only for the documents whose continuation the judge (a reward function) rates best.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bellman.config import TrainConfig, choices, interval
+from bellman.errors import ConfigError, NonFiniteError
+from bellman.lm import runs
+from bellman.lm.data import (
+    Demonstration,
+    holdout_indices,
+    holdout_split,
+    load_corpus,
+    openings,
+    read_demonstrations,
+)
+from bellman.lm.model import (
+    Batch,
+    LanguageModel,
+    config_dict,
+    load_model_arrays,
+    model_arrays,
+    pack,
+)
+from bellman.lm.model import response_logits as _response_logits
+from bellman.lm.rewards import reward_function
+from bellman.lm.tokenizer import TextTokenizer, tokenize_pair
+from bellman.run import Run
+
+ALGO = "lm-sft"
+
+
+@dataclass(frozen=True)
+class SFTConfig(TrainConfig):
+    """Hyperparameters of supervised fine-tuning."""
+
+    env: str = ""
+    """The corpus of the base model's run (carried along for the later steps' prompts)."""
+    base: str = ""
+    """The model to fine-tune: an `lm pretrain` run directory or a transformers model folder."""
+    data: str = ""
+    """JSONL file of demonstrations, one {"prompt": ..., "response": ...} per line."""
+    steps: int = field(default=300, metadata=interval("[1, inf)"))
+    """Gradient steps of the run."""
+    log_every: int = field(default=50, metadata=interval("[1, inf)"))
+    """Steps between two rows of metrics.csv (each with the held-out response loss)."""
+    checkpoint_every: int = field(default=100, metadata=interval("[1, inf)"))
+    """Steps between two checkpoints."""
+    batch_size: int = field(default=16, metadata=interval("[1, inf)"))
+    """Demonstrations per step."""
+    learning_rate: float = field(default=3e-4, metadata=interval("(0, 1]"))
+    """Peak AdamW step size."""
+    warmup_steps: int = field(default=20, metadata=interval("[0, inf)"))
+    """Steps of linear learning-rate warmup."""
+    min_lr_fraction: float = field(default=0.1, metadata=interval("[0, 1]"))
+    """Final learning rate as a fraction of the peak."""
+    weight_decay: float = field(default=0.0, metadata=interval("[0, inf)"))
+    """AdamW weight decay of the weight matrices."""
+    grad_clip: float = field(default=1.0, metadata=interval("(0, inf)"))
+    """Largest gradient norm."""
+    holdout_fraction: float = field(default=0.1, metadata=interval("(0, 0.5]"))
+    """Fraction of the demonstrations held out for the held-out response loss."""
+    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
+    """Where the model trains: auto uses CUDA when present."""
+    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
+    """CPU threads of torch."""
+
+    def validate(self) -> None:
+        if not self.base:
+            raise ConfigError("no base model given; `bellman lm sft RUN --data FILE`")
+        if not self.data:
+            raise ConfigError("no demonstrations given; pass --data FILE.jsonl")
+
+
+Config = SFTConfig
+
+
+# ---- demonstrations ------------------------------------------------------------------------
+def build_demonstrations(
+    corpus: str,
+    holdout_fraction: float,
+    judge: str = "sentiment",
+    prompt_words: int = 4,
+    response_words: int = 16,
+    keep_fraction: float = 0.5,
+) -> list[Demonstration]:
+    """Demonstrations from the held-out side of a corpus, the judge's favourites kept.
+
+    Args:
+        corpus: the corpus spec (as `load_corpus` takes it).
+        holdout_fraction: the split of the pretraining run (its held-out documents are used).
+        judge: reward function that rates each continuation (`bellman.lm.rewards.REWARDS`).
+        prompt_words: words of a document's opening that make the prompt.
+        response_words: most words of the continuation that make the response.
+        keep_fraction: fraction of the candidates kept, those rated best (ties: corpus order).
+    """
+    reward = reward_function(judge)
+    if not 0 < keep_fraction <= 1:
+        raise ConfigError(f"keep fraction must be in (0, 1], got {keep_fraction}")
+    _, held = holdout_split(load_corpus(corpus).documents, holdout_fraction)
+    candidates = openings(held, prompt_words, response_words)
+    if not candidates:
+        raise ConfigError(f"no held-out document of '{corpus}' has more than {prompt_words} words")
+    scores = [reward(prompt, response) for prompt, response in candidates]
+    keep = sorted(range(len(candidates)), key=lambda i: -scores[i])
+    keep = sorted(keep[: max(1, round(keep_fraction * len(candidates)))])
+    return [Demonstration(*candidates[i]) for i in keep]
+
+
+def check_lengths(
+    pairs: list[tuple[list[int], list[int]]], lines: list[int], context: int, path: str
+) -> None:
+    """ConfigError naming file:line when a prompt plus its response exceeds the context."""
+    for (prompt, response), line in zip(pairs, lines, strict=True):
+        if len(prompt) + len(response) > context:
+            raise ConfigError(
+                f"{path}:{line}: prompt ({len(prompt)} tokens) and response ({len(response)} "
+                f"tokens with EOS) are longer than the model's context of {context} tokens"
+            )
+        if not prompt:
+            raise ConfigError(f"{path}:{line}: the prompt is empty")
+
+
+def tokenize_demonstrations(
+    tokenizer: TextTokenizer, demos: list[Demonstration], context: int, path: str
+) -> list[tuple[list[int], list[int]]]:
+    """Step 1: (prompt ids, response ids + EOS) of each demonstration, lengths checked."""
+    pairs = [tokenize_pair(tokenizer, demo.prompt, demo.response) for demo in demos]
+    check_lengths(pairs, [demo.line for demo in demos], context, path)
+    return pairs
+
+
+# ---- the loss --------------------------------------------------------------------------------
+def sft_loss(model, batch: Batch) -> torch.Tensor:
+    """Step 5: mean -log pi(y_t | x, y_<t) over the real response tokens of the batch."""
+    logits = _response_logits(model, batch).float()  # [B, R, V]
+    nll = F.cross_entropy(logits.transpose(1, 2), batch.responses, reduction="none")  # [B, R]
+    mask = batch.response_mask.float()
+    return (nll * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+@torch.no_grad()
+def held_out_sft_loss(model, pairs, pad_id: int, batch_size: int) -> float:
+    """Mean response-token loss over `pairs` (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        batch = pack([p for p, _ in chunk], [r for _, r in chunk], pad_id, device)
+        tokens = int(batch.response_mask.sum())
+        total += float(sft_loss(model, batch)) * tokens
+        count += tokens
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+# ---- the training loop -----------------------------------------------------------------------
+@dataclass
+class Prepared:
+    """Steps 1-2, done before the run directory exists so that bad input writes nothing."""
+
+    lm: LanguageModel
+    train_pairs: list[tuple[list[int], list[int]]]
+    held_pairs: list[tuple[list[int], list[int]]]
+
+
+def prepare(config: SFTConfig) -> Prepared:
+    """Steps 1-2: read and tokenize the demonstrations, load the base model."""
+    demos = read_demonstrations(Path(config.data))
+    lm = runs.load_lm(Path(config.base), runs.resolve_device(config.device))  # 2.
+    pairs = tokenize_demonstrations(lm.tokenizer, demos, lm.context, config.data)  # 1.
+    if len(demos) < 2:
+        raise ConfigError(f"'{config.data}' has 1 demonstration; SFT needs at least 2")
+    keys = [json.dumps([demo.prompt, demo.response]) for demo in demos]
+    train_idx, held_idx = holdout_indices(keys, config.holdout_fraction)
+    return Prepared(lm, [pairs[i] for i in train_idx], [pairs[i] for i in held_idx])
+
+
+def train(config: SFTConfig, run: Run, prepared: Prepared | None = None):
+    """Fine-tune the base model on the demonstrations in `run` (module docstring, steps 1-6)."""
+    torch.set_num_threads(config.torch_threads)
+    device = runs.resolve_device(config.device)
+    prepared = prepared or prepare(config)
+    runs.copy_tokenizer(prepared.lm, run)
+    model, tokenizer = prepared.lm.model, prepared.lm.tokenizer
+    train_pairs, held_pairs = prepared.train_pairs, prepared.held_pairs
+    optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    step = 0
+    if run.restored is not None:
+        arrays, meta = run.restored
+        load_model_arrays(model, arrays, "model/", f"run '{run.dir}'")
+        runs.restore_training(arrays, optimizer)
+        step = int(meta["step"])
+        rng.bit_generator.state = meta["state"]["rng"]
+    else:
+        held = held_out_sft_loss(model, held_pairs, tokenizer.pad_id, config.batch_size)
+        run.log(0, loss=float("nan"), held_out_loss=held, learning_rate=0.0,
+                grad_norm=float("nan"), tokens_per_second=float("nan"))  # fmt: skip
+    model.train()
+    tokens_seen, clock = 0, time.perf_counter()
+    with run.session(step):
+        while step < config.steps:  # 3.
+            learning_rate = runs.cosine_learning_rate(
+                step, config.learning_rate, config.warmup_steps, config.steps,
+                config.min_lr_fraction,
+            )  # fmt: skip
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+            chosen = rng.choice(
+                len(train_pairs), config.batch_size, replace=config.batch_size > len(train_pairs)
+            )
+            batch = pack(  # 4.
+                [train_pairs[i][0] for i in chosen], [train_pairs[i][1] for i in chosen],
+                tokenizer.pad_id, device,
+            )  # fmt: skip
+            loss = sft_loss(model, batch)  # 5.
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"loss is {float(loss)} at step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)  # 6.
+            optimizer.step()
+            step += 1
+            tokens_seen += int(batch.attention_mask.sum())
+            if step % config.log_every == 0 or step == config.steps:
+                held = held_out_sft_loss(model, held_pairs, tokenizer.pad_id, config.batch_size)
+                run.log(
+                    step, loss=loss.item(), held_out_loss=held, learning_rate=learning_rate,
+                    grad_norm=float(grad_norm),
+                    tokens_per_second=tokens_seen / (time.perf_counter() - clock),
+                )  # fmt: skip
+                tokens_seen, clock = 0, time.perf_counter()
+                if step == config.steps:
+                    run.notes.append(f"held-out response loss: {held:.3f} nats per token")
+            if run.checkpoint_due(step) or step == config.steps:
+                run.save(step, runs.training_arrays(model_arrays(model), optimizer), {
+                    "model_config": config_dict(model), "pad_id": tokenizer.pad_id,
+                    "eos_id": tokenizer.eos_id, "rng": runs.rng_state(rng),
+                })  # fmt: skip
+                if run.stop_requested:
+                    break
+    return model

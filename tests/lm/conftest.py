@@ -1,0 +1,61 @@
+"""Fixtures of the language-model tests: one tiny pretraining run on pydoc topics, shared.
+
+Everything runs on one torch thread with data the tests make; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import CliResult
+
+torch.set_num_threads(1)
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+#: A GPT small enough to pretrain on pydoc topics in a few seconds.
+TINY = [
+    "vocab_size=512", "context=64", "width=64", "heads=2", "layers=2", "batch_size=16",
+    "steps=200", "log_every=100", "checkpoint_every=100", "learning_rate=3e-3",
+    "warmup_steps=10", "eval_tokens=4096",
+]  # fmt: skip
+
+
+def _lm_wired() -> bool:
+    """True once `bellman lm` is part of the bellman command (bellman.cli calls us)."""
+    import bellman.cli
+
+    return "add_lm_commands" in inspect.getsource(bellman.cli)
+
+
+def run_lm(*args: str, cwd: Path, timeout: float = 300) -> CliResult:
+    """`bellman lm ARGS...` in a subprocess (`python -m bellman.lm` until it is wired in)."""
+    module = ["-m", "bellman", "lm"] if _lm_wired() else ["-m", "bellman.lm"]
+    env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
+    completed = subprocess.run(
+        [sys.executable, *module, *map(str, args)],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+    return CliResult(completed)
+
+
+@pytest.fixture
+def lm_cli(tmp_path: Path):
+    """Run `bellman lm ARGS...` with tmp_path as working directory."""
+    return lambda *args, timeout=300: run_lm(*args, cwd=tmp_path, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory) -> tuple[Path, CliResult]:
+    """(run directory, CLI result) of `bellman lm pretrain --corpus pydoc` with the TINY GPT."""
+    root = tmp_path_factory.mktemp("pretrain")
+    sets = [item for pair in (("--set", s) for s in TINY) for item in pair]
+    result = run_lm("pretrain", "--corpus", "pydoc", *sets, "--run-dir", "pt", "--quiet", cwd=root)
+    assert result.returncode == 0, result
+    return root / "pt", result
