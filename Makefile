@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/python demo/tour.py
 
 test: $(STAMP)
-	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q
+	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q -n 2  # two workers: CI's two cores
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'

@@ -25,6 +25,7 @@ on the machine hits both alike; the table shows the median over repeats.
 
     python benchmarks/atari_throughput.py [--steps 5000] [--warmup 1000] [--repeats 2]
 
+Run it as a script from the repository root (it imports benchmarks/common.py as `common`).
 Writes benchmarks/results/atari_throughput.json.
 """
 
@@ -32,22 +33,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
-import os
-import platform
-import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from common import header, median, print_table, ratio, today, write_results
 
 import bellman
 
-RESULTS = Path(__file__).parent / "results" / "atari_throughput.json"
 ENV_ID = "ALE/Breakout-v5"
 # The settings both libraries share (bellman's config field names).
 SHARED = {
@@ -150,22 +145,6 @@ def run_sb3(seed: int, args) -> dict:
 RUNNERS = {"bellman": run_bellman, "sb3": run_sb3}
 
 
-def _versions() -> dict:
-    import ale_py
-    import gymnasium
-    import stable_baselines3
-
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "gymnasium": gymnasium.__version__,
-        "ale_py": ale_py.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "bellman": getattr(bellman, "__version__", "dev"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=5000, help="timed env steps N")
@@ -200,51 +179,44 @@ def main() -> None:
 
     summary = {
         name: {
-            "env_steps_per_second": statistics.median(r["env_steps_per_second"] for r in rows),
-            "gradient_steps_per_second": statistics.median(
-                r["gradient_steps_per_second"] for r in rows
-            ),
+            "env_steps_per_second": median(r["env_steps_per_second"] for r in rows),
+            "gradient_steps_per_second": median(r["gradient_steps_per_second"] for r in rows),
         }
         for name, rows in runs.items()
     }
-    ratio = summary["bellman"]["env_steps_per_second"] / summary["sb3"]["env_steps_per_second"]
-    machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-    }
-    print()
-    print(
-        f"DQN training loop on {ENV_ID}, CPU, torch {torch.__version__} with "
-        f"{torch.get_num_threads()} thread; {args.steps} env steps timed after {args.warmup} "
-        f"warm-up, median of {args.repeats}; {time.strftime('%Y-%m-%d')}, {machine['platform']}, "
-        f"{machine['cpu_count']} CPUs"
+    speed_ratio = ratio(
+        summary["bellman"]["env_steps_per_second"], summary["sb3"]["env_steps_per_second"]
     )
-    print("| library | env steps/s | gradient steps/s |")
-    print("|---|---|---|")
-    for name, row in summary.items():
-        print(
-            f"| {name} | {row['env_steps_per_second']:.1f} | "
-            f"{row['gradient_steps_per_second']:.1f} |"
-        )
-    print(f"bellman / SB3 (env steps/s): {ratio:.2f}x")
-
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine,
-        "versions": _versions(),
-        "torch_threads": torch.get_num_threads(),
+        **header(
+            torch.get_num_threads(),
+            "torch", "numpy", "gymnasium", "ale_py", "stable_baselines3", "bellman",
+        ),
         "env": ENV_ID,
         "args": vars(args),
         "shared_settings": SHARED,
         "summary": summary,
-        "ratio_env_steps_per_second": ratio,
+        "ratio_env_steps_per_second": speed_ratio,
         "runs": runs,
         "total_seconds": time.perf_counter() - started,
-    }
-    RESULTS.write_text(json.dumps(record, indent=1))
-    print(f"wrote {RESULTS}")
+    }  # fmt: skip
+    machine = record["machine"]
+    print()
+    print(
+        f"DQN training loop on {ENV_ID}, CPU, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} thread; {args.steps} env steps timed after {args.warmup} "
+        f"warm-up, median of {args.repeats}; {today()}, {machine['platform']}, "
+        f"{machine['cpu_count']} CPUs"
+    )
+    print_table(
+        ["library", "env steps/s", "gradient steps/s"],
+        [
+            [name, f"{row['env_steps_per_second']:.1f}", f"{row['gradient_steps_per_second']:.1f}"]
+            for name, row in summary.items()
+        ],
+    )
+    print(f"bellman / SB3 (env steps/s): {speed_ratio:.2f}x")
+    write_results("atari_throughput", record)
 
 
 if __name__ == "__main__":

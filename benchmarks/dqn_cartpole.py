@@ -12,6 +12,7 @@ half of SB3's wall-clock time.
 
     python benchmarks/dqn_cartpole.py --seeds 0 1 2           # needs `pip install -e .[bench]`
 
+Run it as a script from the repository root (it imports benchmarks/common.py as `common`).
 Writes benchmarks/results/dqn_cartpole.json.
 """
 
@@ -19,11 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
-import platform
-import statistics
-import sys
 import tempfile
 import time
 import tomllib
@@ -32,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import header, median, print_table, processor, ratio, today, write_results
 
 import bellman
 from bellman.envs import make_env
 from bellman.evaluation import evaluate
 
 THRESHOLD = 475.0
-RESULTS = Path(__file__).parent / "results" / "dqn_cartpole.json"
 
 
 def zoo_settings() -> dict:
@@ -172,30 +169,34 @@ def main() -> None:
 
     summary = {
         library: {
-            "median_steps_to_475": statistics.median(r["steps_to_475"] for r in runs),
-            "median_seconds_to_475": statistics.median(r["seconds_to_475"] for r in runs),
-            "median_steps_per_second": statistics.median(r["steps_per_second"] for r in runs),
+            "median_steps_to_475": median(r["steps_to_475"] for r in runs),
+            "median_seconds_to_475": median(r["seconds_to_475"] for r in runs),
+            "median_steps_per_second": median(r["steps_per_second"] for r in runs),
             "reached": sum(math.isfinite(r["steps_to_475"]) for r in runs),
         }
         for library, runs in results.items()
     }
     print()
     print(f"DQN CartPole-v1, {len(args.seeds)} seeds, {args.steps} steps, torch threads 1, "
-          f"{platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}")  # fmt: skip
-    print("| library | reached 475 | median env steps to 475 | median seconds to 475 "
-          "| median steps/s |")  # fmt: skip
-    print("|---|---|---|---|---|")
-    for library, row in summary.items():
-        print(
-            f"| {library} | {row['reached']}/{len(args.seeds)} | {row['median_steps_to_475']} "
-            f"| {row['median_seconds_to_475']:.1f} | {row['median_steps_per_second']:.0f} |"
-        )
+          f"{processor()}, {today()}")  # fmt: skip
+    print_table(
+        ["library", "reached 475", "median env steps to 475", "median seconds to 475",
+         "median steps/s"],
+        [
+            [library, f"{row['reached']}/{len(args.seeds)}", row["median_steps_to_475"],
+             f"{row['median_seconds_to_475']:.1f}", f"{row['median_steps_per_second']:.0f}"]
+            for library, row in summary.items()
+        ],
+    )  # fmt: skip
     if {"bellman", "sb3"} <= summary.keys():
         ours, theirs = summary["bellman"], summary["sb3"]
         ratios = {
-            "steps_ratio": ours["median_steps_to_475"] / theirs["median_steps_to_475"],
-            "seconds_ratio": ours["median_seconds_to_475"] / theirs["median_seconds_to_475"],
-            "speed_ratio": ours["median_steps_per_second"] / theirs["median_steps_per_second"],
+            key: ratio(ours[f"median_{name}"], theirs[f"median_{name}"])
+            for key, name in (
+                ("steps_ratio", "steps_to_475"),
+                ("seconds_ratio", "seconds_to_475"),
+                ("speed_ratio", "steps_per_second"),
+            )
         }
         print(
             f"bellman / SB3: steps to 475 x{ratios['steps_ratio']:.2f} (target <= 1), "
@@ -203,19 +204,13 @@ def main() -> None:
             f"steps/s x{ratios['speed_ratio']:.2f}"
         )
         summary["ratios"] = ratios
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} {platform.processor()}".strip(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torch_threads": 1,
+        **header(1, "torch", "numpy", "gymnasium", "stable_baselines3", "bellman"),
         "args": vars(args),
         "summary": summary,
         "runs": results,
     }
-    RESULTS.write_text(json.dumps(record, indent=1, default=str))
-    print(f"wrote {RESULTS}")
+    write_results("dqn_cartpole", record, default=str)
 
 
 if __name__ == "__main__":

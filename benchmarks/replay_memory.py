@@ -17,6 +17,7 @@ For the uniform and the prioritized memory this script
 
     python benchmarks/replay_memory.py [--capacity 100000]
 
+Run it as a script from the repository root (it imports benchmarks/common.py as `common`).
 Writes benchmarks/results/replay_memory.json. Runs in well under a minute.
 """
 
@@ -24,18 +25,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import platform
 import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from common import header, print_table, today, write_results
 
 from bellman.buffers import ReplayMemory
 
-RESULTS = Path(__file__).parent / "results" / "replay_memory.json"
 OBS_SHAPE = (4, 84, 84)  # DeepMind's agent history of 4 greyscale 84x84 frames
 FRAME_STACK = 4
 NATURE_CAPACITY = 1_000_000
@@ -137,36 +136,45 @@ def main() -> None:
     print()
     print(
         f"Replay memory for Atari observations uint8 {list(OBS_SHAPE)}, frame_stack "
-        f"{FRAME_STACK}; {args.capacity:,} transitions filled; {time.strftime('%Y-%m-%d')}, "
+        f"{FRAME_STACK}; {args.capacity:,} transitions filled; {today()}, "
         f"{platform.machine()}, numpy {np.__version__}"
     )
-    print(
-        "| memory | bytes/transition (nbytes) | nbytes filled | RSS growth filled (empty) "
-        "| RSS / nbytes | 1M transitions | add | sample 32 |"
+    table = [
+        [
+            f"bellman {r['kind']}",
+            f"{r['bytes_per_transition']:,.1f}",
+            f"{r['nbytes'] / 1e6:,.1f} MB",
+            f"{r['rss_growth_filled'] / 1e6:,.1f} MB ({r['rss_growth_empty'] / 1e6:,.1f} MB)",
+            f"{r['rss_over_nbytes']:.3f}",
+            f"{r['nbytes_1m'] / gb:.3f} GB",
+            f"{r['add_us']:.1f} us",
+            f"{r['sample_32_us']:.0f} us",
+        ]
+        for r in rows
+    ]
+    table.append(
+        [
+            "naive obs + next_obs stacks",
+            f"{NAIVE_BYTES:,} (frames only)",
+            f"{NAIVE_BYTES * args.capacity / 1e6:,.1f} MB",
+            "-",
+            "-",
+            f"{NAIVE_BYTES * NATURE_CAPACITY / gb:.3f} GB",
+            "-",
+            "-",
+        ]
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| bellman {r['kind']} | {r['bytes_per_transition']:,.1f} | "
-            f"{r['nbytes'] / 1e6:,.1f} MB | {r['rss_growth_filled'] / 1e6:,.1f} MB "
-            f"({r['rss_growth_empty'] / 1e6:,.1f} MB) | {r['rss_over_nbytes']:.3f} | "
-            f"{r['nbytes_1m'] / gb:.3f} GB | {r['add_us']:.1f} us | {r['sample_32_us']:.0f} us |"
-        )
-    print(
-        f"| naive obs + next_obs stacks | {NAIVE_BYTES:,} (frames only) | "
-        f"{NAIVE_BYTES * args.capacity / 1e6:,.1f} MB | - | - | "
-        f"{NAIVE_BYTES * NATURE_CAPACITY / gb:.3f} GB | - | - |"
-    )
+    print_table(
+        ["memory", "bytes/transition (nbytes)", "nbytes filled", "RSS growth filled (empty)",
+         "RSS / nbytes", "1M transitions", "add", "sample 32"],
+        table,
+    )  # fmt: skip
     ok = all(r["nbytes_1m"] < LIMIT for r in rows)
     ratio = NAIVE_BYTES / rows[0]["bytes_per_transition_1m"]
     print(f"1M transitions < 8 GB: {'yes' if ok else 'NO'}; naive / bellman uniform = {ratio:.1f}x")
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {"platform": platform.platform(), "machine": platform.machine()},
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
+        **header(None, "numpy"),
         "obs_shape": list(OBS_SHAPE),
         "frame_stack": FRAME_STACK,
         "capacity": args.capacity,
@@ -175,8 +183,7 @@ def main() -> None:
         "under_8gb_at_1m": ok,
         "rows": rows,
     }
-    RESULTS.write_text(json.dumps(record, indent=1))
-    print(f"wrote {RESULTS}")
+    write_results("replay_memory", record)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,11 @@ ALGORITHMS = {
             "bellman.algos.ppo",
             "proximal policy optimization, clipped or KL-penalised (Schulman et al. 2017)",
         ),
+        Algorithm(
+            "alphazero",
+            "bellman.zero.alphazero",
+            "self-play with PUCT search, one residual policy-value net (Silver et al. 2017/2018)",
+        ),
     )
 }
 

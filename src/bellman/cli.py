@@ -8,6 +8,9 @@
     bellman eval RUN_DIR [--episodes N] [--seed S] [--record OUT.gif]
     bellman plot RUN_DIR [RUN_DIR ...] [--out FILE.png]
     bellman plan ENV [--gamma G] [--format table|json]
+    bellman play GAME --checkpoint RUN_DIR [--simulations N] [--first|--second]
+    bellman move GAME --checkpoint RUN_DIR [--simulations N]
+    bellman lm pretrain|demos|sft|label|reward|generate ...   the language-model pipeline
 
 Every user error is one line on stderr, `error: ...`, and exit status 2. Ctrl-C during training
 saves a checkpoint and exits 130 (SIGTERM: 143) with the command that resumes the run.
@@ -68,6 +71,23 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("env", help="environment with a transition table, e.g. Taxi-v4")
     plan.add_argument("--gamma", type=float, default=0.99, help="discount factor in [0, 1]")
     plan.add_argument("--format", choices=("table", "json"), default="table")
+
+    play = commands.add_parser("play", help="play a board game against a trained AlphaZero agent")
+    play.add_argument("game", help="tictactoe, connect4, go9, go13 or go19")
+    play.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_DIR")
+    play.add_argument("--simulations", type=int, help="search simulations per agent move")
+    side = play.add_mutually_exclusive_group()
+    side.add_argument("--first", action="store_true", help="you move first (the default)")
+    side.add_argument("--second", action="store_true", help="the agent moves first")
+
+    move = commands.add_parser("move", help="the agent's move for each position read on stdin")
+    move.add_argument("game", help="tictactoe, connect4, go9, go13 or go19")
+    move.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_DIR")
+    move.add_argument("--simulations", type=int, help="search simulations per move")
+
+    from bellman.lm.cli import add_lm_commands
+
+    add_lm_commands(commands)
     return parser
 
 
@@ -215,6 +235,12 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_lm(args) -> int:
+    from bellman.lm.cli import run_lm_command
+
+    return run_lm_command(args)
+
+
 def _cmd_plot(args) -> int:
     from bellman.plots import plot_runs
 
@@ -267,4 +293,20 @@ def _cmd_plan(args) -> int:
     console = _console()
     console.print(f"Q* of {args.env} at gamma = {args.gamma} (value iteration on P)")
     console.print(table)
+    return 0
+
+
+def _cmd_play(args) -> int:
+    from bellman.zero.play import load_agent, play_terminal
+
+    agent = load_agent(args.checkpoint, args.game, args.simulations)
+    play_terminal(agent, 1 if args.second else 0, sys.stdin, sys.stdout)
+    return 0
+
+
+def _cmd_move(args) -> int:
+    from bellman.zero.play import answer_positions, load_agent
+
+    agent = load_agent(args.checkpoint, args.game, args.simulations)
+    answer_positions(agent, sys.stdin, sys.stdout)
     return 0

@@ -352,3 +352,80 @@ def actor_critic_for(
             "Discrete or Box action spaces"
         )
     return ActorCritic(actor, None if shared else trunk(), head)
+
+
+# ---- AlphaZero's residual tower -----------------------------------------------------------
+class ResidualBlock(nn.Module):
+    """x -> ReLU(x + BN(conv3x3(ReLU(BN(conv3x3(x)))))), `channels` in and out (AlphaGo Zero)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] -> [B, C, H, W]."""
+        hidden = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(x + self.bn2(self.conv2(hidden)))
+
+
+class AlphaZeroNetwork(nn.Module):
+    """f_theta(s) = (p, v): AlphaGo Zero's residual tower with a policy head and a value head.
+
+    Silver et al., "Mastering the game of Go without human knowledge", Nature 550, 2017
+    (Methods, "Neural network architecture"); AlphaZero (Science 362, 2018) keeps it:
+
+        stem:   conv 3x3, `channels` filters, BN, ReLU
+        tower:  `blocks` residual blocks (`ResidualBlock`)
+        policy: conv 1x1, 2 filters, BN, ReLU, fully connected -> A logits
+        value:  conv 1x1, 1 filter, BN, ReLU, fully connected `value_hidden`, ReLU,
+                fully connected 1, tanh
+
+    The paper uses 19 or 39 blocks of 256 channels and a 256-unit value layer; the board games
+    here train on CPU with a few blocks of 32-64 channels.
+
+    Args:
+        observation_shape: the game's planes `[C, H, W]`.
+        action_size: A, the number of policy logits.
+        blocks: residual blocks in the tower (>= 0).
+        channels: filters of the stem and of every block.
+        value_hidden: units of the value head's hidden layer.
+    """
+
+    def __init__(
+        self,
+        observation_shape: tuple[int, int, int],
+        action_size: int,
+        *,
+        blocks: int,
+        channels: int,
+        value_hidden: int = 256,
+    ):
+        super().__init__()
+        in_channels, height, width = observation_shape
+        cells = height * width
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+        )
+        self.tower = nn.Sequential(*(ResidualBlock(channels) for _ in range(blocks)))
+        self.policy_conv = nn.Sequential(
+            nn.Conv2d(channels, 2, 1, bias=False), nn.BatchNorm2d(2), nn.ReLU()
+        )
+        self.policy_fc = nn.Linear(2 * cells, action_size)
+        self.value_conv = nn.Sequential(
+            nn.Conv2d(channels, 1, 1, bias=False), nn.BatchNorm2d(1), nn.ReLU()
+        )
+        self.value_fc = nn.Sequential(
+            nn.Linear(cells, value_hidden), nn.ReLU(), nn.Linear(value_hidden, 1)
+        )
+
+    def forward(self, planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`[B, C, H, W]` planes -> (policy logits `[B, A]`, values `[B]` in (-1, 1))."""
+        features = self.tower(self.stem(planes))
+        logits = self.policy_fc(self.policy_conv(features).flatten(1))
+        value = torch.tanh(self.value_fc(self.value_conv(features).flatten(1))).squeeze(-1)
+        return logits, value

@@ -186,45 +186,9 @@ class TrainingEvaluation:
 
 
 # ---- torch state --------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when a GPU is visible, else the CPU; `cpu` and `cuda` are themselves."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> None:
     """Rescale gradients so that their global L2 norm is at most max_norm (the same result as
     torch.nn.utils.clip_grad_norm_, with a fraction of its per-call overhead on small nets)."""
     grads = [p.grad for p in parameters if p.grad is not None]
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-
-
-def state_dict_from_arrays(arrays, prefix: str, device) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint whose names start with `prefix`, prefix removed."""
-    return {
-        key[len(prefix) :]: torch.from_numpy(value.copy()).to(device)
-        for key, value in arrays.items()
-        if key.startswith(prefix)
-    }
-
-
-def optimizer_arrays(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
-    """Adam's moments and step counts, flattened to named arrays `optim/<param>/<name>`."""
-    arrays = {}
-    for index, state in optimizer.state_dict()["state"].items():
-        for name, value in state.items():
-            tensor = value if torch.is_tensor(value) else torch.tensor(value)
-            arrays[f"optim/{index}/{name}"] = tensor.detach().cpu().numpy()
-    return arrays
-
-
-def load_optimizer(optimizer: torch.optim.Optimizer, arrays: dict[str, np.ndarray]) -> None:
-    """Put the state saved by `optimizer_arrays` back into `optimizer`."""
-    state_dict = optimizer.state_dict()
-    for key, value in arrays.items():
-        if key.startswith("optim/"):
-            _, index, name = key.split("/")
-            state_dict["state"].setdefault(int(index), {})[name] = torch.from_numpy(value.copy())
-    optimizer.load_state_dict(state_dict)

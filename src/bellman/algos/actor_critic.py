@@ -54,13 +54,15 @@ from bellman.rollouts import (
     TrainingEvaluation,
     crossed,
     final_observations,
-    load_optimizer,
     log_episodes,
+)
+from bellman.run import Run
+from bellman.torch_state import (
+    load_optimizer,
     optimizer_arrays,
     resolve_device,
     state_dict_from_arrays,
 )
-from bellman.run import Run
 
 
 @dataclass(frozen=True)

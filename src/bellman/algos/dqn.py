@@ -71,14 +71,16 @@ from bellman.rollouts import (
     clip_grad_norm,
     crossed,
     final_observations,
-    load_optimizer,
     log_episodes,
+)
+from bellman.run import Run
+from bellman.schedules import make_schedule
+from bellman.torch_state import (
+    load_optimizer,
     optimizer_arrays,
     resolve_device,
     state_dict_from_arrays,
 )
-from bellman.run import Run
-from bellman.schedules import make_schedule
 
 
 @dataclass(frozen=True)

@@ -70,9 +70,9 @@ from bellman.rollouts import (
     crossed,
     final_observations,
     log_episodes,
-    state_dict_from_arrays,
 )
 from bellman.run import Run
+from bellman.torch_state import state_dict_from_arrays
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,184 @@
+"""AlphaZero on Connect Four for a fixed wall-clock budget, then measured against fixed players
+and against exact scores.
+
+    1. Train `bellman train alphazero --env connect4` (the shipped tuned config,
+       bellman/configs/alphazero-connect4.toml) with `--workers` self-play processes; after
+       `--minutes` the run is stopped the way Ctrl-C stops it (SIGINT: it finishes its iteration
+       and saves a checkpoint), so the budget is the whole pipeline's wall-clock time.
+    2. The trained agent (its network with `--simulations` PUCT simulations per move, no noise,
+       the most visited move) plays `--games` games against each opponent, half as first player:
+           classic MCTS   bellman.search.MCTS with uniform priors and one random rollout per
+                          leaf, 1000 simulations per move (`--mcts-simulations`)
+           alpha-beta     bellman.search.AlphaBetaPlayer, depth 2, Connect4.heuristic
+       Opponents break ties / draw rollouts with seeds that differ per game, so the games differ.
+    3. On Pascal Pons' labelled test positions `Test_L2_R2.labels` (read in place from
+       `--labels`, default ../shared/data/connect4/, never copied; its README gives the
+       format), the agent's move on each position is
+           result-preserving  sign(s_move) == sign(max_c s_c)   (keeps the win / draw / loss)
+           exactly optimal    s_move == max_c s_c
+       Reference, result-preserving: random 58.0%, plain UCT with 1000 rollouts 91.2%.
+
+Targets (issue 5), within a 2-hour, 2-core budget: >= 90% wins against both opponents and >= 95%
+result-preserving moves.
+
+    python benchmarks/alphazero_connect4.py [--minutes 120] [--workers 2] [--games 50]
+        [--simulations 200] [--positions 1000] [--run-dir DIR] [--skip-training]
+
+Writes benchmarks/results/alphazero_connect4.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import header, print_table, write_results
+
+from bellman import api, checkpoint
+from bellman.games import make_game
+from bellman.games.base import play_moves
+from bellman.search import MCTS, AlphaBetaPlayer, RandomRolloutEvaluator
+from bellman.zero import alphazero as az
+
+DEFAULT_LABELS = Path(__file__).resolve().parents[2] / "shared/data/connect4/Test_L2_R2.labels"
+
+
+def train(args) -> float:
+    """Step 1: train until the budget is spent; returns the seconds spent."""
+    stopper = threading.Timer(args.minutes * 60, lambda: os.kill(os.getpid(), signal.SIGINT))
+    stopper.daemon = True
+    started = time.perf_counter()
+    stopper.start()
+    try:
+        api.train(
+            "alphazero", "connect4", overrides=[f"workers={args.workers}", f"seed={args.seed}"],
+            run_dir=args.run_dir, quiet=True,
+        )  # fmt: skip
+    finally:
+        stopper.cancel()
+    return time.perf_counter() - started
+
+
+def mcts_player(game, simulations: int, seed: int):
+    mcts = MCTS(
+        game, RandomRolloutEvaluator(game, seed=seed), simulations=simulations, batch_size=1,
+        virtual_loss=0.0,
+    )  # fmt: skip
+
+    def act(state) -> int:
+        mcts.reset()
+        return int(np.argmax(mcts.search(state).visit_counts))
+
+    return act
+
+
+def match(game, agent, make_opponent, games: int) -> dict:
+    """Step 2: `games` games, the agent first in even ones; a fresh seeded opponent per game."""
+    results = []
+    for g in range(games):
+        opponent = make_opponent(g)
+        if g % 2 == 0:
+            results.append(az.play_match(game, agent, opponent))
+        else:
+            results.append(-az.play_match(game, opponent, agent))
+    wins, draws = sum(r > 0 for r in results), sum(r == 0 for r in results)
+    return {"games": games, "wins": wins, "draws": draws, "losses": games - wins - draws,
+            "win_rate": wins / games}  # fmt: skip
+
+
+def score_positions(game, agent, labels: Path, limit: int) -> dict:
+    """Step 3: result-preserving and exactly optimal move shares on the labelled positions."""
+    preserving = optimal = total = 0
+    with open(labels, encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.split()
+            if len(fields) != 9 or total >= limit:
+                continue
+            moves, scores = fields[0], np.array([int(s) for s in fields[2:]])
+            state = play_moves(game, game.parse_moves(moves))
+            best = scores[scores > -1000].max()
+            chosen = scores[agent(state)]
+            preserving += np.sign(chosen) == np.sign(best)
+            optimal += chosen == best
+            total += 1
+    return {"positions": total, "result_preserving": preserving / total,
+            "exactly_optimal": optimal / total}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=120.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--games", type=int, default=50)
+    parser.add_argument("--simulations", type=int, default=200)
+    parser.add_argument("--mcts-simulations", type=int, default=1000)
+    parser.add_argument("--positions", type=int, default=1000)
+    parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-alphazero-connect4"))
+    parser.add_argument("--skip-training", action="store_true", help="evaluate --run-dir as is")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seconds = None if args.skip_training else train(args)
+    spec, config = api.load_run_config(args.run_dir)
+    arrays, meta = checkpoint.load(args.run_dir / "checkpoints")
+    game = make_game("connect4")
+    network = az.load_network(arrays, config, game)
+    agent = az.search_player(game, az.NetworkEvaluator(game, network), args.simulations, config)
+    started = time.perf_counter()
+    versus_mcts = match(
+        game, agent, lambda g: mcts_player(game, args.mcts_simulations, 1000 + g), args.games
+    )
+    versus_alphabeta = match(
+        game, agent,
+        lambda g: AlphaBetaPlayer(game, 2, heuristic=game.heuristic, seed=2000 + g).act,
+        args.games,
+    )  # fmt: skip
+    positions = score_positions(game, agent, args.labels, args.positions)
+    print(
+        f"AlphaZero on Connect Four: {meta['step']} self-play moves "
+        f"({meta['state']['games']} games, {meta['state']['updates']} updates)"
+        + (f" in {seconds / 60:.1f} min" if seconds is not None else "")
+        + f"; agent {args.simulations} simulations per move"
+    )
+    print_table(
+        ("measure", "result", "target"),
+        [
+            (f"wins vs MCTS {args.mcts_simulations} rollouts",
+             f"{versus_mcts['win_rate']:.0%} ({versus_mcts['wins']}/{args.games}, "
+             f"{versus_mcts['draws']} draws)", ">= 90%"),
+            ("wins vs alpha-beta depth 2",
+             f"{versus_alphabeta['win_rate']:.0%} ({versus_alphabeta['wins']}/{args.games}, "
+             f"{versus_alphabeta['draws']} draws)", ">= 90%"),
+            (f"result-preserving moves ({positions['positions']} of Test_L2_R2)",
+             f"{positions['result_preserving']:.1%}", ">= 95%"),
+            ("exactly optimal moves", f"{positions['exactly_optimal']:.1%}", ""),
+        ],
+    )  # fmt: skip
+    write_results(
+        "alphazero_connect4",
+        {
+            **header(1, "torch", "numpy"),
+            "minutes": args.minutes,
+            "training_seconds": seconds,
+            "workers": args.workers,
+            "self_play_moves": meta["step"],
+            "games": meta["state"]["games"],
+            "updates": meta["state"]["updates"],
+            "agent_simulations": args.simulations,
+            "evaluation_seconds": time.perf_counter() - started,
+            "vs_mcts": {**versus_mcts, "simulations": args.mcts_simulations},
+            "vs_alphabeta_depth2": versus_alphabeta,
+            "test_L2_R2": positions,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""AlphaZero through the CLI: train, eval, plot, resume, `play`, `move`, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_user_error
+
+TINY = [
+    "steps=30", "simulations=8", "blocks=1", "channels=8", "value_hidden=8", "batch_size=16",
+    "replay_window=2000", "train_steps=2", "games_per_iteration=4", "arena_games=2",
+    "arena_simulations=4", "baseline_simulations=8", "optimizer=adam",
+]  # fmt: skip
+
+
+def _train(bellman, cwd: Path, game: str, name: str, *extra: str):
+    args = ["train", "alphazero", "--env", game, "--run-dir", name, "--quiet"]
+    for item in [*TINY, *extra]:
+        args += ["--set", item]
+    result = bellman(*args, cwd=cwd)
+    assert result.returncode == 0, result
+    return cwd / name
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny tic-tac-toe run and a tiny Connect Four run, trained once for the module."""
+    cwd = tmp_path_factory.mktemp("cli")
+
+    def bellman(*args, cwd=cwd):
+        env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200"}
+        completed = subprocess.run(
+            [sys.executable, "-m", "bellman", *map(str, args)], cwd=cwd, capture_output=True,
+            text=True, timeout=300, env=env,
+        )  # fmt: skip
+        return completed
+
+    return cwd, _train(bellman, cwd, "tictactoe", "ttt"), _train(bellman, cwd, "connect4", "c4")
+
+
+def test_train_eval_plot_resume(bellman, runs):
+    cwd, ttt, _ = runs
+    metrics = (ttt / "metrics.csv").read_text()
+    assert "elo" in metrics.splitlines()[0]
+    assert (ttt / "plot.png").exists()
+    evaluated = bellman("eval", ttt, "--episodes", "4", cwd=cwd)
+    assert evaluated.returncode == 0, evaluated
+    result = json.loads((ttt / "eval.json").read_text())
+    assert result["episodes"] == 4 and -1 <= result["mean"] <= 1
+    plotted = bellman("plot", ttt, "--out", "ttt.png", cwd=cwd)
+    assert plotted.returncode == 0, plotted
+    resumed = bellman("train", "--resume", ttt, "--steps", "50", "--quiet", cwd=cwd)
+    assert resumed.returncode == 0, resumed
+    assert "trained alphazero on tictactoe" in resumed.stdout
+
+
+def test_move_answers_every_line(bellman, runs):
+    cwd, ttt, c4 = runs
+    lines = "\n".join(["", "159", "15x", "11", "1234567", "5"]) + "\n"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bellman", "move", "tictactoe", "--checkpoint", str(ttt),
+         "--simulations", "8"],
+        input=lines, capture_output=True, text=True, cwd=cwd, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    out = completed.stdout.splitlines()
+    assert len(out) == 6, out
+    assert out[0] in list("123456789")
+    assert out[1] in list("2345678") and out[1] != "5"  # a free cell of 159
+    assert out[2].startswith("error:") and "x" in out[2]  # malformed
+    assert out[3].startswith("error:") and "legal" in out[3]  # cell 1 twice
+    assert out[4].startswith("error:") and "over" in out[4]  # X won with 1 4 7 / 3 5 7
+    assert out[5] in list("12346789")
+    completed = subprocess.run(
+        [sys.executable, "-m", "bellman", "move", "connect4", "--checkpoint", str(c4),
+         "--simulations", "8"],
+        input="4453\n\n8\n", capture_output=True, text=True, cwd=cwd, timeout=120,
+    )  # fmt: skip
+    out = completed.stdout.splitlines()
+    assert out[0] in list("1234567") and out[1] in list("1234567")
+    assert out[2].startswith("error:") and "1-7" in out[2]
+
+
+def test_play_a_scripted_game(bellman, runs):
+    cwd, ttt, _ = runs
+    script = "\n".join(["stats", "0", "1", "1", "2", "3", "4", "5", "6", "7", "8", "9"]) + "\n"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bellman", "play", "tictactoe", "--checkpoint", str(ttt),
+         "--simulations", "8", "--second"],
+        input=script, capture_output=True, text=True, cwd=cwd, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    out = completed.stdout
+    assert "agent plays" in out
+    assert "visits" in out and "value" in out  # stats after the agent's first search
+    assert "illegal move" in out and "legal moves:" in out  # "0", and an occupied cell
+    assert any(end in out for end in ("you win", "draw", "the agent wins"))
+
+
+def test_bad_input(bellman, runs):
+    cwd, ttt, c4 = runs
+    result = bellman("train", "alphazero", "--env", "chess", "--quiet", cwd=cwd)
+    assert_user_error(result, "unknown game 'chess'", "tictactoe", "connect4", "go9")
+    result = bellman("play", "connect4", "--checkpoint", ttt, cwd=cwd)
+    assert_user_error(result, "trained on 'tictactoe'", "connect4")
+    result = bellman("move", "go9", "--checkpoint", c4, cwd=cwd)
+    assert_user_error(result, "trained on 'connect4'", "go9")
+    # a checkpoint whose network does not fit the config's game (e.g. copied from another run)
+    other = cwd / "ttt"
+    config = (other / "config.toml").read_text()
+    broken = cwd / "broken"
+    broken.mkdir(exist_ok=True)
+    (broken / "config.toml").write_text(config.replace("channels = 8", "channels = 16"))
+    (broken / "checkpoints").mkdir(exist_ok=True)
+    for path in (other / "checkpoints").iterdir():
+        (broken / "checkpoints" / path.name).write_bytes(path.read_bytes())
+    result = bellman("move", "tictactoe", "--checkpoint", broken, cwd=cwd)
+    assert_user_error(result, "shape")
