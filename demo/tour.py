@@ -7,6 +7,7 @@ Stops so far:
     4. DQN on CartPole-v1 until solved, with its learning curve and a GIF of the agent.
     5. Policy gradients on CartPole-v1: REINFORCE, A2C and PPO until solved, one plot, a GIF.
     6. PPO on Pendulum-v1 (continuous actions): the swing-up, its curve and a GIF.
+    7. AlphaZero on tic-tac-toe: a minute of self-play, then games against a perfect player.
 Later issues add their stops at the end. Run directories go to runs/ (printed at the end).
 """
 
@@ -133,6 +134,42 @@ def stop_ppo_pendulum() -> None:
     run_dirs.append(run_dir)
 
 
+def stop_alphazero() -> None:
+    heading("7. AlphaZero on tic-tac-toe: self-play and search, then perfect play as the judge")
+    run_dir = RUNS / f"demo-{STAMP}-alphazero-tictactoe"
+    relative = str(run_dir.relative_to(ROOT))
+    bellman("train", "alphazero", "--env", "tictactoe", "--steps", "6000", "--set",
+            "arena_games=0", "--run-dir", relative, "--quiet")  # fmt: skip
+    run_dirs.append(run_dir)
+    print("The agent's move for three positions (cells 1-9 row by row): the empty board, a",
+          "threat to block after 1 5 2, a win to take after 1 4 2 5:")  # fmt: skip
+    print("$ printf '\\n152\\n1425\\n' | bellman move tictactoe --checkpoint " + relative)
+    answers = subprocess.run(
+        [sys.executable, "-m", "bellman", "move", "tictactoe", "--checkpoint", relative],
+        cwd=ROOT, input="\n152\n1425\n", stdout=subprocess.PIPE, text=True, check=True,
+    ).stdout  # fmt: skip
+    print(answers, end="")
+
+    from bellman.games import make_game
+    from bellman.search import PerfectPlayer
+    from bellman.zero.play import load_agent
+
+    game = make_game("tictactoe")
+    agent, perfect = load_agent(run_dir, "tictactoe", simulations=100), PerfectPlayer(game)
+    for agent_side, label in ((0, "first (X)"), (1, "second (O)")):
+        state, moves = game.initial_state(), []
+        while not game.is_terminal(state):
+            player = agent if game.to_play(state) == agent_side else perfect
+            action = player.act(state)
+            moves.append(game.format_action(action))
+            state = game.apply(state, action)
+        outcome = game.outcome(state) * (1 if game.to_play(state) == agent_side else -1)
+        result = {1.0: "wins", 0.0: "draws", -1.0: "loses"}[outcome]
+        print(f"-> agent plays {label} against the perfect player: moves {''.join(moves)}, "
+              f"the agent {result}")  # fmt: skip
+    print(game.render(state))
+
+
 def main() -> None:
     started = time.perf_counter()
     stop_recycling()
@@ -141,6 +178,7 @@ def main() -> None:
     stop_dqn_cartpole()
     stop_policy_gradients()
     stop_ppo_pendulum()
+    stop_alphazero()
     heading("Run directories")
     for run_dir in run_dirs:
         print(run_dir.relative_to(ROOT))

@@ -1,4 +1,4 @@
-"""Language models and the ChatGPT recipe: pretraining, SFT, a reward model (then RLHF, DPO).
+"""Language models and the ChatGPT recipe: pretraining, SFT, a reward model, RLHF (PPO), DPO.
 
     data.py          corpora (files, folders, fortunes, bible, pydoc), splits, JSONL readers
     tokenizer.py     byte-level BPE (`tokenizers`), PAD/EOS, `tokenize_pair`
@@ -8,6 +8,8 @@
     pretrain.py      `bellman lm pretrain`: next-token prediction, held-out perplexity
     sft.py           `bellman lm demos`, `bellman lm sft`: loss on response tokens only
     reward_model.py  `bellman lm label`, `bellman lm reward`: -log sigmoid(r_w - r_l)
+    rlhf_ppo.py      `bellman lm ppo`: PPO with a per-token KL penalty, PPO-ptx, GRPO/RLOO
+    dpo.py           `bellman lm dpo`: direct preference optimization
     runs.py          run directories, checkpoints and model loading the steps share
     cli.py           the `bellman lm ...` commands
 

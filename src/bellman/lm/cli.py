@@ -9,7 +9,10 @@
     bellman lm sft RUN --data demos.jsonl [--config F] [--set k=v ...] [--run-dir D]
     bellman lm label RUN --prompts N --k K --judge sentiment [--out FILE] [--seed S]
     bellman lm reward RUN --data ranked.jsonl [--config F] [--set k=v ...] [--run-dir D]
-    (sft and reward also take --resume RUN [--steps N])
+    bellman lm ppo RUN [--reward-model RM_RUN] [--judge sentiment] [--config F] [--set k=v ...]
+                   [--run-dir D]
+    bellman lm dpo RUN --data ranked.jsonl [--config F] [--set k=v ...] [--run-dir D]
+    (sft, reward, ppo and dpo also take --resume RUN [--steps N])
 
 `add_lm_commands(subparsers)` adds them to the `bellman` parser; `run_lm_command(args)` runs the
 parsed one. This module imports nothing heavy: torch and transformers load inside the handlers,
@@ -87,7 +90,22 @@ def add_lm_commands(subparsers) -> argparse.ArgumentParser:
     reward.add_argument("base", type=Path, nargs="?", metavar="RUN", help="the base model")
     reward.add_argument("--data", type=Path, help="JSONL of {prompt, responses: [best..worst]}")
     _training_options(reward)
+
+    ppo = commands.add_parser("ppo", help="RLHF: PPO (or GRPO/RLOO) with a KL penalty")
+    ppo.add_argument("base", type=Path, nargs="?", metavar="RUN", help="the SFT model")
+    ppo.add_argument("--reward-model", type=Path, metavar="RM_RUN", help="an lm reward run")
+    ppo.add_argument("--judge", help="a rule-based reward: " + ", ".join(_JUDGES))
+    _training_options(ppo)
+
+    dpo = commands.add_parser("dpo", help="direct preference optimization on ranked comparisons")
+    dpo.add_argument("base", type=Path, nargs="?", metavar="RUN", help="the SFT model")
+    dpo.add_argument("--data", type=Path, help="JSONL of {prompt, responses: [best..worst]}")
+    _training_options(dpo)
     return lm
+
+
+#: The rule-based rewards (kept in step with `bellman.lm.rewards.REWARDS`, which loads later).
+_JUDGES = ("sentiment", "non-toxicity", "hallucination")
 
 
 def run_lm_command(args: argparse.Namespace) -> int:
@@ -231,6 +249,56 @@ def _cmd_reward(args) -> int:
     return _fine_tune(args, "reward", "bellman.lm.reward_model", read_comparisons)
 
 
+def _cmd_dpo(args) -> int:
+    from bellman.lm.data import read_comparisons
+
+    return _fine_tune(args, "dpo", "bellman.lm.dpo", read_comparisons)
+
+
+def _cmd_ppo(args) -> int:
+    """`lm ppo`: check the SFT run, the reward model run and the judge, then train (or resume)."""
+    if args.resume is not None:
+        _check_resume_flags(args, "ppo", ("--reward-model", "--judge"))
+        if args.base is not None:
+            raise ConfigError("--resume RUN replaces the positional RUN of lm ppo")
+        from bellman.lm import rlhf_ppo, runs
+
+        run = runs.resume_run(args.resume, rlhf_ppo.ALGO, rlhf_ppo.Config, args.steps, args.quiet)
+        rlhf_ppo.train(run.config, run)
+        return _report(run, "ppo")
+    base = _base_run(args.base, "ppo")
+    from bellman.lm.rewards import reward_function
+    from bellman.lm.runs import run_values
+
+    if args.judge is not None:
+        reward_function(args.judge)
+    overrides = [f"base={args.base.resolve()}"]
+    if base["algo"] != "transformers":
+        overrides.append(f"holdout_fraction={_pretrain_split(base, args.base)}")
+    if args.reward_model is not None:
+        if not (args.reward_model / "config.toml").is_file():
+            raise ConfigError(f"reward model '{args.reward_model}' is not a run directory")
+        found = run_values(args.reward_model)["algo"]
+        if found != "lm-reward":
+            raise ConfigError(
+                f"--reward-model '{args.reward_model}' is a {found} run, not a reward model "
+                "(train one with `bellman lm reward`)"
+            )
+        overrides.append(f"reward_model={args.reward_model.resolve()}")
+    if args.judge is not None:
+        overrides.append(f"judge={args.judge}")
+    from bellman.lm import rlhf_ppo, runs
+    from bellman.lm.data import corpus_label
+
+    config = runs.resolve_config(rlhf_ppo.ALGO, rlhf_ppo.Config, base["env"], args.config,
+                                 [*overrides, *_overrides(args)])  # fmt: skip
+    prepared = rlhf_ppo.prepare(config)  # everything checked before the run directory exists
+    run = runs.create_run(rlhf_ppo.ALGO, config, corpus_label(base["env"]), args.run_dir,
+                          args.quiet)  # fmt: skip
+    rlhf_ppo.train(run.config, run, prepared)
+    return _report(run, "ppo")
+
+
 def _cmd_generate(args) -> int:
     import torch
 
@@ -324,6 +392,8 @@ _HANDLERS = {
     "sft": _cmd_sft,
     "label": _cmd_label,
     "reward": _cmd_reward,
+    "ppo": _cmd_ppo,
+    "dpo": _cmd_dpo,
 }
 
 

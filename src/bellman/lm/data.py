@@ -15,6 +15,7 @@ JSONL files, one JSON object per line (blank lines are skipped):
     demonstrations  {"prompt": str, "response": str}                       (`bellman lm sft`)
     comparisons     {"prompt": str, "responses": [best, ..., worst],
                      "scores": [float, ...] (optional, the judge's scores)}  (`bellman lm reward`)
+    prompts         {"prompt": str}                                          (`bellman lm ppo`)
 Every problem is a ConfigError naming the file and line: `demos.jsonl:7: missing field 'response'`.
 """
 
@@ -279,6 +280,14 @@ def read_comparisons(path: Path) -> list[Comparison]:
             scores = tuple(float(s) for s in scores)
         comparisons.append(Comparison(prompt, tuple(responses), scores, number))
     return comparisons
+
+
+def read_prompts(path: Path) -> list[tuple[str, int]]:
+    """(prompt, line) of each {"prompt": ...} object of a JSONL file (the prompts of RL)."""
+    return [
+        (_string_field(record, "prompt", f"{path}:{number}"), number)
+        for number, record in _records(path)
+    ]
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

@@ -27,7 +27,7 @@ from bellman.errors import CheckpointError, ConfigError
 from bellman.run import Run, default_run_dir, read_run_config, write_run_config
 
 #: Runs whose checkpoint is a language model (generate, sft, label and reward start from them).
-LM_ALGOS = ("lm-pretrain", "lm-sft")
+LM_ALGOS = ("lm-pretrain", "lm-sft", "lm-ppo", "lm-dpo")
 
 
 def resolve_device(name: str):
@@ -169,7 +169,7 @@ def load_lm(path: Path, device: str = "cpu"):
         if values["algo"] not in LM_ALGOS:
             raise CheckpointError(
                 f"run '{path}' is a {values['algo']} run; a language model comes from "
-                "`bellman lm pretrain` or `bellman lm sft`"
+                "`bellman lm pretrain`, `sft`, `ppo` or `dpo`"
             )
         from bellman.lm.model import LanguageModel, load_model_arrays, model_from_config_dict
         from bellman.lm.tokenizer import TOKENIZER_FILE, TextTokenizer
