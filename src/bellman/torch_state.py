@@ -8,11 +8,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from bellman.errors import ConfigError
+
 
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA when a GPU is visible, else the CPU; `cpu` and `cuda` are themselves."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
     return torch.device(name)
 
 

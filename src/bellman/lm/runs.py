@@ -31,14 +31,10 @@ LM_ALGOS = ("lm-pretrain", "lm-sft", "lm-ppo", "lm-dpo")
 
 
 def resolve_device(name: str):
-    """torch.device for "auto" (CUDA when present), "cpu" or "cuda"."""
-    import torch
+    """torch.device for "auto" (CUDA when present), "cpu" or "cuda" (bellman.torch_state's)."""
+    from bellman.torch_state import resolve_device as resolve
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
-    return torch.device(name)
+    return resolve(name)
 
 
 def resolve_config(
@@ -125,11 +121,9 @@ def training_arrays(model_arrays: dict[str, np.ndarray], optimizer) -> dict[str,
     """Checkpoint arrays: the model's, the optimizer's moments and torch's generator."""
     import torch
 
-    arrays = dict(model_arrays)
-    for index, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            value = value if torch.is_tensor(value) else torch.tensor(float(value))
-            arrays[f"optim/{index}/{key}"] = value.detach().cpu().numpy().copy()
+    from bellman.torch_state import optimizer_arrays
+
+    arrays = {**model_arrays, **optimizer_arrays(optimizer)}
     arrays["torch_rng"] = torch.get_rng_state().numpy()
     return arrays
 
@@ -138,13 +132,9 @@ def restore_training(arrays: dict[str, np.ndarray], optimizer) -> None:
     """Put the optimizer's moments and torch's generator back (see `training_arrays`)."""
     import torch
 
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in arrays.items():
-        if key.startswith("optim/"):
-            _, index, name = key.split("/", 2)
-            state.setdefault(int(index), {})[name] = torch.from_numpy(np.array(value))
-    current = optimizer.state_dict()
-    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
+    from bellman.torch_state import load_optimizer
+
+    load_optimizer(optimizer, arrays)
     torch.set_rng_state(torch.from_numpy(np.array(arrays["torch_rng"])))
 
 
