@@ -85,7 +85,11 @@ from bellman.lm.pretrain import held_out_loss, next_token_loss, perplexity, samp
 from bellman.lm.pretrain import token_stream as corpus_stream
 from bellman.lm.reward_model import held_out_prompts, load_reward_model, reward_inputs
 from bellman.lm.rewards import reward_function
-from bellman.lm.sampling import process_logits, sample, token_log_probs
+from bellman.lm.sampling import (
+    gather_tokens,
+    sample,
+    sampling_log_softmax,
+)
 from bellman.losses import approximate_kl, clipped_surrogate_loss, value_loss
 from bellman.run import Run
 
@@ -291,13 +295,12 @@ def policy_log_probs(model, batch: Batch, temperature: float, entropy: bool = Fa
     """Per-token log-probs [B, R] of the batch's responses under the temperature-processed
     distribution (0 after each response), and with `entropy` the mean entropy over real
     tokens: the one computation behind old, reference and new log-probs."""
-    logits = response_logits(model, batch)
+    log_p = sampling_log_softmax(response_logits(model, batch), temperature)  # [B, R, V]
     mask = batch.response_mask
-    log_probs = token_log_probs(logits, batch.responses, temperature) * mask
+    log_probs = gather_tokens(log_p, batch.responses) * mask
     if not entropy:
         return log_probs
     with torch.no_grad():
-        log_p = torch.log_softmax(process_logits(logits.float(), temperature), -1)
         per_token = -(log_p.exp() * log_p).sum(-1)
     return log_probs, masked_mean(per_token, mask)
 

@@ -71,7 +71,8 @@ def process_logits(
     Returns:
         [..., V] processed logits (log_softmax of them is the sampling distribution).
     """
-    logits = logits / temperature
+    if temperature != 1.0:  # x / 1 is x: skip a copy of the [..., V] logits
+        logits = logits / temperature
     if 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -166,9 +167,18 @@ def sample(
     return Samples(responses, tokens[:, :width], lengths, log_probs[:, :width])
 
 
+def sampling_log_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """[..., V] log pi(.) of the sampling distribution: log_softmax(logits / temperature)."""
+    return torch.log_softmax(process_logits(logits.float(), temperature), -1)
+
+
 def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0):
     """[B, R] log p(token) under log_softmax(logits / temperature) ([B, R, V] logits)."""
-    log_p = torch.log_softmax(process_logits(logits.float(), temperature), -1)
+    return gather_tokens(sampling_log_softmax(logits, temperature), tokens)
+
+
+def gather_tokens(log_p: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """[B, R] the entries of `log_p` [B, R, V] at `tokens` [B, R]."""
     return log_p.gather(-1, tokens[..., None]).squeeze(-1)
 
 
