@@ -80,6 +80,14 @@ class NatureCNN(nn.Module):
         return self.fc(self.convs(frames.float() / 255.0))
 
 
+def vector_inputs(obs: torch.Tensor, one_hot: int | None) -> torch.Tensor:
+    """Observations as an MLP's first layer takes them: [B, ...] -> [B, D] float, Discrete
+    indices one-hot encoded to D = one_hot."""
+    if one_hot is not None:
+        obs = nn.functional.one_hot(obs.long().view(-1), one_hot)
+    return obs.float().flatten(1)
+
+
 class VectorTrunk(nn.Module):
     """Flat observations (or one-hot encoded Discrete ones) through an MLP: [B, ...] -> [B, H].
 
@@ -104,9 +112,7 @@ class VectorTrunk(nn.Module):
         self.out_dim = sizes[-1]
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if self.one_hot is not None:
-            obs = nn.functional.one_hot(obs.long().view(-1), self.one_hot)
-        x = obs.float().flatten(1)
+        x = vector_inputs(obs, self.one_hot)
         activation = ACTIVATIONS[self.activation]
         for layer in self.layers:
             x = activation(nn.functional.linear(x, layer.weight, layer.bias))
@@ -234,15 +240,27 @@ class CategoricalHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(features, self.logits.weight, self.logits.bias)
 
-    def log_prob_entropy(self, logits: torch.Tensor, actions: torch.Tensor):
-        """(log pi(a|s) [B], entropy of pi(.|s) [B]) for actions [B]."""
+    def log_prob_entropy(self, logits: torch.Tensor, actions: torch.Tensor, entropy_grad=True):
+        """(log pi(a|s) [B], entropy of pi(.|s) [B]) for actions [B]; with entropy_grad False
+        the entropy is computed outside the autograd graph (a loss without entropy bonus)."""
         log_probs = logits.log_softmax(dim=-1)
         taken = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-        return taken, -(log_probs.exp() * log_probs).sum(dim=-1)
+        log_pi = log_probs if entropy_grad else log_probs.detach()
+        return taken, -(log_pi.exp() * log_pi).sum(dim=-1)
 
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
         """a ~ pi(.|s) for each row: [B, n] -> [B] (from torch's generator)."""
         return torch.multinomial(logits.softmax(dim=-1), 1).squeeze(-1)
+
+    def sample_numpy(self, logits: np.ndarray, rng: np.random.Generator):
+        """a ~ pi(.|s) with numpy, by inverting the CDF at u ~ U[0, 1) from `rng`:
+        [B, n] logits -> (actions [B] int64, log pi(a|s) [B] float32)."""
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        cdf = np.cumsum(np.exp(log_probs), axis=1)
+        u = rng.random(len(logits), dtype=np.float32)[:, None] * cdf[:, -1:]  # sums to 1 +- eps
+        actions = np.minimum((cdf <= u).sum(axis=1), logits.shape[1] - 1)
+        return actions, log_probs[np.arange(len(actions)), actions]
 
     def mode(self, logits: torch.Tensor) -> torch.Tensor:
         """argmax_a pi(a|s): [B, n] -> [B]."""
@@ -261,49 +279,177 @@ class DiagonalGaussianHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(features, self.mean.weight, self.mean.bias)
 
-    def log_prob_entropy(self, mean: torch.Tensor, actions: torch.Tensor):
-        """(log pi(a|s) [B], entropy of pi(.|s) [B]) for actions [B, D]."""
-        entropy = gaussian_entropy(self.log_std).expand(mean.shape[0])
+    def log_prob_entropy(self, mean: torch.Tensor, actions: torch.Tensor, entropy_grad=True):
+        """(log pi(a|s) [B], entropy of pi(.|s) [B]) for actions [B, D]; with entropy_grad False
+        the entropy is computed outside the autograd graph."""
+        log_std = self.log_std if entropy_grad else self.log_std.detach()
+        entropy = gaussian_entropy(log_std).expand(mean.shape[0])
         return gaussian_log_prob(mean, self.log_std, actions), entropy
 
     def sample(self, mean: torch.Tensor) -> torch.Tensor:
         """a = mu + sigma * noise, noise ~ N(0, I) from torch's generator: [B, D] -> [B, D]."""
         return mean + self.log_std.exp() * torch.randn_like(mean)
 
+    def sample_numpy(self, mean: np.ndarray, rng: np.random.Generator):
+        """a = mu + sigma * noise with numpy, noise ~ N(0, I) from `rng`:
+        [B, D] mu -> (actions [B, D] float32, log pi(a|s) [B] float32).
+
+        (a - mu) / sigma is the noise itself, so log pi(a|s) = sum_i -noise_i^2 / 2 - log sigma_i
+        - log(2 pi) / 2 (see `gaussian_log_prob`).
+        """
+        log_std = self.log_std.detach().cpu().numpy()
+        noise = rng.standard_normal(mean.shape, dtype=np.float32)
+        actions = mean + np.exp(log_std) * noise
+        log_probs = -0.5 * noise * noise - log_std - np.float32(0.5 * math.log(2 * math.pi))
+        return actions, log_probs.sum(axis=1)
+
     def mode(self, mean: torch.Tensor) -> torch.Tensor:
         """The most likely action, mu(s)."""
         return mean
 
 
-class ActorCritic(nn.Module):
-    """pi_theta(.|s) and V(s): a trunk for each (or one shared trunk), a policy head, a value head.
+# The actor's and the critic's features come from one of three trunk pairs, each a module with
+# forward(obs) -> (actor features, critic features), actor_features(obs), critic_features(obs)
+# and the feature sizes actor_dim, critic_dim.
+class SharedTrunk(nn.Module):
+    """One trunk whose features feed both the policy and the value (Atari's shared CNN)."""
+
+    def __init__(self, trunk: nn.Module):
+        super().__init__()
+        self.trunk = trunk
+        self.actor_dim = self.critic_dim = trunk.out_dim
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.trunk(obs)
+        return features, features
+
+    def actor_features(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.trunk(obs)
+
+    critic_features = actor_features
+
+
+class SeparateTrunks(nn.Module):
+    """A trunk for the policy and another for the value (any two modules with out_dim)."""
+
+    def __init__(self, actor: nn.Module, critic: nn.Module):
+        super().__init__()
+        self.actor, self.critic = actor, critic
+        self.actor_dim, self.critic_dim = actor.out_dim, critic.out_dim
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.actor(obs), self.critic(obs)
+
+    def actor_features(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs)
+
+    def critic_features(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs)
+
+
+class StackedTrunks(nn.Module):
+    """Two MLP trunks of the same shape (the actor's and the critic's) computed together: their
+    weights are stacked, layer by layer, into `weights[l]` [2, in, out] (index 0 the actor's,
+    1 the critic's; transposed from nn.Linear's [out, in]) and `biases[l]` [2, 1, out], and each
+    layer is one batched matrix product (torch.baddbmm) instead of two. The same functions as
+    SeparateTrunks(actor, critic), up to float rounding; on a CPU it halves the per-operation
+    overhead that dominates small MLPs, forward and backward.
 
     Args:
-        actor_trunk: features for the policy (and for the value when critic_trunk is None).
-        critic_trunk: features for the value; None shares the actor's trunk.
+        actor, critic: VectorTrunks with the same sizes, one-hot and activation, already
+            initialised: their parameters are copied in (they are not kept).
+    """
+
+    def __init__(self, actor: VectorTrunk, critic: VectorTrunk):
+        super().__init__()
+        shapes = [[p.shape for p in trunk.parameters()] for trunk in (actor, critic)]
+        same = (actor.one_hot, actor.activation) == (critic.one_hot, critic.activation)
+        if shapes[0] != shapes[1] or not same:
+            raise ValueError("StackedTrunks needs two VectorTrunks of the same shape")
+        self.one_hot, self.activation = actor.one_hot, actor.activation
+        self.actor_dim = self.critic_dim = actor.out_dim
+        pairs = list(zip(actor.layers, critic.layers, strict=True))
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([a.weight.detach().T, c.weight.detach().T]).contiguous())
+            for a, c in pairs
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.stack([a.bias.detach(), c.bias.detach()]).unsqueeze(1))
+            for a, c in pairs
+        )
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = vector_inputs(obs, self.one_hot)
+        x = x.expand(2, *x.shape)  # [2, B, D]: the same input for both trunks
+        activation = ACTIVATIONS[self.activation]
+        for weight, bias in zip(self.weights, self.biases, strict=True):
+            x = activation(torch.baddbmm(bias, x, weight))
+        return x[0], x[1]
+
+    def _one(self, obs: torch.Tensor, index: int) -> torch.Tensor:
+        """The features of one trunk only (0 the actor's, 1 the critic's): [B, ...] -> [B, H]."""
+        x = vector_inputs(obs, self.one_hot)
+        activation = ACTIVATIONS[self.activation]
+        for weight, bias in zip(self.weights, self.biases, strict=True):
+            x = activation(torch.addmm(bias[index], x, weight[index]))
+        return x
+
+    def actor_features(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._one(obs, 0)
+
+    def critic_features(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._one(obs, 1)
+
+    def numpy_features(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """forward with numpy on the CPU parameters (no one-hot inputs): [B, ...] -> 2 x [B, H].
+        For acting: with a handful of observations torch's per-call overhead is several times
+        the arithmetic."""
+        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+        activation = NUMPY_ACTIVATIONS[self.activation]
+        for weight, bias in zip(self.weights, self.biases, strict=True):
+            x = activation(x @ weight.detach().numpy() + bias.detach().numpy())  # [2, B, out]
+        if not len(self.weights):
+            return x, x
+        return x[0], x[1]
+
+
+#: The MLP nonlinearities in numpy (for `StackedTrunks.numpy_features`).
+NUMPY_ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0.0), "tanh": np.tanh}
+
+
+def pair_trunks(actor: nn.Module, critic: nn.Module) -> nn.Module:
+    """StackedTrunks for two MLP trunks of the same shape, SeparateTrunks otherwise."""
+    if isinstance(actor, VectorTrunk) and isinstance(critic, VectorTrunk):
+        shapes = [[p.shape for p in trunk.parameters()] for trunk in (actor, critic)]
+        if shapes[0] == shapes[1] and actor.one_hot == critic.one_hot:
+            return StackedTrunks(actor, critic)
+    return SeparateTrunks(actor, critic)
+
+
+class ActorCritic(nn.Module):
+    """pi_theta(.|s) and V(s): a pair of trunks (SharedTrunk, SeparateTrunks or StackedTrunks),
+    a policy head on the actor's features and a linear value head on the critic's.
+
+    Args:
+        trunks: the trunk pair: obs -> (actor features, critic features).
         policy_head: a CategoricalHead or DiagonalGaussianHead on the actor's features.
     """
 
-    def __init__(self, actor_trunk: nn.Module, critic_trunk: nn.Module | None, policy_head):
+    def __init__(self, trunks: nn.Module, policy_head: nn.Module):
         super().__init__()
-        self.actor_trunk = actor_trunk
-        self.critic_trunk = critic_trunk
+        self.trunks = trunks
         self.policy_head = policy_head
-        value_in = (critic_trunk or actor_trunk).out_dim
-        self.value_head = layer_init(nn.Linear(value_in, 1), gain=1.0)
+        self.value_head = layer_init(nn.Linear(trunks.critic_dim, 1), gain=1.0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, ...] observations -> (distribution parameters [B, A or D], values [B])."""
-        features = self.actor_trunk(obs)
-        critic = features if self.critic_trunk is None else self.critic_trunk(obs)
+        actor, critic = self.trunks(obs)
         values = nn.functional.linear(critic, self.value_head.weight, self.value_head.bias)
-        return self.policy_head(features), values.squeeze(-1)
+        return self.policy_head(actor), values.squeeze(-1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s): [B, ...] -> [B]."""
-        if self.critic_trunk is None:
-            return self(obs)[1]
-        critic = self.critic_trunk(obs)
+        critic = self.trunks.critic_features(obs)
         return nn.functional.linear(critic, self.value_head.weight, self.value_head.bias)[:, 0]
 
     def act(self, obs: torch.Tensor):
@@ -313,15 +459,35 @@ class ActorCritic(nn.Module):
         log_probs, _ = self.policy_head.log_prob_entropy(params, actions)
         return actions, log_probs, values
 
-    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
-        """(log pi(a|s) [B], entropy [B], V(s) [B]) for given observations and actions."""
+    def supports_numpy(self) -> bool:
+        """Whether `act_numpy` applies: stacked MLP trunks of vector observations, on the CPU."""
+        on_cpu = all(p.device.type == "cpu" for p in self.parameters())
+        trunks = self.trunks
+        return isinstance(trunks, StackedTrunks) and trunks.one_hot is None and on_cpu
+
+    def act_numpy(self, obs: np.ndarray, rng: np.random.Generator):
+        """`act` computed with numpy and sampled from `rng` (see `supports_numpy`): the same
+        distributions, a different random stream. [B, ...] observations -> (actions [B] or
+        [B, D], log pi(a|s) [B] float32, V(s) [B] float32) as numpy arrays."""
+        actor, critic = self.trunks.numpy_features(obs)
+        head = self.policy_head
+        layer = head.logits if isinstance(head, CategoricalHead) else head.mean
+        params = actor @ layer.weight.detach().numpy().T + layer.bias.detach().numpy()
+        value = self.value_head
+        values = critic @ value.weight.detach().numpy()[0] + value.bias.detach().numpy()
+        actions, log_probs = head.sample_numpy(params, rng)
+        return actions, log_probs, values
+
+    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor, entropy_grad: bool = True):
+        """(log pi(a|s) [B], entropy [B], V(s) [B]) for given observations and actions; with
+        entropy_grad False the entropy is left out of the autograd graph (no entropy bonus)."""
         params, values = self(obs)
-        log_probs, entropy = self.policy_head.log_prob_entropy(params, actions)
+        log_probs, entropy = self.policy_head.log_prob_entropy(params, actions, entropy_grad)
         return log_probs, entropy, values
 
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         """The deterministic policy: the distribution's mode (argmax or mean)."""
-        return self.policy_head.mode(self.policy_head(self.actor_trunk(obs)))
+        return self.policy_head.mode(self.policy_head(self.trunks.actor_features(obs)))
 
 
 def actor_critic_for(
@@ -334,9 +500,10 @@ def actor_critic_for(
     log_std_init: float,
     env_id: str,
 ) -> ActorCritic:
-    """An ActorCritic for these spaces: tanh MLP or Nature-CNN trunks (see `trunk_for`), a
-    categorical head for Discrete actions, a diagonal Gaussian one for Box actions (flattened
-    to D = prod(shape) dimensions). Raises ConfigError for spaces it cannot take."""
+    """An ActorCritic for these spaces: tanh MLP or Nature-CNN trunks (see `trunk_for`; two
+    MLPs are stacked, see `StackedTrunks`), a categorical head for Discrete actions, a diagonal
+    Gaussian one for Box actions (flattened to D = prod(shape) dimensions). Raises ConfigError
+    for spaces it cannot take."""
 
     def trunk() -> nn.Module:
         return orthogonal_init(trunk_for(obs_space, network, hidden, env_id, activation="tanh"))
@@ -351,7 +518,9 @@ def actor_critic_for(
             f"'{env_id}' has {type(action_space).__name__} actions; the actor-critic takes "
             "Discrete or Box action spaces"
         )
-    return ActorCritic(actor, None if shared else trunk(), head)
+    # (initialised in this order, actor, head, critic, value head, as before the stacking)
+    trunks = SharedTrunk(actor) if shared else pair_trunks(actor, trunk())
+    return ActorCritic(trunks, head)
 
 
 # ---- AlphaZero's residual tower -----------------------------------------------------------

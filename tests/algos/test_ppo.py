@@ -82,15 +82,18 @@ def test_surrogate_objectives_worked_by_hand():
     ratios, advantages = torch.tensor([1.5, 0.5]), torch.tensor([1.0, -1.0])
     log_ratio = ratios.log()
     # L^CPI = mean(1.5 * 1, 0.5 * -1) = 0.5
-    assert float(surrogate_loss("none", log_ratio, advantages, 0.2, 7.0)) == pytest.approx(-0.5)
+    loss, clip_fraction = surrogate_loss("none", log_ratio, advantages, 0.2, 7.0)
+    assert float(loss) == pytest.approx(-0.5)
+    assert float(clip_fraction) == 1.0  # both ratios lie outside [0.8, 1.2]
     # KL estimate: mean((r - 1) - log r)
     kl = ((0.5 - math.log(1.5)) + (-0.5 - math.log(0.5))) / 2
     for objective in ("adaptive_kl", "fixed_kl"):
-        loss = surrogate_loss(objective, log_ratio, advantages, 0.2, 2.0)
+        loss, _ = surrogate_loss(objective, log_ratio, advantages, 0.2, 2.0)
         assert float(loss) == pytest.approx(-0.5 + 2.0 * kl)
     assert float(kl_penalty_loss(log_ratio, advantages, 0.0)) == pytest.approx(-0.5)
     # L^CLIP = mean(min(1.5, 1.2), min(-0.5, -0.8)) = (1.2 - 0.8) / 2
-    assert float(surrogate_loss("clip", log_ratio, advantages, 0.2, 2.0)) == pytest.approx(-0.2)
+    loss, clip_fraction = surrogate_loss("clip", log_ratio, advantages, 0.2, 2.0)
+    assert float(loss) == pytest.approx(-0.2) and float(clip_fraction) == 1.0
 
 
 def test_explained_variance_worked_by_hand():
@@ -134,7 +137,7 @@ def test_gaussian_actions_are_clipped_for_the_env_but_scored_unclipped():
     obs = torch.zeros(200, 3)
     actions, log_probs, _ = network.act(obs)
     assert (actions.abs() > 2).any()  # sampled unbounded
-    mean = network.policy_head(network.actor_trunk(obs))
+    mean = network.policy_head(network.trunks.actor_features(obs))
     torch.testing.assert_close(
         log_probs, gaussian_log_prob(mean, network.policy_head.log_std, actions)
     )
@@ -182,7 +185,7 @@ SHORT = ["steps=2048", "n_envs=4", "n_steps=64", "minibatch_size=64", "n_epochs=
 @pytest.mark.parametrize(
     ("switches", "env_id"),
     [
-        (["objective=adaptive_kl", "kl_target=0.000001"], "CartPole-v1"),
+        (["objective=adaptive_kl", "kl_target=1e-9"], "CartPole-v1"),
         (["objective=fixed_kl", "kl_beta=3", "shared_trunk=true"], "CartPole-v1"),
         (["objective=none", "clip_value_loss=true", "ent_coef=0.01"], "Pendulum-v1"),
         (["target_kl=0.0001", "normalize_observations=true", "normalize_rewards=true"],
@@ -348,4 +351,4 @@ def test_atari_runs_with_the_papers_settings(bellman, tmp_path):
     config = (tmp_path / "run" / "config.toml").read_text()
     assert "shared_trunk = true" in config and "clip_range = 0.1" in config
     arrays = load_file(tmp_path / "run" / "checkpoints" / "step-256.safetensors")
-    assert arrays["policy/actor_trunk.convs.0.weight"].shape[1] == 4  # 4 stacked frames
+    assert arrays["policy/trunks.trunk.convs.0.weight"].shape[1] == 4  # 4 stacked frames

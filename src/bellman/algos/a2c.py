@@ -66,6 +66,7 @@ from bellman.algos.actor_critic import (
     rollout_storage,
     run_policy,
     standardize,
+    step_optimizer,
     training_evaluation,
 )
 from bellman.config import choices, interval
@@ -151,14 +152,16 @@ def update(learner: Learner, batch: Batch, learning_rate: float) -> dict[str, fl
     learner.set_learning_rate(learning_rate)
     for parameter in learner.parameters:  # 2. reset gradients
         parameter.grad = None
-    log_probs, entropy, values = learner.policy.evaluate(batch.obs, batch.actions)
+    log_probs, entropy, values = learner.policy.evaluate(
+        batch.obs, batch.actions, entropy_grad=config.ent_coef > 0
+    )
     advantages = standardize(batch.advantages) if config.normalize_advantages else batch.advantages
     loss, policy_loss, critic_loss, entropy = actor_critic_loss(
         log_probs, entropy, values, advantages, batch.returns, config
     )
     loss.backward()  # 12.-13. d theta, d theta_v
     clip_grad_norm(learner.parameters, config.max_grad_norm)
-    learner.optimizer.step()  # 15. update theta and theta_v
+    step_optimizer(learner.optimizer)  # 15. update theta and theta_v
     stats = {
         "policy_loss": float(policy_loss),
         "value_loss": float(critic_loss),
@@ -190,13 +193,14 @@ def train(config: A2CConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
         while learner.step < config.steps and not run.stop_requested:  # 1. repeat
             before = learner.step
             # 3.-8. every actor performs t_max actions with the current theta (N envs together)
-            obs, last_values = run_policy(learner, envs, obs, rollout, run)
+            obs, experience, last_values = run_policy(learner, envs, obs, rollout, run)
             # 9.-11. R <- r_i + gamma R from the bootstrap V(s_t): n-step returns (GAE, lambda 1)
             advantages, returns = estimate_advantages(
-                rollout, last_values, config.gamma, config.gae_lambda
+                experience, last_values, config.gamma, config.gae_lambda
             )
             # 2., 12.-15. accumulate the gradients of all N t_max samples, one update
-            stats = update(learner, Batch.of(rollout, advantages, returns), learning_rate(before))
+            batch = Batch.of(experience, advantages, returns)
+            stats = update(learner, batch, learning_rate(before))
             learner.iterations += 1
             solved, fresh = end_iteration(learner, envs, run, evaluation, before, stats)
             if solved:

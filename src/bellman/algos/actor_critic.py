@@ -24,6 +24,10 @@ Details both share:
       statistics (as a VecNormalize would; gymnasium's vector versions need NEXT_STEP autoreset,
       the loops use SAME_STEP). Reward scaling is for learning only; logged returns are raw. The
       statistics are saved in checkpoints; evaluation uses them frozen.
+    - Acting: MLP policies on the CPU sample a ~ pi_theta(.|s) with numpy from the learner's
+      numpy generator (saved in checkpoints), other networks with torch's generator: the same
+      distribution either way. The rollout is written into numpy arrays and handed to the
+      learner as tensors once per iteration. Two MLP trunks are stacked (`nets.StackedTrunks`).
     - At every checkpoint the environments are reset with seeds derived from (seed, step) and the
       reward normaliser's running returns restart, in the uninterrupted run as in a resumed one,
       so a run resumed from a periodic checkpoint is bit-for-bit the run that never stopped.
@@ -32,8 +36,8 @@ Details both share:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import gymnasium as gym
@@ -222,10 +226,10 @@ def build_policy(config: ActorCriticConfig, obs_space: gym.Space, action_space: 
     )  # fmt: skip
 
 
-def env_actions(actions: torch.Tensor, space: gym.Space) -> np.ndarray:
+def env_actions(actions: torch.Tensor | np.ndarray, space: gym.Space) -> np.ndarray:
     """What the envs are sent: Discrete actions as they are, Gaussian samples [B, D] reshaped to
     the space and clipped to its bounds (the log-probability stays that of the unclipped a)."""
-    array = actions.cpu().numpy()
+    array = actions.cpu().numpy() if torch.is_tensor(actions) else np.asarray(actions)
     if isinstance(space, gym.spaces.Box):
         array = array.reshape(len(array), *space.shape)
         return np.clip(array, space.low, space.high).astype(space.dtype)
@@ -248,7 +252,8 @@ def standardize(advantages: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Rollout:
-    """The experience of one iteration: T steps of N actors, every tensor [T, N, ...]."""
+    """The experience of one iteration: T steps of N actors, every array [T, N, ...]: numpy
+    arrays while the actors fill it (`rollout_storage`), tensors for the learner (`tensors`)."""
 
     obs: torch.Tensor
     actions: torch.Tensor
@@ -258,6 +263,13 @@ class Rollout:
     terminated: torch.Tensor
     truncated: torch.Tensor
     final_values: torch.Tensor  # V(final observation), where a time limit cut the episode
+
+    def tensors(self, device: torch.device) -> Rollout:
+        """The same experience as tensors on `device` (on the CPU they share the arrays' memory:
+        no copy)."""
+        return Rollout(
+            *(torch.as_tensor(getattr(self, f.name), device=device) for f in fields(self))
+        )
 
 
 @dataclass
@@ -279,36 +291,54 @@ class Batch:
             advantages.flatten(), returns.flatten(),
         )  # fmt: skip
 
+    def minibatches(self, size: int) -> Iterator[Batch]:
+        """One epoch: the samples in a fresh random order (from torch's CPU generator) in
+        minibatches of `size`; the batch itself, unshuffled, when `size` is all of it (a loss
+        that averages over the samples does not depend on their order)."""
+        if size >= len(self.returns):
+            yield self
+            return
+        order = torch.randperm(len(self.returns)).to(self.returns.device)
+        for indices in order.split(size):
+            yield Batch(*(getattr(self, f.name)[indices] for f in fields(self)))
+
+
+def sample_actions(learner: Learner, obs: np.ndarray):
+    """a_t ~ pi_theta(.|s_t) for the N actors' observations [N, ...]: (actions, log pi(a|s) [N],
+    V(s) [N]) as numpy arrays. MLP policies on the CPU act with numpy and the learner's numpy
+    generator (`ActorCritic.act_numpy`); other networks with torch and torch's generator."""
+    if learner.numpy_acting:
+        return learner.policy.act_numpy(obs, learner.rng)
+    with torch.no_grad():
+        actions, log_probs, values = learner.policy.act(learner.tensor(obs))
+    return actions.cpu().numpy(), log_probs.cpu().numpy(), values.cpu().numpy()
+
 
 def run_policy(learner: Learner, envs, obs: np.ndarray, rollout: Rollout, run: Run):
-    """The N actors run pi_theta for T timesteps together, filling `rollout`.
+    """The N actors run pi_theta for T timesteps together, filling `rollout` (numpy arrays).
 
     Returns:
-        (the observations to continue from, their values V(s_T) [N] for the bootstrap).
+        (the observations to continue from, the rollout as tensors on the learner's device,
+         their values V(s_T) [N] for the bootstrap).
     """
     policy, n = learner.policy, envs.num_envs
     for t in range(rollout.obs.shape[0]):
-        obs_t = learner.tensor(obs)
-        with torch.no_grad():
-            actions, log_probs, values = policy.act(obs_t)
+        actions, log_probs, values = sample_actions(learner, obs)
         next_obs, rewards, terminated, truncated, infos = envs.step(
             env_actions(actions, learner.action_space)
         )
         learner.step += n
-        rollout.obs[t], rollout.actions[t] = obs_t, actions
-        rollout.log_probs[t], rollout.values[t] = log_probs, values
-        rollout.rewards[t] = learner.tensor(rewards.astype(np.float32))
-        rollout.terminated[t] = learner.tensor(terminated)
-        rollout.truncated[t] = learner.tensor(truncated)
+        rollout.obs[t], rollout.actions[t] = obs, actions
+        rollout.log_probs[t], rollout.values[t], rollout.rewards[t] = log_probs, values, rewards
+        rollout.terminated[t], rollout.truncated[t] = terminated, truncated
         if (truncated & ~terminated).any():  # a time limit: V(s_t+1) of the final observation
             with torch.no_grad():
-                rollout.final_values[t] = policy.value(
-                    learner.tensor(final_observations(next_obs, infos))
-                )
+                final_values = policy.value(learner.tensor(final_observations(next_obs, infos)))
+            rollout.final_values[t] = final_values.cpu().numpy()
         log_episodes(run, learner.step, infos)
         obs = next_obs
     with torch.no_grad():
-        return obs, policy.value(learner.tensor(obs))
+        return obs, rollout.tensors(learner.device), policy.value(learner.tensor(obs))
 
 
 def estimate_advantages(rollout: Rollout, last_values: torch.Tensor, gamma: float, lam: float):
@@ -327,23 +357,54 @@ def estimate_advantages(rollout: Rollout, last_values: torch.Tensor, gamma: floa
 
 
 def rollout_storage(learner: Learner, config: ActorCriticConfig) -> Rollout:
-    """Zeroed [T, N, ...] tensors for one iteration's experience."""
-    shape, device = (config.n_steps, config.n_envs), learner.device
-    obs_dtype = torch.from_numpy(np.zeros(0, learner.obs_space.dtype)).dtype
+    """Zeroed [T, N, ...] numpy arrays for one iteration's experience."""
+    shape = (config.n_steps, config.n_envs)
     box = isinstance(learner.action_space, gym.spaces.Box)
     action_shape = (int(np.prod(learner.action_space.shape)),) if box else ()
     return Rollout(
-        obs=torch.zeros((*shape, *learner.obs_space.shape), dtype=obs_dtype, device=device),
-        actions=torch.zeros(
-            (*shape, *action_shape), dtype=torch.float32 if box else torch.int64, device=device
-        ),
-        log_probs=torch.zeros(shape, device=device),
-        values=torch.zeros(shape, device=device),
-        rewards=torch.zeros(shape, device=device),
-        terminated=torch.zeros(shape, dtype=torch.bool, device=device),
-        truncated=torch.zeros(shape, dtype=torch.bool, device=device),
-        final_values=torch.zeros(shape, device=device),
+        obs=np.zeros((*shape, *learner.obs_space.shape), dtype=learner.obs_space.dtype),
+        actions=np.zeros((*shape, *action_shape), dtype=np.float32 if box else np.int64),
+        log_probs=np.zeros(shape, dtype=np.float32),
+        values=np.zeros(shape, dtype=np.float32),
+        rewards=np.zeros(shape, dtype=np.float32),
+        terminated=np.zeros(shape, dtype=bool),
+        truncated=np.zeros(shape, dtype=bool),
+        final_values=np.zeros(shape, dtype=np.float32),
     )
+
+
+def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """optimizer.step(); for a plain fused Adam (one parameter group, no amsgrad, maximize,
+    weight decay or capturable) the same fused kernel is called directly, bit for bit the same
+    update without optimizer.step()'s Python bookkeeping (~100 us a call, 5 times the kernel on
+    a small MLP). `torch._fused_adam_` is private: there is no public way to call the kernel
+    alone, so anything else (other optimisers, the first step, which creates Adam's state, a
+    torch without it) goes through optimizer.step()."""
+    kernel = getattr(torch, "_fused_adam_", None)
+    group = optimizer.param_groups[0]
+    params, state = group["params"], optimizer.state
+    plain = (
+        kernel is not None and type(optimizer) is torch.optim.Adam
+        and len(optimizer.param_groups) == 1 and group.get("fused")
+        and not any(group.get(flag) for flag in (
+            "amsgrad", "maximize", "weight_decay", "capturable", "differentiable",
+            "decoupled_weight_decay",
+        ))
+        and all(p.grad is not None and p in state for p in params)
+    )  # fmt: skip
+    if not plain:
+        optimizer.step()
+        return
+    moments = [state[p] for p in params]
+    steps = [moment["step"] for moment in moments]
+    torch._foreach_add_(steps, 1)  # then the kernel, as torch.optim.adam._fused_adam does
+    beta1, beta2 = group["betas"]
+    kernel(
+        params, [p.grad for p in params], [moment["exp_avg"] for moment in moments],
+        [moment["exp_avg_sq"] for moment in moments], [], steps, amsgrad=False, lr=group["lr"],
+        beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"], maximize=False,
+        grad_scale=None, found_inf=None,
+    )  # fmt: skip
 
 
 # ---- the learner --------------------------------------------------------------------------
@@ -369,11 +430,12 @@ class Learner:
         self.device = resolve_device(config.device)
         self.obs_space = envs.single_observation_space
         self.action_space = envs.single_action_space
-        seeding.seed_everything(config.seed)
+        self.rng = seeding.seed_everything(config.seed)  # numpy acting samples from it
         torch.manual_seed(config.seed)
         build = build or build_policy
         self.policy: ActorCritic = build(config, self.obs_space, self.action_space)
         self.policy.to(self.device)
+        self.numpy_acting = self.policy.supports_numpy()
         self.parameters = list(self.policy.parameters())
         self.optimizer = make_optimizer(self.parameters)
         first = envs.envs[0]
@@ -413,6 +475,7 @@ class Learner:
             "iterations": self.iterations,
             **self.scalars,
             "python_rng": seeding.python_random_state(),
+            "numpy_rng": seeding.generator_state(self.rng),
         }
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -430,6 +493,7 @@ class Learner:
         for name in self.scalars:
             self.scalars[name] = float(meta["state"][name])
         seeding.set_python_random_state(meta["state"]["python_rng"])
+        seeding.set_generator_state(self.rng, meta["state"]["numpy_rng"])
 
 
 def statistics_arrays(rms, name: str) -> dict[str, np.ndarray]:

@@ -43,8 +43,8 @@ resume):
       after the K epochs (logged as approx_kl for every objective). With `target_kl` > 0 the
       epochs stop at the first minibatch whose estimate exceeds it (before its step).
     - Evaluation, logging and checkpoints happen between iterations (after step 6).
-    - Checkpoints hold the network, Adam's state, the normalisation statistics, torch's
-      generator, beta and the counters.
+    - Checkpoints hold the network, Adam's state, the normalisation statistics, torch's and
+      numpy's generators, beta and the counters.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ from bellman.algos.actor_critic import (
     rollout_storage,
     run_policy,
     standardize,
+    step_optimizer,
     training_evaluation,
 )
 from bellman.config import choices, interval
@@ -154,10 +155,14 @@ def kl_penalty_loss(log_ratio: torch.Tensor, advantages: torch.Tensor, beta: flo
 
 
 def surrogate_loss(objective: str, log_ratio, advantages, clip_range: float, beta: float):
-    """-L for the config's objective: the quantity step 5 minimises (see the docstring)."""
+    """-L for the config's objective: the quantity step 5 minimises (see the docstring), and
+    the fraction of samples whose r_t lies outside [1 - eps, 1 + eps] (logged for every one)."""
     if objective == "clip":
-        return clipped_surrogate_loss(log_ratio, advantages, clip_range)[0]
-    return kl_penalty_loss(log_ratio, advantages, 0.0 if objective == "none" else beta)
+        return clipped_surrogate_loss(log_ratio, advantages, clip_range)
+    loss = kl_penalty_loss(log_ratio, advantages, 0.0 if objective == "none" else beta)
+    with torch.no_grad():
+        clip_fraction = ((log_ratio.exp() - 1.0).abs() > clip_range).float().mean()
+    return loss, clip_fraction
 
 
 def adapt_kl_beta(beta: float, kl: float, kl_target: float) -> float:
@@ -217,44 +222,45 @@ def optimize(learner: Learner, batch: Batch, learning_rate: float, clip_range: f
 def epoch(learner: Learner, batch: Batch, clip_range: float, history: list) -> bool:
     """One pass over the batch in a fresh random order, in minibatches of M; False when
     target_kl stopped it (the policy moved far enough this iteration)."""
-    order = torch.randperm(len(batch.returns)).to(learner.device)  # torch's CPU generator
-    for indices in order.split(learner.config.minibatch_size):
-        step = gradient_step(learner, batch, indices, clip_range)
+    for minibatch in batch.minibatches(learner.config.minibatch_size):
+        step = gradient_step(learner, minibatch, clip_range)
         if step is None:
             return False
         history.append(step)
     return True
 
 
-def gradient_step(learner: Learner, batch: Batch, indices: torch.Tensor, clip_range: float):
+def gradient_step(learner: Learner, minibatch: Batch, clip_range: float):
     """One minibatch step of step 5; None (and no step) when target_kl stops the epochs.
 
     Returns:
         (policy loss, value loss, entropy, clip fraction) as detached scalars.
     """
     config = learner.config
-    log_probs, entropy, values = learner.policy.evaluate(batch.obs[indices], batch.actions[indices])
-    log_ratio = log_probs - batch.log_probs[indices]
+    log_probs, entropy, values = learner.policy.evaluate(
+        minibatch.obs, minibatch.actions, entropy_grad=config.ent_coef > 0
+    )
+    log_ratio = log_probs - minibatch.log_probs
     if config.target_kl and float(approximate_kl(log_ratio.detach())) > config.target_kl:
         return None
-    advantages = batch.advantages[indices]
+    advantages = minibatch.advantages
     if config.normalize_advantages:
         advantages = standardize(advantages)
-    policy_loss = surrogate_loss(
+    policy_loss, clip_fraction = surrogate_loss(
         config.objective, log_ratio, advantages, clip_range, learner.scalars["kl_beta"]
     )
     value_clip = clip_range if config.clip_value_loss else None
-    critic_loss = value_loss(values, batch.returns[indices], batch.values[indices], value_clip)
+    critic_loss = value_loss(values, minibatch.returns, minibatch.values, value_clip)
     entropy = entropy.mean()
-    loss = policy_loss - config.ent_coef * entropy + config.vf_coef * critic_loss
+    loss = policy_loss + config.vf_coef * critic_loss
+    if config.ent_coef:  # (c2 = 0: the entropy is only logged, outside the graph)
+        loss = loss - config.ent_coef * entropy
     for parameter in learner.parameters:
         parameter.grad = None
     loss.backward()
     clip_grad_norm(learner.parameters, config.max_grad_norm)
-    learner.optimizer.step()
-    with torch.no_grad():
-        clipped = ((log_ratio.exp() - 1.0).abs() > clip_range).float().mean()
-    return policy_loss.detach(), critic_loss.detach(), entropy.detach(), clipped
+    step_optimizer(learner.optimizer)
+    return policy_loss.detach(), critic_loss.detach(), entropy.detach(), clip_fraction
 
 
 # ---- the loop -----------------------------------------------------------------------------
@@ -275,12 +281,12 @@ def train(config: PPOConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
         while learner.step < config.steps and not run.stop_requested:  # 1. for iteration
             before = learner.step
             # 2.-3. for actor = 1..N: run pi_theta_old for T timesteps (the N envs together)
-            obs, last_values = run_policy(learner, envs, obs, rollout, run)
+            obs, experience, last_values = run_policy(learner, envs, obs, rollout, run)
             # 4. advantage estimates A_1..A_T: GAE(gamma, lambda), for every actor
             advantages, returns = estimate_advantages(
-                rollout, last_values, config.gamma, config.gae_lambda
+                experience, last_values, config.gamma, config.gae_lambda
             )
-            batch = Batch.of(rollout, advantages, returns)  # the N T samples, flattened
+            batch = Batch.of(experience, advantages, returns)  # the N T samples, flattened
             # 5. optimize the surrogate L wrt theta: K epochs, minibatches of M <= NT samples
             beta = learner.scalars["kl_beta"]
             stats = optimize(learner, batch, learning_rate(before), clip_range(before))
