@@ -156,9 +156,7 @@ def build_data(settings: Settings, comparisons: int) -> Data:
         if prompt and answer:
             pieces.append((prompt, answer))
         position = max(end, position + 1) + 7
-    texts = [
-        (pieces[i][0], pieces[i][1], pieces[i + 1][1]) for i in range(0, 2 * comparisons, 2)
-    ]
+    texts = [(pieces[i][0], pieces[i][1], pieces[i + 1][1]) for i in range(0, 2 * comparisons, 2)]
     tokenized = []
     for prompt, chosen, rejected in texts:
         pairs = [tokenize_pair(tokenizer, prompt, r) for r in (chosen, rejected)]
@@ -565,13 +563,20 @@ def print_results(by_threads: dict[int, dict], settings: Settings, trl_version: 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                        help="torch.set_num_threads values to run, in order (default: 1 2)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="torch.set_num_threads values to run, in order (default: 1 2)",
+    )
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--steps", type=int, default=None,
-                        help="measured preference steps (default 10; --quick 2)")
-    parser.add_argument("--rollouts", type=int, default=None,
-                        help="measured RL rollouts (default 4; --quick 1)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="measured preference steps (default 10; --quick 2)"
+    )
+    parser.add_argument(
+        "--rollouts", type=int, default=None, help="measured RL rollouts (default 4; --quick 1)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 steps, 1 rollout")
     args = parser.parse_args()
     if any(t < 1 for t in args.threads):
@@ -622,11 +627,15 @@ def main() -> None:
         for threads, results in by_threads.items()
     }
     record = {
-        **header(None, "torch", "transformers", "tokenizers", "trl", "accelerate", "datasets",
-                 "bellman"),  # fmt: skip
+        **header(
+            None, "torch", "transformers", "tokenizers", "trl", "accelerate", "datasets", "bellman"
+        ),  # fmt: skip
         "args": vars(args),
-        "settings": {**asdict(settings), "rollout_size": settings.rollout_size,
-                     "steps_per_rollout": settings.steps_per_rollout},  # fmt: skip
+        "settings": {
+            **asdict(settings),
+            "rollout_size": settings.rollout_size,
+            "steps_per_rollout": settings.steps_per_rollout,
+        },  # fmt: skip
         "targets": {label: target for label, _, theirs, target in ROWS if theirs},
         "trl_overrides_of_defaults": {
             "bf16": "False (TRL default True: fp32 like bellman)",
