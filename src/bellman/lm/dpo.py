@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bellman.config import TrainConfig, choices, interval
+from bellman.config import interval
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.lm import runs
 from bellman.lm.data import holdout_indices, read_comparisons
@@ -48,6 +48,7 @@ from bellman.lm.reward_model import (
     preference_loss,
     tokenize_comparisons,
 )
+from bellman.lm.runs import LMTrainConfig
 from bellman.lm.sampling import response_log_probs
 from bellman.run import Run
 
@@ -55,7 +56,7 @@ ALGO = "lm-dpo"
 
 
 @dataclass(frozen=True)
-class DPOConfig(TrainConfig):
+class DPOConfig(LMTrainConfig):
     """Hyperparameters of DPO (beta: the paper's 0.1)."""
 
     env: str = ""
@@ -76,20 +77,8 @@ class DPOConfig(TrainConfig):
     """Prompts per step (all K responses of each, all C(K, 2) pairs)."""
     learning_rate: float = field(default=1e-4, metadata=interval("(0, 1]"))
     """Peak AdamW step size."""
-    warmup_steps: int = field(default=20, metadata=interval("[0, inf)"))
-    """Steps of linear learning-rate warmup."""
-    min_lr_fraction: float = field(default=0.1, metadata=interval("[0, 1]"))
-    """Final learning rate as a fraction of the peak."""
-    weight_decay: float = field(default=0.0, metadata=interval("[0, inf)"))
-    """AdamW weight decay of the weight matrices."""
-    grad_clip: float = field(default=1.0, metadata=interval("(0, inf)"))
-    """Largest gradient norm."""
     holdout_fraction: float = field(default=0.2, metadata=interval("(0, 0.5]"))
     """Fraction of the prompts held out for the preference accuracy."""
-    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
-    """Where the model trains: auto uses CUDA when present."""
-    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
-    """CPU threads of torch."""
 
     def validate(self) -> None:
         if not self.base:

@@ -34,11 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bellman.config import TrainConfig, choices, interval
+from bellman.config import interval
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.lm import runs
 from bellman.lm.data import holdout_split, load_corpus
 from bellman.lm.model import build_gpt, config_dict, load_model_arrays, model_arrays
+from bellman.lm.runs import LMTrainConfig
 from bellman.lm.tokenizer import TOKENIZER_FILE, TextTokenizer, train_tokenizer
 from bellman.run import Run
 
@@ -46,7 +47,7 @@ ALGO = "lm-pretrain"
 
 
 @dataclass(frozen=True)
-class PretrainConfig(TrainConfig):
+class PretrainConfig(LMTrainConfig):
     """Hyperparameters of pretraining; the model defaults are a tiny GPT-2 for 2 CPU cores."""
 
     env: str = ""
@@ -75,20 +76,10 @@ class PretrainConfig(TrainConfig):
     """Peak AdamW step size (after warmup; cosine decay to min_lr_fraction of it)."""
     warmup_steps: int = field(default=100, metadata=interval("[0, inf)"))
     """Steps of linear learning-rate warmup."""
-    min_lr_fraction: float = field(default=0.1, metadata=interval("[0, 1]"))
-    """Final learning rate as a fraction of the peak."""
     weight_decay: float = field(default=0.1, metadata=interval("[0, inf)"))
     """AdamW weight decay of the weight matrices."""
-    grad_clip: float = field(default=1.0, metadata=interval("(0, inf)"))
-    """Largest gradient norm; larger gradients are scaled down."""
-    holdout_fraction: float = field(default=0.1, metadata=interval("(0, 0.5]"))
-    """Fraction of the documents held out (for perplexity, and as prompts of later steps)."""
     eval_tokens: int = field(default=16_384, metadata=interval("[16, inf)"))
     """Held-out tokens behind each perplexity (the first ones of the held-out stream)."""
-    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
-    """Where the model trains: auto uses CUDA when present."""
-    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
-    """CPU threads of torch (1 is fastest on small, shared machines)."""
 
     def validate(self) -> None:
         if self.width % self.heads:

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from bellman import checkpoint
-from bellman.config import TrainConfig, choices, interval
+from bellman.config import interval
 from bellman.errors import CheckpointError, ConfigError, NonFiniteError
 from bellman.lm import runs
 from bellman.lm.data import (
@@ -62,6 +62,7 @@ from bellman.lm.model import (
     pack,
 )
 from bellman.lm.rewards import judge_rank, reward_function
+from bellman.lm.runs import LMTrainConfig
 from bellman.lm.tokenizer import TOKENIZER_FILE, TextTokenizer, tokenize_pair
 from bellman.run import Run
 
@@ -69,7 +70,7 @@ ALGO = "lm-reward"
 
 
 @dataclass(frozen=True)
-class RewardConfig(TrainConfig):
+class RewardConfig(LMTrainConfig):
     """Hyperparameters of reward-model training."""
 
     env: str = ""
@@ -87,22 +88,8 @@ class RewardConfig(TrainConfig):
     """Steps between two checkpoints."""
     batch_prompts: int = field(default=8, metadata=interval("[1, inf)"))
     """Prompts per step (all K responses of each, all C(K, 2) pairs)."""
-    learning_rate: float = field(default=3e-4, metadata=interval("(0, 1]"))
-    """Peak AdamW step size."""
-    warmup_steps: int = field(default=20, metadata=interval("[0, inf)"))
-    """Steps of linear learning-rate warmup."""
-    min_lr_fraction: float = field(default=0.1, metadata=interval("[0, 1]"))
-    """Final learning rate as a fraction of the peak."""
-    weight_decay: float = field(default=0.0, metadata=interval("[0, inf)"))
-    """AdamW weight decay of the weight matrices."""
-    grad_clip: float = field(default=1.0, metadata=interval("(0, inf)"))
-    """Largest gradient norm."""
     holdout_fraction: float = field(default=0.2, metadata=interval("(0, 0.5]"))
     """Fraction of the prompts held out for the pairwise accuracy."""
-    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
-    """Where the model trains: auto uses CUDA when present."""
-    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
-    """CPU threads of torch."""
 
     def validate(self) -> None:
         if not self.base:

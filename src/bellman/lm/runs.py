@@ -16,6 +16,7 @@ batches and the step, so that a resumed run continues exactly.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,33 @@ import numpy as np
 
 from bellman import checkpoint, seeding
 from bellman import config as configs
+from bellman.config import TrainConfig, choices, interval
 from bellman.errors import CheckpointError, ConfigError
 from bellman.run import Run, default_run_dir, read_run_config, write_run_config
+
+
+@dataclass(frozen=True)
+class LMTrainConfig(TrainConfig):
+    """Fields every `bellman lm` training step has: AdamW with warmup and cosine decay, gradient
+    clipping, a held-out share of the data, the device. Each step sets its own defaults."""
+
+    learning_rate: float = field(default=3e-4, metadata=interval("(0, 1]"))
+    """Peak AdamW step size (after warmup; cosine decay to min_lr_fraction of it)."""
+    warmup_steps: int = field(default=20, metadata=interval("[0, inf)"))
+    """Steps of linear learning-rate warmup."""
+    min_lr_fraction: float = field(default=0.1, metadata=interval("[0, 1]"))
+    """Final learning rate as a fraction of the peak."""
+    weight_decay: float = field(default=0.0, metadata=interval("[0, inf)"))
+    """AdamW weight decay of the weight matrices."""
+    grad_clip: float = field(default=1.0, metadata=interval("(0, inf)"))
+    """Largest gradient norm (gradients are rescaled above it)."""
+    holdout_fraction: float = field(default=0.1, metadata=interval("(0, 0.5]"))
+    """Fraction of the data held out for the held-out metrics."""
+    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
+    """Where the model trains: auto uses CUDA when present."""
+    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
+    """CPU threads of torch."""
+
 
 #: Runs whose checkpoint is a language model (generate, sft, label and reward start from them).
 LM_ALGOS = ("lm-pretrain", "lm-sft", "lm-ppo", "lm-dpo")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bellman.config import TrainConfig, choices, interval
+from bellman.config import interval
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.lm import runs
 from bellman.lm.data import (
@@ -53,6 +53,7 @@ from bellman.lm.model import (
 )
 from bellman.lm.model import response_logits as _response_logits
 from bellman.lm.rewards import reward_function
+from bellman.lm.runs import LMTrainConfig
 from bellman.lm.tokenizer import TextTokenizer, tokenize_pair
 from bellman.run import Run
 
@@ -60,7 +61,7 @@ ALGO = "lm-sft"
 
 
 @dataclass(frozen=True)
-class SFTConfig(TrainConfig):
+class SFTConfig(LMTrainConfig):
     """Hyperparameters of supervised fine-tuning."""
 
     env: str = ""
@@ -77,22 +78,6 @@ class SFTConfig(TrainConfig):
     """Steps between two checkpoints."""
     batch_size: int = field(default=16, metadata=interval("[1, inf)"))
     """Demonstrations per step."""
-    learning_rate: float = field(default=3e-4, metadata=interval("(0, 1]"))
-    """Peak AdamW step size."""
-    warmup_steps: int = field(default=20, metadata=interval("[0, inf)"))
-    """Steps of linear learning-rate warmup."""
-    min_lr_fraction: float = field(default=0.1, metadata=interval("[0, 1]"))
-    """Final learning rate as a fraction of the peak."""
-    weight_decay: float = field(default=0.0, metadata=interval("[0, inf)"))
-    """AdamW weight decay of the weight matrices."""
-    grad_clip: float = field(default=1.0, metadata=interval("(0, inf)"))
-    """Largest gradient norm."""
-    holdout_fraction: float = field(default=0.1, metadata=interval("(0, 0.5]"))
-    """Fraction of the demonstrations held out for the held-out response loss."""
-    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
-    """Where the model trains: auto uses CUDA when present."""
-    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
-    """CPU threads of torch."""
 
     def validate(self) -> None:
         if not self.base:
