@@ -24,6 +24,7 @@ import json
 import sys
 from pathlib import Path
 
+from bellman.config import add_training_arguments
 from bellman.errors import BellmanError
 
 
@@ -47,15 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train an agent; writes a run directory")
     train.add_argument("algo", nargs="?", help="algorithm, e.g. q-learning (see `bellman algos`)")
     train.add_argument("--env", help="environment id, e.g. Taxi-v4 (see `bellman envs`)")
-    train.add_argument("--config", type=Path, help="TOML file of config values")
-    train.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
-    )
-    train.add_argument("--seed", type=int, help="seed of the run (same as --set seed=S)")
-    train.add_argument("--steps", type=int, help="total env steps of the run")
-    train.add_argument("--run-dir", type=Path, help="where to write the run (default runs/...)")
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_training_arguments(train, "total env steps of the run")
 
     evaluate = commands.add_parser("eval", help="evaluate a run's greedy policy; writes eval.json")
     evaluate.add_argument("run_dir", type=Path)

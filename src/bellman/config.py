@@ -72,6 +72,20 @@ class TrainConfig:
         """Check cross-field rules; single-field ranges are checked by `check_fields`."""
 
 
+def add_training_arguments(parser, steps_help: str) -> None:
+    """The options every training command takes (`bellman train`, `bellman lm ...`): the config
+    sources in resolution order and the run directory."""
+    parser.add_argument("--config", type=Path, help="TOML file of config values")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+    )
+    parser.add_argument("--seed", type=int, help="seed of the run (same as --set seed=S)")
+    parser.add_argument("--steps", type=int, help=steps_help)
+    parser.add_argument("--run-dir", type=Path, help="where to write the run (default runs/...)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring written under each dataclass field, for the whole class hierarchy."""
     docs: dict[str, str] = {}

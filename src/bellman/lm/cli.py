@@ -27,19 +27,12 @@ import signal
 import sys
 from pathlib import Path
 
+from bellman.config import add_training_arguments
 from bellman.errors import BellmanError, ConfigError
 
 
 def _training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML file of config values")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
-    )
-    parser.add_argument("--seed", type=int, help="seed of the run (same as --set seed=S)")
-    parser.add_argument("--steps", type=int, help="gradient steps of the run")
-    parser.add_argument("--run-dir", type=Path, help="where to write the run (default runs/...)")
-    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_training_arguments(parser, "gradient steps of the run")
 
 
 def add_lm_commands(subparsers) -> argparse.ArgumentParser:
