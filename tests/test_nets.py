@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bellman.algos.actor_critic import Batch, Rollout, step_optimizer
+from bellman.algos.actor_critic import Batch, Rollout
 from bellman.nets import (
     ActorCritic,
     CategoricalHead,
@@ -21,6 +21,7 @@ from bellman.nets import (
     gaussian_log_prob,
     orthogonal_init,
 )
+from bellman.torch_state import step_optimizer
 
 torch.set_num_threads(1)
 

@@ -47,3 +47,37 @@ def load_optimizer(optimizer: torch.optim.Optimizer, arrays: dict[str, np.ndarra
             _, index, name = key.split("/")
             state_dict["state"].setdefault(int(index), {})[name] = torch.from_numpy(value.copy())
     optimizer.load_state_dict(state_dict)
+
+
+def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """optimizer.step(); for a plain fused Adam (one parameter group, no amsgrad, maximize,
+    weight decay or capturable) the same fused kernel is called directly, bit for bit the same
+    update without optimizer.step()'s Python bookkeeping (~100 us a call, 5 times the kernel on
+    a small MLP). `torch._fused_adam_` is private: there is no public way to call the kernel
+    alone, so anything else (other optimisers, the first step, which creates Adam's state, a
+    torch without it) goes through optimizer.step()."""
+    kernel = getattr(torch, "_fused_adam_", None)
+    group = optimizer.param_groups[0]
+    params, state = group["params"], optimizer.state
+    plain = (
+        kernel is not None and type(optimizer) is torch.optim.Adam
+        and len(optimizer.param_groups) == 1 and group.get("fused")
+        and not any(group.get(flag) for flag in (
+            "amsgrad", "maximize", "weight_decay", "capturable", "differentiable",
+            "decoupled_weight_decay",
+        ))
+        and all(p.grad is not None and p in state for p in params)
+    )  # fmt: skip
+    if not plain:
+        optimizer.step()
+        return
+    moments = [state[p] for p in params]
+    steps = [moment["step"] for moment in moments]
+    torch._foreach_add_(steps, 1)  # then the kernel, as torch.optim.adam._fused_adam does
+    beta1, beta2 = group["betas"]
+    kernel(
+        params, [p.grad for p in params], [moment["exp_avg"] for moment in moments],
+        [moment["exp_avg_sq"] for moment in moments], [], steps, amsgrad=False, lr=group["lr"],
+        beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"], maximize=False,
+        grad_scale=None, found_inf=None,
+    )  # fmt: skip

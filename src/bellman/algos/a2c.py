@@ -66,7 +66,6 @@ from bellman.algos.actor_critic import (
     rollout_storage,
     run_policy,
     standardize,
-    step_optimizer,
     training_evaluation,
 )
 from bellman.config import choices, interval
@@ -75,6 +74,7 @@ from bellman.losses import value_loss
 from bellman.rollouts import clip_grad_norm
 from bellman.run import Run
 from bellman.schedules import make_schedule
+from bellman.torch_state import step_optimizer
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ Deviations and details:
       `learning_starts`, `train_frequency`, `target_update_interval` and the epsilon schedule
       count env steps summed over the environments, as Stable-Baselines3 does.
     - Step 11 waits until `learning_starts` env steps (the warm-up) and then runs
-      `gradient_steps` updates every `train_frequency` env steps.
+      `gradient_steps` updates every `train_frequency` env steps. Within such a round neither
+      Q^ nor D changes, so (uniform replay, plain targets) its minibatches are sampled at once
+      and their y_j computed in one pass of Q^.
     - Step 12 uses `terminated` only: a time limit (truncation) still bootstraps.
     - Step 13 uses the Huber loss (quadratic within |delta| < 1, as the paper's error clipping),
       Adam and gradient-norm clipping.
@@ -80,6 +82,7 @@ from bellman.torch_state import (
     optimizer_arrays,
     resolve_device,
     state_dict_from_arrays,
+    step_optimizer,
 )
 
 
@@ -268,11 +271,11 @@ def td_loss(q_taken, targets, weights, kind: str):
 def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -> None:
     """Step 14: theta- <- theta (tau = 1) or theta- <- tau theta + (1 - tau) theta-."""
     with torch.no_grad():
-        if tau >= 1.0:
-            target_network.load_state_dict(q_network.state_dict())
-            return
-        for target, online in zip(target_network.parameters(), q_network.parameters(), strict=True):
-            target.lerp_(online, tau)
+        pairs = zip(target_network.parameters(), q_network.parameters(), strict=True)
+        for target, online in pairs:
+            target.copy_(online) if tau >= 1.0 else target.lerp_(online, tau)
+        for target, online in zip(target_network.buffers(), q_network.buffers(), strict=True):
+            target.copy_(online)
 
 
 # ---- the learner --------------------------------------------------------------------------
@@ -326,28 +329,57 @@ class Learner:
             actions = np.where(explore, actions, greedy)
         return actions
 
-    def gradient_step(self, beta: float) -> tuple[float, float]:
-        """Steps 11-13 once: sample, compute y_j, descend. Returns (loss, mean Q)."""
-        batch = self.replay_memory.sample(self.config.batch_size, self.rng, beta)  # 11.
+    def training_round(self, updates: int, beta: float) -> tuple[list[float], list[float]]:
+        """Steps 11-13 `updates` times in a row; returns the losses and mean Qs.
+
+        Q^ and D do not change during a round (step 14 and new transitions come after it), so
+        with uniform replay and plain DQN targets the round's minibatches are drawn in one call
+        and all their y_j come from one forward pass of Q^: the same distribution as drawing them
+        one by one, with a fraction of the calls. Prioritized replay (priorities change after
+        every step) and double DQN (its argmax uses the current Q) go one minibatch at a time.
+        """
+        size = self.config.batch_size
+        if self.config.prioritized or self.config.double_dqn:
+            losses, q_means = [], []
+            for _ in range(updates):
+                batch = self.replay_memory.sample(size, self.rng, beta)  # 11.
+                loss, q_mean = self._descend(*self._prepare(batch), batch)
+                losses.append(loss)
+                q_means.append(q_mean)
+            return losses, q_means
+        batch = self.replay_memory.sample(size * updates, self.rng, beta)  # 11. (all at once)
+        obs, actions, targets, _ = self._prepare(batch)  # 12. y_j for the whole round
+        results = [
+            self._descend(obs[k : k + size], actions[k : k + size], targets[k : k + size], None)
+            for k in range(0, size * updates, size)
+        ]  # 13. one gradient step per minibatch
+        return [r[0] for r in results], [r[1] for r in results]
+
+    def _prepare(self, batch):
+        """Tensors of a sampled batch and its targets y_j (step 12)."""
         obs, next_obs = self.tensor(batch.obs), self.tensor(batch.next_obs)
         actions = self.tensor(batch.actions).unsqueeze(1)
-        with torch.no_grad():  # 12. y_j
+        with torch.no_grad():
             next_q_target = self.target_network(next_obs)
             next_q_online = self.q_network(next_obs) if self.config.double_dqn else None
             targets = td_target(
                 self.tensor(batch.returns), self.tensor(batch.discounts), next_q_target,
                 next_q_online,
             )  # fmt: skip
-        q_taken = self.q_network(obs).gather(1, actions).squeeze(1)
         weights = self.tensor(batch.weights) if self.config.prioritized else None
-        loss = td_loss(q_taken, targets, weights, self.config.loss)  # 13. gradient descent step
+        return obs, actions, targets, weights
+
+    def _descend(self, obs, actions, targets, weights, batch=None) -> tuple[float, float]:
+        """Step 13 once: a gradient step on the TD loss; priorities follow the new TD errors."""
+        q_taken = self.q_network(obs).gather(1, actions).squeeze(1)
+        loss = td_loss(q_taken, targets, weights, self.config.loss)
         for parameter in self.parameters:
             parameter.grad = None
         loss.backward()
         clip_grad_norm(self.parameters, self.config.max_grad_norm)
-        self.optimizer.step()
+        step_optimizer(self.optimizer)
         self.updates += 1
-        if self.config.prioritized:
+        if batch is not None and self.config.prioritized:
             td_errors = (targets - q_taken).detach().cpu().numpy()
             self.replay_memory.update_priorities(batch.indices, td_errors)
         return float(loss.detach()), float(q_taken.detach().mean())
@@ -460,11 +492,13 @@ def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
             log_episodes(run, learner.step, infos)
             obs = next_obs
             if learner.step >= warm_until:  # 11.-13. minibatch updates
-                for _ in range(crossed(before, learner.step, config.train_frequency)):
-                    for _ in range(config.gradient_steps):
-                        loss, q_mean = learner.gradient_step(beta(learner.step))
-                        losses.append(loss)
-                        q_means.append(q_mean)
+                rounds = crossed(before, learner.step, config.train_frequency)
+                if rounds:
+                    round_losses, round_q_means = learner.training_round(
+                        rounds * config.gradient_steps, beta(learner.step)
+                    )
+                    losses += round_losses
+                    q_means += round_q_means
                 if not math.isfinite(losses[-1] if losses else 0.0):
                     raise NonFiniteError(f"loss is {losses[-1]} at step {learner.step}")
             if crossed(before, learner.step, config.target_update_interval):  # 14. Q^ = Q

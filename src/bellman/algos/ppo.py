@@ -71,7 +71,6 @@ from bellman.algos.actor_critic import (
     rollout_storage,
     run_policy,
     standardize,
-    step_optimizer,
     training_evaluation,
 )
 from bellman.config import choices, interval
@@ -80,6 +79,7 @@ from bellman.losses import approximate_kl, clipped_surrogate_loss, value_loss
 from bellman.rollouts import clip_grad_norm
 from bellman.run import Run
 from bellman.schedules import make_schedule
+from bellman.torch_state import step_optimizer
 
 
 @dataclass(frozen=True)
