@@ -193,3 +193,55 @@ def test_log_probs_of_samples_equal_response_log_probs_with_the_same_temperature
         plain, _ = sampling.response_log_probs(gpt, batch, temperature=1.0)
     torch.testing.assert_close(log_probs, result.log_probs * mask, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(plain, log_probs)
+
+
+def test_draw_samples_the_processed_distribution_and_reports_its_log_prob_and_entropy():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    logits = sampling.process_logits(torch.log(probs).expand(20_000, 5).clone(), top_k=4)
+    expected = torch.log_softmax(logits[:1], -1)[0]
+    choice, log_p, entropy = sampling.draw(logits.clone(), False, torch.Generator().manual_seed(0))
+    frequencies = torch.bincount(choice, minlength=5).double() / len(choice)
+    sigma = (probs * (1 - probs) / len(choice)).sqrt().double()
+    assert ((frequencies - probs.double()).abs() <= 4 * sigma + 1e-12).all(), frequencies
+    assert frequencies[4] == 0  # a removed token (-inf) is never drawn
+    torch.testing.assert_close(log_p, expected[choice])
+    true_entropy = -(probs[:4] * probs[:4].log()).sum()
+    torch.testing.assert_close(entropy, true_entropy.expand(len(choice)))
+    greedy, _, _ = sampling.draw(logits[:3].clone(), True, None)
+    assert greedy.tolist() == [0, 0, 0]
+
+
+def test_a_shared_prompt_is_prefilled_once_with_the_same_samples(gpt, tokenizer, monkeypatch):
+    prompts = [tokenizer.encode(t) for t in ("the cat", "a happy day in the")]
+    prompts = [p for p in prompts for _ in range(3)]  # groups of 3, as in GRPO
+    calls = []
+
+    def run():
+        return sampling.sample(gpt, prompts, max_new_tokens=6, eos_id=tokenizer.eos_id,
+                               pad_id=tokenizer.pad_id,
+                               generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+    original = gpt.forward
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gpt, "forward", counting)
+    shared = run()
+    assert calls[0][0] == 2  # two distinct prompts went through the prefill
+
+    def prefill_every_row(model, prompts, batch):
+        output = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return output.logits, output.past_key_values
+
+    monkeypatch.setattr(sampling, "prefill", prefill_every_row)
+    plain = run()
+    assert shared.responses == plain.responses
+    assert torch.equal(shared.log_probs, plain.log_probs)

@@ -311,17 +311,17 @@ def pack(
 def response_logits(model, batch: Batch) -> torch.Tensor:
     """[B, R, V] the logits that predict each response token (columns P - 1 .. P + R - 2).
 
-    Only the last R + 1 columns go through the output layer (`logits_to_keep`): the prompt's
-    columns would be projected to the vocabulary and thrown away (the batch is P + R wide)."""
-    width_r = batch.responses.shape[1]
-    logits = model(
+    Only those R columns go through the output layer (`logits_to_keep` as their indices): the
+    prompt's columns and the last one would be projected to the vocabulary and thrown away."""
+    width_p, width_r = batch.prompt_width, batch.responses.shape[1]
+    keep = torch.arange(width_p - 1, width_p - 1 + width_r, device=batch.input_ids.device)
+    return model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         use_cache=False,
-        logits_to_keep=width_r + 1,
+        logits_to_keep=keep,
     ).logits
-    return logits[:, :width_r]
 
 
 # ---- the reward model ----------------------------------------------------------------------

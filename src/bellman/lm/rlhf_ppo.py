@@ -20,9 +20,10 @@ with K_beta = n / horizon for n responses per step (the form of TRL's AdaptiveKL
 Every step of `train` follows:
 
     1. rollout    sample `group_size` responses to each of `batch_prompts` prompts from pi (plain
-                  temperature sampling, dropout off); recompute with one forward pass their
-                  per-token log-probs under pi (old) and under the frozen pi^SFT (reference),
-                  with the same logits processing (`sampling.token_log_probs`), and V(s_t);
+                  temperature sampling, dropout off); recompute with forward passes (in
+                  minibatch-size chunks) their per-token log-probs under pi (old) and under the
+                  frozen pi^SFT (reference), with the same logits processing
+                  (`sampling.token_log_probs`), and V(s_t);
     2. evaluate   score(x, y) = reward_weight r_theta(x, y) (the learned reward model, its
                   inputs from `reward_model.reward_inputs`) + judge_weight judge(x, y) (a rule
                   -based reward of `lm/rewards.py`); the true judge is logged beside it;
@@ -60,6 +61,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -85,11 +87,7 @@ from bellman.lm.pretrain import held_out_loss, next_token_loss, perplexity, samp
 from bellman.lm.pretrain import token_stream as corpus_stream
 from bellman.lm.reward_model import held_out_prompts, load_reward_model, reward_inputs
 from bellman.lm.rewards import reward_function
-from bellman.lm.sampling import (
-    gather_tokens,
-    sample,
-    sampling_log_softmax,
-)
+from bellman.lm.sampling import sample, token_log_probs
 from bellman.losses import approximate_kl, clipped_surrogate_loss, value_loss
 from bellman.run import Run
 
@@ -291,18 +289,23 @@ def adaptive_kl_coef(beta: float, kl: float, target: float, horizon: int, n: int
     return beta * (1.0 + error * n / horizon)
 
 
-def policy_log_probs(model, batch: Batch, temperature: float, entropy: bool = False):
+def policy_log_probs(model, batch: Batch, temperature: float) -> torch.Tensor:
     """Per-token log-probs [B, R] of the batch's responses under the temperature-processed
-    distribution (0 after each response), and with `entropy` the mean entropy over real
-    tokens: the one computation behind old, reference and new log-probs."""
-    log_p = sampling_log_softmax(response_logits(model, batch), temperature)  # [B, R, V]
-    mask = batch.response_mask
-    log_probs = gather_tokens(log_p, batch.responses) * mask
-    if not entropy:
-        return log_probs
-    with torch.no_grad():
-        per_token = -(log_p.exp() * log_p).sum(-1)
-    return log_probs, masked_mean(per_token, mask)
+    distribution (0 after each response): the one computation behind old, reference and new
+    log-probs (`sampling.token_log_probs`, the logits processing of the sampler)."""
+    log_probs = token_log_probs(response_logits(model, batch), batch.responses, temperature)
+    return log_probs * batch.response_mask
+
+
+def in_chunks(score, batch: Batch, rows: int) -> torch.Tensor:
+    """score(batch) (no gradient), `rows` rows of the batch at a time, concatenated: every row
+    computed with the shapes of an optimisation minibatch, and each chunk's activations (the
+    [rows, R, V] logits above all) in memory that is reused, where the whole rollout's would be
+    fresh pages every time."""
+    return torch.cat([
+        score(select_rows(batch, slice(start, start + rows)))
+        for start in range(0, batch.input_ids.shape[0], rows)
+    ])  # fmt: skip
 
 
 def token_values(critic: RewardModel, batch: Batch) -> torch.Tensor:
@@ -317,7 +320,7 @@ def token_values(critic: RewardModel, batch: Batch) -> torch.Tensor:
     return values * batch.response_mask
 
 
-def select_rows(batch: Batch, rows: torch.Tensor) -> Batch:
+def select_rows(batch: Batch, rows: torch.Tensor | slice) -> Batch:
     """The batch's rows `rows` in the same layout (same widths, so the same computation)."""
     return Batch(
         batch.input_ids[rows], batch.attention_mask[rows], batch.position_ids[rows],
@@ -442,10 +445,13 @@ def generate_rollout(
     # a row that produced nothing (no room) still needs one token for its reward: impossible,
     # since prompts are checked to leave room; every response has at least one token.
     batch = pack([ids for _, ids in prompts], samples.responses, tokenizer.pad_id, policy.device)
-    old, entropy = policy_log_probs(policy.model, batch, config.temperature, entropy=True)
-    ref = policy_log_probs(reference, batch, config.temperature)
-    values = token_values(critic, batch) if critic is not None else None
+    rows = config.minibatch_size
+    old = in_chunks(lambda b: policy_log_probs(policy.model, b, config.temperature), batch, rows)
+    ref = in_chunks(lambda b: policy_log_probs(reference, b, config.temperature), batch, rows)
+    values = None if critic is None else in_chunks(partial(token_values, critic), batch, rows)
     texts = [tokenizer.decode(ids) for ids in samples.responses]
+    # the mean entropy of the distributions the tokens were drawn from (the sampler's)
+    entropy = samples.entropies.sum() / samples.lengths.sum().clamp(min=1)
     return batch, texts, old, ref, values, float(entropy)
 
 
@@ -462,7 +468,8 @@ def evaluate(
     scores = torch.zeros(len(prompts), device=device)
     learned = None
     if reward_model is not None:
-        learned = reward_model(reward_inputs(tokenizer, prompts, responses, device)).float()
+        inputs = reward_inputs(tokenizer, prompts, responses, device)
+        learned = in_chunks(reward_model, inputs, config.minibatch_size).float()
         scores += config.reward_weight * learned
     if config.judge:
         judge = reward_function(config.judge)

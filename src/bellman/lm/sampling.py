@@ -4,11 +4,12 @@ Autoregressive decoding (Radford et al. 2019; top-k: Fan et al. 2018; top-p / nu
 et al. 2020):
 
     1. Left-pad the prompts to one width P (`model.pack`), positions from the lengths.
-    2. Run the prompts through the model once, keeping the key/value cache.
+    2. Run the prompts through the model once, keeping the key/value cache (a prompt repeated
+       in the batch once, its cache copied).
     3. For t = 1..max_new_tokens:
     4.   logits -> `process_logits`: divide by the temperature, keep the k largest (top-k), keep
          the smallest set of tokens whose probability reaches p (top-p); the rest get -inf.
-    5.   x_t = argmax (greedy) or x_t ~ softmax(processed logits).
+    5.   x_t = argmax (greedy) or x_t ~ softmax(processed logits) (inverse CDF, `draw`).
     6.   A row that has produced EOS is finished: it gets PAD from then on and its length stops
          growing (the EOS counts). Stop when every row is finished.
     7.   Feed x_t with the cache; the attention mask grows by one column.
@@ -39,12 +40,14 @@ class Samples:
         lengths: [B] len(responses[b]).
         log_probs: [B, N] log-probability of each sampled token under the processed
             distribution it was drawn from (0 after the end; greedy: under temperature 1).
+        entropies: [B, N] entropy (nats) of each of those distributions (0 after the end).
     """
 
     responses: list[list[int]]
     tokens: torch.Tensor
     lengths: torch.Tensor
     log_probs: torch.Tensor
+    entropies: torch.Tensor
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
@@ -86,7 +89,74 @@ def process_logits(
     return logits
 
 
-@torch.no_grad()
+def draw(
+    logits: torch.Tensor,
+    greedy: bool,
+    generator: torch.Generator | None,
+    weights: torch.Tensor | None = None,
+    cumulative: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 5 on processed logits [B, V] (overwritten): (token [B], its log-probability [B],
+    entropy [B]).
+
+    One pass over the weights w = exp(logits - max) serves the draw, the log-probability
+    log w_x - log Z and the entropy log Z - sum_v w_v (logits_v - max) / Z (Z = sum_v w_v).
+    The draw inverts the cumulative weights at one uniform per row, u Z with u ~ U[0, 1): token
+    x is drawn exactly when W_x-1 <= u Z < W_x (W the float64 running sum of w), with probability
+    w_x / Z = softmax(logits)_x; a token of weight 0 (removed by top-k/top-p) never is. (This is
+    torch.multinomial's algorithm with replacement; its one-sample path races B x V exponential
+    draws instead, several times slower on CPU.) `weights` [B, V] and `cumulative` [B, V]
+    float64, when given, are buffers the loop reuses (fresh ones every token cost page faults).
+    """
+    best = logits.argmax(-1, keepdim=True) if greedy else None  # before any rounding
+    shifted = logits.sub_(logits.amax(-1, keepdim=True))  # <= 0; -inf on removed tokens
+    weights = torch.exp(shifted, out=weights)
+    cumulative = torch.cumsum(weights, -1, dtype=torch.float64, out=cumulative)
+    total = cumulative[:, -1:]
+    if best is not None:
+        choice = best
+    else:
+        uniform = torch.rand(total.shape, dtype=torch.float64, device=total.device,
+                             generator=generator)  # fmt: skip
+        # u Z < Z always (u Z could round up to Z): the search ends at a token of weight > 0
+        target = torch.minimum(uniform * total, total.nextafter(torch.zeros_like(total)))
+        choice = torch.searchsorted(cumulative, target, right=True)
+    log_total = total.log().to(logits.dtype)
+    shifted.clamp_(min=torch.finfo(shifted.dtype).min)  # w_v (logits_v - max) is 0, not NaN
+    log_p = shifted.gather(-1, choice) - log_total
+    spread = torch.bmm(weights[:, None, :], shifted[:, :, None])[:, :, 0]  # sum_v w_v shifted_v
+    entropy = log_total - spread / total.to(logits.dtype)
+    return choice[:, 0], log_p[:, 0], entropy[:, 0]
+
+
+def prefill(model, prompts: list[list[int]], batch: Batch):
+    """Step 2: the packed prompts through the model once, keeping the key/value cache; only the
+    last column goes through the output layer. A prompt that several rows share (the G
+    responses of an RL group) goes through once, and its cache and logits are copied to its
+    other rows (a row's numbers depend on its own tokens only).
+
+    Returns:
+        (logits [B, 1, V], the cache).
+    """
+    distinct: dict[tuple[int, ...], int] = {}
+    source = [distinct.setdefault(tuple(prompt), len(distinct)) for prompt in prompts]
+    shared = len(distinct) < len(prompts)
+    keep = slice(None)
+    if shared:  # the first row of each distinct prompt
+        keep = torch.tensor([source.index(d) for d in range(len(distinct))],
+                            device=batch.input_ids.device)  # fmt: skip
+    output = model(
+        input_ids=batch.input_ids[keep], attention_mask=batch.attention_mask[keep],
+        position_ids=batch.position_ids[keep], use_cache=True, logits_to_keep=1,
+    )  # fmt: skip
+    logits, cache = output.logits, output.past_key_values
+    if not shared:
+        return logits, cache
+    index = torch.tensor(source, device=logits.device)
+    cache.reorder_cache(index)  # row b of the cache <- row source[b]
+    return logits[index], cache
+
+
 def sample(
     model,
     prompts: list[list[int]],
@@ -126,45 +196,50 @@ def sample(
             f"{context} tokens"
         )
     steps = min(max_new_tokens, room)
-    rows = len(prompts)
-    tokens = torch.full((rows, steps), pad_id, dtype=torch.long, device=device)
-    log_probs = torch.zeros((rows, steps), device=device)
-    lengths = torch.zeros(rows, dtype=torch.long, device=device)
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    mask, positions = batch.attention_mask, batch.position_ids
-    output = model(  # 2. the prompts, once
-        input_ids=batch.input_ids, attention_mask=mask, position_ids=positions, use_cache=True
-    )
-    next_position = batch.prompt_lengths.clone()
-    for t in range(steps):  # 3.
-        logits = output.logits[:, -1, :].float()
-        if greedy:  # 5.
-            log_p = torch.log_softmax(logits, -1)
-            choice = log_p.argmax(-1)
-        else:
-            log_p = torch.log_softmax(process_logits(logits, temperature, top_k, top_p), -1)  # 4.
-            choice = torch.multinomial(log_p.exp(), 1, generator=generator).squeeze(-1)
-        choice = torch.where(finished, torch.full_like(choice, pad_id), choice)  # 6.
-        tokens[:, t] = choice
-        log_probs[:, t] = torch.where(
-            finished, torch.zeros_like(log_probs[:, t]), log_p.gather(-1, choice[:, None])[:, 0]
-        )
-        lengths += (~finished).long()
-        finished |= choice == eos_id
-        if bool(finished.all()) or t == steps - 1:
-            break
-        mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], 1)
-        output = model(  # 7.
-            input_ids=choice[:, None],
-            attention_mask=mask,
-            position_ids=next_position[:, None],
-            past_key_values=output.past_key_values,
-            use_cache=True,
-        )
-        next_position = next_position + 1
-    width = int(lengths.max()) if rows else 0
-    responses = [tokens[b, : int(lengths[b])].tolist() for b in range(rows)]
-    return Samples(responses, tokens[:, :width], lengths, log_probs[:, :width])
+    rows, width_p = len(prompts), batch.prompt_width
+    with torch.inference_mode():  # no autograd bookkeeping in the token loop
+        tokens = torch.full((rows, steps), pad_id, dtype=torch.long, device=device)
+        log_probs = torch.zeros((rows, steps), device=device)
+        entropies = torch.zeros((rows, steps), device=device)
+        lengths = torch.zeros(rows, dtype=torch.long, device=device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        # the attention mask of every step, allocated once: step 7 widens the view by a column
+        mask = torch.ones((rows, width_p + steps), dtype=batch.attention_mask.dtype,
+                          device=device)  # fmt: skip
+        mask[:, :width_p] = batch.attention_mask
+        last, cache = prefill(model, prompts, batch)  # 2.
+        next_position = batch.prompt_lengths.clone()
+        pad = torch.full((rows,), pad_id, dtype=torch.long, device=device)
+        weights = cumulative = None  # draw's buffers, allocated by its first call
+        for t in range(steps):  # 3.
+            logits = last[:, -1, :].float()
+            if not greedy:  # 4.
+                logits = process_logits(logits, temperature, top_k, top_p)
+            choice, log_p, entropy = draw(logits, greedy, generator, weights, cumulative)  # 5.
+            if weights is None:
+                weights = torch.empty_like(logits)
+                cumulative = torch.empty(logits.shape, dtype=torch.float64, device=device)
+            live = ~finished
+            choice = torch.where(finished, pad, choice)  # 6.
+            tokens[:, t] = choice
+            log_probs[:, t] = log_p * live
+            entropies[:, t] = entropy * live
+            lengths += live
+            finished |= choice == eos_id
+            if t == steps - 1 or bool(finished.all()):
+                break
+            output = model(  # 7.
+                input_ids=choice[:, None], attention_mask=mask[:, : width_p + t + 1],
+                position_ids=next_position[:, None], past_key_values=cache, use_cache=True,
+            )  # fmt: skip
+            last, cache = output.logits, output.past_key_values
+            next_position += 1
+        width = int(lengths.max()) if rows else 0
+        ids, counts = tokens.tolist(), lengths.tolist()
+        responses = [row[:count] for row, count in zip(ids, counts, strict=True)]
+    # normal tensors again (inference tensors cannot enter autograd later)
+    return Samples(responses, tokens[:, :width].clone(), lengths.clone(),
+                   log_probs[:, :width].clone(), entropies[:, :width].clone())  # fmt: skip
 
 
 def sampling_log_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
