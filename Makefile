@@ -14,7 +14,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The tour's language-model stop pretrains on Debian's fortunes; when they are missing and we
+# are root with apt-get, install them quietly; otherwise (or on failure) the stop uses pydoc.
+FORTUNES := /usr/share/games/fortunes
+
 demo: $(STAMP)
+	@if [ ! -d $(FORTUNES) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's fortunes package (the corpus of the tour's last stop)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fortunes; \
+		} >/dev/null 2>&1 || echo "could not install fortunes; the tour uses pydoc instead"; \
+	fi
 	$(BIN)/python demo/tour.py
 
 test: $(STAMP)

@@ -8,7 +8,10 @@ Stops so far:
     5. Policy gradients on CartPole-v1: REINFORCE, A2C and PPO until solved, one plot, a GIF.
     6. PPO on Pendulum-v1 (continuous actions): the swing-up, its curve and a GIF.
     7. AlphaZero on tic-tac-toe: a minute of self-play, then games against a perfect player.
+    8. The ChatGPT recipe in miniature: pretrain a small GPT on Debian's fortunes, SFT, a reward
+       model from a judge's rankings, PPO against it, DPO; VADER sentiment is the true score.
 Later issues add their stops at the end. Run directories go to runs/ (printed at the end).
+`python demo/tour.py 3 8` runs only stops 3 and 8.
 """
 
 from __future__ import annotations
@@ -170,15 +173,117 @@ def stop_alphazero() -> None:
     print(game.render(state))
 
 
+#: Stop 8's sizes: a 2x64 GPT with a 1,024-token vocabulary and 64 positions, each step on one
+#: torch thread and seeded (seed 0), so the numbers repeat; about 2.5 minutes on 2 idle cores.
+LM_PRETRAIN = dict(
+    vocab_size=1024, context=64, layers=2, width=64, heads=4, dropout=0, batch_size=32,
+    steps=400, learning_rate=3e-3, warmup_steps=30, log_every=100, eval_tokens=4096,
+)  # fmt: skip
+LM_SFT = dict(steps=100, batch_size=16, learning_rate=1e-3, warmup_steps=10, log_every=25)
+LM_LABEL = ("--prompts", "800", "--k", "8", "--max-new-tokens", "16")
+LM_REWARD = dict(steps=120, batch_prompts=16, learning_rate=1e-3, warmup_steps=10, log_every=20)
+LM_PPO = dict(
+    steps=60, batch_prompts=16, max_new_tokens=16, minibatch_size=8, learning_rate=3e-4,
+    kl_coef=0.5, adaptive_kl="false", eval_every=10, eval_fraction=0.05, eval_tokens=2048,
+)  # fmt: skip
+LM_DPO = dict(steps=100, batch_prompts=8, learning_rate=1e-3, warmup_steps=10, log_every=25)
+
+
+def sets(values: dict) -> list[str]:
+    """--set key=value for each entry of `values`."""
+    return [item for key, value in values.items() for item in ("--set", f"{key}={value}")]
+
+
+def true_scores(run_dir: Path, prompts: list[str], seed: int, chunk: int):
+    """Responses of a run's model to `prompts` and their VADER scores, drawn as `lm ppo` draws
+    its held-out evaluation (a generator seeded with seed + 1, `chunk` prompts at a time)."""
+    import torch
+
+    from bellman.lm.rewards import sentiment
+    from bellman.lm.runs import load_lm
+
+    torch.set_num_threads(1)
+    lm = load_lm(run_dir)
+    lm.model.eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    texts = []
+    for start in range(0, len(prompts), chunk):
+        texts += lm.generate(prompts[start : start + chunk], LM_PPO["max_new_tokens"],
+                             generator=generator)  # fmt: skip
+    return texts, [sentiment(p, t) for p, t in zip(prompts, texts, strict=True)]
+
+
+def stop_rlhf() -> None:
+    heading("8. The ChatGPT recipe in miniature: pretrain, SFT, reward model, PPO, DPO")
+    from bellman.lm.data import FORTUNES_DIR, holdout_indices
+    from bellman.lm.reward_model import held_out_prompts
+
+    corpus = "fortunes"
+    if not FORTUNES_DIR.is_dir():
+        corpus = "pydoc"
+        print(
+            f"note: Debian's fortunes package is missing ({FORTUNES_DIR}), so this stop "
+            "uses CPython's pydoc topics; `sudo apt-get install fortunes` adds the quotes"
+        )
+    print(
+        "The true judge is VADER sentiment in [-1, 1]: it ranks sampled responses for the "
+        "reward model and DPO and scores the models; PPO sees only the learned reward."
+    )
+    names = ("pretrain", "sft", "reward", "ppo", "dpo")
+    dirs = {name: RUNS / f"demo-{STAMP}-lm-{name}" for name in names}
+    rel = {name: str(path.relative_to(ROOT)) for name, path in dirs.items()}
+    bellman("lm", "pretrain", "--corpus", corpus, *sets(LM_PRETRAIN), "--run-dir", rel["pretrain"],
+            "--quiet")  # fmt: skip
+    bellman("lm", "demos", rel["pretrain"], "--response-words", "8")
+    bellman("lm", "sft", rel["pretrain"], "--data", f"{rel['pretrain']}/demos.jsonl",
+            *sets(LM_SFT), "--run-dir", rel["sft"], "--quiet")  # fmt: skip
+    bellman("lm", "label", rel["sft"], "--judge", "sentiment", *LM_LABEL)
+    ranked = f"{rel['sft']}/ranked.jsonl"
+    bellman("lm", "reward", rel["sft"], "--data", ranked, *sets(LM_REWARD), "--run-dir",
+            rel["reward"], "--quiet")  # fmt: skip
+    bellman("lm", "ppo", rel["sft"], "--reward-model", rel["reward"], *sets(LM_PPO),
+            "--run-dir", rel["ppo"], "--quiet")  # fmt: skip
+    bellman("lm", "dpo", rel["sft"], "--data", ranked, *sets(LM_DPO), "--run-dir", rel["dpo"],
+            "--quiet")  # fmt: skip
+    run_dirs.extend(dirs.values())
+
+    # the held-out prompts of `lm ppo` (openings of 4 words of the documents that pretraining
+    # held out, 10% by default), each model's responses drawn as PPO's evaluation draws them
+    prompts = held_out_prompts(corpus, 0.1, 4)
+    prompts = [prompts[i] for i in holdout_indices(prompts, LM_PPO["eval_fraction"])[1]]
+    chunk = LM_PPO["batch_prompts"]
+    texts, scores = {}, {}
+    for name in ("sft", "ppo", "dpo"):
+        texts[name], scores[name] = true_scores(dirs[name], prompts, 0, chunk)
+    mean = {name: float(np.mean(values)) for name, values in scores.items()}
+    print(f"-> mean true score (VADER) on the {len(prompts)} held-out prompts: SFT "
+          f"{mean['sft']:+.3f} -> PPO {mean['ppo']:+.3f}, DPO {mean['dpo']:+.3f}")  # fmt: skip
+    print("The first three of those prompts, each model's response and its true score:")
+    for i in range(3):
+        print(f"  {shown(prompts[i])} ...")
+        for name in ("sft", "ppo", "dpo"):
+            print(f"    {name.upper():<4}{scores[name][i]:+.2f}  ... {shown(texts[name][i])}")
+    print(f"-> curves: runs/demo-{STAMP}-lm-{{{','.join(names)}}}/plot.png")
+
+
+def shown(text: str) -> str:
+    """`text` on one line: whitespace collapsed, control bytes and broken UTF-8 as '?'."""
+    return " ".join("".join(c if c.isprintable() and c != "\ufffd" else "?" for c in text).split())
+
+
+STOPS = (
+    stop_recycling, stop_exploration_trap, stop_taxi, stop_dqn_cartpole, stop_policy_gradients,
+    stop_ppo_pendulum, stop_alphazero, stop_rlhf,
+)  # fmt: skip
+
+
 def main() -> None:
     started = time.perf_counter()
-    stop_recycling()
-    stop_exploration_trap()
-    stop_taxi()
-    stop_dqn_cartpole()
-    stop_policy_gradients()
-    stop_ppo_pendulum()
-    stop_alphazero()
+    chosen = sys.argv[1:] or [str(number) for number in range(1, len(STOPS) + 1)]
+    if not all(arg.isdigit() and 1 <= int(arg) <= len(STOPS) for arg in chosen):
+        sys.exit(f"usage: python demo/tour.py [STOP ...], stops 1 to {len(STOPS)}")
+    for number in map(int, chosen):
+        STOPS[number - 1]()
     heading("Run directories")
     for run_dir in run_dirs:
         print(run_dir.relative_to(ROOT))

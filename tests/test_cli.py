@@ -41,6 +41,13 @@ def test_envs_and_algos_list_what_exists(bellman):
         assert env_id in envs.stdout
     algos = bellman("algos")
     assert "q-learning" in algos.stdout and "sarsa" in algos.stdout
+    names = [line.split("  ")[0] for line in algos.stdout.splitlines()[1:-1]]
+    for step in ("pretrain", "sft", "reward", "ppo", "dpo"):  # `bellman lm STEP`
+        assert f"lm {step}" in names, algos
+    lm_fields = bellman("algos", "lm", "ppo")
+    assert lm_fields.returncode == 0, lm_fields
+    assert lm_fields.stdout.startswith("lm ppo: RLHF") and "kl_coef" in lm_fields.stdout
+    assert "vocab_size" in bellman("algos", "lm-pretrain").stdout
     fields = bellman("algos", "q-learning")
     assert fields.returncode == 0, fields
     assert "epsilon_schedule" in fields.stdout and "(0, 1]" in fields.stdout

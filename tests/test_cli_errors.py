@@ -360,6 +360,7 @@ def test_plot_of_a_corrupt_metrics_csv(bellman, run_copy):
         ("plan Taxi-v4 --format xml", ("'xml'", "table", "json")),
         ("algos nosuch", ("'nosuch'", "q-learning", "sarsa")),
         ("algos q-lerning", ("did you mean 'q-learning'",)),
+        ("algos lm ppx", ("'lm ppx'", "did you mean 'lm ppo'", "lm pretrain")),
         ("nosuch", ("'nosuch'", "train")),
         ("", ("command",)),
     ),

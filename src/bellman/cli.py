@@ -1,7 +1,8 @@
 """The `bellman` command: one verb per job, each a thin call into the library.
 
     bellman envs                         list environments (ours, gymnasium's, Atari when installed)
-    bellman algos [NAME]                 list algorithms, or one algorithm's config fields
+    bellman algos [NAME]                 list algorithms (the lm steps too), or one algorithm's
+                                         config fields (`bellman algos lm ppo`)
     bellman train ALGO --env ID [--config FILE] [--set k=v ...] [--seed S] [--steps N]
                   [--run-dir D]
     bellman train --resume RUN_DIR [--steps N]
@@ -10,7 +11,7 @@
     bellman plan ENV [--gamma G] [--format table|json]
     bellman play GAME --checkpoint RUN_DIR [--simulations N] [--first|--second]
     bellman move GAME --checkpoint RUN_DIR [--simulations N]
-    bellman lm pretrain|demos|sft|label|reward|generate ...   the language-model pipeline
+    bellman lm pretrain|demos|sft|label|reward|ppo|dpo|generate ...   the language-model pipeline
 
 Every user error is one line on stderr, `error: ...`, and exit status 2. Ctrl-C during training
 saves a checkpoint and exits 130 (SIGTERM: 143) with the command that resumes the run.
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 from pathlib import Path
 
 from bellman.config import add_training_arguments
-from bellman.errors import BellmanError
+from bellman.errors import BellmanError, unknown
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("envs", help="list the environments bellman can train on")
 
     algos = commands.add_parser("algos", help="list algorithms and their config fields")
-    algos.add_argument("name", nargs="?", help="show this algorithm's config fields")
+    algos.add_argument(
+        "name", nargs="*", help="show this algorithm's config fields (e.g. dqn, lm ppo)"
+    )
 
     train = commands.add_parser("train", help="train an agent; writes a run directory")
     train.add_argument("algo", nargs="?", help="algorithm, e.g. q-learning (see `bellman algos`)")
@@ -123,23 +127,36 @@ def _cmd_algos(args) -> int:
 
     from bellman import api
     from bellman.config import field_docs
+    from bellman.lm.cli import LM_STEPS, lm_step
 
     console = _console()
-    if args.name is None:
+    if not args.name:
         table = Table("algorithm", "what it is", box=None, pad_edge=False)
         for algo in api.ALGORITHMS.values():
             table.add_row(algo.name, algo.summary)
+        for name, (_, summary) in LM_STEPS.items():  # `bellman lm NAME`, not `bellman train`
+            table.add_row(name, summary)
         console.print(table)
         console.print("`bellman algos NAME` lists an algorithm's config fields.")
         return 0
-    spec = api.algorithm(args.name)
-    cls = spec.config_class
+    name = " ".join(args.name)
+    step = lm_step(name) if name not in api.ALGORITHMS else None
+    if step is not None:
+        module, summary = LM_STEPS[step]
+        title, cls = f"{step}: {summary}", importlib.import_module(module).Config
+    else:
+        try:
+            spec = api.algorithm(name)
+        except BellmanError:
+            raise unknown("algorithm", name, [*api.ALGORITHMS, *LM_STEPS],
+                          hint="see `bellman algos`") from None  # fmt: skip
+        title, cls = f"{spec.name}: {spec.summary}", spec.config_class
     docs = field_docs(cls)
     table = Table("field", "default", "valid", "meaning", box=None, pad_edge=False)
     for field in dataclasses.fields(cls):
         valid = field.metadata.get("interval") or ", ".join(field.metadata.get("choices", ()))
         table.add_row(field.name, repr(field.default), valid, docs.get(field.name, ""))
-    console.print(f"{spec.name}: {spec.summary}")
+    console.print(title)
     console.print(table)
     return 0
 

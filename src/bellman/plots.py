@@ -1,15 +1,20 @@
 """Learning curves as PNG: one panel per metric, one line per run.
 
-`plot_runs` reads each run's metrics.csv; the first panel is `episode_return_mean` against the
-env step, further panels show whichever of the algorithm's diagnostics the runs logged (the
-Bellman residual of the tabular methods on a log scale, losses of the deep ones: DQN's TD loss,
-the policy and value losses of the actor-critics).
+`plot_runs` reads each run's metrics.csv and draws, in the order of `PANELS`, whichever of these
+metrics the runs logged: the return (`episode_return_mean`, then the evaluation's), AlphaZero's
+Elo, the language-model steps' measures (the true and learned reward and the KL to the SFT model
+of RLHF, pretraining's held-out perplexity on a log scale, the held-out pairwise accuracy of the
+reward model and DPO, the held-out response loss of SFT), the Bellman residual of the tabular
+methods on a log scale, and the losses of the deep methods (DQN's TD loss, the policy and value
+losses of the actor-critics). The x axis is the run's step: env steps, gradient steps of a
+language-model run, PPO iterations of `lm ppo`.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import tomllib
 from pathlib import Path
 
 from bellman.checkpoint import atomic_write
@@ -19,13 +24,31 @@ from bellman.errors import CheckpointError, ConfigError
 PANELS = (
     "episode_return_mean",
     "eval_return_mean",
+    "elo",  # AlphaZero: the Elo of each generation (random play = 0)
+    "eval_reward_true",  # lm ppo: the true judge on held-out prompts
+    "reward_true",  # lm ppo: the true judge on the rollout
+    "reward_learned",  # lm ppo: the reward model's score of the rollout
+    "kl",  # lm ppo: KL to the SFT model, nats per response
+    "held_out_perplexity",  # lm pretrain (and lm ppo: drift from the corpus)
+    "held_out_accuracy",  # lm reward / dpo: held-out pairs ranked right
+    "held_out_loss",  # lm sft: response loss; lm reward / dpo: preference loss
     "bellman_residual",
     "bellman_residual_mean",
     "loss",
     "policy_loss",
     "value_loss",
 )
-LOG_SCALE = {"bellman_residual", "bellman_residual_mean"}
+LOG_SCALE = {"bellman_residual", "bellman_residual_mean", "held_out_perplexity"}
+#: A panel left out for a run that logs the metric it maps to (the same number, another scale).
+SHOWN_AS = {"held_out_loss": "held_out_perplexity"}
+#: The x axis of runs whose step is not an env step, by the algorithm of their config.toml.
+STEP_NAMES = {
+    "lm-pretrain": "gradient steps",
+    "lm-sft": "gradient steps",
+    "lm-reward": "gradient steps",
+    "lm-dpo": "gradient steps",
+    "lm-ppo": "PPO iterations",
+}
 
 
 def read_metrics(run_dir: Path) -> dict[str, list[float]]:
@@ -49,6 +72,33 @@ def read_metrics(run_dir: Path) -> dict[str, list[float]]:
     return columns
 
 
+def _algo(run_dir: Path) -> str:
+    """The algorithm of a run's config.toml ("" when it cannot be read: the plot still works)."""
+    try:
+        with open(Path(run_dir) / "config.toml", "rb") as handle:
+            return str(tomllib.load(handle).get("algo", ""))
+    except (OSError, tomllib.TOMLDecodeError):
+        return ""
+
+
+def _logged(columns: dict[str, list[float]], name: str) -> bool:
+    return any(map(math.isfinite, columns.get(name, [])))
+
+
+def _panels(data: dict[Path, dict[str, list[float]]], wanted: tuple[str, ...]) -> list[str]:
+    """The wanted metrics some run logged, less those every such run also logs in another
+    form (`SHOWN_AS`)."""
+    panels = []
+    for name in wanted:
+        runs = [columns for columns in data.values() if _logged(columns, name)]
+        shown_as = SHOWN_AS.get(name)
+        if shown_as in wanted and runs and all(_logged(columns, shown_as) for columns in runs):
+            continue
+        if runs:
+            panels.append(name)
+    return panels
+
+
 def plot_runs(run_dirs: list[Path], out: Path, metrics: tuple[str, ...] | None = None) -> Path:
     """Draw the learning curves of one or more runs into one PNG (written atomically)."""
     import io
@@ -62,11 +112,7 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: tuple[str, ...] | None =
     if not Path(out).parent.is_dir():
         raise ConfigError(f"cannot write '{out}': directory '{Path(out).parent}' does not exist")
     wanted = metrics or PANELS
-    panels = [
-        name
-        for name in wanted
-        if any(any(map(math.isfinite, columns.get(name, []))) for columns in data.values())
-    ]
+    panels = _panels(data, wanted)
     if not panels:
         raise CheckpointError(f"none of the runs logged {', '.join(wanted)} yet")
     figure, axes = plt.subplots(
@@ -92,7 +138,8 @@ def plot_runs(run_dirs: list[Path], out: Path, metrics: tuple[str, ...] | None =
             axis.set_yscale("log")
         axis.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
-    axes[-1, 0].set_xlabel("env steps")
+    step_names = {STEP_NAMES.get(_algo(run_dir), "env steps") for run_dir in data}
+    axes[-1, 0].set_xlabel(" / ".join(sorted(step_names)))
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)

@@ -22,6 +22,9 @@ def test_pretrain_on_pydoc_drops_perplexity_far_below_the_vocabulary(pretrained)
     assert f"held-out perplexity: {last:.2f}" in result.stdout
     for name in ("config.toml", "tokenizer.json", "checkpoints/step-200.safetensors"):
         assert (run_dir / name).exists(), name
+    plot = (run_dir / "plot.png").read_bytes()  # the held-out perplexity and the loss
+    assert plot[:4] == b"\x89PNG" and len(plot) > 10_000
+    assert f"plot: {run_dir.name}/plot.png" in result.stdout
     _, meta = checkpoint.load(run_dir / "checkpoints", algo="lm-pretrain")
     assert meta["state"]["pad_id"] != meta["state"]["eos_id"]
 
@@ -34,6 +37,46 @@ def test_generate_from_the_cli(pretrained, lm_cli):
     assert result.returncode == 0, result
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and all(line.startswith("The class") for line in lines)
+
+
+def test_demos_fit_the_model_s_context(pretrained, lm_cli, tmp_path):
+    """Demonstrations longer than the base model's context (64 tokens) are left out, since
+    `lm sft` refuses them; the rest are written."""
+    from bellman.lm.runs import load_lm
+
+    run_dir, _ = pretrained
+    result = lm_cli("demos", run_dir, "--out", "demos.jsonl", "--response-words", "40")
+    assert result.returncode == 0, result
+    lm = load_lm(run_dir)
+    lines = (tmp_path / "demos.jsonl").read_text().splitlines()
+    demos = [json.loads(line) for line in lines]
+    assert f"wrote {len(demos)} demonstrations to demos.jsonl; " in result.stdout
+    assert "left out, longer than the model's context of 64 tokens" in result.stdout
+    assert len(demos) > 10
+    for demo in demos:
+        assert len(lm.tokenizer.encode(demo["prompt"])) + len(lm.tokenizer.encode(
+            demo["response"])) + 1 <= 64  # fmt: skip
+
+
+def test_two_reward_runs_with_one_seed_are_identical(pretrained, lm_cli, tmp_path):
+    """The reward head's initial weights follow the seed, so a seeded run repeats bit for bit
+    (and writes its plot.png like every lm step)."""
+    run_dir, _ = pretrained
+    words = ["good", "bad", "fine", "awful", "great", "sad"]
+    (tmp_path / "ranked.jsonl").write_text("".join(
+        json.dumps({"prompt": f"The value {i}", "responses": [f" {words[i % 6]} x", " y"]}) + "\n"
+        for i in range(12)
+    ))  # fmt: skip
+    arrays = []
+    for name in ("rm1", "rm2"):
+        result = lm_cli("reward", run_dir, "--data", "ranked.jsonl", "--set", "steps=4", "--set",
+                        "batch_prompts=4", "--seed", "3", "--run-dir", name, "--quiet")  # fmt: skip
+        assert result.returncode == 0, result
+        assert (tmp_path / name / "plot.png").read_bytes()[:4] == b"\x89PNG"
+        arrays.append(checkpoint.load(tmp_path / name / "checkpoints", algo="lm-reward")[0])
+    assert arrays[0].keys() == arrays[1].keys()
+    for key in arrays[0]:
+        np.testing.assert_array_equal(arrays[0][key], arrays[1][key], err_msg=key)
 
 
 def test_missing_and_empty_corpora(lm_cli, tmp_path):

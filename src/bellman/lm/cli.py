@@ -100,6 +100,38 @@ def add_lm_commands(subparsers) -> argparse.ArgumentParser:
 #: The rule-based rewards (kept in step with `bellman.lm.rewards.REWARDS`, which loads later).
 _JUDGES = ("sentiment", "non-toxicity", "hallucination")
 
+#: The training steps of the pipeline for `bellman algos`: command -> (module, one-line summary).
+LM_STEPS = {
+    "lm pretrain": (
+        "bellman.lm.pretrain",
+        "a BPE tokenizer and a small GPT by next-token prediction (Radford et al. 2018)",
+    ),
+    "lm sft": (
+        "bellman.lm.sft",
+        "supervised fine-tuning on demonstrations, loss on responses (Ouyang et al. 2022)",
+    ),
+    "lm reward": (
+        "bellman.lm.reward_model",
+        "reward model on K ranked responses, all C(K, 2) pairs (Ouyang et al. 2022)",
+    ),
+    "lm ppo": (
+        "bellman.lm.rlhf_ppo",
+        "RLHF: PPO with a per-token KL penalty to the SFT model; PPO-ptx, GRPO, RLOO "
+        "(Ouyang et al. 2022)",
+    ),
+    "lm dpo": (
+        "bellman.lm.dpo",
+        "direct preference optimization on ranked responses (Rafailov et al. 2023)",
+    ),
+}
+
+
+def lm_step(name: str) -> str | None:
+    """The `LM_STEPS` key that `name` spells ("lm ppo", or "lm-ppo" as in run directories),
+    None when it spells none."""
+    key = " ".join(name.replace("-", " ", 1).split()) if name.startswith("lm") else ""
+    return key if key in LM_STEPS else None
+
 
 def run_lm_command(args: argparse.Namespace) -> int:
     """Run the parsed `bellman lm ...` command; BellmanError propagates to the CLI."""
@@ -132,8 +164,11 @@ def _check_resume_flags(args, command: str, extra: tuple[str, ...] = ()) -> None
 
 
 def _report(run, command: str) -> int:
+    """Write the run's plot.png (when it finished), then print what it reached."""
     from bellman import checkpoint
+    from bellman.lm.runs import write_plot
 
+    write_plot(run)
     step = checkpoint.load(run.dir / "checkpoints")[1]["step"]
     if run.stop_requested:
         sys.stderr.write(
@@ -145,6 +180,8 @@ def _report(run, command: str) -> int:
     for note in run.notes:
         print(note)
     print(f"run directory: {run.dir}")
+    if (run.dir / "plot.png").exists():
+        print(f"plot: {run.dir / 'plot.png'}")
     return 0
 
 
@@ -292,6 +329,14 @@ def _cmd_ppo(args) -> int:
     return _report(run, "ppo")
 
 
+def _one_thread() -> None:
+    """Sample on one torch thread, as the training steps do by default (`torch_threads = 1`):
+    on a shared 2-core machine a second thread makes a small model slower, not faster."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _cmd_generate(args) -> int:
     import torch
 
@@ -302,6 +347,7 @@ def _cmd_generate(args) -> int:
         check_sampling(args.temperature, args.top_k, args.top_p)
     if args.max_new_tokens < 1 or args.samples < 1:
         raise ConfigError("--max-new-tokens and --samples must be at least 1")
+    _one_thread()
     lm = load_lm(args.run_dir)
     lm.model.eval()
     torch.manual_seed(args.seed)
@@ -341,16 +387,22 @@ def _pretrain_split(values: dict, path: Path) -> float:
 
 def _cmd_demos(args) -> int:
     from bellman.lm.data import write_jsonl
-    from bellman.lm.sft import build_demonstrations
+    from bellman.lm.runs import load_lm
+    from bellman.lm.sft import build_demonstrations, fitting
 
     values = _lm_run_values(args.run_dir, "demos")
     demos = build_demonstrations(
         values["env"], _pretrain_split(values, args.run_dir), args.judge, args.prompt_words,
         args.response_words, args.keep,
     )  # fmt: skip
+    lm = load_lm(args.run_dir)
+    kept = fitting(demos, lm.tokenizer, lm.context)  # SFT refuses a pair longer than the context
     out = args.out or args.run_dir / "demos.jsonl"
-    write_jsonl(out, [{"prompt": d.prompt, "response": d.response} for d in demos])
-    print(f"wrote {len(demos)} demonstrations to {out}")
+    write_jsonl(out, [{"prompt": d.prompt, "response": d.response} for d in kept])
+    left_out = len(demos) - len(kept)
+    print(f"wrote {len(kept)} demonstrations to {out}"
+          + (f"; {left_out} left out, longer than the model's context of {lm.context} tokens"
+             if left_out else ""))  # fmt: skip
     return 0
 
 
@@ -366,6 +418,7 @@ def _cmd_label(args) -> int:
     values = _lm_run_values(args.run_dir, "label")
     prompts = held_out_prompts(values["env"], _pretrain_split(values, args.run_dir),
                                args.prompt_words)[: args.prompts]  # fmt: skip
+    _one_thread()
     lm = load_lm(args.run_dir)
     records, skipped = label_comparisons(
         lm, prompts, args.k, args.judge, max_new_tokens=args.max_new_tokens,

@@ -261,7 +261,9 @@ def train(config: RewardConfig, run: Run, prepared: Prepared | None = None) -> R
     runs.copy_tokenizer(lm, run)
     tokenizer = lm.tokenizer
     lm.model.config.use_cache = False
-    reward_model = RewardModel.from_lm(lm.model).to(device)  # 2.
+    with torch.random.fork_rng(devices=[]):  # the head's initial weights follow the seed
+        torch.manual_seed(config.seed)
+        reward_model = RewardModel.from_lm(lm.model).to(device)  # 2.
     model_config = config_dict(reward_model.backbone)
     optimizer = runs.adamw(reward_model, config.learning_rate, config.weight_decay)
     rng = np.random.default_rng(config.seed)

@@ -1,8 +1,9 @@
 """What the language-model steps share: their run directories, checkpoints and model loading.
 
-Every step (`lm pretrain`, `lm sft`, `lm reward`) writes a run directory like every bellman run
-(config.toml, metrics.csv, TensorBoard events, checkpoints/) plus `tokenizer.json`, so each run
-is self-contained: `bellman lm generate RUN` needs nothing else. A checkpoint holds
+Every step (`lm pretrain`, `lm sft`, `lm reward`, `lm ppo`, `lm dpo`) writes a run directory like
+every bellman run (config.toml, metrics.csv, TensorBoard events, checkpoints/, plot.png at the
+end: `write_plot`) plus `tokenizer.json`, so each run is self-contained: `bellman lm generate
+RUN` needs nothing else. A checkpoint holds
 
     model/<name>        the weights (tied tensors once), or backbone/... and head.* for a reward
                         model
@@ -207,6 +208,19 @@ def load_lm(path: Path, device: str = "cpu"):
         f"'{path}' is not a language model: neither a bellman run directory (config.toml) nor "
         "a transformers causal-LM directory (config.json)"
     )
+
+
+def write_plot(run: Run) -> None:
+    """plot.png of a run that reached its target (as `bellman train` writes one): the held-out
+    curves of `bellman.plots`; a run too short to plot gets a "no plot" note instead."""
+    if run.stop_requested:
+        return
+    from bellman.plots import plot_runs
+
+    try:
+        plot_runs([run.dir], run.dir / "plot.png")
+    except CheckpointError as error:
+        run.notes.append(f"no plot: {error}")
 
 
 def copy_tokenizer(lm, run: Run) -> None:

@@ -121,6 +121,16 @@ def build_demonstrations(
     return [Demonstration(*candidates[i]) for i in keep]
 
 
+def fitting(
+    demos: list[Demonstration], tokenizer: TextTokenizer, context: int
+) -> list[Demonstration]:
+    """The demonstrations whose prompt and response (EOS included) fit in `context` tokens."""
+    pairs = [tokenize_pair(tokenizer, demo.prompt, demo.response) for demo in demos]
+    return [
+        demo for demo, (p, r) in zip(demos, pairs, strict=True) if p and len(p) + len(r) <= context
+    ]
+
+
 def check_lengths(
     pairs: list[tuple[list[int], list[int]]], lines: list[int], context: int, path: str
 ) -> None:
