@@ -168,8 +168,11 @@ def main() -> None:
           f"{r['held_out_perplexity']:.1f}", f"{r['perplexity_vs_sft']:+.1%}"]
          for name, r in results.items()],
     )  # fmt: skip
-    print(f"(held-out prompts: {sft['prompts']}; seconds per step: "
-          + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ")")
+    print(
+        f"(held-out prompts: {sft['prompts']}; seconds: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+        + ")"
+    )
     write_results("rlhf_sentiment", {
         **header(1, "torch", "transformers", "tokenizers", "vaderSentiment"),
         "corpus": args.corpus, "quick": args.quick, "sizes": sizes, "label": list(label),
