@@ -23,6 +23,7 @@ result-preserving moves.
 
     python benchmarks/alphazero_connect4.py [--minutes 120] [--workers 2] [--games 50]
         [--simulations 200] [--positions 1000] [--run-dir DIR] [--skip-training]
+        [--set KEY=VALUE ...]
 
 Writes benchmarks/results/alphazero_connect4.json.
 """
@@ -57,7 +58,8 @@ def train(args) -> float:
     stopper.start()
     try:
         api.train(
-            "alphazero", "connect4", overrides=[f"workers={args.workers}", f"seed={args.seed}"],
+            "alphazero", "connect4",
+            overrides=[f"workers={args.workers}", f"seed={args.seed}", *args.set],
             run_dir=args.run_dir, quiet=True,
         )  # fmt: skip
     finally:
@@ -123,6 +125,8 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-alphazero-connect4"))
     parser.add_argument("--skip-training", action="store_true", help="evaluate --run-dir as is")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of the shipped config (repeatable)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     seconds = None if args.skip_training else train(args)
@@ -168,6 +172,7 @@ def main() -> None:
             "minutes": args.minutes,
             "training_seconds": seconds,
             "workers": args.workers,
+            "overrides": args.set,
             "self_play_moves": meta["step"],
             "games": meta["state"]["games"],
             "updates": meta["state"]["updates"],

@@ -9,6 +9,11 @@ torch thread, and reports simulations per second (the median over `--repeats`):
                                  (`--blocks` residual blocks of `--channels` channels)
     network, batch B             the same search with batch_size = B (8, 16, 32) and virtual
                                  loss 1: B leaves per forward pass
+    network, G games x batch B   `search_together`: G trees (the positions repeated), each
+                                 with batch_size B, all their leaves evaluated in ONE forward
+                                 pass per wave (up to G * B positions), as self-play plays
+                                 `concurrent_games` games per process; "frozen" rows use the
+                                 TorchScript-frozen network self-play uses
     MCTS + random rollouts       bellman.search.MCTS with RandomRolloutEvaluator (one playout
                                  per leaf), batch_size = 1: classic MCTS
     plain Python UCT             a minimal dict-based UCT with random playouts written out below
@@ -17,6 +22,7 @@ torch thread, and reports simulations per second (the median over `--repeats`):
 Target (issue 5): batched >= 5x the one-leaf-per-call search.
 
     python benchmarks/mcts_speed.py [--simulations 800] [--repeats 3] [--blocks 3] [--channels 32]
+        [--games 64]
 
 Writes benchmarks/results/mcts_speed.json.
 """
@@ -35,6 +41,7 @@ from bellman.games import make_game
 from bellman.games.base import play_moves
 from bellman.nets import AlphaZeroNetwork
 from bellman.search import MCTS, RandomRolloutEvaluator
+from bellman.search.mcts import search_together
 from bellman.zero.alphazero import NetworkEvaluator
 
 POSITIONS = ("", "4453", "44444326", "3344455552")
@@ -87,12 +94,26 @@ def time_search(make_search, states, simulations: int) -> float:
     return simulations * len(states) / (time.perf_counter() - started)
 
 
+def time_together(game, evaluator, states, simulations: int, games: int, batch: int) -> float:
+    """Simulations per second of `games` trees searched together (`search_together`)."""
+    roots = [states[i % len(states)] for i in range(games)]
+    searches = [MCTS(game, evaluator, simulations=simulations, batch_size=batch)
+                for _ in range(games)]  # fmt: skip
+    search_together(searches[:2], roots[:2])  # warm-up
+    for search in searches:
+        search.reset()
+    started = time.perf_counter()
+    search_together(searches, roots)
+    return simulations * games / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--simulations", type=int, default=800)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--games", type=int, default=64, help="trees searched together")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -113,6 +134,11 @@ def main() -> None:
             return mcts.search(state)
 
         return search
+
+    frozen = NetworkEvaluator(game, network, frozen=True)
+
+    def together(evaluator, batch: int):
+        return lambda: time_together(game, evaluator, states, sims, args.games, batch)
 
     def rollout_search():
         mcts = MCTS(
@@ -135,13 +161,20 @@ def main() -> None:
         "network, batch 8": lambda: network_search(8),
         "network, batch 16": lambda: network_search(16),
         "network, batch 32": lambda: network_search(32),
+        f"network, {args.games} games x batch 1": lambda: together(evaluator, 1),
+        f"network, {args.games} games x batch 4": lambda: together(evaluator, 4),
+        f"network (frozen), {args.games} games x batch 1": lambda: together(frozen, 1),
+        f"network (frozen), {args.games} games x batch 4": lambda: together(frozen, 4),
         "MCTS + random rollouts (bellman)": rollout_search,
         "plain Python UCT + random rollouts": plain_search,
     }
     results = {name: [] for name in rows}
     for _ in range(args.repeats):
         for name, make in rows.items():
-            results[name].append(time_search(make, states, sims))
+            if "games x" in name:
+                results[name].append(make()())
+            else:
+                results[name].append(time_search(make, states, sims))
     speeds = {name: median(values) for name, values in results.items()}
     one_leaf = speeds["network, one leaf per call"]
     table = [(name, f"{speed:,.0f}", f"{speed / one_leaf:.1f}x") for name, speed in speeds.items()]
@@ -151,7 +184,9 @@ def main() -> None:
     )
     print_table(("search", "simulations/s", "vs one leaf per call"), table)
     best = max(speeds[f"network, batch {b}"] for b in (8, 16, 32))
-    print(f"batched / one-leaf: {best / one_leaf:.1f}x (target >= 5x)")
+    across = max(speed for name, speed in speeds.items() if "games x" in name)
+    print(f"batched / one-leaf: {best / one_leaf:.1f}x (target >= 5x); across games / "
+          f"one-leaf: {across / one_leaf:.1f}x")  # fmt: skip
     write_results(
         "mcts_speed",
         {
@@ -162,6 +197,8 @@ def main() -> None:
             "simulations_per_second": speeds,
             "runs": results,
             "batched_over_one_leaf": best / one_leaf,
+            "games_together": args.games,
+            "across_games_over_one_leaf": across / one_leaf,
         },
     )
 

@@ -245,3 +245,17 @@ def test_labels_agree_with_legality_and_immediate_wins(name):
             assert GAME.can_win_now(child) == (scores[col] == loses_now), (moves, col)
             decisive += scores[col] == loses_now
     assert decisive > 0
+
+
+def test_observations_of_a_batch_equal_one_at_a_time():
+    game = Connect4()
+    rng = np.random.default_rng(0)
+    states, state = [], game.initial_state()
+    for _ in range(200):
+        if game.is_terminal(state):
+            state = game.initial_state()
+        states.append(state)
+        state = game.apply(state, int(rng.choice(game.legal_actions(state))))
+    batch = game.observations(states)
+    assert batch.dtype == np.float32 and batch.shape == (200, 2, 6, 7)
+    np.testing.assert_array_equal(batch, np.stack([game.observation(s) for s in states]))

@@ -360,7 +360,7 @@ def test_tree_reuse_keeps_the_childs_visits():
     mcts.advance(action)
     child = mcts.root
     assert child.state == TTT.apply(state, action)
-    assert child.visit_counts.sum() == kept - 1  # its first visit was its own evaluation
+    assert sum(child.visit_counts) == kept - 1  # its first visit was its own evaluation
     after = mcts.search(TTT.apply(state, action))
     assert mcts.root is child
     assert after.visit_counts.sum() == kept - 1 + 300
@@ -481,3 +481,89 @@ def test_property_no_visits_on_illegal_moves_and_visits_sum_to_simulations(
     assert (result.priors[~legal] == 0).all() and result.priors.sum() == pytest.approx(1.0)
     assert (result.q_values[~legal] == 0).all()
     assert np.all(np.abs(result.q_values) <= 1.0)
+
+
+# --- many trees searched together (one evaluator call per wave) ---------------------------------
+
+
+class HashEvaluator:
+    """Priors and values that depend on each state alone (never on the rest of the batch), so
+    searches driven together must equal searches run one by one; records batch sizes."""
+
+    def __init__(self, action_size):
+        self.action_size = action_size
+        self.batch_sizes: list[int] = []
+
+    def evaluate(self, states):
+        self.batch_sizes.append(len(states))
+        priors, values = [], []
+        for state in states:
+            rng = np.random.default_rng(abs(hash(state)) % 2**32)
+            priors.append(rng.dirichlet(np.ones(self.action_size)))
+            values.append(rng.uniform(-1, 1))
+        return np.array(priors, np.float32), np.array(values, np.float32)
+
+
+STARTS = ["", "5", "51", "519", "1425", "5137"]
+
+
+@pytest.mark.parametrize(("batch_size", "add_noise"), [(1, False), (4, True), (8, False)])
+def test_search_together_equals_one_by_one(batch_size, add_noise):
+    from bellman.search.mcts import search_together
+
+    def searches(evaluator):
+        return [MCTS(TTT, evaluator, simulations=37, batch_size=batch_size, seed=i)
+                for i in range(len(STARTS))]  # fmt: skip
+
+    states = [position(moves) for moves in STARTS]
+    pairs = zip(searches(HashEvaluator(9)), states, strict=True)
+    alone = [m.search(s, add_noise=add_noise) for m, s in pairs]
+    evaluator = HashEvaluator(9)
+    together = search_together(searches(evaluator), states, add_noise=add_noise)
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a.visit_counts, b.visit_counts)
+        np.testing.assert_array_equal(a.q_values, b.q_values)
+        np.testing.assert_array_equal(a.priors, b.priors)
+        assert a.value == b.value
+    # the trees share the calls: about one call per wave, not one per tree and round
+    assert max(evaluator.batch_sizes) > batch_size
+    assert len(evaluator.batch_sizes) <= 1 + math.ceil(37 / batch_size)
+
+
+def test_search_together_visits_sum_to_simulations_and_never_illegal():
+    from bellman.search.mcts import search_together
+
+    states = [position(moves) for moves in STARTS]
+    searches = [MCTS(TTT, RandomRolloutEvaluator(TTT, seed=i), simulations=50, batch_size=3)
+                for i in range(len(states))]  # fmt: skip
+    results = search_together(searches, states, RandomRolloutEvaluator(TTT), add_noise=True)
+    for state, result in zip(states, results, strict=True):
+        legal = TTT.legal_mask(state)
+        assert result.visit_counts.sum() == 50
+        assert (result.visit_counts[~legal] == 0).all()
+        assert result.priors.sum() == pytest.approx(1.0)
+    # tree reuse after searching together: the child keeps its visits
+    action = int(np.argmax(results[0].visit_counts))
+    searches[0].advance(action)
+    again = searches[0].search(TTT.apply(states[0], action))
+    assert again.visit_counts.sum() == results[0].visit_counts[action] - 1 + 50
+
+
+def test_a_search_in_steps_takes_its_own_simulation_count():
+    mcts = MCTS(TTT, HashEvaluator(9), simulations=40, batch_size=4)
+    assert mcts.search(TTT.initial_state(), simulations=9).visit_counts.sum() == 9
+    with pytest.raises(ConfigError, match="simulations = 0"):
+        mcts.search(TTT.initial_state(), simulations=0)
+
+
+def test_a_failing_wave_drops_every_tree():
+    from bellman.search.mcts import search_together
+
+    class NotFinite:
+        def evaluate(self, states):
+            return np.full((len(states), 9), 1 / 9, np.float32), np.full(len(states), np.nan)
+
+    searches = [MCTS(TTT, NotFinite(), simulations=8) for _ in range(3)]
+    with pytest.raises(NonFiniteError):
+        search_together(searches, [TTT.initial_state()] * 3)
+    assert all(search.root is None for search in searches)

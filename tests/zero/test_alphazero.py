@@ -266,3 +266,119 @@ def test_go9_pipeline_smoke(tmp_path: Path):
     assert meta["state"]["games"] == 1 and meta["state"]["updates"] == 3
     assert arrays["replay/planes"].shape[1:] == (6, 9, 9)
     assert arrays["net/policy_fc.weight"].shape[0] == 82
+
+
+class StateHashEvaluator:
+    """Priors and values that depend on each state alone, never on the rest of the batch."""
+
+    def __init__(self, game):
+        self.game = game
+        self.batch_sizes: list[int] = []
+
+    def evaluate(self, states):
+        self.batch_sizes.append(len(states))
+        priors, values = [], []
+        for state in states:
+            rng = np.random.default_rng(abs(hash(state)) % 2**32)
+            priors.append(rng.dirichlet(np.ones(self.game.action_size)))
+            values.append(rng.uniform(-0.5, 0.5))
+        return np.array(priors, np.float32), np.array(values, np.float32)
+
+
+@pytest.mark.parametrize("changes", [{}, {"fast_simulations": 4, "full_search_prob": 0.3}])
+def test_games_played_together_equal_games_played_alone(changes):
+    game = make_game("connect4")
+    settings = _settings("connect4", **changes)
+    seeds = [az.game_seed(0, n) for n in range(5)]
+    evaluator = StateHashEvaluator(game)
+    together = az.play_self_play_games(game, evaluator, settings, seeds)
+    assert max(evaluator.batch_sizes) > settings.search_batch_size  # the games shared calls
+    for number, record in enumerate(together):  # (a SeedSequence spawns once: a fresh one)
+        alone = az.play_self_play_game(
+            game, StateHashEvaluator(game), settings, az.game_seed(0, number)
+        )
+        np.testing.assert_array_equal(alone.planes, record.planes)
+        np.testing.assert_array_equal(alone.policies, record.policies)
+        np.testing.assert_array_equal(alone.outcomes, record.outcomes)
+        assert (
+            alone.moves == record.moves and alone.first_player_result == record.first_player_result
+        )
+
+
+def test_playout_cap_randomisation_records_only_the_full_searches():
+    game = make_game("connect4")
+    settings = _settings("connect4", fast_simulations=2, full_search_prob=0.25)
+    seeds = [az.game_seed(3, n) for n in range(6)]
+    records = az.play_self_play_games(game, StateHashEvaluator(game), settings, seeds)
+    recorded = sum(len(r.outcomes) for r in records)
+    played = sum(r.moves for r in records)
+    assert 0 < recorded < 0.5 * played  # about a quarter of the moves are recorded
+    for record in records:
+        np.testing.assert_allclose(record.policies.sum(axis=1), 1.0, rtol=1e-6)
+        # illegal moves (full columns: a stone in the top row) never get visits
+        full = record.planes[:, :, 0, :].sum(axis=1) > 0
+        assert (record.policies[full] == 0).all()
+        planes, policies, outcomes = az.augment(game, record, symmetries=True)
+        assert len(outcomes) == 2 * len(record.outcomes)
+
+
+def test_value_target_mix_blends_z_with_the_root_value():
+    game = make_game("tictactoe")
+    seeds = [az.game_seed(0, n) for n in range(3)]
+    plain = az.play_self_play_games(game, StateHashEvaluator(game), _settings(), seeds)
+    seeds = [az.game_seed(0, n) for n in range(3)]
+    mixed = az.play_self_play_games(
+        game, StateHashEvaluator(game), _settings(value_target_mix=0.5), seeds
+    )
+    for a, b in zip(plain, mixed, strict=True):
+        np.testing.assert_array_equal(a.policies, b.policies)  # the same games
+        assert np.all(np.abs(b.outcomes - 0.5 * a.outcomes) <= 0.5 + 1e-6)  # 0.5 z + 0.5 q
+        assert not np.array_equal(a.outcomes, b.outcomes)
+        assert a.first_player_result == b.first_player_result
+
+
+def test_replay_ratio_and_learning_rate_schedule():
+    config = az.AlphaZeroConfig(env="tictactoe", batch_size=100, train_steps=7, steps=1000)
+    assert az._train_steps(config, 1234) == 7
+    ratio = az.AlphaZeroConfig(env="tictactoe", batch_size=100, replay_ratio=2.0)
+    assert az._train_steps(ratio, 1234) == 25  # ceil(2 * 1234 / 100)
+    decaying = az.AlphaZeroConfig(
+        env="tictactoe", steps=1000, learning_rate=0.01, lr_final_fraction=0.1, blocks=1,
+        channels=4, value_hidden=4, batch_size=8, replay_window=8,
+    )  # fmt: skip
+    learner = az.Learner(decaying, make_game("tictactoe"))
+    rates = []
+    for step in (0, 500, 1000, 5000):
+        learner.step = step
+        learner.set_learning_rate()
+        rates.append(learner.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.01, 0.0055, 0.001, 0.001])
+
+
+def test_frozen_evaluator_matches_the_network():
+    game = make_game("connect4")
+    torch.manual_seed(0)
+    network = AlphaZeroNetwork(game.observation_shape, game.action_size, blocks=2, channels=8)
+    network.eval()
+    states = [game.initial_state()]
+    for column in [3, 3, 2, 4, 0, 6]:
+        states.append(game.apply(states[-1], column))
+    eager = az.NetworkEvaluator(game, network).evaluate(states)
+    frozen = az.NetworkEvaluator(game, network, frozen=True).evaluate(states)
+    np.testing.assert_allclose(frozen[0], eager[0], atol=1e-5)
+    np.testing.assert_allclose(frozen[1], eager[1], atol=1e-5)
+
+
+def test_concurrent_groups_do_not_depend_on_workers(tmp_path: Path):
+    # groups of 3 games by number; 2 workers play the groups [0 1 2] and [3] of the iteration
+    settings = [*TINY[1:], "steps=12", "arena_games=0", "concurrent_games=3",
+                "fast_simulations=3", "value_target_mix=0.3", "replay_ratio=1.5"]  # fmt: skip
+    one = api.train("alphazero", "tictactoe", overrides=settings, run_dir=tmp_path / "1",
+                    quiet=True)  # fmt: skip
+    two = api.train("alphazero", "tictactoe", overrides=[*settings, "workers=2"],
+                    run_dir=tmp_path / "2", quiet=True)  # fmt: skip
+    a, meta_a = checkpoint.load(one.dir / "checkpoints")
+    b, meta_b = checkpoint.load(two.dir / "checkpoints")
+    np.testing.assert_array_equal(a["replay/policies"], b["replay/policies"])
+    np.testing.assert_array_equal(a["replay/outcomes"], b["replay/outcomes"])
+    assert meta_a["state"]["updates"] == meta_b["state"]["updates"] > 0

@@ -51,6 +51,9 @@ _OBS_BITS = np.array(
 )
 
 
+_OBS_SHIFTS = _OBS_BITS.astype(np.uint64)
+
+
 def _window_masks() -> tuple[int, ...]:
     """Every line of four cells on the board (69 of them), as bitmasks."""
     windows = []
@@ -226,6 +229,13 @@ class Connect4:
         mine = _bits(state.position)
         theirs = _bits(state.position ^ state.mask)
         return np.stack([mine[_OBS_BITS], theirs[_OBS_BITS]]).astype(np.float32)
+
+    def observations(self, states: list[Connect4State]) -> np.ndarray:
+        """Float32 `[B, 2, 6, 7]`: `observation` of each state, computed for all at once."""
+        boards = np.array(
+            [(s.position, s.position ^ s.mask) for s in states], dtype=np.uint64
+        ).reshape(len(states), 2, 1, 1)
+        return ((boards >> _OBS_SHIFTS) & np.uint64(1)).astype(np.float32)
 
     def symmetries(
         self, planes: np.ndarray, policy: np.ndarray

@@ -1,7 +1,8 @@
 """Search over the `Game` protocol: PUCT Monte-Carlo tree search and alpha-beta.
 
 mcts.py        `MCTS` (AlphaZero's PUCT search with batched leaf evaluation, virtual loss and
-               tree reuse), the `Evaluator` protocol, `RandomRolloutEvaluator`, `SearchResult`,
+               tree reuse), `search_wave` / `search_together` (many trees, one evaluator call
+               per wave), the `Evaluator` protocol, `RandomRolloutEvaluator`, `SearchResult`,
                `visit_policy` and `select_action`
 alphabeta.py   `alphabeta` (depth-limited negamax), `AlphaBetaPlayer`, and the exact
                `PerfectPlayer` / `solved_values` for small games
@@ -18,6 +19,8 @@ from bellman.search.mcts import (
     SearchResult,
     add_dirichlet_noise,
     puct_scores,
+    search_together,
+    search_wave,
     select_action,
     visit_policy,
 )
@@ -33,6 +36,8 @@ __all__ = [
     "add_dirichlet_noise",
     "alphabeta",
     "puct_scores",
+    "search_together",
+    "search_wave",
     "select_action",
     "solved_values",
     "visit_policy",

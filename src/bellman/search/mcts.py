@@ -36,6 +36,14 @@ descent backs up that value and adds its own visit. So a search adds exactly `si
 at the root, and with `batch_size=1` it is the classic one-leaf-per-call search (the virtual loss
 is added and removed within the one descent, so it changes nothing).
 
+Many trees at once. Self-play plays many games per process; each game has its own tree, and
+`search_wave` runs one round of every tree still searching, then evaluates the leaves of ALL of
+them in one `evaluator.evaluate` call (batches of hundreds of positions from rounds of a few).
+Each tree keeps its own PUCT selection, virtual loss, noise and reuse, and makes the same rounds
+as alone (`MCTS.begin` / `next_leaves` / `expand` / `finish_round` / `end` are `search` in
+steps), so with an evaluator whose outputs do not depend on the rest of the batch a tree
+searched together gives exactly the result it gives alone (`search_together`).
+
 Points of view. Values are always from the player to move at a state. The evaluator returns v(s_L)
 for the player to move at s_L; `game.outcome` at a terminal state is for the player to move there.
 The statistics W(s, a), Q(s, a) stored at node s are from the point of view of the player to move
@@ -52,8 +60,10 @@ Details and deviations:
       [-1, 1] value range; AlphaZero's pseudocode uses 0 in its [0, 1] range, i.e. a loss).
     - Priors from the evaluator are masked to the legal moves and renormalised; if they give the
       legal moves no mass at all, the legal moves get uniform priors.
-    - argmax ties go to the lowest action (numpy's `argmax`), so searches are deterministic for a
-      fixed seed and evaluator.
+    - argmax ties go to the lowest action (as numpy's `argmax`), so searches are deterministic
+      for a fixed seed and evaluator.
+    - A node's statistics are Python lists, and `select` scores its few edges in plain Python:
+      on arrays of 2-82 entries each numpy call costs more than the arithmetic.
 """
 
 from __future__ import annotations
@@ -152,8 +162,10 @@ class SearchResult:
 class Node:
     """A state in the search tree and the statistics of its outgoing edges.
 
-    Edges are stored compactly over the legal actions only: index i of the arrays is action
-    `actions[i]`. W and Q are from the point of view of the player to move at this node.
+    Edges are stored compactly over the legal actions only: index i of the lists is action
+    `actions[i]`. W and Q are from the point of view of the player to move at this node. The
+    statistics are plain Python lists of floats, not numpy arrays: a node has a handful of
+    edges, and on arrays that small every numpy call costs more than the arithmetic itself.
 
     Attributes:
         state: the game state.
@@ -161,11 +173,12 @@ class Node:
         value: from the point of view of the player to move here: `game.outcome` for a terminal
             node, the evaluator's value once expanded, else None.
         actions: the legal actions (tuple of L ints), None until expanded.
-        prior: float64 `[L]`, P(s, a).
-        visit_counts: float64 `[L]`, N(s, a) (floats so a virtual loss is cheap to apply).
-        value_sums: float64 `[L]`, W(s, a).
-        q_values: float64 `[L]`, Q(s, a) = W / N, or the search's `fpu` where N = 0 (kept up to
+        prior: `[L]` floats, P(s, a).
+        visit_counts: `[L]` floats, N(s, a) (floats so a virtual loss is cheap to apply).
+        value_sums: `[L]` floats, W(s, a).
+        q_values: `[L]` floats, Q(s, a) = W / N, or the search's `fpu` where N = 0 (kept up to
             date by selection and backup, so PUCT needs no division).
+        visits: N(s) = 1 + sum_b N(s, b), virtual losses included (kept up to date likewise).
         children: action -> child Node, created when the edge is first selected.
     """
 
@@ -178,6 +191,7 @@ class Node:
         "visit_counts",
         "value_sums",
         "q_values",
+        "visits",
         "children",
     )
 
@@ -186,7 +200,11 @@ class Node:
         self.terminal = game.is_terminal(state)
         self.value: float | None = float(game.outcome(state)) if self.terminal else None
         self.actions: tuple[int, ...] | None = None
-        self.prior = self.visit_counts = self.value_sums = self.q_values = np.zeros(0)
+        self.prior: list[float] = []
+        self.visit_counts: list[float] = []
+        self.value_sums: list[float] = []
+        self.q_values: list[float] = []
+        self.visits = 1.0
         self.children: dict[int, Node] = {}
 
     @property
@@ -201,7 +219,7 @@ def puct_scores(
     """Q(s, a) + U(s, a) for every edge of a node: the quantity step 1 maximises.
 
     U(s, a) = c_puct P(s, a) sqrt(N(s)) / (1 + N(s, a)) with N(s) = 1 + sum_b N(s, b) (see the
-    module docstring).
+    module docstring). `MCTS.select` computes the same numbers edge by edge in plain Python.
 
     Args:
         prior: `[L]` P(s, a).
@@ -212,6 +230,9 @@ def puct_scores(
     Returns:
         float64 `[L]`.
     """
+    prior, visit_counts, q_values = (
+        np.asarray(x, np.float64) for x in (prior, visit_counts, q_values)
+    )
     return q_values + (c_puct * math.sqrt(1.0 + visit_counts.sum())) * prior / (1.0 + visit_counts)
 
 
@@ -230,7 +251,7 @@ def add_dirichlet_noise(
         float64 `[L]`, still a distribution.
     """
     noise = rng.dirichlet(np.full(len(prior), alpha))
-    return (1.0 - fraction) * prior + fraction * noise
+    return (1.0 - fraction) * np.asarray(prior, np.float64) + fraction * noise
 
 
 class MCTS:
@@ -244,6 +265,13 @@ class MCTS:
             action = select_action(result.visit_counts, temperature, rng)
             state = game.apply(state, action)
             mcts.advance(action)
+
+    `search` runs a whole search. The same search can also be driven in steps, so that many
+    trees (many games) share one evaluator call per wave (`search_together`, `search_wave`):
+    `begin` a search, then repeatedly take the round's leaves from `next_leaves`, evaluate
+    them, hand the results to `finish_round`, until `done`; `end` returns the result. A search
+    driven in steps makes exactly the same rounds as `search`, so with an evaluator whose
+    outputs do not depend on the rest of its batch the results are identical.
 
     Args:
         game: the game.
@@ -312,8 +340,19 @@ class MCTS:
         self.rng = np.random.default_rng(seed)
         self.root: Node | None = None
         """The current root; kept between searches by `advance` (tree reuse)."""
+        # The search in progress (see `begin`): simulations left, noise still to add, the
+        # root's own priors, the priors this search uses, the round's pending descents.
+        self._left = 0
+        self._noise = False
+        self._clean_prior: list[float] = []
+        self._used_prior: list[float] = []
+        self._paths: list[tuple[list[tuple[Node, int]], Node]] = []
+        self._leaves: list[Node] = []
 
-    def search(self, state: Any, *, add_noise: bool = False) -> SearchResult:
+    # ---- a whole search ------------------------------------------------------------------------
+    def search(
+        self, state: Any, *, add_noise: bool = False, simulations: int | None = None
+    ) -> SearchResult:
         """Run `simulations` simulations from `state` and return the root's statistics.
 
         The tree kept by `advance` is reused when its root holds `state`; otherwise a new tree is
@@ -323,6 +362,7 @@ class MCTS:
         Args:
             state: a non-terminal state of the game.
             add_noise: mix Dirichlet noise into the root priors (step 2).
+            simulations: this search's simulations (default: the search's `simulations`).
 
         Returns:
             The root's visit counts, Q values, value and the priors used (see `SearchResult`).
@@ -330,32 +370,91 @@ class MCTS:
         Raises:
             IllegalMoveError: `state` is terminal (there is no move to search for).
         """
+        self.begin(state, add_noise=add_noise, simulations=simulations)
+        try:
+            while not self.done:
+                leaves = self.next_leaves()
+                if leaves:
+                    self.expand(leaves, *self.evaluator.evaluate([leaf.state for leaf in leaves]))
+                self.finish_round()
+        except BaseException:
+            self.abort()
+            raise
+        return self.end()
+
+    # ---- the same search in steps --------------------------------------------------------------
+    def begin(self, state: Any, *, add_noise: bool = False, simulations: int | None = None) -> None:
+        """Start a search from `state` (reusing the tree when its root holds `state`).
+
+        Raises:
+            IllegalMoveError: `state` is terminal.
+        """
+        if simulations is None:
+            simulations = self.simulations
+        _check(
+            "simulations",
+            simulations,
+            lambda: _is_int(simulations) and simulations >= 1,
+            "an integer >= 1",
+        )
         if self.root is None or self.root.state != state:
             self.root = Node(self.game, state)
-        root = self.root
-        if root.terminal:
+        if self.root.terminal:
             raise IllegalMoveError("cannot search a finished game: the state is terminal")
-        try:
-            if not root.expanded:
-                self.expand_and_evaluate([root])
-            clean_prior = root.prior
-            if add_noise:
-                root.prior = add_dirichlet_noise(
-                    clean_prior, self.dirichlet_alpha, self.dirichlet_fraction, self.rng
-                )
-            used_prior = root.prior
-            try:
-                done = 0
-                while done < self.simulations:
-                    descents = min(self.batch_size, self.simulations - done)
-                    self.run_round(root, descents)
-                    done += descents
-            finally:
-                root.prior = clean_prior
-        except BaseException:
-            self.root = None  # an interrupted round leaves virtual losses in the tree
-            raise
-        return self._result(root, used_prior)
+        self._left = int(simulations)
+        self._noise = add_noise
+        self._paths, self._leaves = [], []
+        self._clean_prior = self._used_prior = self.root.prior
+
+    @property
+    def done(self) -> bool:
+        """True when the search begun last has run all its simulations."""
+        return self._left == 0 and self.root is not None and self.root.expanded
+
+    def next_leaves(self) -> list[Node]:
+        """The leaves this search wants evaluated next (pass their evaluations to `expand`, then
+        call `finish_round`): the root while it is not expanded, else one round's step 1, whose
+        distinct non-terminal leaves are returned (possibly none, when all are terminal)."""
+        root = self.root
+        if not root.expanded:
+            self._leaves = [root]
+            return self._leaves
+        if self._noise:  # step 2 at the root: the first round after the root is expanded
+            self._noise = False
+            self._clean_prior = root.prior
+            root.prior = add_dirichlet_noise(
+                root.prior, self.dirichlet_alpha, self.dirichlet_fraction, self.rng
+            ).tolist()
+            self._used_prior = root.prior
+        elif not self._used_prior:
+            self._clean_prior = self._used_prior = root.prior
+        # 1. Select: descend `descents` times, each adding a virtual loss along its path.
+        descents = min(self.batch_size, self._left)
+        self._paths = [self.select(root) for _ in range(descents)]
+        # 2. The distinct non-terminal leaves, evaluated together (dict keeps the order).
+        self._leaves = list(
+            {id(leaf): leaf for _, leaf in self._paths if not leaf.terminal}.values()
+        )
+        return self._leaves
+
+    def finish_round(self) -> None:
+        """Step 3 for the round `next_leaves` started (its leaves expanded by `expand`): back up
+        every descent (duplicates each add a visit) and remove its virtual loss."""
+        for path, leaf in self._paths:
+            self.backup(path, leaf.value)
+        self._left -= len(self._paths)
+        self._paths, self._leaves = [], []
+
+    def end(self) -> SearchResult:
+        """The result of the finished search; the root's own priors are restored."""
+        root = self.root
+        root.prior = self._clean_prior
+        return self._result(root, self._used_prior)
+
+    def abort(self) -> None:
+        """Drop the tree after a failed step (an interrupted round leaves virtual losses)."""
+        self.root = None
+        self._paths, self._leaves, self._left = [], [], 0
 
     def advance(self, action: int) -> None:
         """Make the child reached by `action` the new root, keeping its subtree (tree reuse).
@@ -371,13 +470,11 @@ class MCTS:
         self.root = None
 
     def run_round(self, root: Node, descents: int) -> None:
-        """Steps 1-3 for `descents` simulations whose leaves are evaluated in one call."""
-        # 1. Select: descend `descents` times, each adding a virtual loss along its path.
+        """Steps 1-3 for `descents` simulations from `root` whose leaves are evaluated in one
+        call (a round outside a begun search, kept for tests and experiments)."""
         paths = [self.select(root) for _ in range(descents)]
-        # 2. Expand and evaluate the distinct non-terminal leaves together (dict keeps order).
-        leaves = {id(leaf): leaf for _, leaf in paths if not leaf.terminal}
-        self.expand_and_evaluate(list(leaves.values()))
-        # 3. Backup each descent (duplicates each add a visit) and remove its virtual loss.
+        leaves = list({id(leaf): leaf for _, leaf in paths if not leaf.terminal}.values())
+        self.expand_and_evaluate(leaves)
         for path, leaf in paths:
             self.backup(path, leaf.value)
 
@@ -391,14 +488,21 @@ class MCTS:
         path = []
         node = root
         loss = self.virtual_loss
+        c_puct = self.c_puct
+        sqrt = math.sqrt
         while node.actions is not None:
-            scores = puct_scores(node.prior, node.visit_counts, node.q_values, c_puct=self.c_puct)
-            index = int(scores.argmax())  # ties: the lowest index, i.e. the lowest action
+            # argmax_a Q + c_puct P sqrt(N(s)) / (1 + N(s, a)), ties to the lowest index
+            scale = c_puct * sqrt(node.visits)
+            counts, q_values = node.visit_counts, node.q_values
+            edges = zip(node.prior, counts, q_values, strict=False)  # L each
+            scores = [q + scale * p / (1.0 + n) for p, n, q in edges]
+            index = scores.index(max(scores))
             path.append((node, index))
             if loss:
-                count = node.visit_counts[index] = node.visit_counts[index] + loss
+                count = counts[index] = counts[index] + loss
                 total = node.value_sums[index] = node.value_sums[index] - loss
-                node.q_values[index] = total / count
+                q_values[index] = total / count
+                node.visits += loss
             action = node.actions[index]
             child = node.children.get(action)
             if child is None:
@@ -407,16 +511,23 @@ class MCTS:
         return path, node
 
     def expand_and_evaluate(self, leaves: list[Node]) -> None:
-        """Step 2: one evaluator call for `leaves` (non-terminal, not expanded); expand each.
+        """Step 2: one evaluator call for `leaves` (non-terminal, not expanded); expand each."""
+        if leaves:
+            self.expand(leaves, *self.evaluator.evaluate([leaf.state for leaf in leaves]))
+
+    def expand(self, leaves: list[Node], priors: np.ndarray, values: np.ndarray) -> None:
+        """Step 2 after the evaluator: expand each leaf with its row of `priors` and `values`.
+
+        Args:
+            leaves: L non-terminal, unexpanded nodes.
+            priors: `[L, A]` the evaluator's priors (masked to the legal moves here).
+            values: `[L]` the evaluator's values.
 
         Raises:
             ValueError: the evaluator returned the wrong shapes or negative priors, or the game
                 has no legal move at a non-terminal state (which the `Game` protocol forbids).
             NonFiniteError: the evaluator returned NaN or infinite priors or values.
         """
-        if not leaves:
-            return
-        priors, values = self.evaluator.evaluate([leaf.state for leaf in leaves])
         priors = np.asarray(priors, dtype=np.float64)
         values = np.asarray(values, dtype=np.float64)
         expected = (len(leaves), self.game.action_size)
@@ -429,20 +540,22 @@ class MCTS:
             raise NonFiniteError("evaluator returned a non-finite prior or value")
         if (priors < 0).any():
             raise ValueError(f"evaluator returned a negative prior ({priors.min()})")
-        for leaf, prior, value in zip(leaves, priors, values, strict=True):
-            actions = np.flatnonzero(self.game.legal_mask(leaf.state))
-            if len(actions) == 0:
+        fpu = self.fpu
+        legal_actions = self.game.legal_actions
+        for leaf, prior, value in zip(leaves, priors.tolist(), values.tolist(), strict=True):
+            actions = legal_actions(leaf.state)
+            if not actions:
                 raise ValueError(f"{self.game.name}: a non-terminal state has no legal move")
-            legal_prior = prior[actions]
-            total = legal_prior.sum()
-            leaf.prior = (
-                legal_prior / total if total > 0 else np.full(len(actions), 1 / len(actions))
-            )
-            leaf.visit_counts = np.zeros(len(actions))
-            leaf.value_sums = np.zeros(len(actions))
-            leaf.q_values = np.full(len(actions), self.fpu)
-            leaf.actions = tuple(actions.tolist())
-            leaf.value = float(value)
+            legal_prior = [prior[a] for a in actions]
+            total = sum(legal_prior)
+            size = len(actions)
+            leaf.prior = [p / total for p in legal_prior] if total > 0 else [1.0 / size] * size
+            leaf.visit_counts = [0.0] * size
+            leaf.value_sums = [0.0] * size
+            leaf.q_values = [fpu] * size
+            leaf.visits = 1.0
+            leaf.actions = tuple(actions)
+            leaf.value = value
 
     def backup(self, path: list[tuple[Node, int]], value: float) -> None:
         """Step 3: add one visit and the value along `path`, removing its virtual loss.
@@ -457,12 +570,13 @@ class MCTS:
             count = node.visit_counts[index] = node.visit_counts[index] + 1.0 - loss
             total = node.value_sums[index] = node.value_sums[index] + value + loss
             node.q_values[index] = total / count
+            node.visits += 1.0 - loss
 
-    def _result(self, root: Node, prior: np.ndarray) -> SearchResult:
+    def _result(self, root: Node, prior) -> SearchResult:
         """The root's statistics spread over all `A` actions."""
         size = self.game.action_size
         actions = list(root.actions)
-        counts, sums = root.visit_counts, root.value_sums
+        counts, sums = np.array(root.visit_counts), np.array(root.value_sums)
         visit_counts = np.zeros(size, np.int64)
         visit_counts[actions] = np.rint(counts).astype(np.int64)
         q_values = np.zeros(size)
@@ -470,6 +584,59 @@ class MCTS:
         priors = np.zeros(size)
         priors[actions] = prior
         return SearchResult(visit_counts, q_values, float(sums.sum() / counts.sum()), priors)
+
+
+def search_wave(searches: list[MCTS], evaluator: Evaluator) -> None:
+    """One wave of many searches in progress (each `begin`-ed, not `done`): every search takes
+    its next leaves (one round, or its root), all of them are evaluated in ONE
+    `evaluator.evaluate` call, and each search expands its own and finishes its round.
+
+    The searches are independent trees (one per game); each still does its own PUCT selection
+    with virtual loss within its round. The evaluator sees batches of up to `len(searches) *
+    batch_size` positions, which is what makes many self-play games per process fast.
+
+    Raises:
+        the errors of `MCTS.expand`; every search of the wave is then aborted.
+    """
+    try:
+        wanted = [search.next_leaves() for search in searches]
+        states = [leaf.state for leaves in wanted for leaf in leaves]
+        if states:
+            priors, values = evaluator.evaluate(states)
+            priors, values = np.asarray(priors), np.asarray(values)
+            if priors.shape[:1] != (len(states),) or values.shape != (len(states),):
+                raise ValueError(
+                    f"evaluator returned priors {priors.shape} and values {values.shape} for "
+                    f"{len(states)} states"
+                )
+        start = 0
+        for search, leaves in zip(searches, wanted, strict=True):
+            if leaves:
+                end = start + len(leaves)
+                search.expand(leaves, priors[start:end], values[start:end])
+                start = end
+            search.finish_round()
+    except BaseException:
+        for search in searches:
+            search.abort()
+        raise
+
+
+def search_together(
+    searches: list[MCTS], states: list, evaluator: Evaluator | None = None, *, add_noise=False
+) -> list[SearchResult]:
+    """Whole searches of several trees at once: search i from `states[i]`, all their leaves
+    evaluated together, one call per wave (`search_wave`) by `evaluator` (default: the first
+    search's). Returns the results in order; each equals `searches[i].search(states[i])` for
+    an evaluator whose outputs do not depend on the rest of its batch."""
+    evaluator = evaluator or searches[0].evaluator
+    for search, state in zip(searches, states, strict=True):
+        search.begin(state, add_noise=add_noise)
+    active = [search for search in searches if not search.done]
+    while active:
+        search_wave(active, evaluator)
+        active = [search for search in active if not search.done]
+    return [search.end() for search in searches]
 
 
 def visit_policy(visit_counts: np.ndarray, temperature: float) -> np.ndarray:
