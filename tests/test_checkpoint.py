@@ -89,3 +89,16 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
         checkpoint.atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
+
+
+def test_progress_bar_shows_the_return_else_a_headline_metric():
+    from bellman.run import _headline
+
+    assert _headline({"episode_return_mean": 12.5, "loss": 0.3}) == ("return", 12.5)
+    nan = float("nan")
+    assert _headline({"episode_return_mean": nan, "loss": 0.3, "held_out_perplexity": 80.0}) == (
+        "held_out_perplexity", 80.0,
+    )  # fmt: skip
+    assert _headline({"episode_return_mean": nan, "reward": -0.1, "loss": 0.3}) == ("reward", -0.1)
+    label, value = _headline({"episode_return_mean": nan})
+    assert label == "return" and value != value

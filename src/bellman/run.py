@@ -283,9 +283,8 @@ class Run:
         }
         self._tensorboard.scalars(step, finite, row["wall_time"])
         if self._progress is not None:
-            self._progress.update(
-                self._task, completed=step, rate=rate, ret=self.episode_return_mean
-            )
+            label, value = _headline(row)
+            self._progress.update(self._task, completed=step, rate=rate, label=label, value=value)
         return row
 
     # ---- checkpoints ----------------------------------------------------------------------
@@ -340,7 +339,8 @@ class Run:
                     total=self.config.steps,
                     completed=start_step,
                     rate=0.0,
-                    ret=self.episode_return_mean,
+                    label="return",
+                    value=self.episode_return_mean,
                 )
             yield self
         finally:
@@ -354,8 +354,24 @@ class Run:
             self._tensorboard.close()
 
 
+#: What the progress bar shows when a run has no episodes (language models, AlphaZero's
+#: learner): the first of these its rows carry.
+HEADLINES = ("reward", "held_out_perplexity", "held_out_accuracy", "loss")
+
+
+def _headline(row: dict) -> tuple[str, float]:
+    """(name, value) for the progress bar: the mean return, else a headline metric."""
+    candidates = ("episode_return_mean", *HEADLINES)
+    for key in candidates:
+        value = row.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            return ("return" if key == "episode_return_mean" else key), float(value)
+    return "return", math.nan
+
+
 def _progress_bar():
-    """A rich progress bar on stderr: steps, steps/s and the recent mean return."""
+    """A rich progress bar on stderr: steps, steps/s and the recent mean return (or, for runs
+    without episodes, their headline metric)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -364,7 +380,7 @@ def _progress_bar():
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]:>9,.0f} steps/s"),
-        TextColumn("return {task.fields[ret]:>9.2f}"),
+        TextColumn("{task.fields[label]} {task.fields[value]:>9.2f}"),
         console=Console(stderr=True),
         transient=False,
     )
