@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -112,3 +113,22 @@ def assert_killed_run_resumes_exactly(bellman, cwd: Path, train_args: list[str],
     assert metrics == expected[1]
     assert episodes == expected[2]
     return arrays
+
+
+class HashEvaluator:
+    """Priors and values that depend on each state alone (never on the rest of the batch), so
+    searches driven together must equal searches run one by one (and games played
+    together, games played alone); records batch sizes."""
+
+    def __init__(self, action_size: int, value_bound: float = 1.0):
+        self.action_size, self.value_bound = action_size, value_bound
+        self.batch_sizes: list[int] = []
+
+    def evaluate(self, states):
+        self.batch_sizes.append(len(states))
+        priors, values = [], []
+        for state in states:
+            rng = np.random.default_rng(abs(hash(state)) % 2**32)
+            priors.append(rng.dirichlet(np.ones(self.action_size)))
+            values.append(rng.uniform(-self.value_bound, self.value_bound))
+        return np.array(priors, np.float32), np.array(values, np.float32)

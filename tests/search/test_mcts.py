@@ -21,6 +21,7 @@ from bellman.search.mcts import (
     select_action,
     visit_policy,
 )
+from tests.conftest import HashEvaluator
 
 TTT = TicTacToe()
 
@@ -484,24 +485,6 @@ def test_property_no_visits_on_illegal_moves_and_visits_sum_to_simulations(
 
 
 # --- many trees searched together (one evaluator call per wave) ---------------------------------
-
-
-class HashEvaluator:
-    """Priors and values that depend on each state alone (never on the rest of the batch), so
-    searches driven together must equal searches run one by one; records batch sizes."""
-
-    def __init__(self, action_size):
-        self.action_size = action_size
-        self.batch_sizes: list[int] = []
-
-    def evaluate(self, states):
-        self.batch_sizes.append(len(states))
-        priors, values = [], []
-        for state in states:
-            rng = np.random.default_rng(abs(hash(state)) % 2**32)
-            priors.append(rng.dirichlet(np.ones(self.action_size)))
-            values.append(rng.uniform(-1, 1))
-        return np.array(priors, np.float32), np.array(values, np.float32)
 
 
 STARTS = ["", "5", "51", "519", "1425", "5137"]

@@ -15,6 +15,7 @@ from bellman.errors import ConfigError
 from bellman.games import make_game
 from bellman.nets import AlphaZeroNetwork
 from bellman.zero import alphazero as az
+from tests.conftest import HashEvaluator
 
 torch.set_num_threads(1)
 
@@ -268,34 +269,17 @@ def test_go9_pipeline_smoke(tmp_path: Path):
     assert arrays["net/policy_fc.weight"].shape[0] == 82
 
 
-class StateHashEvaluator:
-    """Priors and values that depend on each state alone, never on the rest of the batch."""
-
-    def __init__(self, game):
-        self.game = game
-        self.batch_sizes: list[int] = []
-
-    def evaluate(self, states):
-        self.batch_sizes.append(len(states))
-        priors, values = [], []
-        for state in states:
-            rng = np.random.default_rng(abs(hash(state)) % 2**32)
-            priors.append(rng.dirichlet(np.ones(self.game.action_size)))
-            values.append(rng.uniform(-0.5, 0.5))
-        return np.array(priors, np.float32), np.array(values, np.float32)
-
-
 @pytest.mark.parametrize("changes", [{}, {"fast_simulations": 4, "full_search_prob": 0.3}])
 def test_games_played_together_equal_games_played_alone(changes):
     game = make_game("connect4")
     settings = _settings("connect4", **changes)
     seeds = [az.game_seed(0, n) for n in range(5)]
-    evaluator = StateHashEvaluator(game)
+    evaluator = HashEvaluator(game.action_size, 0.5)
     together = az.play_self_play_games(game, evaluator, settings, seeds)
     assert max(evaluator.batch_sizes) > settings.search_batch_size  # the games shared calls
     for number, record in enumerate(together):  # (a SeedSequence spawns once: a fresh one)
         alone = az.play_self_play_game(
-            game, StateHashEvaluator(game), settings, az.game_seed(0, number)
+            game, HashEvaluator(game.action_size, 0.5), settings, az.game_seed(0, number)
         )
         np.testing.assert_array_equal(alone.planes, record.planes)
         np.testing.assert_array_equal(alone.policies, record.policies)
@@ -309,7 +293,7 @@ def test_playout_cap_randomisation_records_only_the_full_searches():
     game = make_game("connect4")
     settings = _settings("connect4", fast_simulations=2, full_search_prob=0.25)
     seeds = [az.game_seed(3, n) for n in range(6)]
-    records = az.play_self_play_games(game, StateHashEvaluator(game), settings, seeds)
+    records = az.play_self_play_games(game, HashEvaluator(game.action_size, 0.5), settings, seeds)
     recorded = sum(len(r.outcomes) for r in records)
     played = sum(r.moves for r in records)
     assert 0 < recorded < 0.5 * played  # about a quarter of the moves are recorded
@@ -325,10 +309,10 @@ def test_playout_cap_randomisation_records_only_the_full_searches():
 def test_value_target_mix_blends_z_with_the_root_value():
     game = make_game("tictactoe")
     seeds = [az.game_seed(0, n) for n in range(3)]
-    plain = az.play_self_play_games(game, StateHashEvaluator(game), _settings(), seeds)
+    plain = az.play_self_play_games(game, HashEvaluator(game.action_size, 0.5), _settings(), seeds)
     seeds = [az.game_seed(0, n) for n in range(3)]
     mixed = az.play_self_play_games(
-        game, StateHashEvaluator(game), _settings(value_target_mix=0.5), seeds
+        game, HashEvaluator(game.action_size, 0.5), _settings(value_target_mix=0.5), seeds
     )
     for a, b in zip(plain, mixed, strict=True):
         np.testing.assert_array_equal(a.policies, b.policies)  # the same games
