@@ -113,3 +113,40 @@ def test_fact_questions_and_judge_rank():
     assert order == [2, 3, 1, 0] and scores == [-4.0, 0.0, 1.0, 0.5]
     with pytest.raises(ConfigError, match="did you mean 'sentiment'"):
         rewards.reward_function("sentimen")
+
+
+def test_the_fortunes_loader_reads_the_quote_files_and_skips_their_indexes(tmp_path, monkeypatch):
+
+    folder = tmp_path / "fortunes"
+    (folder / "off").mkdir(parents=True)
+    (folder / "wisdom").write_text("Be kind.\n%\nKnow  thyself.\n  - Socrates\n%\nBe kind.\n%\n")
+    (folder / "wisdom.dat").write_bytes(b"\0\0\0\x02binary index")
+    (folder / "wisdom.u8").write_text("a symlink target in Debian; skipped\n%\n")
+    (folder / "off" / "rude").write_text("A rude one.\n%\n")
+    monkeypatch.setattr(data, "FORTUNES_DIR", folder)
+    corpus = data.load_corpus("fortunes")
+    assert corpus.name == "fortunes"
+    assert corpus.documents == ["A rude one.", "Be kind.", "Know thyself. - Socrates"]
+    monkeypatch.setattr(data, "FORTUNES_DIR", tmp_path / "missing")
+    with pytest.raises(ConfigError, match="apt-get install fortunes"):
+        data.load_corpus("fortunes")
+
+
+def test_the_bible_loader_keeps_the_words_of_each_verse(tmp_path, monkeypatch):
+
+    script = tmp_path / "bin" / "bible"
+    script.parent.mkdir()
+    script.write_text(
+        "#!/bin/sh\n"
+        "printf 'Gen1:1 In the beginning God created\\n  the heaven.\\n'\n"
+        "printf 'Gen1:2 And the earth was without form.\\n\\nRev22:21 Amen.\\n'\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    corpus = data.load_corpus("bible")
+    assert corpus.documents == [
+        "In the beginning God created", "And the earth was without form.", "Amen.",
+    ]  # fmt: skip
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="apt-get install bible-kjv"):
+        data.load_corpus("bible")
