@@ -205,18 +205,17 @@ def save_local(model, directory: Path) -> None:
 
 
 # ---- bellman's steps ---------------------------------------------------------------------------
-def bellman_reward_step(settings: Settings, data: Data):
-    """One step of `reward_model.train`'s loop (steps 3-6) as a closure; returns its tokens."""
+def preference_step(settings: Settings, data: Data, model, loss_of, name: str):
+    """One step of a preference loop (reward model or DPO, steps 3-6) as a closure: cosine step
+    size, a minibatch of comparisons, `loss_of(chunk, winners, losers, prompts)`, a clipped AdamW
+    step; the closure returns the step's tokens."""
     from bellman.lm import runs
-    from bellman.lm.reward_model import comparison_pairs, preference_loss, score_comparisons
+    from bellman.lm.reward_model import comparison_pairs
 
-    reward_model, _ = fresh_reward_models(settings, data.tokenizer)
-    reward_model.train()
-    optimizer = runs.adamw(reward_model, settings.learning_rate, 0.0)
+    optimizer = runs.adamw(model, settings.learning_rate, 0.0)
     rng = np.random.default_rng(settings.seed)
     state = {"step": 0}
     total = settings.pref_steps + 1
-    pad = data.tokenizer.pad_id
 
     def step() -> int:
         learning_rate = runs.cosine_learning_rate(state["step"], settings.learning_rate, 0,
@@ -225,57 +224,49 @@ def bellman_reward_step(settings: Settings, data: Data):
             group["lr"] = learning_rate
         chosen = rng.choice(len(data.comparisons), settings.pref_batch, replace=False)
         chunk = [data.comparisons[i] for i in chosen]
-        winners, losers, prompts = comparison_pairs(chunk)
-        scores = score_comparisons(reward_model, chunk, pad)
-        loss = preference_loss(scores, winners, losers, prompts)
+        loss = loss_of(chunk, *comparison_pairs(chunk))
         if not torch.isfinite(loss):
-            raise SystemExit(f"bellman reward model: loss {float(loss)}")
+            raise SystemExit(f"bellman {name}: loss {float(loss)}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(reward_model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         state["step"] += 1
         return sum(len(c.prompt) * len(c.responses) + sum(map(len, c.responses)) for c in chunk)
 
     return step
+
+
+def bellman_reward_step(settings: Settings, data: Data):
+    """One step of `reward_model.train`'s loop (steps 3-6) as a closure; returns its tokens."""
+    from bellman.lm.reward_model import preference_loss, score_comparisons
+
+    reward_model, _ = fresh_reward_models(settings, data.tokenizer)
+    reward_model.train()
+    pad = data.tokenizer.pad_id
+
+    def loss_of(chunk, winners, losers, prompts):
+        scores = score_comparisons(reward_model, chunk, pad)
+        return preference_loss(scores, winners, losers, prompts)
+
+    return preference_step(settings, data, reward_model, loss_of, "reward model")
 
 
 def bellman_dpo_step(settings: Settings, data: Data):
     """One step of `dpo.train`'s loop (steps 3-6) as a closure; returns its tokens."""
-    from bellman.lm import runs
     from bellman.lm.dpo import dpo_loss, sequence_log_probs
-    from bellman.lm.reward_model import comparison_pairs
 
     policy = fresh_lm(settings, data.tokenizer).eval()
     reference = fresh_lm(settings, data.tokenizer).eval().requires_grad_(False)
-    optimizer = runs.adamw(policy, settings.learning_rate, 0.0)
-    rng = np.random.default_rng(settings.seed)
-    state = {"step": 0}
-    total = settings.pref_steps + 1
     pad = data.tokenizer.pad_id
 
-    def step() -> int:
-        learning_rate = runs.cosine_learning_rate(state["step"], settings.learning_rate, 0,
-                                                  total, 0.1)  # fmt: skip
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate
-        chosen = rng.choice(len(data.comparisons), settings.pref_batch, replace=False)
-        chunk = [data.comparisons[i] for i in chosen]
-        winners, losers, prompts = comparison_pairs(chunk)
+    def loss_of(chunk, winners, losers, prompts):
         policy_lp = sequence_log_probs(policy, chunk, pad)
         with torch.no_grad():
             ref_lp = sequence_log_probs(reference, chunk, pad)
-        loss = dpo_loss(policy_lp, ref_lp, winners, losers, prompts, settings.dpo_beta)
-        if not torch.isfinite(loss):
-            raise SystemExit(f"bellman DPO: loss {float(loss)}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optimizer.step()
-        state["step"] += 1
-        return sum(len(c.prompt) * len(c.responses) + sum(map(len, c.responses)) for c in chunk)
+        return dpo_loss(policy_lp, ref_lp, winners, losers, prompts, settings.dpo_beta)
 
-    return step
+    return preference_step(settings, data, policy, loss_of, "DPO")
 
 
 def bellman_rl_config(settings: Settings, advantage: str):
