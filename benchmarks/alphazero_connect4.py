@@ -11,6 +11,8 @@ and against exact scores.
                           leaf, 1000 simulations per move (`--mcts-simulations`)
            alpha-beta     bellman.search.AlphaBetaPlayer, depth 2, Connect4.heuristic
        Opponents break ties / draw rollouts with seeds that differ per game, so the games differ.
+       Games and positions are spread over `--workers` processes; each is seeded by its own
+       index and the agent searches afresh on every move, so the split does not change a result.
     3. On Pascal Pons' labelled test positions `Test_L2_R2.labels` (read in place from
        `--labels`, default ../shared/data/connect4/, never copied; its README gives the
        format), the agent's move on each position is
@@ -31,10 +33,12 @@ Writes benchmarks/results/alphazero_connect4.json.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import signal
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -80,37 +84,91 @@ def mcts_player(game, simulations: int, seed: int):
     return act
 
 
-def match(game, agent, make_opponent, games: int) -> dict:
-    """Step 2: `games` games, the agent first in even ones; a fresh seeded opponent per game."""
-    results = []
-    for g in range(games):
-        opponent = make_opponent(g)
-        if g % 2 == 0:
-            results.append(az.play_match(game, agent, opponent))
-        else:
-            results.append(-az.play_match(game, opponent, agent))
+def load_agent(run_dir: Path, simulations: int):
+    """The trained agent: its network, `simulations` PUCT simulations, no noise, most visited."""
+    _, config = api.load_run_config(run_dir)
+    arrays, _ = checkpoint.load(run_dir / "checkpoints")
+    game = make_game("connect4")
+    network = az.load_network(arrays, config, game)
+    return game, az.search_player(game, az.NetworkEvaluator(game, network), simulations, config)
+
+
+_worker: dict = {}
+
+
+def _start_worker(run_dir: Path, args: dict) -> None:
+    torch.set_num_threads(1)
+    _worker["game"], _worker["agent"] = load_agent(run_dir, args["simulations"])
+    _worker["args"] = args
+
+
+def _job(job: tuple):
+    """One evaluation job in a worker: a game against a fixed opponent or a slice of positions.
+
+    Every job is seeded by its own index and the agent searches afresh on every move, so the
+    results do not depend on how jobs are spread over processes.
+    """
+    game, agent, args = _worker["game"], _worker["agent"], _worker["args"]
+    kind = job[0]
+    if kind == "positions":
+        return score_positions(game, agent, args["labels"], job[1], job[2])
+    g = job[1]
+    if kind == "mcts":
+        opponent = mcts_player(game, args["mcts_simulations"], 1000 + g)
+    else:
+        opponent = AlphaBetaPlayer(game, 2, heuristic=game.heuristic, seed=2000 + g).act
+    if g % 2 == 0:  # the agent moves first in even games
+        return az.play_match(game, agent, opponent)
+    return -az.play_match(game, opponent, agent)
+
+
+def tally(results: list[float]) -> dict:
+    games = len(results)
     wins, draws = sum(r > 0 for r in results), sum(r == 0 for r in results)
     return {"games": games, "wins": wins, "draws": draws, "losses": games - wins - draws,
             "win_rate": wins / games}  # fmt: skip
 
 
-def score_positions(game, agent, labels: Path, limit: int) -> dict:
-    """Step 3: result-preserving and exactly optimal move shares on the labelled positions."""
+def score_positions(game, agent, labels: Path, start: int, stop: int) -> dict:
+    """Step 3: result-preserving and exactly optimal move counts on positions [start, stop)."""
     preserving = optimal = total = 0
     with open(labels, encoding="utf-8") as handle:
-        for line in handle:
-            fields = line.split()
-            if len(fields) != 9 or total >= limit:
-                continue
-            moves, scores = fields[0], np.array([int(s) for s in fields[2:]])
-            state = play_moves(game, game.parse_moves(moves))
-            best = scores[scores > -1000].max()
-            chosen = scores[agent(state)]
-            preserving += np.sign(chosen) == np.sign(best)
-            optimal += chosen == best
-            total += 1
-    return {"positions": total, "result_preserving": preserving / total,
-            "exactly_optimal": optimal / total}  # fmt: skip
+        rows = [line.split() for line in handle]
+    for fields in [row for row in rows if len(row) == 9][start:stop]:
+        moves, scores = fields[0], np.array([int(s) for s in fields[2:]])
+        state = play_moves(game, game.parse_moves(moves))
+        best = scores[scores > -1000].max()
+        chosen = scores[agent(state)]
+        preserving += int(np.sign(chosen) == np.sign(best))
+        optimal += int(chosen == best)
+        total += 1
+    return {"positions": total, "preserving": preserving, "optimal": optimal}
+
+
+def evaluate_agent(args) -> tuple[dict, dict, dict]:
+    """Steps 2 and 3 in `--workers` processes: games vs MCTS, vs alpha-beta, the positions."""
+    chunk = 50
+    jobs = [("mcts", g) for g in range(args.games)]
+    jobs += [("alphabeta", g) for g in range(args.games)]
+    jobs += [("positions", i, min(i + chunk, args.positions))
+             for i in range(0, args.positions, chunk)]  # fmt: skip
+    shared = {"simulations": args.simulations, "mcts_simulations": args.mcts_simulations,
+              "labels": args.labels}  # fmt: skip
+    with ProcessPoolExecutor(
+        max(1, args.workers), mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker, initargs=(args.run_dir, shared),
+    ) as pool:  # fmt: skip
+        results = list(pool.map(_job, jobs))
+    games = args.games
+    versus_mcts, versus_alphabeta = tally(results[:games]), tally(results[games : 2 * games])
+    counted = results[2 * games :]
+    total = sum(c["positions"] for c in counted)
+    positions = {
+        "positions": total,
+        "result_preserving": sum(c["preserving"] for c in counted) / total,
+        "exactly_optimal": sum(c["optimal"] for c in counted) / total,
+    }
+    return versus_mcts, versus_alphabeta, positions
 
 
 def main() -> None:
@@ -130,21 +188,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     seconds = None if args.skip_training else train(args)
-    spec, config = api.load_run_config(args.run_dir)
-    arrays, meta = checkpoint.load(args.run_dir / "checkpoints")
-    game = make_game("connect4")
-    network = az.load_network(arrays, config, game)
-    agent = az.search_player(game, az.NetworkEvaluator(game, network), args.simulations, config)
+    _, meta = checkpoint.load(args.run_dir / "checkpoints")
     started = time.perf_counter()
-    versus_mcts = match(
-        game, agent, lambda g: mcts_player(game, args.mcts_simulations, 1000 + g), args.games
-    )
-    versus_alphabeta = match(
-        game, agent,
-        lambda g: AlphaBetaPlayer(game, 2, heuristic=game.heuristic, seed=2000 + g).act,
-        args.games,
-    )  # fmt: skip
-    positions = score_positions(game, agent, args.labels, args.positions)
+    versus_mcts, versus_alphabeta, positions = evaluate_agent(args)
     print(
         f"AlphaZero on Connect Four: {meta['step']} self-play moves "
         f"({meta['state']['games']} games, {meta['state']['updates']} updates)"
