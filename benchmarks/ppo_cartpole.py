@@ -42,6 +42,13 @@ load hits both alike.
 
     python benchmarks/ppo_cartpole.py                      # 3 seeds, both envs, ~12 minutes
     python benchmarks/ppo_cartpole.py --quick              # a smoke run, under a minute
+    python benchmarks/ppo_cartpole.py --envs CartPole-v1 --seeds $(seq 0 20) --stop-at-bar
+
+With --stop-at-bar a CartPole run ends at its first evaluation at or above the bar (bellman:
+`stop_when_solved`, gymnasium's reward threshold 475; SB3: a callback that ends `learn`), which
+makes many seeds cheap; the steps and seconds to the bar are the same as in a full run, the
+final evaluation is the bar's. Pendulum has no gymnasium reward threshold, so its runs always go
+the whole budget.
 
 Run it as a script from the repository root (it imports benchmarks/common.py as `common`);
 needs `pip install -e .[bench]`. Writes benchmarks/results/ppo_cartpole.json.
@@ -85,7 +92,14 @@ def overrides(env_id: str, seed: int, steps: int | None, args) -> list[str]:
     ]
     if steps is not None:
         items.append(f"steps={steps}")
+    if stops_at_bar(env_id, args):
+        items.append("stop_when_solved=true")
     return items
+
+
+def stops_at_bar(env_id: str, args) -> bool:
+    """--stop-at-bar, for an env whose gymnasium reward threshold is the bar (CartPole)."""
+    return args.stop_at_bar and gym.spec(env_id).reward_threshold == BARS[env_id]
 
 
 def bellman_config(env_id: str, seed: int, steps: int | None, args) -> PPOConfig:
@@ -164,7 +178,8 @@ def run_sb3(env_id: str, seed: int, steps: int | None, args) -> dict:
     config = bellman_config(env_id, seed, steps, args)
     eval_env = make_env(env_id)
     evals: list[tuple[int, float, float]] = []
-    clock = {"eval_seconds": 0.0, "evaluated_at": 0}
+    clock = {"eval_seconds": 0.0, "evaluated_at": 0, "solved": False}
+    stop_at_bar = stops_at_bar(env_id, args)
 
     def evaluate_now(model, step: int) -> None:
         """After the iteration that ends at `step`, when it crossed a multiple of eval_every."""
@@ -181,6 +196,7 @@ def run_sb3(env_id: str, seed: int, steps: int | None, args) -> dict:
         )["mean"]
         clock["eval_seconds"] += time.perf_counter() - paused
         evals.append((step, mean, elapsed))
+        clock["solved"] = stop_at_bar and mean >= BARS[env_id]
 
     class Evaluate(BaseCallback):
         def _on_rollout_start(self) -> None:  # the previous iteration's update is done
@@ -190,8 +206,8 @@ def run_sb3(env_id: str, seed: int, steps: int | None, args) -> dict:
             clock["stopped"] = time.time()
             evaluate_now(self.model, self.num_timesteps)
 
-        def _on_step(self) -> bool:
-            return True
+        def _on_step(self) -> bool:  # False ends learn (--stop-at-bar, once solved)
+            return not clock["solved"]
 
     clock["started"] = time.time()
     envs = make_vec_env(env_id, n_envs=config.n_envs, seed=seed)
@@ -318,6 +334,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=2048)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=LIBRARIES)
+    parser.add_argument(
+        "--stop-at-bar", action="store_true",
+        help="end CartPole runs at the first evaluation at or above the bar (both libraries)",
+    )  # fmt: skip
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: seed 0, 4,096 steps, 2 eval episodes"
     )
