@@ -51,7 +51,8 @@ final evaluation is the bar's. Pendulum has no gymnasium reward threshold, so it
 the whole budget.
 
 Run it as a script from the repository root (it imports benchmarks/common.py as `common`);
-needs `pip install -e .[bench]`. Writes benchmarks/results/ppo_cartpole.json.
+needs `pip install -e .[bench]`. Writes benchmarks/results/ppo_cartpole.json
+(ppo_cartpole_stop_at_bar.json with --stop-at-bar).
 """
 
 from __future__ import annotations
@@ -384,7 +385,8 @@ def main() -> None:
         "runs": runs,
         "total_seconds": time.perf_counter() - started,
     }
-    write_results("ppo_cartpole", record, default=_json_default)
+    name = "ppo_cartpole_stop_at_bar" if args.stop_at_bar else "ppo_cartpole"
+    write_results(name, record, default=_json_default)
 
 
 def _json_default(value) -> str:
