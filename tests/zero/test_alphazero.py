@@ -231,14 +231,18 @@ def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path):
     json.dumps(meta)  # the state is plain JSON
 
 
-def test_two_workers_match_one(tmp_path: Path):
-    settings = [*TINY[1:], "steps=12", "arena_games=0"]
+def train_with_one_and_two_workers(tmp_path: Path, settings: list[str]):
+    """The final checkpoints ((arrays, meta) twice) of one run with 1 worker and one with 2."""
     one = api.train("alphazero", "tictactoe", overrides=settings, run_dir=tmp_path / "1",
                     quiet=True)  # fmt: skip
     two = api.train("alphazero", "tictactoe", overrides=[*settings, "workers=2"],
                     run_dir=tmp_path / "2", quiet=True)  # fmt: skip
-    a, _ = checkpoint.load(one.dir / "checkpoints")
-    b, _ = checkpoint.load(two.dir / "checkpoints")
+    return checkpoint.load(one.dir / "checkpoints"), checkpoint.load(two.dir / "checkpoints")
+
+
+def test_two_workers_match_one(tmp_path: Path):
+    settings = [*TINY[1:], "steps=12", "arena_games=0"]
+    (a, _), (b, _) = train_with_one_and_two_workers(tmp_path, settings)
     np.testing.assert_array_equal(a["replay/policies"], b["replay/policies"])
     np.testing.assert_allclose(a["net/policy_fc.weight"], b["net/policy_fc.weight"], atol=1e-6)
 
@@ -357,12 +361,7 @@ def test_concurrent_groups_do_not_depend_on_workers(tmp_path: Path):
     # groups of 3 games by number; 2 workers play the groups [0 1 2] and [3] of the iteration
     settings = [*TINY[1:], "steps=12", "arena_games=0", "concurrent_games=3",
                 "fast_simulations=3", "value_target_mix=0.3", "replay_ratio=1.5"]  # fmt: skip
-    one = api.train("alphazero", "tictactoe", overrides=settings, run_dir=tmp_path / "1",
-                    quiet=True)  # fmt: skip
-    two = api.train("alphazero", "tictactoe", overrides=[*settings, "workers=2"],
-                    run_dir=tmp_path / "2", quiet=True)  # fmt: skip
-    a, meta_a = checkpoint.load(one.dir / "checkpoints")
-    b, meta_b = checkpoint.load(two.dir / "checkpoints")
+    (a, meta_a), (b, meta_b) = train_with_one_and_two_workers(tmp_path, settings)
     np.testing.assert_array_equal(a["replay/policies"], b["replay/policies"])
     np.testing.assert_array_equal(a["replay/outcomes"], b["replay/outcomes"])
     assert meta_a["state"]["updates"] == meta_b["state"]["updates"] > 0
