@@ -15,9 +15,17 @@ import gymnasium as gym
 import numpy as np
 
 
+AGENT_STREAM = 1  # spawn key of the agent's generator, apart from every `[seed, ...]` sequence
+
+
 def make_rng(seed: int) -> np.random.Generator:
-    """The agent's generator for a run with this seed."""
-    return np.random.default_rng(seed)
+    """The agent's generator for a run with this seed.
+
+    It comes from its own stream: numpy's `SeedSequence(s)` equals `SeedSequence([s, 0])`, so
+    `default_rng(seed)` would share its seed words with `boundary_seeds(seed, 0, n)` (the
+    environments' first episodes) and the agent's draws would be tied to the episodes it meets.
+    """
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(AGENT_STREAM,)))
 
 
 def seed_everything(seed: int) -> np.random.Generator:
