@@ -123,14 +123,14 @@ def _learn(tmp_path, seed, *switches):
     evaluations = [float(row["eval_return_mean"]) for row in rows if row["eval_return_mean"]]
     assert evaluations[-1] >= 475, evaluations
     assert int(rows[-1]["step"]) < 50_000
+    assert float(rows[-1]["q_mean"]) > 10  # the values grew with the return (not a lucky policy)
     unseen = bellman.evaluate_run(run.dir, episodes=20, seed=100)
     assert unseen["mean"] >= 475, unseen
     return rows
 
 
 def test_dqn_solves_cartpole(tmp_path):
-    rows = _learn(tmp_path, 2)  # (seed 0 passes the bar at 2,000 steps with Q ~ 2.5: luck)
-    assert float(rows[-1]["q_mean"]) > 10  # the values grew with the return
+    _learn(tmp_path, 2)
 
 
 def test_double_dqn_still_learns(tmp_path):
