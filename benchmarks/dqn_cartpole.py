@@ -11,6 +11,11 @@ second of training. Targets (issue 3): bellman needs no more steps than SB3 (med
 half of SB3's wall-clock time.
 
     python benchmarks/dqn_cartpole.py --seeds 0 1 2           # needs `pip install -e .[bench]`
+    python benchmarks/dqn_cartpole.py --seeds 0 1 2 3 4 5 6 --stop-at-bar
+
+With --stop-at-bar a run ends at its first evaluation >= 475 (bellman: `stop_when_solved`, SB3: a
+callback that ends `learn`), which halves the benchmark's time; steps per second are then over the
+steps each run made (dqn_cartpole_stop_at_bar.json).
 
 Run it as a script from the repository root (it imports benchmarks/common.py as `common`).
 Writes benchmarks/results/dqn_cartpole.json.
@@ -56,6 +61,7 @@ def run_bellman(seed: int, args) -> dict:
                 f"eval_episodes={args.eval_episodes}",
                 f"eval_epsilon={args.eval_epsilon}",
                 f"checkpoint_every={args.steps}",
+                *(["stop_when_solved=true"] if args.stop_at_bar else []),
             ],
             run_dir=Path(tmp) / "run",
             quiet=True,
@@ -69,7 +75,7 @@ def run_bellman(seed: int, args) -> dict:
         if row["eval_return_mean"]
     ]  # fmt: skip
     train_seconds = float(rows[-1]["wall_time"]) - started - float(rows[-1]["eval_seconds"])
-    return _summary(evals, args.steps, train_seconds)
+    return _summary(evals, int(rows[-1]["step"]), train_seconds)
 
 
 def run_sb3(seed: int, args) -> dict:
@@ -93,6 +99,7 @@ def run_sb3(seed: int, args) -> dict:
                 self.eval_seconds += time.perf_counter() - clock
                 elapsed = time.time() - self.started - self.eval_seconds
                 evals.append((self.num_timesteps, mean, elapsed))
+                return not (args.stop_at_bar and mean >= THRESHOLD)  # False ends learn
             return True
 
     callback = Evaluate()
@@ -116,7 +123,7 @@ def run_sb3(seed: int, args) -> dict:
     callback.started = time.time()
     model.learn(total_timesteps=args.steps, callback=callback)
     train_seconds = time.time() - callback.started - callback.eval_seconds
-    return _summary(evals, args.steps, train_seconds)
+    return _summary(evals, model.num_timesteps, train_seconds)
 
 
 def _evaluate_q_net(q_net, env, seed: int, args) -> float:
@@ -151,6 +158,9 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--eval-epsilon", type=float, default=0.0)
     parser.add_argument("--libraries", nargs="+", default=["bellman", "sb3"])
+    parser.add_argument(
+        "--stop-at-bar", action="store_true", help="end each run at its first evaluation >= 475"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -177,7 +187,8 @@ def main() -> None:
         for library, runs in results.items()
     }
     print()
-    print(f"DQN CartPole-v1, {len(args.seeds)} seeds, {args.steps} steps, torch threads 1, "
+    ending = "runs end at the bar" if args.stop_at_bar else f"{args.steps} steps"
+    print(f"DQN CartPole-v1, {len(args.seeds)} seeds, {ending}, torch threads 1, "
           f"{processor()}, {today()}")  # fmt: skip
     print_table(
         ["library", "reached 475", "median env steps to 475", "median seconds to 475",
@@ -210,7 +221,8 @@ def main() -> None:
         "summary": summary,
         "runs": results,
     }
-    write_results("dqn_cartpole", record, default=str)
+    name = "dqn_cartpole_stop_at_bar" if args.stop_at_bar else "dqn_cartpole"
+    write_results(name, record, default=str)
 
 
 if __name__ == "__main__":
