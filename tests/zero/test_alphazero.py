@@ -247,6 +247,23 @@ def test_two_workers_match_one(tmp_path: Path):
     np.testing.assert_allclose(a["net/policy_fc.weight"], b["net/policy_fc.weight"], atol=1e-6)
 
 
+def test_learner_threads_keep_a_run_reproducible(tmp_path: Path):
+    # step 5 on 2 threads (the core the idle workers leave): twice the same run, bit for bit,
+    # and the same function as on 1 thread up to float rounding; torch is back on 1 thread
+    settings = [*TINY[1:], "steps=30", "arena_games=0", "channels=32", "batch_size=128"]
+    runs = [
+        api.train("alphazero", "tictactoe", overrides=[*settings, f"train_threads={threads}"],
+                  run_dir=tmp_path / name, quiet=True)
+        for name, threads in (("a", 2), ("b", 2), ("c", 1))
+    ]  # fmt: skip
+    assert torch.get_num_threads() == 1
+    (a, _), (b, _), (c, _) = (checkpoint.load(run.dir / "checkpoints") for run in runs)
+    assert a["net/policy_fc.weight"].any()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    np.testing.assert_allclose(a["net/policy_fc.weight"], c["net/policy_fc.weight"], atol=1e-4)
+
+
 def test_eval_env_plays_whole_games():
     config = az.AlphaZeroConfig(env="tictactoe", eval_opponent="random")
     env = az.make_eval_env(config)

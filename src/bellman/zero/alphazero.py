@@ -165,6 +165,10 @@ class AlphaZeroConfig(TrainConfig):
     """Where the learner's network runs: auto uses CUDA when present (self-play uses the CPU)."""
     torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
     """CPU threads of torch in every process (1 is fastest on small, shared machines)."""
+    train_threads: int = field(default=1, metadata=interval("[1, 256]"))
+    """CPU threads of torch for the learner's gradient steps (step 5), which run while the
+    self-play workers wait: with 2 workers on 2 cores, 2 uses the core that would idle (1.5x
+    faster steps for the Connect Four net). Fixed per run, so a run stays reproducible."""
     concurrent_games: int = field(default=32, metadata=interval("[1, 4096]"))
     """Self-play games a process plays at once, the leaves of all their trees evaluated in ONE
     network call per wave (batches of up to concurrent_games * search_batch_size positions).
@@ -1048,7 +1052,11 @@ def _iteration(learner: Learner, config: AlphaZeroConfig, run: Run, pool) -> Non
     losses = []
     if len(learner.window) >= config.batch_size:  # 5. gradient steps on l
         learner.set_learning_rate()
-        losses = [learner.train_step() for _ in range(_train_steps(config, new_positions))]
+        torch.set_num_threads(config.train_threads)
+        try:
+            losses = [learner.train_step() for _ in range(_train_steps(config, new_positions))]
+        finally:
+            torch.set_num_threads(config.torch_threads)
         if losses and not math.isfinite(losses[-1][0]):
             raise NonFiniteError(f"loss is {losses[-1][0]} at step {learner.step}")
     train_seconds = time.perf_counter() - started
