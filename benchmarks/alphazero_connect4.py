@@ -24,15 +24,16 @@ Targets (issue 5), within a 2-hour, 2-core budget: >= 90% wins against both oppo
 result-preserving moves.
 
     python benchmarks/alphazero_connect4.py [--minutes 120] [--workers 2] [--games 50]
-        [--simulations 200] [--positions 1000] [--run-dir DIR] [--skip-training]
-        [--set KEY=VALUE ...]
+        [--simulations 200] [--positions 1000] [--run-dir DIR] [--skip-training] [--solve]
+        [--set KEY=VALUE ...] [--results NAME]
 
-Writes benchmarks/results/alphazero_connect4.json.
+Writes benchmarks/results/alphazero_connect4.json (NAME.json with --results).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -85,9 +86,12 @@ def mcts_player(game, simulations: int, seed: int):
     return act
 
 
-def load_agent(run_dir: Path, simulations: int):
-    """The trained agent: its network, `simulations` PUCT simulations, no noise, most visited."""
+def load_agent(run_dir: Path, simulations: int, solve: bool = False):
+    """The trained agent: its network, `simulations` PUCT simulations, no noise, most visited
+    (with `solve`, or when the run's config has it: MCTS-Solver and its `best_move`)."""
     _, config = api.load_run_config(run_dir)
+    if solve:
+        config = dataclasses.replace(config, solve=True)
     arrays, _ = checkpoint.load(run_dir / "checkpoints")
     game = make_game("connect4")
     network = az.load_network(arrays, config, game)
@@ -99,7 +103,7 @@ _worker: dict = {}
 
 def _start_worker(run_dir: Path, args: dict) -> None:
     torch.set_num_threads(1)
-    _worker["game"], _worker["agent"] = load_agent(run_dir, args["simulations"])
+    _worker["game"], _worker["agent"] = load_agent(run_dir, args["simulations"], args["solve"])
     _worker["args"] = args
 
 
@@ -172,7 +176,7 @@ def evaluate_agent(args) -> tuple[dict, dict, dict]:
     jobs += [("positions", i, min(i + chunk, args.positions))
              for i in range(0, args.positions, chunk)]  # fmt: skip
     shared = {"simulations": args.simulations, "mcts_simulations": args.mcts_simulations,
-              "labels": args.labels}  # fmt: skip
+              "labels": args.labels, "solve": args.solve}  # fmt: skip
     with ProcessPoolExecutor(
         max(1, args.workers), mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker, initargs=(args.run_dir, shared),
@@ -202,6 +206,13 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-alphazero-connect4"))
     parser.add_argument("--skip-training", action="store_true", help="evaluate --run-dir as is")
+    parser.add_argument(
+        "--solve",
+        action="store_true",
+        help="the agent searches with MCTS-Solver (whatever the run's config)",
+    )
+    parser.add_argument("--results", default="alphazero_connect4",
+                        help="name of the JSON written to benchmarks/results/")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the shipped config (repeatable)")  # fmt: skip
     args = parser.parse_args()
@@ -215,6 +226,7 @@ def main() -> None:
         f"({meta['state']['games']} games, {meta['state']['updates']} updates)"
         + (f" in {seconds / 60:.1f} min" if seconds is not None else "")
         + f"; agent {args.simulations} simulations per move"
+        + (" with MCTS-Solver" if args.solve else "")
     )
     print_table(
         ("measure", "result", "target"),
@@ -227,7 +239,7 @@ def main() -> None:
         ],
     )  # fmt: skip
     write_results(
-        "alphazero_connect4",
+        args.results,
         {
             **header(1, "torch", "numpy"),
             "minutes": args.minutes,
@@ -238,6 +250,7 @@ def main() -> None:
             "games": meta["state"]["games"],
             "updates": meta["state"]["updates"],
             "agent_simulations": args.simulations,
+            "agent_solver": args.solve,
             "evaluation_seconds": time.perf_counter() - started,
             "vs_mcts": {**versus_mcts, "simulations": args.mcts_simulations},
             "vs_alphabeta_depth2": versus_alphabeta,

@@ -14,7 +14,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-
 AGENT_STREAM = 1  # spawn key of the agent's generator, apart from every `[seed, ...]` sequence
 
 

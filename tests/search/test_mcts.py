@@ -16,7 +16,9 @@ from bellman.search.alphabeta import solved_values
 from bellman.search.mcts import (
     MCTS,
     RandomRolloutEvaluator,
+    SearchResult,
     add_dirichlet_noise,
+    best_move,
     puct_scores,
     select_action,
     visit_policy,
@@ -550,3 +552,81 @@ def test_a_failing_wave_drops_every_tree():
     with pytest.raises(NonFiniteError):
         search_together(searches, [TTT.initial_state()] * 3)
     assert all(search.root is None for search in searches)
+
+
+# ---- MCTS-Solver ------------------------------------------------------------------------------
+def endgame_positions(count: int, empty: int, seed: int) -> list:
+    """Distinct non-terminal tic-tac-toe positions with `empty` empty cells, from random games."""
+    rng = np.random.default_rng(seed)
+    found: dict = {}
+    while len(found) < count:
+        state = TTT.initial_state()
+        while not TTT.is_terminal(state) and TTT.legal_mask(state).sum() > empty:
+            state = TTT.apply(state, int(rng.choice(TTT.legal_actions(state))))
+        if not TTT.is_terminal(state):
+            found.setdefault(state, state)
+    return list(found.values())
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_solver_proves_endgames_exactly(batch_size):
+    # 30 positions with 5 empty cells (at most 325 nodes below each): every value the solver
+    # proves is the exact negamax value, it proves most roots in 600 simulations (a draw needs
+    # every move proven; all 30 at 10,000), and the move it plays is optimal
+    proofs = roots = 0
+    for state in endgame_positions(30, 5, seed=0):
+        mcts = MCTS(TTT, RandomRolloutEvaluator(TTT, seed=2), simulations=600,
+                    batch_size=batch_size, solve=True)  # fmt: skip
+        result = mcts.search(state)
+        exact = solved_values(TTT, state)
+        if mcts.root.proven is not None:
+            assert mcts.root.proven == np.nanmax(exact)
+            roots += 1
+        known = ~np.isnan(result.proven)
+        assert known.any() or mcts.root.proven is None
+        np.testing.assert_array_equal(result.proven[known], exact[known])
+        assert exact[best_move(result)] == np.nanmax(exact)
+        assert result.visit_counts.sum() == 600  # proven subtrees still take their visits
+        proofs += known.sum()
+    assert roots >= 25 and proofs > 60
+
+
+def test_without_the_solver_only_finished_games_are_proven():
+    state = position("1425")  # X to move: 3 wins at once, the other moves are open
+    plain = MCTS(TTT, RandomRolloutEvaluator(TTT, seed=1), simulations=600).search(state)
+    assert plain.proven[2] == 1.0 and np.isnan(np.delete(plain.proven, 2)).all()
+    solver = MCTS(TTT, RandomRolloutEvaluator(TTT, seed=1), simulations=600, solve=True)
+    solver.search(state)
+    assert solver.root.proven == 1.0
+
+
+def test_solver_backs_up_exact_values_instead_of_estimates():
+    # O to move at "152" loses unless it blocks at 3; after the blocking move the rest is a draw
+    # (solved_values). An evaluator that calls every position a sure win for its mover would
+    # mislead the plain search; the solver's proven values override it.
+    class Optimist:
+        def evaluate(self, states):
+            return np.full((len(states), 9), 1 / 9, np.float32), np.ones(len(states), np.float32)
+
+    state = position("152")
+    exact = solved_values(TTT, state)
+    mcts = MCTS(TTT, Optimist(), simulations=3000, batch_size=1, solve=True)
+    result = mcts.search(state)
+    assert mcts.root.proven == np.nanmax(exact) == 0.0
+    assert best_move(result) == 2
+    losing = exact == -1.0
+    assert (result.proven[losing] == -1.0).all()
+
+
+def test_best_move_worked_examples():
+    def result(counts, proven):
+        counts = np.array(counts, np.int64)
+        zeros = np.zeros(len(counts))
+        return SearchResult(counts, zeros, 0.0, zeros, np.array(proven, np.float64))
+
+    nan = math.nan
+    assert best_move(result([10, 50, 3], [nan, nan, 1.0])) == 2  # a proven win beats visits
+    assert best_move(result([10, 50, 3], [nan, -1.0, nan])) == 0  # a proven loss is avoided
+    assert best_move(result([10, 50, 3], [-1.0, -1.0, -1.0])) == 1  # all lose: most visited
+    assert best_move(result([10, 50, 0], [-1.0, -1.0, nan])) == 1  # the open move has no visit
+    assert best_move(result([10, 50, 3], [0.0, nan, 1.0])) == 2

@@ -13,6 +13,7 @@ import torch
 from bellman import api, checkpoint
 from bellman.errors import ConfigError
 from bellman.games import make_game
+from bellman.games.base import play_moves
 from bellman.nets import AlphaZeroNetwork
 from bellman.zero import alphazero as az
 from tests.conftest import HashEvaluator
@@ -262,6 +263,20 @@ def test_learner_threads_keep_a_run_reproducible(tmp_path: Path):
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     np.testing.assert_allclose(a["net/policy_fc.weight"], c["net/policy_fc.weight"], atol=1e-4)
+
+
+def test_solver_option_trains_and_its_player_takes_a_proven_win(tmp_path: Path):
+    run = api.train("alphazero", "tictactoe", overrides=[*TINY[1:], "steps=20", "solve=true"],
+                    run_dir=tmp_path / "run", quiet=True)  # fmt: skip
+    arrays, meta = checkpoint.load(run.dir / "checkpoints")
+    assert meta["step"] >= 20
+    _, config = api.load_run_config(run.dir)
+    assert config.solve
+    game = make_game("tictactoe")
+    network = az.load_network(arrays, config, game)
+    act = az.search_player(game, az.NetworkEvaluator(game, network), 40, config)
+    state = play_moves(game, game.parse_moves("1425"))  # X: 1 2, O: 4 5; 3 wins at once
+    assert act(state) == 2
 
 
 def test_eval_env_plays_whole_games():

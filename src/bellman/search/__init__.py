@@ -3,7 +3,7 @@
 mcts.py        `MCTS` (AlphaZero's PUCT search with batched leaf evaluation, virtual loss and
                tree reuse), `search_wave` / `search_together` (many trees, one evaluator call
                per wave), the `Evaluator` protocol, `RandomRolloutEvaluator`, `SearchResult`,
-               `visit_policy` and `select_action`
+               `visit_policy`, `select_action` and `best_move` (MCTS-Solver's choice)
 alphabeta.py   `alphabeta` (depth-limited negamax), `AlphaBetaPlayer`, and the exact
                `PerfectPlayer` / `solved_values` for small games
 """
@@ -18,6 +18,7 @@ from bellman.search.mcts import (
     RandomRolloutEvaluator,
     SearchResult,
     add_dirichlet_noise,
+    best_move,
     puct_scores,
     search_together,
     search_wave,
@@ -35,6 +36,7 @@ __all__ = [
     "SearchResult",
     "add_dirichlet_noise",
     "alphabeta",
+    "best_move",
     "puct_scores",
     "search_together",
     "search_wave",

@@ -64,6 +64,21 @@ Details and deviations:
       for a fixed seed and evaluator.
     - A node's statistics are Python lists, and `select` scores its few edges in plain Python:
       on arrays of 2-82 entries each numpy call costs more than the arithmetic.
+
+MCTS-Solver (`solve=True`; Winands, Bjornsson and Saito, "Monte-Carlo Tree Search Solver",
+2008; OpenSpiel's MCTSBot has it too). Game-theoretic values are proven from the terminal
+states upward and then used instead of estimates:
+    - A node's `proven` value (for the player to move there) is its outcome when terminal; an
+      expanded node is proven a win (+1) as soon as one child is proven a loss for its mover,
+      and proven max_a -proven(child_a) once every child is proven (a loss or a draw).
+    - Proving happens in step 3, along the path just backed up, from the leaf upward.
+    - Step 1 stops at a proven node below the root as at a terminal one: it is not searched
+      further, and step 3 backs up its exact value instead of the network's estimate. (The root
+      is always descended, so a search still adds exactly `simulations` visits.)
+    - `best_move` plays a proven win when there is one, and never a proven loss while some move
+      is not proven lost; otherwise the most visited move.
+Without `solve` only terminal nodes carry a proven value, which is their outcome: the search is
+exactly the plain one.
 """
 
 from __future__ import annotations
@@ -151,12 +166,16 @@ class SearchResult:
         value: the root's value from its mover's point of view: sum_a W(s_0, a) / sum_a N(s_0, a).
         priors: float64 `[A]`, the P(s_0, a) the search used (with Dirichlet noise when it was
             added); 0 for illegal moves.
+        proven: float64 `[A]`, the game-theoretic result of each move for the root's mover
+            (+1 win, 0 draw, -1 loss) where the search proved it (MCTS-Solver, or a move that
+            ends the game), NaN elsewhere.
     """
 
     visit_counts: np.ndarray
     q_values: np.ndarray
     value: float
     priors: np.ndarray
+    proven: np.ndarray
 
 
 class Node:
@@ -172,6 +191,8 @@ class Node:
         terminal: True when the game is over here; such a node is never expanded.
         value: from the point of view of the player to move here: `game.outcome` for a terminal
             node, the evaluator's value once expanded, else None.
+        proven: the game-theoretic value for the player to move here when known: the outcome
+            of a terminal node, or proven by MCTS-Solver; else None.
         actions: the legal actions (tuple of L ints), None until expanded.
         prior: `[L]` floats, P(s, a).
         visit_counts: `[L]` floats, N(s, a) (floats so a virtual loss is cheap to apply).
@@ -186,6 +207,7 @@ class Node:
         "state",
         "terminal",
         "value",
+        "proven",
         "actions",
         "prior",
         "visit_counts",
@@ -199,6 +221,7 @@ class Node:
         self.state = state
         self.terminal = game.is_terminal(state)
         self.value: float | None = float(game.outcome(state)) if self.terminal else None
+        self.proven: float | None = self.value
         self.actions: tuple[int, ...] | None = None
         self.prior: list[float] = []
         self.visit_counts: list[float] = []
@@ -285,6 +308,8 @@ class MCTS:
             enough for small batches; 0 lets a round's descents share a path).
         fpu: Q of an unvisited edge, in [-1, 1] (0.0: a draw).
         seed: seed of the generator drawing the Dirichlet noise.
+        solve: MCTS-Solver: prove wins, losses and draws and back up exact values (see the
+            module docstring).
 
     Raises:
         ConfigError: a knob is out of range (the message names it and what is valid).
@@ -303,6 +328,7 @@ class MCTS:
         virtual_loss: float = 1.0,
         fpu: float = 0.0,
         seed: int = 0,
+        solve: bool = False,
     ):
         _check(
             "simulations",
@@ -337,6 +363,7 @@ class MCTS:
         self.batch_size = int(batch_size)
         self.virtual_loss = float(virtual_loss)
         self.fpu = float(fpu)
+        self.solve = bool(solve)
         self.rng = np.random.default_rng(seed)
         self.root: Node | None = None
         """The current root; kept between searches by `advance` (tree reuse)."""
@@ -431,9 +458,9 @@ class MCTS:
         # 1. Select: descend `descents` times, each adding a virtual loss along its path.
         descents = min(self.batch_size, self._left)
         self._paths = [self.select(root) for _ in range(descents)]
-        # 2. The distinct non-terminal leaves, evaluated together (dict keeps the order).
+        # 2. The distinct leaves without a proven value (not terminal), evaluated together
         self._leaves = list(
-            {id(leaf): leaf for _, leaf in self._paths if not leaf.terminal}.values()
+            {id(leaf): leaf for _, leaf in self._paths if leaf.proven is None}.values()
         )
         return self._leaves
 
@@ -441,7 +468,7 @@ class MCTS:
         """Step 3 for the round `next_leaves` started (its leaves expanded by `expand`): back up
         every descent (duplicates each add a visit) and remove its virtual loss."""
         for path, leaf in self._paths:
-            self.backup(path, leaf.value)
+            self.backup(path, leaf_value(leaf))
         self._left -= len(self._paths)
         self._paths, self._leaves = [], []
 
@@ -473,17 +500,18 @@ class MCTS:
         """Steps 1-3 for `descents` simulations from `root` whose leaves are evaluated in one
         call (a round outside a begun search, kept for tests and experiments)."""
         paths = [self.select(root) for _ in range(descents)]
-        leaves = list({id(leaf): leaf for _, leaf in paths if not leaf.terminal}.values())
+        leaves = list({id(leaf): leaf for _, leaf in paths if leaf.proven is None}.values())
         self.expand_and_evaluate(leaves)
         for path, leaf in paths:
-            self.backup(path, leaf.value)
+            self.backup(path, leaf_value(leaf))
 
     def select(self, root: Node) -> tuple[list[tuple[Node, int]], Node]:
         """Step 1: descend by PUCT to a leaf, adding a virtual loss to each edge taken.
 
         Returns:
             `(path, leaf)`: the `(node, edge index)` pairs from the root, and the leaf (terminal,
-            or not expanded yet). Children are created here, when an edge is first taken.
+            proven by the solver, or not expanded yet). Children are created here, when an edge
+            is first taken.
         """
         path = []
         node = root
@@ -508,6 +536,8 @@ class MCTS:
             if child is None:
                 child = node.children[action] = Node(self.game, self.game.apply(node.state, action))
             node = child
+            if node.proven is not None:  # terminal, or solved: its value is exact
+                break
         return path, node
 
     def expand_and_evaluate(self, leaves: list[Node]) -> None:
@@ -571,6 +601,8 @@ class MCTS:
             total = node.value_sums[index] = node.value_sums[index] + value + loss
             node.q_values[index] = total / count
             node.visits += 1.0 - loss
+        if self.solve:
+            prove(path)
 
     def _result(self, root: Node, prior) -> SearchResult:
         """The root's statistics spread over all `A` actions."""
@@ -583,7 +615,51 @@ class MCTS:
         q_values[actions] = np.where(counts > 0, sums / np.maximum(counts, 1.0), 0.0)
         priors = np.zeros(size)
         priors[actions] = prior
-        return SearchResult(visit_counts, q_values, float(sums.sum() / counts.sum()), priors)
+        proven = np.full(size, np.nan)
+        for action, child in root.children.items():
+            if child.proven is not None:
+                proven[action] = -child.proven
+        value = float(sums.sum() / counts.sum())
+        return SearchResult(visit_counts, q_values, value, priors, proven)
+
+
+def leaf_value(leaf: Node) -> float:
+    """What step 3 backs up from a leaf: its proven value when known, else its evaluation."""
+    return leaf.value if leaf.proven is None else leaf.proven
+
+
+def prove(path: list[tuple[Node, int]]) -> None:
+    """MCTS-Solver's step 3: from the end of `path` upward, mark each node proven while its
+    children allow (see the module docstring); stop at the first node that stays unproven."""
+    for node, index in reversed(path):
+        if node.proven is not None:
+            return
+        child = node.children[node.actions[index]]
+        if child.proven is None:
+            return
+        if child.proven <= -1.0:  # a move that wins: nothing is better
+            node.proven = -child.proven
+            continue
+        if len(node.children) < len(node.actions):
+            return
+        results = [c.proven for c in node.children.values()]
+        if any(result is None for result in results):
+            return
+        node.proven = -min(results)
+
+
+def best_move(result: SearchResult) -> int:
+    """The move to play from a finished search, without exploration: a proven win if there is
+    one, else the most visited move that is not proven to lose (all moves if all lose); ties go
+    to the lowest action."""
+    proven = result.proven
+    if (proven >= 1.0).any():
+        return int(np.argmax(proven >= 1.0))
+    counts = result.visit_counts.astype(np.float64)
+    losing = proven <= -1.0
+    if (counts[~losing] > 0).any():
+        counts[losing] = -1.0
+    return int(np.argmax(counts))
 
 
 def search_wave(searches: list[MCTS], evaluator: Evaluator) -> None:

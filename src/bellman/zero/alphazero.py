@@ -76,6 +76,7 @@ from bellman.search.alphabeta import AlphaBetaPlayer
 from bellman.search.mcts import (
     MCTS,
     RandomRolloutEvaluator,
+    best_move,
     search_wave,
     select_action,
     visit_policy,
@@ -113,6 +114,10 @@ class AlphaZeroConfig(TrainConfig):
     """Leaves evaluated per network call (AlphaGo Zero: 8), with a virtual loss."""
     virtual_loss: float = field(default=1.0, metadata=interval("[0, inf)"))
     """Virtual loss n_vl added along a pending descent."""
+    solve: bool = False
+    """MCTS-Solver in every search (self-play, arena, play, move): proven wins, losses and
+    draws are backed up exactly and not searched further; the agent plays a proven win and
+    never a proven loss while another move is open (`bellman.search.mcts`)."""
     blocks: int = field(default=19, metadata=interval("[0, 64]"))
     """Residual blocks of the network (AlphaZero: 19)."""
     channels: int = field(default=256, metadata=interval("[1, 1024]"))
@@ -329,6 +334,7 @@ class SelfPlaySettings:
     fast_simulations: int = 0
     full_search_prob: float = 0.25
     value_target_mix: float = 0.0
+    solve: bool = False
 
     @classmethod
     def of(cls, config: AlphaZeroConfig) -> SelfPlaySettings:
@@ -405,6 +411,7 @@ class SelfPlayGame:
             batch_size=settings.search_batch_size,
             virtual_loss=settings.virtual_loss,
             seed=int(noise_seed.generate_state(1)[0]),
+            solve=settings.solve,
         )
         self.state = game.initial_state()
         self.played = 0
@@ -664,7 +671,8 @@ def play_match(game: Game, first, second) -> float:
 
 
 def search_player(game: Game, evaluator, simulations: int, config: AlphaZeroConfig):
-    """state -> the most visited move of a fresh, noise-free search (the arena's net player)."""
+    """state -> the most visited move of a fresh, noise-free search (the arena's net player);
+    with `config.solve`, a proven win first and never a proven loss (`best_move`)."""
     mcts = MCTS(
         game,
         evaluator,
@@ -672,11 +680,13 @@ def search_player(game: Game, evaluator, simulations: int, config: AlphaZeroConf
         c_puct=config.c_puct,
         batch_size=config.search_batch_size,
         virtual_loss=config.virtual_loss,
+        solve=config.solve,
     )
 
     def act(state) -> int:
         mcts.reset()
-        return int(np.argmax(mcts.search(state).visit_counts))
+        result = mcts.search(state)
+        return best_move(result) if config.solve else int(np.argmax(result.visit_counts))
 
     return act
 
