@@ -25,6 +25,8 @@ when a space fits no network (Dict spaces, tiny images, a CNN asked for vectors)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -230,6 +232,36 @@ def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
     return (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(dim=-1)
 
 
+class NumpyViews:
+    """For modules that act with numpy (`act_numpy`): `numpy_views(parameters)` returns
+    `parameters()` (a nest of lists and tuples of CPU tensors) as numpy arrays that share the
+    tensors' memory, built on the first call and kept. Optimiser steps and load_state_dict write
+    into that memory, so the views stay current; `_apply` (.to(), .float(), ...), which may give
+    the parameters new storage, drops them. Saves a detach().numpy() per parameter and step."""
+
+    _numpy_views = None
+
+    def numpy_views(self, parameters: Callable[[], Any]) -> Any:
+        if self._numpy_views is None:
+
+            def to_numpy(item):
+                if isinstance(item, list | tuple):
+                    return type(item)(to_numpy(x) for x in item)
+                return item.detach().numpy()
+
+            self._numpy_views = to_numpy(parameters())
+        return self._numpy_views
+
+    def _apply(self, fn, *args, **kwargs):
+        self._numpy_views = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):  # a copy (deepcopy, pickle) makes views of its own parameters
+        state = dict(super().__getstate__())
+        state.pop("_numpy_views", None)
+        return state
+
+
 class CategoricalHead(nn.Module):
     """pi(.|s) over Discrete(n) actions: features [B, H] -> logits [B, n]."""
 
@@ -267,7 +299,7 @@ class CategoricalHead(nn.Module):
         return logits.argmax(dim=-1)
 
 
-class DiagonalGaussianHead(nn.Module):
+class DiagonalGaussianHead(NumpyViews, nn.Module):
     """pi(.|s) = N(mu(s), diag(sigma^2)) over D-dimensional actions: features [B, H] -> mu [B, D];
     log sigma [D] is a parameter of its own, the same in every state."""
 
@@ -297,7 +329,7 @@ class DiagonalGaussianHead(nn.Module):
         (a - mu) / sigma is the noise itself, so log pi(a|s) = sum_i -noise_i^2 / 2 - log sigma_i
         - log(2 pi) / 2 (see `gaussian_log_prob`).
         """
-        log_std = self.log_std.detach().cpu().numpy()
+        (log_std,) = self.numpy_views(lambda: [self.log_std])
         noise = rng.standard_normal(mean.shape, dtype=np.float32)
         actions = mean + np.exp(log_std) * noise
         log_probs = -0.5 * noise * noise - log_std - np.float32(0.5 * math.log(2 * math.pi))
@@ -347,7 +379,7 @@ class SeparateTrunks(nn.Module):
         return self.critic(obs)
 
 
-class StackedTrunks(nn.Module):
+class StackedTrunks(NumpyViews, nn.Module):
     """Two MLP trunks of the same shape (the actor's and the critic's) computed together: their
     weights are stacked, layer by layer, into `weights[l]` [2, in, out] (index 0 the actor's,
     1 the critic's; transposed from nn.Linear's [out, in]) and `biases[l]` [2, 1, out], and each
@@ -406,9 +438,10 @@ class StackedTrunks(nn.Module):
         the arithmetic."""
         x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
         activation = NUMPY_ACTIVATIONS[self.activation]
-        for weight, bias in zip(self.weights, self.biases, strict=True):
-            x = activation(x @ weight.detach().numpy() + bias.detach().numpy())  # [2, B, out]
-        if not len(self.weights):
+        layers = self.numpy_views(lambda: list(zip(self.weights, self.biases, strict=True)))
+        for weight, bias in layers:
+            x = activation(x @ weight + bias)  # [2, B, out]
+        if not layers:
             return x, x
         return x[0], x[1]
 
@@ -426,7 +459,7 @@ def pair_trunks(actor: nn.Module, critic: nn.Module) -> nn.Module:
     return SeparateTrunks(actor, critic)
 
 
-class ActorCritic(nn.Module):
+class ActorCritic(NumpyViews, nn.Module):
     """pi_theta(.|s) and V(s): a pair of trunks (SharedTrunk, SeparateTrunks or StackedTrunks),
     a policy head on the actor's features and a linear value head on the critic's.
 
@@ -470,11 +503,13 @@ class ActorCritic(nn.Module):
         distributions, a different random stream. [B, ...] observations -> (actions [B] or
         [B, D], log pi(a|s) [B] float32, V(s) [B] float32) as numpy arrays."""
         actor, critic = self.trunks.numpy_features(obs)
-        head = self.policy_head
+        head, value = self.policy_head, self.value_head
         layer = head.logits if isinstance(head, CategoricalHead) else head.mean
-        params = actor @ layer.weight.detach().numpy().T + layer.bias.detach().numpy()
-        value = self.value_head
-        values = critic @ value.weight.detach().numpy()[0] + value.bias.detach().numpy()
+        weight, bias, value_weight, value_bias = self.numpy_views(
+            lambda: (layer.weight, layer.bias, value.weight, value.bias)
+        )
+        params = actor @ weight.T + bias
+        values = critic @ value_weight[0] + value_bias
         actions, log_probs = head.sample_numpy(params, rng)
         return actions, log_probs, values
 
