@@ -87,15 +87,18 @@ def mcts_player(game, simulations: int, seed: int):
 
 
 def load_agent(run_dir: Path, simulations: int, solve: bool = False):
-    """The trained agent: its network, `simulations` PUCT simulations, no noise, most visited
-    (with `solve`, or when the run's config has it: MCTS-Solver and its `best_move`)."""
+    """The trained agent: its network (frozen for inference, as `bellman move` runs it),
+    `simulations` PUCT simulations, no noise, most visited (with `solve`, or when the run's config
+    has it: MCTS-Solver and its `best_move`)."""
     _, config = api.load_run_config(run_dir)
     if solve:
         config = dataclasses.replace(config, solve=True)
     arrays, _ = checkpoint.load(run_dir / "checkpoints")
     game = make_game("connect4")
     network = az.load_network(arrays, config, game)
-    return game, az.search_player(game, az.NetworkEvaluator(game, network), simulations, config)
+    return game, az.search_player(
+        game, az.NetworkEvaluator(game, network, frozen=True), simulations, config
+    )
 
 
 _worker: dict = {}

@@ -46,7 +46,7 @@ class Agent:
         self.game = game
         self.mcts = MCTS(
             game,
-            alphazero.NetworkEvaluator(game, network),
+            alphazero.NetworkEvaluator(game, network, frozen=True),
             simulations=simulations,
             c_puct=config.c_puct,
             batch_size=config.search_batch_size,
