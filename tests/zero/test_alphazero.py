@@ -16,6 +16,7 @@ from bellman.games import make_game
 from bellman.games.base import play_moves
 from bellman.nets import AlphaZeroNetwork
 from bellman.zero import alphazero as az
+from bellman.zero.play import load_agent
 from tests.conftest import HashEvaluator
 
 torch.set_num_threads(1)
@@ -277,6 +278,8 @@ def test_solver_option_trains_and_its_player_takes_a_proven_win(tmp_path: Path):
     act = az.search_player(game, az.NetworkEvaluator(game, network), 40, config)
     state = play_moves(game, game.parse_moves("1425"))  # X: 1 2, O: 4 5; 3 wins at once
     assert act(state) == 2
+    agent = load_agent(run.dir, "tictactoe", 40)  # `bellman play` and `move` search the same way
+    assert agent.mcts.solve and agent.act(state) == 2
 
 
 def test_eval_env_plays_whole_games():

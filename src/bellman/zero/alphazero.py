@@ -76,6 +76,7 @@ from bellman.search.alphabeta import AlphaBetaPlayer
 from bellman.search.mcts import (
     MCTS,
     RandomRolloutEvaluator,
+    SearchResult,
     best_move,
     search_wave,
     select_action,
@@ -671,10 +672,10 @@ def play_match(game: Game, first, second) -> float:
     return result if game.to_play(state) == 0 else -result
 
 
-def search_player(game: Game, evaluator, simulations: int, config: AlphaZeroConfig):
-    """state -> the most visited move of a fresh, noise-free search (the arena's net player);
-    with `config.solve`, a proven win first and never a proven loss (`best_move`)."""
-    mcts = MCTS(
+def agent_search(game: Game, evaluator, simulations: int, config: AlphaZeroConfig) -> MCTS:
+    """The search of the trained agent (arena, `bellman play` and `move`, benchmarks): the run's
+    c_puct, leaf batch, virtual loss and solver; no root noise."""
+    return MCTS(
         game,
         evaluator,
         simulations=simulations,
@@ -684,10 +685,20 @@ def search_player(game: Game, evaluator, simulations: int, config: AlphaZeroConf
         solve=config.solve,
     )
 
+
+def agent_move(result: SearchResult, config: AlphaZeroConfig) -> int:
+    """The agent's move from its search: the most visited; with `config.solve`, a proven win
+    first and never a proven loss (`best_move`)."""
+    return best_move(result) if config.solve else int(np.argmax(result.visit_counts))
+
+
+def search_player(game: Game, evaluator, simulations: int, config: AlphaZeroConfig):
+    """state -> `agent_move` of a fresh `agent_search` (the arena's net player)."""
+    mcts = agent_search(game, evaluator, simulations, config)
+
     def act(state) -> int:
         mcts.reset()
-        result = mcts.search(state)
-        return best_move(result) if config.solve else int(np.argmax(result.visit_counts))
+        return agent_move(mcts.search(state), config)
 
     return act
 

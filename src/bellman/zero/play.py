@@ -11,7 +11,8 @@ empty board, and prints the agent's move for each line (flushed at once); a bad 
 `error: ...` line and the stream goes on.
 
 The agent searches with `--simulations` simulations (default: the run's `arena_simulations`),
-no root noise, and plays the most visited move.
+no root noise, and plays the most visited move (the search and the choice of the arena's
+agent, `alphazero.agent_search` and `agent_move`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from bellman.errors import BellmanError, CheckpointError, ConfigError
 from bellman.games import Game, make_game
 from bellman.games.base import IllegalMoveError, play_moves
 from bellman.run import read_run_config
-from bellman.search.mcts import MCTS, SearchResult
+from bellman.search.mcts import SearchResult
 from bellman.zero import alphazero
 
 
@@ -38,20 +39,15 @@ class Agent:
     Args:
         game: the game.
         network: f_theta in eval mode.
-        config: the run's config (c_puct, search batch, virtual loss).
+        config: the run's config (c_puct, search batch, virtual loss, solver).
         simulations: simulations per move.
     """
 
     def __init__(self, game: Game, network, config, simulations: int):
         self.game = game
-        self.mcts = MCTS(
-            game,
-            alphazero.NetworkEvaluator(game, network, frozen=True),
-            simulations=simulations,
-            c_puct=config.c_puct,
-            batch_size=config.search_batch_size,
-            virtual_loss=config.virtual_loss,
-        )
+        self.config = config
+        evaluator = alphazero.NetworkEvaluator(game, network, frozen=True)
+        self.mcts = alphazero.agent_search(game, evaluator, simulations, config)
         self.last: SearchResult | None = None
 
     def search(self, state: Any) -> SearchResult:
@@ -61,8 +57,9 @@ class Agent:
         return self.last
 
     def act(self, state: Any) -> int:
-        """The most visited move of a search from `state`."""
-        return int(np.argmax(self.search(state).visit_counts))
+        """The move of a search from `state`: the most visited (with the run's `solve`, a proven
+        win first, never a proven loss)."""
+        return alphazero.agent_move(self.search(state), self.config)
 
 
 def load_agent(run_dir: Path, game_name: str, simulations: int | None = None) -> Agent:
