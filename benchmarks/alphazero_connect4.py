@@ -24,7 +24,7 @@ Targets (issue 5), within a 2-hour, 2-core budget: >= 90% wins against both oppo
 result-preserving moves.
 
     python benchmarks/alphazero_connect4.py [--minutes 120] [--workers 2] [--games 50]
-        [--simulations 200] [--positions 1000] [--run-dir DIR] [--skip-training] [--solve]
+        [--simulations 3200] [--positions 1000] [--run-dir DIR] [--skip-training] [--solve]
         [--set KEY=VALUE ...] [--results NAME]
 
 Writes benchmarks/results/alphazero_connect4.json (NAME.json with --results).
@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--games", type=int, default=50)
-    parser.add_argument("--simulations", type=int, default=200)
+    parser.add_argument("--simulations", type=int, default=3200)
     parser.add_argument("--mcts-simulations", type=int, default=1000)
     parser.add_argument("--positions", type=int, default=1000)
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
