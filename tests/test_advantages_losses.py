@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -52,6 +54,40 @@ def test_clipped_surrogate_worked_by_hand():
     # min(1.5, 1.2) = 1.2; min(0.5, 0.8) = 0.5; min(-2.2, -2.2) = -2.2; min(-0.7, -0.8) = -0.8
     assert float(loss) == pytest.approx(-(1.2 + 0.5 - 2.2 - 0.8) / 4)
     assert float(clip_fraction) == pytest.approx(3 / 4)
+
+
+def _surrogate_by_autograd(log_ratio, advantages, clip_range):
+    ratio = log_ratio.exp()
+    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    return -torch.minimum(ratio * advantages, clipped * advantages).mean()
+
+
+def test_clipped_surrogate_gradients_are_autograds():
+    """The one-node surrogate has the value and gradients of autograd through exp, clamp and
+    minimum: on ratios inside the range (ties), on both edges, clipped on either side, with
+    A = 0 and with advantages that need a gradient too."""
+    generator = torch.Generator().manual_seed(0)
+    log_ratio = 0.3 * torch.randn(400, generator=generator, dtype=torch.float64)
+    log_ratio[:40] = 0.0  # r = 1: inside the range, unclipped and clipped tie
+    log_ratio[40:50] = math.log(1.2)  # on the edges
+    log_ratio[50:60] = math.log(0.8)
+    advantages = torch.randn(400, generator=generator, dtype=torch.float64)
+    advantages[60:80] = 0.0
+    x, a = log_ratio.clone().requires_grad_(), advantages.clone().requires_grad_()
+    ours, _ = clipped_surrogate_loss(x, a, 0.2)
+    ours.backward()
+    ours_x, ours_a = x.grad, a.grad
+    x, a = log_ratio.clone().requires_grad_(), advantages.clone().requires_grad_()
+    theirs = _surrogate_by_autograd(x, a, 0.2)
+    theirs.backward()
+    assert float(ours) == pytest.approx(float(theirs), abs=1e-15)
+    assert torch.allclose(ours_x, x.grad, rtol=0, atol=1e-15)
+    assert torch.allclose(ours_a, a.grad, rtol=0, atol=1e-15)
+    assert (ours_x[:40] != 0).all() and (ours_x[80:] == 0).any()  # ties flow, clipped do not
+    # advantages without a gradient (PPO's case): only log r gets one, the same as above
+    x = log_ratio.clone().requires_grad_()
+    clipped_surrogate_loss(x, advantages, 0.2)[0].backward()
+    assert torch.equal(x.grad, ours_x)
 
 
 def test_value_loss_plain_and_clipped():

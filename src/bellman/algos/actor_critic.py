@@ -231,8 +231,8 @@ def env_actions(actions: torch.Tensor | np.ndarray, space: gym.Space) -> np.ndar
     the space and clipped to its bounds (the log-probability stays that of the unclipped a)."""
     array = actions.cpu().numpy() if torch.is_tensor(actions) else np.asarray(actions)
     if isinstance(space, gym.spaces.Box):
-        array = array.reshape(len(array), *space.shape)
-        return np.clip(array, space.low, space.high).astype(space.dtype)
+        array = array.reshape(len(array), *space.shape)  # (np.clip's wrapper costs 3x this)
+        return np.minimum(np.maximum(array, space.low), space.high).astype(space.dtype, copy=False)
     return array
 
 
@@ -299,8 +299,8 @@ class Batch:
             yield self
             return
         order = torch.randperm(len(self.returns)).to(self.returns.device)
-        for indices in order.split(size):
-            yield Batch(*(getattr(self, f.name)[indices] for f in fields(self)))
+        shuffled = [getattr(self, f.name)[order] for f in fields(self)]  # one gather per field
+        yield from (Batch(*parts) for parts in zip(*(x.split(size) for x in shuffled)))
 
 
 def sample_actions(learner: Learner, obs: np.ndarray):
