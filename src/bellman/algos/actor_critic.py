@@ -300,7 +300,8 @@ class Batch:
             return
         order = torch.randperm(len(self.returns)).to(self.returns.device)
         shuffled = [getattr(self, f.name)[order] for f in fields(self)]  # one gather per field
-        yield from (Batch(*parts) for parts in zip(*(x.split(size) for x in shuffled)))
+        parts = zip(*(x.split(size) for x in shuffled), strict=True)
+        yield from (Batch(*minibatch) for minibatch in parts)
 
 
 def sample_actions(learner: Learner, obs: np.ndarray):
