@@ -33,7 +33,6 @@ Writes benchmarks/results/alphazero_connect4.json (NAME.json with --results).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import multiprocessing
 import os
@@ -48,10 +47,10 @@ import torch
 from common import header, print_table, write_results
 
 from bellman import api, checkpoint
-from bellman.games import make_game
 from bellman.games.base import play_moves
 from bellman.search import MCTS, AlphaBetaPlayer, RandomRolloutEvaluator
 from bellman.zero import alphazero as az
+from bellman.zero.play import load_agent as load_trained_agent
 
 DEFAULT_LABELS = Path(__file__).resolve().parents[2] / "shared/data/connect4/Test_L2_R2.labels"
 
@@ -87,18 +86,11 @@ def mcts_player(game, simulations: int, seed: int):
 
 
 def load_agent(run_dir: Path, simulations: int, solve: bool = False):
-    """The trained agent: its network (frozen for inference, as `bellman move` runs it),
-    `simulations` PUCT simulations, no noise, most visited (with `solve`, or when the run's config
-    has it: MCTS-Solver and its `best_move`)."""
-    _, config = api.load_run_config(run_dir)
-    if solve:
-        config = dataclasses.replace(config, solve=True)
-    arrays, _ = checkpoint.load(run_dir / "checkpoints")
-    game = make_game("connect4")
-    network = az.load_network(arrays, config, game)
-    return game, az.search_player(
-        game, az.NetworkEvaluator(game, network, frozen=True), simulations, config
-    )
+    """The trained agent as `bellman move` runs it (`bellman.zero.play.load_agent`): its frozen
+    network, `simulations` PUCT simulations, no noise, most visited (with `solve`, or when the
+    run's config has it: MCTS-Solver and its `best_move`)."""
+    agent = load_trained_agent(run_dir, "connect4", simulations, solve=solve)
+    return agent.game, agent.act
 
 
 _worker: dict = {}

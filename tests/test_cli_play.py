@@ -122,3 +122,16 @@ def test_bad_input(bellman, runs):
         (broken / "checkpoints" / path.name).write_bytes(path.read_bytes())
     result = bellman("move", "tictactoe", "--checkpoint", broken, cwd=cwd)
     assert_user_error(result, "shape")
+
+
+def test_load_agent_can_switch_the_solver_on(runs):
+    """`load_agent(..., solve=True)` (the Connect Four benchmark's --solve) searches with
+    MCTS-Solver on a run trained without it, and takes a proven win."""
+    from bellman.games.base import play_moves
+    from bellman.zero.play import load_agent
+
+    _, ttt, _ = runs
+    assert not load_agent(ttt, "tictactoe", 8).mcts.solve  # the run's own config: off
+    agent = load_agent(ttt, "tictactoe", 100, solve=True)
+    state = play_moves(agent.game, agent.game.parse_moves("1425"))  # X: 1 2; 3 wins at once
+    assert agent.mcts.solve and agent.act(state) == 2

@@ -17,6 +17,7 @@ agent, `alphazero.agent_search` and `agent_move`).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,8 +63,11 @@ class Agent:
         return alphazero.agent_move(self.search(state), self.config)
 
 
-def load_agent(run_dir: Path, game_name: str, simulations: int | None = None) -> Agent:
-    """The agent of run `run_dir`'s latest checkpoint, for `game_name`.
+def load_agent(
+    run_dir: Path, game_name: str, simulations: int | None = None, solve: bool = False
+) -> Agent:
+    """The agent of run `run_dir`'s latest checkpoint, for `game_name`; with `solve` it searches
+    with MCTS-Solver whatever the run's config says.
 
     Raises:
         ConfigError: an unknown game or a bad number of simulations.
@@ -80,6 +84,8 @@ def load_agent(run_dir: Path, game_name: str, simulations: int | None = None) ->
         alphazero.AlphaZeroConfig, "alphazero", values, f"'{Path(run_dir) / 'config.toml'}'"
     )
     alphazero.check_game_matches(config, game_name, run_dir)
+    if solve:
+        config = dataclasses.replace(config, solve=True)
     arrays, meta = checkpoint.load(Path(run_dir) / "checkpoints", algo="alphazero")
     if meta.get("env") != game_name:
         raise CheckpointError(
