@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bellman.advantages import generalized_advantage_estimation
-from bellman.losses import approximate_kl, clipped_surrogate_loss, value_loss
+from bellman.losses import approximate_kl, clipped_surrogate_loss, value_loss, value_loss_gradient
 
 
 def _gae(rewards, values, next_values, terminated, ended, gamma=0.5, lam=0.5):
@@ -96,6 +96,25 @@ def test_value_loss_plain_and_clipped():
     old = torch.tensor([1.0, 0.5])
     # V_clip = [1.5, 0.0]: max(1, 0.25) = 1 and max(1, 1) = 1
     assert float(value_loss(values, returns, old, 0.5)) == pytest.approx(0.5)
+
+
+def test_value_loss_gradient_is_autograds():
+    """The hand-worked gradient of the value loss is autograd's, plain and clipped: inside the
+    clip range, outside it on either side, on its edges (clamp passes the gradient there) and
+    where the two squares tie (autograd's maximum gives each half)."""
+    generator = torch.Generator().manual_seed(1)
+    values = torch.randn(300, generator=generator, dtype=torch.float64)
+    old = values + 0.4 * torch.randn(300, generator=generator, dtype=torch.float64)
+    returns = torch.randn(300, generator=generator, dtype=torch.float64)
+    old[:10] = values[:10]  # V = V_old: V_clip = V, the squares tie
+    old[10:20], old[20:30] = values[10:20] - 0.25, values[10:20] + 0.25  # on the edges
+    values[30:40], old[30:40], returns[30:40] = 1.0, -1.25, 0.0  # outside: V_clip = -1, a tie
+    for clip in (None, 0.25):
+        x = values.clone().requires_grad_()
+        value_loss(x, returns, old, clip).backward()
+        ours = value_loss_gradient(values, returns, old, clip)
+        assert torch.allclose(ours, x.grad, rtol=0, atol=1e-15), clip
+    assert value_loss_gradient(values, returns, old, 0.25)[30:40].tolist() == [0.5 / 300] * 10
 
 
 def test_approximate_kl_is_zero_at_equal_policies_and_positive_otherwise():

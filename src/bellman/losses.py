@@ -20,9 +20,10 @@ def clipped_surrogate_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """-E[min(r A, clip(r, 1 - eps, 1 + eps) A)] and the fraction of samples that were clipped.
 
-    One autograd node (`ClippedSurrogate`) with the gradient worked out by hand: the same values
-    and gradients as autograd through exp, clamp, minimum and mean, without their seven backward
-    nodes (on a small policy those nodes cost about as much as its network's backward pass).
+    One autograd node (`ClippedSurrogate`) whose gradients `clipped_surrogate` works out by hand:
+    the same values and gradients as autograd through exp, clamp, minimum and mean, without their
+    seven backward nodes (on a small policy those nodes cost about as much as its network's
+    backward pass).
 
     Args:
         log_ratio: [B] log pi_theta(a|s) - log pi_theta_old(a|s).
@@ -35,31 +36,49 @@ def clipped_surrogate_loss(
     return ClippedSurrogate.apply(log_ratio, advantages, clip_range)
 
 
-class ClippedSurrogate(torch.autograd.Function):
-    """-L^CLIP as one autograd node. With r = exp(log r), n samples and the mean's 1/n:
+def clipped_surrogate(
+    log_ratio: torch.Tensor, advantages: torch.Tensor, clip_range: float, advantages_grad=False
+):
+    """-L^CLIP, the clip fraction and the loss's gradients, without autograd. With r = exp(log r),
+    n samples and the mean's 1/n:
 
     d(-L)/d log r_t = -r_t A_t / n   where r_t A_t <= clip(r_t) A_t (the unclipped term is the
                                      min, or ties it: then clip(r_t) = r_t lies in the range
                                      and both terms carry r's gradient, half each),
                       0              elsewhere (clipped: r_t is outside the range, flat);
     d(-L)/d A_t     = -(the min term's ratio) / n: r_t or clip(r_t), their mean at a tie
-                      (as autograd's minimum splits it); computed only when A needs it.
+                      (as autograd's minimum splits it); computed only with advantages_grad.
+
+    Returns:
+        (loss, clip_fraction, d(-L)/d log r, d(-L)/dA or None), the gradients in the shape that
+        log_ratio and advantages broadcast to.
     """
+    ratio = log_ratio.exp()
+    clipped_ratio = ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    unclipped, clipped = ratio * advantages, clipped_ratio * advantages
+    unclipped_is_min = unclipped <= clipped
+    scale = -1.0 / unclipped.numel()
+    loss = -torch.where(unclipped_is_min, unclipped, clipped).mean()
+    clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+    log_ratio_grad = torch.where(unclipped_is_min, unclipped, 0.0).mul_(scale)
+    advantages_grad = (
+        _min_term_ratio(unclipped, clipped, ratio, clipped_ratio).mul_(scale)
+        if advantages_grad
+        else None
+    )
+    return loss, clip_fraction, log_ratio_grad, advantages_grad
+
+
+class ClippedSurrogate(torch.autograd.Function):
+    """-L^CLIP as one autograd node: the gradients come from `clipped_surrogate`, computed in the
+    forward pass and scaled by the incoming gradient in the backward pass."""
 
     @staticmethod
     def forward(ctx, log_ratio, advantages, clip_range):
-        ratio = log_ratio.exp()
-        clipped_ratio = ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
-        unclipped, clipped = ratio * advantages, clipped_ratio * advantages
-        unclipped_is_min = unclipped <= clipped
-        ctx.save_for_backward(
-            torch.where(unclipped_is_min, unclipped, 0.0),  # r A where the gradient flows
-            _min_term_ratio(unclipped, clipped, ratio, clipped_ratio)
-            if ctx.needs_input_grad[1]
-            else None,
+        loss, clip_fraction, log_ratio_grad, advantages_grad = clipped_surrogate(
+            log_ratio, advantages, clip_range, advantages_grad=ctx.needs_input_grad[1]
         )
-        loss = -torch.where(unclipped_is_min, unclipped, clipped).mean()
-        clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+        ctx.save_for_backward(log_ratio_grad, advantages_grad)
         ctx.mark_non_differentiable(clip_fraction)
         ctx.shapes = log_ratio.shape, advantages.shape
         return loss, clip_fraction
@@ -67,13 +86,11 @@ class ClippedSurrogate(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss, _grad_clip_fraction):
-        flowing, min_ratio = ctx.saved_tensors
-        scale = -grad_loss / flowing.numel()
+        log_ratio_grad, advantages_grad = ctx.saved_tensors
         log_ratio_shape, advantages_shape = ctx.shapes  # (sum over broadcast dimensions)
-        grad_advantages = None
-        if min_ratio is not None:
-            grad_advantages = (min_ratio * scale).sum_to_size(advantages_shape)
-        return (flowing * scale).sum_to_size(log_ratio_shape), grad_advantages, None
+        if advantages_grad is not None:
+            advantages_grad = (advantages_grad * grad_loss).sum_to_size(advantages_shape)
+        return (log_ratio_grad * grad_loss).sum_to_size(log_ratio_shape), advantages_grad, None
 
 
 def _min_term_ratio(unclipped, clipped, ratio, clipped_ratio) -> torch.Tensor:
@@ -91,12 +108,35 @@ def value_loss(
     clip_range: float | None = None,
 ) -> torch.Tensor:
     """0.5 E[(V - R)^2], or with clipping (PPO2 baselines): 0.5 E[max((V - R)^2, (V_clip - R)^2)]
-    where V_clip = V_old + clip(V - V_old, -eps, eps)."""
+    where V_clip = V_old + clip(V - V_old, -eps, eps). Differentiable in `values`."""
     squared = (values - returns) ** 2
     if clip_range is None or old_values is None:
         return 0.5 * squared.mean()
     clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)
     return 0.5 * torch.maximum(squared, (clipped - returns) ** 2).mean()
+
+
+def value_loss_gradient(
+    values: torch.Tensor,
+    returns: torch.Tensor,
+    old_values: torch.Tensor | None = None,
+    clip_range: float | None = None,
+) -> torch.Tensor:
+    """d value_loss / dV, without autograd: (V - R) / n; with clipping, (V - R) / n where the
+    unclipped square is the larger, (V_clip - R) / n where the clipped one is and V - V_old lies
+    within [-eps, eps] (else V_clip does not move with V), the mean of the two at a tie (as
+    autograd's maximum splits it)."""
+    scale = 1.0 / values.numel()
+    error = values - returns
+    if clip_range is None or old_values is None:
+        return error.mul_(scale)
+    change = values - old_values
+    clipped_error = old_values + change.clamp(-clip_range, clip_range) - returns
+    squared, clipped_squared = error * error, clipped_error * clipped_error
+    clipped_error = torch.where(change.abs() <= clip_range, clipped_error, 0.0)
+    larger = torch.where(squared > clipped_squared, error, clipped_error)
+    tie = (error + clipped_error) / 2
+    return torch.where(squared == clipped_squared, tie, larger).mul_(scale)
 
 
 def approximate_kl(log_ratio: torch.Tensor) -> torch.Tensor:

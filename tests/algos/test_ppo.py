@@ -3,6 +3,7 @@ objectives, normalisation statistics, exact resume, the CLI end to end and bad i
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -26,7 +27,7 @@ from bellman.algos.actor_critic import (
     estimate_advantages,
     explained_variance,
 )
-from bellman.algos.ppo import PPOConfig, adapt_kl_beta, kl_penalty_loss, surrogate_loss
+from bellman.algos.ppo import PPOConfig, adapt_kl_beta, kl_penalty, surrogate
 from bellman.nets import CategoricalHead, DiagonalGaussianHead, gaussian_entropy, gaussian_log_prob
 from tests.conftest import CliResult, assert_killed_run_resumes_exactly, assert_user_error
 
@@ -81,19 +82,109 @@ def test_categorical_head_matches_torch_distributions():
 def test_surrogate_objectives_worked_by_hand():
     ratios, advantages = torch.tensor([1.5, 0.5]), torch.tensor([1.0, -1.0])
     log_ratio = ratios.log()
-    # L^CPI = mean(1.5 * 1, 0.5 * -1) = 0.5
-    loss, clip_fraction = surrogate_loss("none", log_ratio, advantages, 0.2, 7.0)
+    # L^CPI = mean(1.5 * 1, 0.5 * -1) = 0.5; d(-L)/d log r = -r A / n
+    loss, clip_fraction, grad = surrogate("none", log_ratio, advantages, 0.2, 7.0)
     assert float(loss) == pytest.approx(-0.5)
     assert float(clip_fraction) == 1.0  # both ratios lie outside [0.8, 1.2]
-    # KL estimate: mean((r - 1) - log r)
+    assert grad.tolist() == pytest.approx([-1.5 / 2, 0.5 / 2])
+    # KL estimate: mean((r - 1) - log r); its gradient wrt log r is (r - 1) / n
     kl = ((0.5 - math.log(1.5)) + (-0.5 - math.log(0.5))) / 2
     for objective in ("adaptive_kl", "fixed_kl"):
-        loss, _ = surrogate_loss(objective, log_ratio, advantages, 0.2, 2.0)
+        loss, _, grad = surrogate(objective, log_ratio, advantages, 0.2, 2.0)
         assert float(loss) == pytest.approx(-0.5 + 2.0 * kl)
-    assert float(kl_penalty_loss(log_ratio, advantages, 0.0)) == pytest.approx(-0.5)
-    # L^CLIP = mean(min(1.5, 1.2), min(-0.5, -0.8)) = (1.2 - 0.8) / 2
-    loss, clip_fraction = surrogate_loss("clip", log_ratio, advantages, 0.2, 2.0)
+        assert grad.tolist() == pytest.approx([(-1.5 + 2 * 0.5) / 2, (0.5 + 2 * -0.5) / 2])
+    assert float(kl_penalty(log_ratio, advantages, 0.0)[0]) == pytest.approx(-0.5)
+    # L^CLIP = mean(min(1.5, 1.2), min(-0.5, -0.8)) = (1.2 - 0.8) / 2; both are clipped: flat
+    loss, clip_fraction, grad = surrogate("clip", log_ratio, advantages, 0.2, 2.0)
     assert float(loss) == pytest.approx(-0.2) and float(clip_fraction) == 1.0
+    assert grad.tolist() == [0.0, 0.0]
+
+
+def _reference_loss(network, minibatch, config, clip_range, beta):
+    """-L^{+VF+S} through autograd, from the textbook formulas (no hand-written gradient)."""
+    params, values = network(minibatch.obs)
+    log_probs, entropy = network.policy_head.log_prob_entropy(params, minibatch.actions)
+    log_ratio = log_probs - minibatch.log_probs
+    advantages = minibatch.advantages
+    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    ratio = log_ratio.exp()
+    if config.objective == "clip":
+        clipped = ratio.clamp(1 - clip_range, 1 + clip_range)
+        policy_loss = -torch.minimum(ratio * advantages, clipped * advantages).mean()
+    else:
+        beta = 0.0 if config.objective == "none" else beta
+        policy_loss = -(ratio * advantages).mean() + beta * ((ratio - 1) - log_ratio).mean()
+    squared = (values - minibatch.returns) ** 2
+    if config.clip_value_loss:
+        change = (values - minibatch.values).clamp(-clip_range, clip_range)
+        squared = torch.maximum(squared, (minibatch.values + change - minibatch.returns) ** 2)
+    value_loss = 0.5 * squared.mean()
+    return policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy.mean()
+
+
+@pytest.mark.parametrize(
+    ("env_id", "switches"),
+    [
+        ("Pendulum-v1", ["objective=clip"]),
+        ("Pendulum-v1", ["objective=clip", "clip_value_loss=true", "ent_coef=0.03"]),
+        ("Pendulum-v1", ["objective=adaptive_kl", "hidden_layers=1", "log_std_init=-0.5"]),
+        ("CartPole-v1", ["objective=clip", "ent_coef=0.01", "clip_value_loss=true"]),
+        ("CartPole-v1", ["objective=fixed_kl", "kl_beta=3", "hidden_layers=0"]),
+        ("CartPole-v1", ["objective=none", "shared_trunk=true", "ent_coef=0.01"]),
+        ("Pendulum-v1", ["objective=clip", "shared_trunk=true", "clip_value_loss=true"]),
+        ("FrozenLake-v1", ["objective=clip", "ent_coef=0.01"]),
+    ],
+)  # fmt: skip
+def test_gradient_step_takes_autograds_gradients(env_id, switches):
+    """The hand-worked gradients of a PPO step (loss wrt the network's outputs, then by hand
+    through stacked MLPs or by autograd through other trunks) are autograd's through the
+    textbook loss: every objective, both heads, entropy bonus, value clipping, ReLU and tanh,
+    with ratios of exactly 1 (ties of the clip) and values equal to the old ones (ties of the
+    value clip) among the samples."""
+    config = configs.resolve(PPOConfig, "ppo", env_id, None, [
+        *switches, "n_envs=2", "n_steps=32", "minibatch_size=64", "max_grad_norm=1e9",
+        "device=cpu",
+    ])[0]  # fmt: skip
+    envs = ppo.make_train_env(config)
+    learner = ppo.make_learner(config, envs)
+    envs.close()
+    network = learner.policy
+    if env_id == "FrozenLake-v1":  # one-hot inputs, and the other activation's backward
+        network.trunks.activation = "relu"
+    generator = torch.Generator().manual_seed(0)
+    n = 64
+    if env_id == "FrozenLake-v1":
+        obs = torch.randint(0, 16, (n,), generator=generator)
+    else:
+        obs = torch.randn(n, *envs.single_observation_space.shape, generator=generator)
+    with torch.no_grad():
+        params, values = network(obs)
+        if isinstance(network.policy_head, CategoricalHead):
+            actions = torch.randint(0, params.shape[1], (n,), generator=generator)
+        else:
+            actions = params + torch.randn(params.shape, generator=generator)
+        log_probs, _ = network.policy_head.log_prob_entropy(params, actions)
+    noise = lambda scale: scale * torch.randn(n, generator=generator)  # noqa: E731
+    old_log_probs = log_probs + noise(0.3)
+    old_log_probs[:16] = log_probs[:16]  # r = 1: the clip's two terms tie
+    old_values = values + noise(0.5)
+    old_values[16:32] = values[16:32]  # V = V_old: the value clip's two squares tie
+    minibatch = ppo.Batch(obs, actions, old_log_probs, old_values, noise(1.0), values + noise(1.0))
+    clip_range, beta = 0.2, 0.7
+    learner.scalars["kl_beta"] = beta
+    expected_network = copy.deepcopy(network)
+    expected_loss = _reference_loss(expected_network, minibatch, config, clip_range, beta)
+    expected_loss.backward()
+    expected = {name: p.grad for name, p in expected_network.named_parameters()}
+    step = ppo.gradient_step(learner, minibatch, clip_range)
+    assert step is not None
+    for name, parameter in network.named_parameters():
+        torch.testing.assert_close(parameter.grad, expected[name], rtol=1e-5, atol=1e-7,
+                                   msg=name)  # fmt: skip
+    policy_loss, value_loss, _, _ = step
+    assert float(policy_loss + config.vf_coef * value_loss) == pytest.approx(
+        float(expected_loss.detach()) + config.ent_coef * float(step[2]), abs=1e-6
+    )
 
 
 def test_explained_variance_worked_by_hand():

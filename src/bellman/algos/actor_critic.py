@@ -27,7 +27,8 @@ Details both share:
     - Acting: MLP policies on the CPU sample a ~ pi_theta(.|s) with numpy from the learner's
       numpy generator (saved in checkpoints), other networks with torch's generator: the same
       distribution either way. The rollout is written into numpy arrays and handed to the
-      learner as tensors once per iteration. Two MLP trunks are stacked (`nets.StackedTrunks`).
+      learner as tensors once per iteration. Two MLP trunks are stacked (`nets.StackedTrunks`),
+      and PPO backpropagates through them by hand (`ActorCritic.backward_from_outputs`).
     - At every checkpoint the environments are reset with seeds derived from (seed, step) and the
       reward normaliser's running returns restart, in the uninterrupted run as in a resumed one,
       so a run resumed from a periodic checkpoint is bit-for-bit the run that never stopped.

@@ -37,7 +37,8 @@ resume):
       PPO2). Adam, gradient-norm clipping (`max_grad_norm`); with `anneal` the learning rate and
       eps fall linearly to 0 over the run (the paper's Atari setting). Each epoch visits the NT
       samples in a new random order; M must divide NT (no ragged last minibatch), and M > NT is
-      an error.
+      an error. The loss's gradient wrt the network's outputs is worked out by hand (see
+      `gradient_step`; autograd's, without its graph), then backpropagated through the network.
     - KL[pi_old, pi_theta] is estimated from the sampled actions, (r - 1) - log r (unbiased, and
       its gradient is that of the KL): in L^KLPEN per minibatch, and for d over the whole batch
       after the K epochs (logged as approx_kl for every objective). With `target_kl` > 0 the
@@ -75,7 +76,12 @@ from bellman.algos.actor_critic import (
 )
 from bellman.config import choices, interval
 from bellman.errors import ConfigError, NonFiniteError
-from bellman.losses import approximate_kl, clipped_surrogate_loss, value_loss
+from bellman.losses import (
+    approximate_kl,
+    clipped_surrogate,
+    value_loss,
+    value_loss_gradient,
+)
 from bellman.rollouts import clip_grad_norm
 from bellman.run import Run
 from bellman.schedules import make_schedule
@@ -143,26 +149,33 @@ __all__ = [
 
 
 # ---- the pieces of the pseudocode ---------------------------------------------------------
-def kl_penalty_loss(log_ratio: torch.Tensor, advantages: torch.Tensor, beta: float):
-    """-L^KLPEN = -E[r A - beta KL[pi_old, pi]]; beta = 0 gives -L^CPI, the plain surrogate.
+def kl_penalty(log_ratio: torch.Tensor, advantages: torch.Tensor, beta: float):
+    """-L^KLPEN = -E[r A - beta KL[pi_old, pi]] and its gradient wrt log r; beta = 0 gives -L^CPI,
+    the plain surrogate. With the KL estimate (r - 1) - log r and n samples:
+    d(-L)/d log r_t = (-r_t A_t + beta (r_t - 1)) / n.
 
     Args:
         log_ratio: [B] log r = log pi_theta(a|s) - log pi_old(a|s); advantages: [B] A_t.
         beta: the penalty coefficient.
     """
-    loss = -(log_ratio.exp() * advantages).mean()
-    return loss + beta * approximate_kl(log_ratio) if beta else loss
+    ratio = log_ratio.exp()
+    weighted = ratio * advantages
+    loss = -weighted.mean()
+    if beta:
+        loss = loss + beta * approximate_kl(log_ratio)
+        weighted = weighted - beta * (ratio - 1.0)
+    return loss, weighted.mul_(-1.0 / len(weighted))
 
 
-def surrogate_loss(objective: str, log_ratio, advantages, clip_range: float, beta: float):
-    """-L for the config's objective: the quantity step 5 minimises (see the docstring), and
-    the fraction of samples whose r_t lies outside [1 - eps, 1 + eps] (logged for every one)."""
+def surrogate(objective: str, log_ratio, advantages, clip_range: float, beta: float):
+    """-L for the config's objective: the quantity step 5 minimises (see the docstring), the
+    fraction of samples whose r_t lies outside [1 - eps, 1 + eps] (logged for every one), and
+    d(-L)/d log r_t [B] (`losses.clipped_surrogate`, `kl_penalty`), all without autograd."""
     if objective == "clip":
-        return clipped_surrogate_loss(log_ratio, advantages, clip_range)
-    loss = kl_penalty_loss(log_ratio, advantages, 0.0 if objective == "none" else beta)
-    with torch.no_grad():
-        clip_fraction = ((log_ratio.exp() - 1.0).abs() > clip_range).float().mean()
-    return loss, clip_fraction
+        return clipped_surrogate(log_ratio, advantages, clip_range)[:3]
+    loss, log_ratio_grad = kl_penalty(log_ratio, advantages, 0.0 if objective == "none" else beta)
+    clip_fraction = ((log_ratio.exp() - 1.0).abs() > clip_range).float().mean()
+    return loss, clip_fraction, log_ratio_grad
 
 
 def adapt_kl_beta(beta: float, kl: float, kl_target: float) -> float:
@@ -233,34 +246,44 @@ def epoch(learner: Learner, batch: Batch, clip_range: float, history: list) -> b
 def gradient_step(learner: Learner, minibatch: Batch, clip_range: float):
     """One minibatch step of step 5; None (and no step) when target_kl stops the epochs.
 
+    The loss -L^{+VF+S} = -L + c1 value loss - c2 S is computed with its gradient wrt the
+    network's outputs worked out by hand (`surrogate`, `losses.value_loss_gradient`, the head's
+    `log_prob_entropy_backward`), which then flows back through the network
+    (`ActorCritic.backward_from_outputs`: by hand for stacked MLPs, by autograd otherwise). The
+    same gradients as autograd through the loss (tests/algos/test_ppo.py checks every objective
+    and head), without its graph: on a small MLP policy that graph costs more than the network.
+
     Returns:
-        (policy loss, value loss, entropy, clip fraction) as detached scalars.
+        (policy loss, value loss, entropy, clip fraction) as scalars.
     """
-    config = learner.config
-    log_probs, entropy, values = learner.policy.evaluate(
-        minibatch.obs, minibatch.actions, entropy_grad=config.ent_coef > 0
-    )
-    log_ratio = log_probs - minibatch.log_probs
-    if config.target_kl and float(approximate_kl(log_ratio.detach())) > config.target_kl:
-        return None
-    advantages = minibatch.advantages
-    if config.normalize_advantages:
-        advantages = standardize(advantages)
-    policy_loss, clip_fraction = surrogate_loss(
-        config.objective, log_ratio, advantages, clip_range, learner.scalars["kl_beta"]
-    )
-    value_clip = clip_range if config.clip_value_loss else None
-    critic_loss = value_loss(values, minibatch.returns, minibatch.values, value_clip)
-    entropy = entropy.mean()
-    loss = policy_loss + config.vf_coef * critic_loss
-    if config.ent_coef:  # (c2 = 0: the entropy is only logged, outside the graph)
-        loss = loss - config.ent_coef * entropy
-    for parameter in learner.parameters:
-        parameter.grad = None
-    loss.backward()
+    config, policy = learner.config, learner.policy
+    head = policy.policy_head
+    params, values, tape = policy.outputs_for_backward(minibatch.obs)
+    with torch.no_grad():
+        log_probs, entropy = head.log_prob_entropy(params, minibatch.actions)
+        log_ratio = log_probs - minibatch.log_probs
+        if config.target_kl and float(approximate_kl(log_ratio)) > config.target_kl:
+            return None
+        advantages = minibatch.advantages
+        if config.normalize_advantages:
+            advantages = standardize(advantages)
+        policy_loss, clip_fraction, log_ratio_grad = surrogate(
+            config.objective, log_ratio, advantages, clip_range, learner.scalars["kl_beta"]
+        )
+        value_clip = clip_range if config.clip_value_loss else None
+        critic_loss = value_loss(values, minibatch.returns, minibatch.values, value_clip)
+        values_grad = value_loss_gradient(values, minibatch.returns, minibatch.values, value_clip)
+        for parameter in learner.parameters:
+            parameter.grad = None
+        # d(-L^{+VF+S})/d(outputs): log pi(a|s) through -L, V through c1 value loss, and the
+        # entropy, -c2 S averaged over the n samples
+        params_grad = head.log_prob_entropy_backward(
+            params, minibatch.actions, log_ratio_grad, -config.ent_coef / len(log_ratio)
+        )
+    policy.backward_from_outputs(tape, params_grad, values_grad.mul_(config.vf_coef))
     clip_grad_norm(learner.parameters, config.max_grad_norm)
     step_optimizer(learner.optimizer)
-    return policy_loss.detach(), critic_loss.detach(), entropy.detach(), clip_fraction
+    return policy_loss, critic_loss, entropy.mean(), clip_fraction
 
 
 # ---- the loop -----------------------------------------------------------------------------
