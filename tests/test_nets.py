@@ -21,7 +21,7 @@ from bellman.nets import (
     gaussian_log_prob,
     orthogonal_init,
 )
-from bellman.torch_state import step_optimizer
+from bellman.torch_state import FlatParameters, step_optimizer
 
 torch.set_num_threads(1)
 
@@ -166,6 +166,52 @@ def test_the_direct_fused_adam_step_is_optimizer_step_bit_for_bit():
     before = ours.weight.detach().clone()
     step_optimizer(rmsprop)
     assert not torch.equal(ours.weight, before)
+
+
+def test_flat_parameters_step_is_optimizer_step_and_survives_a_reload():
+    """FlatParameters: the parameters and gradients become views of two buffers, the module
+    still works, and its one-kernel Adam step is optimizer.step() (to the last bit: the kernel's
+    vector loop and its scalar tail round differently, and the buffer moves elements between
+    them), before and after
+    the optimizer's state is replaced (load_state_dict, as a resume does) and after a gradient
+    is set to None elsewhere; its clip is torch's."""
+    torch.manual_seed(0)
+    ours, theirs = (torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(),
+                                        torch.nn.Linear(4, 2)) for _ in range(2))  # fmt: skip
+    theirs.load_state_dict(ours.state_dict())
+    flat = FlatParameters(list(ours.parameters()))
+    assert all(p.data_ptr() >= flat.data.data_ptr() for p in ours.parameters())
+    assert flat.data.numel() == sum(p.numel() for p in theirs.parameters())
+    optimizers = [torch.optim.Adam(m.parameters(), lr=1e-2, eps=1e-5, fused=True)
+                  for m in (ours, theirs)]  # fmt: skip
+    for step in range(6):
+        x = torch.randn(8, 5)
+        if step == 3:  # a resume: the optimizer's state tensors are replaced (and changed)
+            saved = optimizers[1].state_dict()
+            for moments in saved["state"].values():
+                moments["exp_avg"] = 2 * moments["exp_avg"]
+            for optimizer in optimizers:
+                optimizer.load_state_dict(saved)
+        if step == 4:
+            next(ours.parameters()).grad = None
+        flat.zero_grad()
+        theirs.zero_grad()
+        for model in (ours, theirs):
+            (model(x) ** 2).sum().backward()
+        flat.clip_grad_norm(0.5)
+        torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.5)
+        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)
+            a.grad.copy_(b.grad)  # (the norms may differ in the last bit)
+        flat.step(optimizers[0])
+        optimizers[1].step()
+        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    assert flat.moments is not None  # the one-kernel path ran
+    state, reference = optimizers[0].state_dict(), optimizers[1].state_dict()
+    for index, moments in reference["state"].items():
+        for name, value in moments.items():
+            torch.testing.assert_close(state["state"][index][name], value, rtol=1e-6, atol=0)
 
 
 def test_minibatches_cover_the_batch_once_and_the_whole_batch_is_not_shuffled():

@@ -256,6 +256,16 @@ def accumulate_grad(parameter: torch.Tensor, grad: torch.Tensor) -> None:
         parameter.grad += grad
 
 
+def write_grad(parameter: torch.Tensor, op, *args, **kwargs) -> None:
+    """parameter.grad = op(*args, **kwargs), computed straight into the existing gradient's
+    memory when there is one (op's out=): the backpropagation by hand writes each gradient
+    once, into the zeroed views of `torch_state.FlatParameters`, without an extra addition."""
+    if parameter.grad is None:
+        parameter.grad = op(*args, **kwargs)
+    else:
+        op(*args, **kwargs, out=parameter.grad)
+
+
 class NumpyViews:
     """For modules that act with numpy (`act_numpy`): `numpy_views(parameters)` returns
     `parameters()` (a nest of lists and tuples of CPU tensors) as numpy arrays that share the
@@ -481,17 +491,17 @@ class StackedTrunks(NumpyViews, nn.Module):
 
     @torch.no_grad()
     def backward(self, activations: list[torch.Tensor], grad: torch.Tensor) -> None:
-        """Backpropagation by hand: adds to the weights' and biases' .grad the gradients of a
-        loss whose gradient wrt the features is `grad` [2, B, H] (actor's, critic's), given the
-        activations of `forward_with_activations`. For each layer from the last, with
-        y = f(x W + b): dL/d(x W + b) = f'(.) dL/dy, dL/dW = x^T that, dL/db its sum over the
-        batch, dL/dx = that W^T (not needed for the observations)."""
+        """Backpropagation by hand: writes into the weights' and biases' .grad (`write_grad`)
+        the gradients of a loss whose gradient wrt the features is `grad` [2, B, H] (actor's,
+        critic's), given the activations of `forward_with_activations`. For each layer from
+        the last, with y = f(x W + b): dL/d(x W + b) = f'(.) dL/dy, dL/dW = x^T that, dL/db
+        its sum over the batch, dL/dx = that W^T (not needed for the observations)."""
         activation_backward = ACTIVATION_BACKWARDS[self.activation]
         for index in reversed(range(len(self.weights))):
             weight, bias = self.weights[index], self.biases[index]
             grad = activation_backward(grad, activations[index + 1])
-            accumulate_grad(weight, torch.bmm(activations[index].transpose(1, 2), grad))
-            accumulate_grad(bias, grad.sum(1, keepdim=True))
+            write_grad(weight, torch.bmm, activations[index].transpose(1, 2), grad)
+            write_grad(bias, torch.sum, grad, 1, keepdim=True)
             if index:
                 grad = torch.bmm(grad, weight.transpose(1, 2))
 
@@ -570,19 +580,20 @@ class ActorCritic(NumpyViews, nn.Module):
         return params.detach(), values.detach(), (params, values)
 
     def backward_from_outputs(self, tape, params_grad: torch.Tensor, values_grad: torch.Tensor):
-        """Add to the parameters' .grad the gradients of a loss whose gradients wrt the outputs
-        of `outputs_for_backward` are params_grad [B, A or D] and values_grad [B]: by hand
-        through the linear heads and `StackedTrunks.backward`, or by autograd."""
+        """The gradients of a loss whose gradients wrt the outputs of `outputs_for_backward`
+        are params_grad [B, A or D] and values_grad [B], into the parameters' .grad, which must
+        be zero or None before (`FlatParameters.zero_grad`): written by hand through the linear
+        heads and `StackedTrunks.backward`, or added by autograd."""
         if not isinstance(self.trunks, StackedTrunks):
             torch.autograd.backward(tape, (params_grad, values_grad))
             return
         actor, critic, activations = tape
         with torch.no_grad():
             layer, value = self._policy_layer(), self.value_head
-            accumulate_grad(layer.weight, params_grad.t().mm(actor))
-            accumulate_grad(layer.bias, params_grad.sum(0))
-            accumulate_grad(value.weight, values_grad.unsqueeze(0).mm(critic))
-            accumulate_grad(value.bias, values_grad.sum(0, keepdim=True))
+            write_grad(layer.weight, torch.mm, params_grad.t(), actor)
+            write_grad(layer.bias, torch.sum, params_grad, 0)
+            write_grad(value.weight, torch.mm, values_grad.unsqueeze(0), critic)
+            write_grad(value.bias, torch.sum, values_grad, 0, keepdim=True)
             features_grad = actor.new_empty((2, *actor.shape))  # the actor's, the critic's
             torch.mm(params_grad, layer.weight, out=features_grad[0])
             torch.mul(values_grad.unsqueeze(1), value.weight, out=features_grad[1])

@@ -71,10 +71,8 @@ from bellman.algos.actor_critic import (
 from bellman.config import choices, interval
 from bellman.errors import NonFiniteError
 from bellman.losses import value_loss
-from bellman.rollouts import clip_grad_norm
 from bellman.run import Run
 from bellman.schedules import make_schedule
-from bellman.torch_state import step_optimizer
 
 
 @dataclass(frozen=True)
@@ -150,8 +148,7 @@ def update(learner: Learner, batch: Batch, learning_rate: float) -> dict[str, fl
     """Steps 2 and 12-15: one gradient step on all N t_max samples; returns the diagnostics."""
     config = learner.config
     learner.set_learning_rate(learning_rate)
-    for parameter in learner.parameters:  # 2. reset gradients
-        parameter.grad = None
+    learner.flat.zero_grad()  # 2. reset gradients
     log_probs, entropy, values = learner.policy.evaluate(
         batch.obs, batch.actions, entropy_grad=config.ent_coef > 0
     )
@@ -160,8 +157,8 @@ def update(learner: Learner, batch: Batch, learning_rate: float) -> dict[str, fl
         log_probs, entropy, values, advantages, batch.returns, config
     )
     loss.backward()  # 12.-13. d theta, d theta_v
-    clip_grad_norm(learner.parameters, config.max_grad_norm)
-    step_optimizer(learner.optimizer)  # 15. update theta and theta_v
+    learner.flat.clip_grad_norm(config.max_grad_norm)
+    learner.flat.step(learner.optimizer)  # 15. update theta and theta_v
     stats = {
         "policy_loss": float(policy_loss),
         "value_loss": float(critic_loss),

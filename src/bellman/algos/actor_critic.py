@@ -63,6 +63,7 @@ from bellman.rollouts import (
 )
 from bellman.run import Run
 from bellman.torch_state import (
+    FlatParameters,
     load_optimizer,
     optimizer_arrays,
     resolve_device,
@@ -405,6 +406,7 @@ class Learner:
         self.policy.to(self.device)
         self.numpy_acting = self.policy.supports_numpy()
         self.parameters = list(self.policy.parameters())
+        self.flat = FlatParameters(self.parameters)  # zero_grad, clip_grad_norm, step
         self.optimizer = make_optimizer(self.parameters)
         first = envs.envs[0]
         observation_normalizer = _wrapper(first, gym.wrappers.NormalizeObservation)

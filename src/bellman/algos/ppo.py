@@ -82,10 +82,8 @@ from bellman.losses import (
     value_loss,
     value_loss_gradient,
 )
-from bellman.rollouts import clip_grad_norm
 from bellman.run import Run
 from bellman.schedules import make_schedule
-from bellman.torch_state import step_optimizer
 
 
 @dataclass(frozen=True)
@@ -273,16 +271,15 @@ def gradient_step(learner: Learner, minibatch: Batch, clip_range: float):
         value_clip = clip_range if config.clip_value_loss else None
         critic_loss = value_loss(values, minibatch.returns, minibatch.values, value_clip)
         values_grad = value_loss_gradient(values, minibatch.returns, minibatch.values, value_clip)
-        for parameter in learner.parameters:
-            parameter.grad = None
+        learner.flat.zero_grad()
         # d(-L^{+VF+S})/d(outputs): log pi(a|s) through -L, V through c1 value loss, and the
         # entropy, -c2 S averaged over the n samples
         params_grad = head.log_prob_entropy_backward(
             params, minibatch.actions, log_ratio_grad, -config.ent_coef / len(log_ratio)
         )
     policy.backward_from_outputs(tape, params_grad, values_grad.mul_(config.vf_coef))
-    clip_grad_norm(learner.parameters, config.max_grad_norm)
-    step_optimizer(learner.optimizer)
+    learner.flat.clip_grad_norm(config.max_grad_norm)
+    learner.flat.step(learner.optimizer)
     return policy_loss, critic_loss, entropy.mean(), clip_fraction
 
 
