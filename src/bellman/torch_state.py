@@ -154,10 +154,10 @@ class FlatParameters:
         state = optimizer.state
         flat = (
             _plain_fused_adam(optimizer)
-            and optimizer.param_groups[0]["params"] == self.parameters
+            and _same_tensors(optimizer.param_groups[0]["params"], self.parameters)
             and all(p in state for p in self.parameters)
             and [p.data_ptr() for p in self.parameters] == self.pointers
-            and all(p.grad is g for p, g in zip(self.parameters, self.grads, strict=True))
+            and _same_tensors([p.grad for p in self.parameters], self.grads)
         )
         if not flat:
             step_optimizer(optimizer)
@@ -185,3 +185,8 @@ class FlatParameters:
         for index, s in enumerate(states):
             s["exp_avg"], s["exp_avg_sq"], s["step"] = (v[index] for v in views)
         self.moments = (exp_avg, exp_avg_sq, steps, *views)
+
+
+def _same_tensors(tensors: list, others: list) -> bool:
+    """The same tensor objects in the same order (tensors' == compares values)."""
+    return len(tensors) == len(others) and all(a is b for a, b in zip(tensors, others, strict=True))
