@@ -482,8 +482,8 @@ class StackedTrunks(NumpyViews, nn.Module):
         x = vector_inputs(obs, self.one_hot)
         x = x.expand(2, *x.shape)  # [2, B, D]: the same input for both trunks
         activations = [x]
-        grad = torch.is_grad_enabled()
-        activation = (ACTIVATIONS if grad else INPLACE_ACTIVATIONS)[self.activation]
+        recording = torch.is_grad_enabled()  # autograd needs the out-of-place versions
+        activation = (ACTIVATIONS if recording else INPLACE_ACTIVATIONS)[self.activation]
         for weight, bias in zip(self.weights, self.biases, strict=True):
             x = activation(torch.baddbmm(bias, x, weight))
             activations.append(x)

@@ -25,7 +25,6 @@ from gymnasium.wrappers.utils import RunningMeanStd as _GymnasiumRunningMeanStd
 from bellman.config import TrainConfig, choices, interval
 from bellman.errors import ConfigError
 from bellman.evaluation import evaluate
-from bellman.torch_state import clip_gradients
 
 if TYPE_CHECKING:
     from bellman.run import Run
@@ -184,9 +183,3 @@ class TrainingEvaluation:
     def close(self) -> None:
         if self.env is not None:
             self.env.close()
-
-
-# ---- torch state --------------------------------------------------------------------------
-def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> None:
-    """Rescale the parameters' gradients so that their global L2 norm is at most max_norm."""
-    clip_gradients([p.grad for p in parameters if p.grad is not None], max_norm)

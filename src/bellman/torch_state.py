@@ -103,6 +103,11 @@ def clip_gradients(grads: list[torch.Tensor], max_norm: float) -> None:
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
 
 
+def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> None:
+    """Rescale the parameters' gradients so that their global L2 norm is at most max_norm."""
+    clip_gradients([p.grad for p in parameters if p.grad is not None], max_norm)
+
+
 class FlatParameters:
     """A network's parameters and their gradients, each kept in one contiguous buffer that the
     tensors are views of (set up once, before anything else holds the parameters' memory). On a
@@ -127,7 +132,8 @@ class FlatParameters:
                 parameter.grad = grad
         self.grads = [p.grad for p in self.parameters]
         self.pointers = [p.data_ptr() for p in self.parameters]
-        self.moments: tuple | None = None  # Adam's buffers and the state tensors viewing them
+        self.moments: tuple | None = None  # Adam's (exp_avg, exp_avg_sq, steps) buffers
+        self.moment_views: tuple = ()  # the optimizer state's tensors that view them
 
     def _views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
         views, offset = [], 0
@@ -165,11 +171,11 @@ class FlatParameters:
         states = [state[p] for p in self.parameters]
         if self.moments is None or any(
             s[name] is not view
-            for name, views in zip(("exp_avg", "exp_avg_sq", "step"), self.moments[3:], strict=True)
+            for name, views in zip(MOMENTS, self.moment_views, strict=True)
             for s, view in zip(states, views, strict=True)
         ):
             self._gather_moments(states)
-        exp_avg, exp_avg_sq, steps = self.moments[:3]
+        exp_avg, exp_avg_sq, steps = self.moments
         steps.add_(1)  # every parameter's count: they are views of this buffer
         _fused_adam(optimizer, [self.data], [self.grad], [exp_avg], [exp_avg_sq], [steps[0]])
 
@@ -181,10 +187,15 @@ class FlatParameters:
         steps = torch.stack([s["step"] for s in states])
         if not bool((steps == steps[0]).all()):
             raise RuntimeError("Adam's step counts differ between parameters")
-        views = self._views(exp_avg), self._views(exp_avg_sq), list(steps)
-        for index, s in enumerate(states):
-            s["exp_avg"], s["exp_avg_sq"], s["step"] = (v[index] for v in views)
-        self.moments = (exp_avg, exp_avg_sq, steps, *views)
+        self.moments = exp_avg, exp_avg_sq, steps
+        self.moment_views = self._views(exp_avg), self._views(exp_avg_sq), list(steps)
+        for name, views in zip(MOMENTS, self.moment_views, strict=True):
+            for s, view in zip(states, views, strict=True):
+                s[name] = view
+
+
+#: Adam's per-parameter state that `FlatParameters` keeps in buffers.
+MOMENTS = ("exp_avg", "exp_avg_sq", "step")
 
 
 def _same_tensors(tensors: list, others: list) -> bool:

@@ -70,7 +70,6 @@ from bellman.nets import QNetwork, trunk_for
 from bellman.rollouts import (
     DeepConfig,
     TrainingEvaluation,
-    clip_grad_norm,
     crossed,
     final_observations,
     log_episodes,
@@ -78,6 +77,7 @@ from bellman.rollouts import (
 from bellman.run import Run
 from bellman.schedules import make_schedule
 from bellman.torch_state import (
+    clip_grad_norm,
     load_optimizer,
     optimizer_arrays,
     resolve_device,

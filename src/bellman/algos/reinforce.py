@@ -66,13 +66,12 @@ from bellman.nets import actor_critic_for
 from bellman.rollouts import (
     DeepConfig,
     TrainingEvaluation,
-    clip_grad_norm,
     crossed,
     final_observations,
     log_episodes,
 )
 from bellman.run import Run
-from bellman.torch_state import state_dict_from_arrays
+from bellman.torch_state import clip_grad_norm, state_dict_from_arrays
 
 
 @dataclass(frozen=True)
