@@ -290,7 +290,11 @@ class Run:
     # ---- checkpoints ----------------------------------------------------------------------
     def checkpoint_due(self, step: int) -> bool:
         """True at the first safe point after each `checkpoint_every` steps, or when stopping."""
-        return self.stop_requested or step >= self._next_checkpoint
+        return self.stop_requested or self.checkpoint_scheduled(step)
+
+    def checkpoint_scheduled(self, step: int) -> bool:
+        """True at the first safe point after each `checkpoint_every` steps (signals aside)."""
+        return step >= self._next_checkpoint
 
     def save(self, step: int, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> Path:
         """Write checkpoint `step-N` with the algorithm's arrays and state plus the run's own."""

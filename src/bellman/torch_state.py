@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bellman.errors import ConfigError
+from bellman.errors import CheckpointError, ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,6 +29,59 @@ def state_dict_from_arrays(arrays, prefix: str, device) -> dict[str, torch.Tenso
     }
 
 
+def check_arrays(
+    arrays: dict[str, np.ndarray], expected: dict[str, tuple[tuple[int, ...], np.dtype]], where: str
+) -> None:
+    """Refuse arrays that do not match, key for key, the shapes and dtypes something will use.
+
+    Args:
+        arrays: the arrays a file gave, restricted to one prefix by the caller.
+        expected: name -> (shape, dtype) of what the live model or optimizer holds.
+        where: what is being loaded, for the message (e.g. "checkpoint 'step-512' policy/").
+
+    Raises:
+        CheckpointError: missing or unexpected keys, another shape or another dtype (a float16 or
+            int8 re-save of a float32 tensor is refused, not silently cast).
+    """
+    missing = sorted(set(expected) - set(arrays))
+    unexpected = sorted(set(arrays) - set(expected))
+    if missing or unexpected:
+        parts = [f"missing {_names(missing)}" if missing else "",
+                 f"unexpected {_names(unexpected)}" if unexpected else ""]  # fmt: skip
+        raise CheckpointError(f"{where} does not fit: {'; '.join(p for p in parts if p)}")
+    for key, (shape, dtype) in expected.items():
+        array = arrays[key]
+        if tuple(array.shape) != tuple(shape):
+            raise CheckpointError(
+                f"{where}: '{key}' has shape {tuple(array.shape)}, expected {tuple(shape)}"
+            )
+        if np.dtype(array.dtype) != np.dtype(dtype):
+            raise CheckpointError(
+                f"{where}: '{key}' has dtype {np.dtype(array.dtype)}, expected {np.dtype(dtype)}"
+            )
+
+
+def _names(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(f"'{key}'" for key in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _numpy_dtype(tensor: torch.Tensor) -> np.dtype:
+    return torch.empty((), dtype=tensor.dtype).numpy().dtype
+
+
+def load_module(module: torch.nn.Module, arrays, prefix: str, device, where: str) -> None:
+    """Load `module`'s state (parameters and buffers, e.g. BatchNorm statistics) from the arrays
+    named `prefix<name>`, after `check_arrays` against the live state: nothing is copied into the
+    module unless every key, shape and dtype fits."""
+    state = module.state_dict()
+    expected = {key: (tuple(value.shape), _numpy_dtype(value)) for key, value in state.items()}
+    found = {key[len(prefix) :]: value for key, value in arrays.items() if key.startswith(prefix)}
+    check_arrays(found, expected, f"{where} {prefix}")
+    module.load_state_dict({key: torch.from_numpy(np.array(value)).to(device)
+                            for key, value in found.items()})  # fmt: skip
+
+
 def optimizer_arrays(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
     """Adam's moments and step counts, flattened to named arrays `optim/<param>/<name>`."""
     arrays = {}
@@ -39,13 +92,39 @@ def optimizer_arrays(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, arrays: dict[str, np.ndarray]) -> None:
-    """Put the state saved by `optimizer_arrays` back into `optimizer`."""
+#: The per-parameter state of Adam and AdamW: (name, shape of the parameter or scalar).
+ADAM_STATE = (("exp_avg", True), ("exp_avg_sq", True), ("step", False))
+
+
+def expected_optimizer_arrays(optimizer: torch.optim.Optimizer) -> dict:
+    """name -> (shape, dtype) of the arrays `optimizer_arrays` writes for Adam/AdamW after its
+    first step (moments shaped and typed like their parameter, a float32 scalar step count)."""
+    if not isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
+        raise TypeError(f"no checkpoint layout known for {type(optimizer).__name__}")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    names = ADAM_STATE + (("max_exp_avg_sq", True),) * any(
+        g.get("amsgrad") for g in optimizer.param_groups
+    )
+    return {
+        f"optim/{index}/{name}": ((tuple(p.shape), _numpy_dtype(p)) if like_param
+                                  else ((), np.dtype(np.float32)))  # fmt: skip
+        for index, p in enumerate(params)
+        for name, like_param in names
+    }
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, arrays, where: str = "checkpoint") -> None:
+    """Put the state saved by `optimizer_arrays` back into `optimizer`, after checking every
+    `optim/*` array against the live parameters (a checkpoint saved before the first step has
+    none). Moments of the wrong shape or dtype would otherwise reach the fused Adam kernel,
+    which trusts them with raw memory."""
+    found = {key: value for key, value in arrays.items() if key.startswith("optim/")}
+    if found:
+        check_arrays(found, expected_optimizer_arrays(optimizer), where)
     state_dict = optimizer.state_dict()
-    for key, value in arrays.items():
-        if key.startswith("optim/"):
-            _, index, name = key.split("/")
-            state_dict["state"].setdefault(int(index), {})[name] = torch.from_numpy(value.copy())
+    for key, value in found.items():
+        _, index, name = key.split("/")
+        state_dict["state"].setdefault(int(index), {})[name] = torch.from_numpy(np.array(value))
     optimizer.load_state_dict(state_dict)
 
 
