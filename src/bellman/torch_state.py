@@ -92,24 +92,31 @@ def optimizer_arrays(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
     return arrays
 
 
-#: The per-parameter state of Adam and AdamW: (name, shape of the parameter or scalar).
-ADAM_STATE = (("exp_avg", True), ("exp_avg_sq", True), ("step", False))
+def _state_names(optimizer: torch.optim.Optimizer) -> tuple[tuple[str, bool], ...]:
+    """(name, shaped like the parameter) of the per-parameter state of the optimisers bellman
+    uses: Adam/AdamW (moments, step) and RMSprop (square average, step, and momentum and grad
+    average when those settings are on)."""
+    groups = optimizer.param_groups
+    if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
+        names = (("exp_avg", True), ("exp_avg_sq", True), ("step", False))
+        return names + (("max_exp_avg_sq", True),) * any(g.get("amsgrad") for g in groups)
+    if isinstance(optimizer, torch.optim.RMSprop):
+        names = (("step", False), ("square_avg", True))
+        names += (("momentum_buffer", True),) * any(g.get("momentum", 0) > 0 for g in groups)
+        return names + (("grad_avg", True),) * any(g.get("centered") for g in groups)
+    raise TypeError(f"no checkpoint layout known for {type(optimizer).__name__}")
 
 
 def expected_optimizer_arrays(optimizer: torch.optim.Optimizer) -> dict:
-    """name -> (shape, dtype) of the arrays `optimizer_arrays` writes for Adam/AdamW after its
-    first step (moments shaped and typed like their parameter, a float32 scalar step count)."""
-    if not isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
-        raise TypeError(f"no checkpoint layout known for {type(optimizer).__name__}")
+    """name -> (shape, dtype) of the arrays `optimizer_arrays` writes after the optimizer's
+    first step: per-parameter buffers shaped and typed like their parameter, a float32 scalar
+    step count."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    names = ADAM_STATE + (("max_exp_avg_sq", True),) * any(
-        g.get("amsgrad") for g in optimizer.param_groups
-    )
     return {
         f"optim/{index}/{name}": ((tuple(p.shape), _numpy_dtype(p)) if like_param
                                   else ((), np.dtype(np.float32)))  # fmt: skip
         for index, p in enumerate(params)
-        for name, like_param in names
+        for name, like_param in _state_names(optimizer)
     }
 
 
