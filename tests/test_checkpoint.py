@@ -13,8 +13,15 @@ from bellman.errors import CheckpointError
 
 def _save(directory, step=10, algo="q-learning"):
     arrays = {"q": np.arange(6, dtype=np.float64).reshape(2, 3), "n": np.ones(3, dtype=np.int64)}
-    checkpoint.save(directory, f"step-{step}", arrays, {"algo": algo, "step": step})
+    checkpoint.save(directory, f"step-{step}", arrays, _meta(algo, step))
     return arrays
+
+
+def _meta(algo="q-learning", step=10):
+    """The envelope every run's checkpoint JSON carries (checkpoint.META_SCHEMA)."""
+    run = {"episodes": 2, "recent_returns": [1.0, -0.5], "recent_lengths": [3, 4],
+           "metrics_rows": 1, "episode_rows": 2}  # fmt: skip
+    return {"algo": algo, "env": "Taxi-v4", "step": step, "config": {}, "state": {}, "run": run}
 
 
 def test_round_trip_is_exact_and_leaves_no_temp_files(tmp_path):

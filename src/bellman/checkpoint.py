@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -117,20 +118,21 @@ def load(
     json_path = directory / f"{name}.json"
     tensor_path = directory / f"{name}.safetensors"
     try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
+        meta = read_json(json_path, what=f"checkpoint '{json_path}'")
         blob = tensor_path.read_bytes()
     except FileNotFoundError as error:
         raise CheckpointError(
             f"checkpoint '{name}' is missing {Path(error.filename).name}"
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"checkpoint '{json_path}' is corrupt: {error}") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint '{name}': {error.strerror}") from None
     if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
         found = meta.get("schema_version") if isinstance(meta, dict) else None
         raise CheckpointError(
             f"checkpoint '{json_path}' has schema version {found!r}; "
             f"this bellman reads version {SCHEMA_VERSION}"
         )
+    check_schema(meta, META_SCHEMA, f"checkpoint '{json_path}'")
     if algo is not None and meta.get("algo") != algo:
         raise CheckpointError(
             f"checkpoint '{json_path}' was written by '{meta.get('algo')}', not '{algo}'"
@@ -144,6 +146,99 @@ def load(
     except (SafetensorError, ValueError) as error:
         raise CheckpointError(f"checkpoint '{tensor_path}' is corrupt: {error}") from None
     return arrays, meta
+
+
+#: Deepest nesting a checkpoint's JSON may have (configs and states are a few levels deep).
+MAX_JSON_DEPTH = 32
+
+#: What every checkpoint JSON holds: key -> type (a tuple of types), or a nested schema.
+META_SCHEMA: dict[str, Any] = {
+    "schema_version": int,
+    "algo": str,
+    "env": str,
+    "step": "count",
+    "config": dict,
+    "state": dict,
+    "run": {
+        "episodes": "count",
+        "recent_returns": "finite list",
+        "recent_lengths": "count list",
+        "metrics_rows": "count",
+        "episode_rows": "count",
+    },
+    "sha256": str,
+}
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file written by bellman, refusing nesting deeper than MAX_JSON_DEPTH before
+    the parser recurses into it (a 100,000-deep line would exhaust Python's stack)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f"{what} is corrupt: {error}") from None
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:  # brackets outside strings: the nesting the parser would recurse into
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                raise CheckpointError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+        elif char in "]}":
+            depth -= 1
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, int digit limits
+        raise CheckpointError(f"{what} is corrupt: {error}") from None
+
+
+def check_schema(values: dict, schema: dict, what: str, path: str = "") -> None:
+    """Refuse a JSON object that lacks a key of `schema` or holds a value of the wrong kind.
+
+    Kinds: a Python type; "count" (an int >= 0, not a bool); "finite list" (numbers, no NaN or
+    infinity); "count list"; a nested dict schema.
+    """
+    for key, kind in schema.items():
+        where = f"{path}{key}"
+        if key not in values:
+            raise CheckpointError(f"{what} has no '{where}'")
+        value = values[key]
+        if isinstance(kind, dict):
+            if not isinstance(value, dict):
+                raise CheckpointError(f"{what}: '{where}' must be an object, not {value!r:.40}")
+            check_schema(value, kind, what, f"{where}.")
+        elif not _is_kind(value, kind):
+            raise CheckpointError(f"{what}: '{where}' must be {_KIND_NAMES.get(kind, kind)}, "
+                                  f"not {value!r:.40}")  # fmt: skip
+
+
+_KIND_NAMES = {int: "an integer", str: "a string", dict: "an object",
+               "count": "an integer >= 0", "finite list": "a list of finite numbers",
+               "count list": "a list of integers >= 0"}  # fmt: skip
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_kind(value: Any, kind) -> bool:
+    if kind == "count":
+        return _is_count(value)
+    if kind == "finite list":
+        return isinstance(value, list) and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+            for x in value
+        )
+    if kind == "count list":
+        return isinstance(value, list) and all(_is_count(x) for x in value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def expect_array(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], where: str):
