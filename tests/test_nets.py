@@ -21,7 +21,7 @@ from bellman.nets import (
     gaussian_log_prob,
     orthogonal_init,
 )
-from bellman.torch_state import FlatParameters, step_optimizer
+from bellman.nets.fast import FlatParameters, step_optimizer
 
 torch.set_num_threads(1)
 

@@ -52,7 +52,8 @@ from bellman.config import choices, interval
 from bellman.envs import make_env
 from bellman.envs.atari import is_atari
 from bellman.errors import ConfigError
-from bellman.nets import ActorCritic, actor_critic_for
+from bellman.nets import ActorCritic, actor_critic_for, resolve_device
+from bellman.nets.fast import FlatParameters
 from bellman.rollouts import (
     DeepConfig,
     RunningMeanStd,
@@ -62,13 +63,7 @@ from bellman.rollouts import (
     log_episodes,
 )
 from bellman.run import Run
-from bellman.torch_state import (
-    FlatParameters,
-    load_optimizer,
-    optimizer_arrays,
-    resolve_device,
-    state_dict_from_arrays,
-)
+from bellman.torch_state import load_optimizer, optimizer_arrays, state_dict_from_arrays
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,8 @@ from bellman.checkpoint import expect_array
 from bellman.config import choices, interval
 from bellman.envs import make_env
 from bellman.errors import ConfigError, NonFiniteError
-from bellman.nets import QNetwork, trunk_for
+from bellman.nets import QNetwork, resolve_device, trunk_for
+from bellman.nets.fast import clip_grad_norm, step_optimizer
 from bellman.rollouts import (
     DeepConfig,
     TrainingEvaluation,
@@ -76,14 +77,7 @@ from bellman.rollouts import (
 )
 from bellman.run import Run
 from bellman.schedules import make_schedule
-from bellman.torch_state import (
-    clip_grad_norm,
-    load_optimizer,
-    optimizer_arrays,
-    resolve_device,
-    state_dict_from_arrays,
-    step_optimizer,
-)
+from bellman.torch_state import load_optimizer, optimizer_arrays, state_dict_from_arrays
 
 
 @dataclass(frozen=True)

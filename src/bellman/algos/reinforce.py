@@ -63,6 +63,7 @@ from bellman.config import choices, interval
 from bellman.errors import NonFiniteError
 from bellman.losses import value_loss
 from bellman.nets import actor_critic_for
+from bellman.nets.fast import clip_grad_norm
 from bellman.rollouts import (
     DeepConfig,
     TrainingEvaluation,
@@ -71,7 +72,7 @@ from bellman.rollouts import (
     log_episodes,
 )
 from bellman.run import Run
-from bellman.torch_state import clip_grad_norm, state_dict_from_arrays
+from bellman.torch_state import state_dict_from_arrays
 
 
 @dataclass(frozen=True)

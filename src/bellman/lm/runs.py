@@ -58,8 +58,8 @@ LM_ALGOS = ("lm-pretrain", "lm-sft", "lm-ppo", "lm-dpo")
 
 
 def resolve_device(name: str):
-    """torch.device for "auto" (CUDA when present), "cpu" or "cuda" (bellman.torch_state's)."""
-    from bellman.torch_state import resolve_device as resolve
+    """torch.device for "auto" (CUDA when present), "cpu" or "cuda" (bellman.nets's)."""
+    from bellman.nets import resolve_device as resolve
 
     return resolve(name)
 

@@ -57,6 +57,15 @@ ACTIVATION_BACKWARDS = {
 }
 
 
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when a GPU is visible, else the CPU; `cpu` and `cuda` are themselves."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
+    return torch.device(name)
+
+
 def layer_init(layer: nn.Module, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
     """Orthogonal weights with `gain` and a constant bias (the policy-gradient convention)."""
     nn.init.orthogonal_(layer.weight, gain)
@@ -259,7 +268,7 @@ def accumulate_grad(parameter: torch.Tensor, grad: torch.Tensor) -> None:
 def write_grad(parameter: torch.Tensor, op, *args, **kwargs) -> None:
     """parameter.grad = op(*args, **kwargs), computed straight into the existing gradient's
     memory when there is one (op's out=): the backpropagation by hand writes each gradient
-    once, into the zeroed views of `torch_state.FlatParameters`, without an extra addition."""
+    once, into the zeroed views of `fast.FlatParameters`, without an extra addition."""
     if parameter.grad is None:
         parameter.grad = op(*args, **kwargs)
     else:

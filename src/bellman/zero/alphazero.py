@@ -70,7 +70,7 @@ from bellman.config import TrainConfig, choices, interval
 from bellman.errors import CheckpointError, ConfigError, NonFiniteError
 from bellman.games import Game, make_game
 from bellman.games.base import play_moves
-from bellman.nets import AlphaZeroNetwork
+from bellman.nets import AlphaZeroNetwork, resolve_device
 from bellman.run import Run
 from bellman.search.alphabeta import AlphaBetaPlayer
 from bellman.search.mcts import (
@@ -82,12 +82,7 @@ from bellman.search.mcts import (
     select_action,
     visit_policy,
 )
-from bellman.torch_state import (
-    load_optimizer,
-    optimizer_arrays,
-    resolve_device,
-    state_dict_from_arrays,
-)
+from bellman.torch_state import load_optimizer, optimizer_arrays, state_dict_from_arrays
 
 
 @dataclass(frozen=True)
