@@ -91,7 +91,7 @@ def measure(model_dir: Path, sft_dir: Path, corpus: str, ppo: dict) -> dict[str,
     `lm ppo` measures its policy (the SFT model is the reference)."""
     from bellman.lm import rlhf_ppo, runs
 
-    config = rlhf_ppo.PPOConfig(
+    config = rlhf_ppo.RLHFPPOConfig(
         env=corpus, base=str(sft_dir), judge="sentiment", seed=0,
         **{k: ppo[k] for k in ("batch_prompts", "max_new_tokens", "minibatch_size",
                                "eval_fraction", "eval_tokens")},

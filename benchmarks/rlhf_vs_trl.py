@@ -271,7 +271,7 @@ def bellman_dpo_step(settings: Settings, data: Data):
 
 def bellman_rl_config(settings: Settings, advantage: str):
     """The PPOConfig of bellman's RL rows (the reward model is handed over in memory)."""
-    from bellman.lm.rlhf_ppo import PPOConfig
+    from bellman.lm.rlhf_ppo import RLHFPPOConfig as PPOConfig
 
     config = PPOConfig(
         base="(in memory)", reward_model="(in memory)", seed=settings.seed,
@@ -290,7 +290,8 @@ def bellman_rl_step(settings: Settings, data: Data, advantage: str):
     returns the number of generated tokens."""
     from bellman.lm import runs
     from bellman.lm.model import LanguageModel
-    from bellman.lm.rlhf_ppo import Prepared, make_critic, ppo_step
+    from bellman.lm.rlhf_ppo import RLHFPrepared as Prepared
+    from bellman.lm.rlhf_ppo import make_critic, ppo_step
 
     config = bellman_rl_config(settings, advantage)
     policy = LanguageModel(fresh_lm(settings, data.tokenizer).eval(), data.tokenizer)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bellman.errors import CheckpointError, ConfigError
+from bellman.lm import batch as lm_batch
 from bellman.lm import model as lm_model
 from bellman.lm import sampling
 from bellman.lm.tokenizer import TextTokenizer, tokenize_pair, train_tokenizer
@@ -53,7 +54,7 @@ def test_prompt_and_response_are_tokenized_separately(tokenizer):
 def test_pack_left_pads_prompts_right_pads_responses_masks_from_lengths():
     pad = 0
     # PAD's id also appears as a real token (the 0 in the second prompt): masks must not care
-    batch = lm_model.pack([[5, 6, 7], [0, 9]], [[11], [12, 13, 14]], pad)
+    batch = lm_batch.pack([[5, 6, 7], [0, 9]], [[11], [12, 13, 14]], pad)
     assert batch.prompt_width == 3
     assert batch.input_ids.tolist() == [[5, 6, 7, 11, 0, 0], [0, 0, 9, 12, 13, 14]]
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1]]
@@ -61,7 +62,7 @@ def test_pack_left_pads_prompts_right_pads_responses_masks_from_lengths():
     assert batch.response_mask.tolist() == [[1, 0, 0], [1, 1, 1]]
     assert batch.last_index.tolist() == [3, 5]
     with pytest.raises(ConfigError, match="longer than the model's context of 4"):
-        lm_model.pack([[1, 2, 3]], [[4, 5]], pad, context=4)
+        lm_batch.pack([[1, 2, 3]], [[4, 5]], pad, context=4)
 
 
 def test_checkpoint_round_trip_stores_tied_weights_once_and_reties(gpt):
@@ -100,13 +101,13 @@ def test_reward_model_reads_the_last_real_token_whatever_the_padding(gpt):
     reward_model = lm_model.RewardModel.from_lm(gpt).eval()
     prompts, responses = [[5, 6], [7, 8, 9, 10]], [[11, 12, 13], [14]]
     with torch.no_grad():
-        together = reward_model(lm_model.pack(prompts, responses, 0))
+        together = reward_model(lm_batch.pack(prompts, responses, 0))
         alone = [
-            reward_model(lm_model.pack([p], [r], 0))
+            reward_model(lm_batch.pack([p], [r], 0))
             for p, r in zip(prompts, responses, strict=True)
         ]
         # the same row with any ids on its padding, and a different PAD id: same score
-        batch = lm_model.pack(prompts, responses, 0)
+        batch = lm_batch.pack(prompts, responses, 0)
         batch.input_ids[batch.attention_mask == 0] = 17
         noisy = reward_model(batch)
         hidden = reward_model.backbone(
@@ -187,7 +188,7 @@ def test_log_probs_of_samples_equal_response_log_probs_with_the_same_temperature
     result = sampling.sample(gpt, prompts, max_new_tokens=6, temperature=0.7,
                              eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
                              generator=torch.Generator().manual_seed(0))  # fmt: skip
-    batch = lm_model.pack(prompts, result.responses, tokenizer.pad_id)
+    batch = lm_batch.pack(prompts, result.responses, tokenizer.pad_id)
     with torch.no_grad():
         log_probs, mask = sampling.response_log_probs(gpt, batch, temperature=0.7)
         plain, _ = sampling.response_log_probs(gpt, batch, temperature=1.0)

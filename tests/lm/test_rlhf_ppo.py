@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from bellman import checkpoint
+from bellman.lm import batch as lm_batch
 from bellman.lm import model as lm_model
 from bellman.lm import reward_model, rlhf_ppo, runs, sampling
 from bellman.lm.pretrain import next_token_loss, sample_windows, token_stream
@@ -67,7 +68,7 @@ FAST = [
 ]  # fmt: skip
 
 
-def ppo_config(world: Path, *sets: str) -> rlhf_ppo.PPOConfig:
+def ppo_config(world: Path, *sets: str) -> rlhf_ppo.RLHFPPOConfig:
     overrides = [f"base={world / 'sft'}", f"prompts={world / 'prompts.jsonl'}", *FAST, *sets]
     return runs.resolve_config(rlhf_ppo.ALGO, rlhf_ppo.Config, str(world / "words.txt"),
                                overrides=overrides)  # fmt: skip
@@ -88,7 +89,7 @@ def _tiny_gpt(dropout: float = 0.0):
 # ---- the pure steps against hand-computed values -----------------------------------------------
 def test_k1_kl_and_the_terminal_reward_by_hand_whatever_the_padding():
     # two rows: prompts of 3 and 1 tokens (left padding), responses of 2 and 4 tokens
-    batch = lm_model.pack([[5, 6, 7], [8]], [[9, 1], [10, 11, 12, 13]], pad_id=0)
+    batch = lm_batch.pack([[5, 6, 7], [8]], [[9, 1], [10, 11, 12, 13]], pad_id=0)
     mask = batch.response_mask
     log_probs = torch.tensor([[-1.0, -2.0, 0.0, 0.0], [-0.5, -0.25, -3.0, -1.0]])
     ref = torch.tensor([[-1.5, -1.0, -7.0, -7.0], [-0.5, -1.25, -2.0, -4.0]])
@@ -154,7 +155,7 @@ def test_policy_equal_to_reference_gives_kl_exactly_zero_and_ratio_exactly_one()
     tokenizer = type("T", (), {"eos_id": 1, "pad_id": 0, "decode": staticmethod(str)})()
     lm = lm_model.LanguageModel(policy, tokenizer)
     prompts = [("a", [5, 6, 7]), ("b", [8]), ("c", [9, 10]), ("d", [11, 12, 13, 14])] * 2
-    config = rlhf_ppo.PPOConfig(base="x", judge="sentiment", max_new_tokens=8, temperature=0.7,
+    config = rlhf_ppo.RLHFPPOConfig(base="x", judge="sentiment", max_new_tokens=8, temperature=0.7,
                                 minibatch_size=4, batch_prompts=8)  # fmt: skip
     generator = torch.Generator().manual_seed(0)
     batch, _, old, ref, _, _ = rlhf_ppo.generate_rollout(lm, reference, None, prompts, config,
@@ -162,7 +163,7 @@ def test_policy_equal_to_reference_gives_kl_exactly_zero_and_ratio_exactly_one()
     kl = rlhf_ppo.kl_penalty(old, ref, batch.response_mask)
     assert torch.equal(kl, torch.zeros_like(kl))
     rows = torch.tensor([6, 1, 3, 4])  # a shuffled minibatch, as in step 6
-    new = rlhf_ppo.policy_log_probs(policy, rlhf_ppo.select_rows(batch, rows), 0.7)
+    new = rlhf_ppo.policy_log_probs(policy, lm_batch.select_rows(batch, rows), 0.7)
     log_ratio = (new - old[rows])[batch.response_mask[rows].bool()]
     assert torch.equal(log_ratio.exp(), torch.ones_like(log_ratio))
 
@@ -174,7 +175,7 @@ def test_rollout_log_probs_equal_the_recomputed_ones_with_dropout_off():
         generator = torch.Generator().manual_seed(1)
         samples = sampling.sample(policy, prompts, max_new_tokens=10, eos_id=1, pad_id=0,
                                   temperature=temperature, generator=generator)  # fmt: skip
-        batch = lm_model.pack(prompts, samples.responses, 0)
+        batch = lm_batch.pack(prompts, samples.responses, 0)
         with torch.no_grad():
             again = rlhf_ppo.policy_log_probs(policy, batch, temperature)
             twice = rlhf_ppo.policy_log_probs(policy, batch, temperature)

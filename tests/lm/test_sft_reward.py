@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from bellman import checkpoint
+from bellman.lm import batch as lm_batch
 from bellman.lm import model as lm_model
 from bellman.lm import reward_model, runs, sft
 from bellman.lm.rewards import judge_rank, sentiment
@@ -25,7 +26,7 @@ def _tiny_gpt(vocab: int, seed: int = 0):
 def test_sft_loss_is_the_mean_over_response_tokens_only():
     model = _tiny_gpt(40)
     prompts, responses = [[5, 6, 7], [8]], [[9, 10], [11, 12, 13, 1]]
-    batch = lm_model.pack(prompts, responses, pad_id=0)
+    batch = lm_batch.pack(prompts, responses, pad_id=0)
     with torch.no_grad():
         loss = sft.sft_loss(model, batch)
         terms = []
@@ -71,7 +72,7 @@ def test_reward_inputs_are_tokenize_pair_then_pack():
     tokenizer = train_tokenizer(["good day", "bad day"], 280)
     batch = reward_model.reward_inputs(tokenizer, ["good", "a"], [" day", " bad day"])
     pairs = [tokenize_pair(tokenizer, "good", " day"), tokenize_pair(tokenizer, "a", " bad day")]
-    expected = lm_model.pack([p for p, _ in pairs], [r for _, r in pairs], tokenizer.pad_id)
+    expected = lm_batch.pack([p for p, _ in pairs], [r for _, r in pairs], tokenizer.pad_id)
     assert torch.equal(batch.input_ids, expected.input_ids)
     assert batch.last_index.tolist() == expected.last_index.tolist()
     assert int(batch.input_ids[1, batch.last_index[1]]) == tokenizer.eos_id

@@ -2,7 +2,8 @@
 
     data.py          corpora (files, folders, fortunes, bible, pydoc), splits, JSONL readers
     tokenizer.py     byte-level BPE (`tokenizers`), PAD/EOS, `tokenize_pair`
-    model.py         a small GPT-2 (`transformers`), checkpoint arrays, `pack`, RewardModel
+    batch.py         the one (prompt, response) batch layout: `TokenBatch`, `pack`
+    model.py         a small GPT-2 (`transformers`), checkpoint arrays, RewardModel, generate
     sampling.py      greedy/temperature/top-k/top-p sampling, response log-probs
     rewards.py       rule-based judges: sentiment, non-toxicity, hallucination; `judge_rank`
     pretrain.py      `bellman lm pretrain`: next-token prediction, held-out perplexity

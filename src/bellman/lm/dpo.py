@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from bellman.config import interval
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.lm import runs
+from bellman.lm.batch import pack
 from bellman.lm.data import holdout_indices, read_comparisons
-from bellman.lm.model import LanguageModel, config_dict, load_model_arrays, model_arrays, pack
+from bellman.lm.model import LanguageModel, config_dict, load_model_arrays, model_arrays
 from bellman.lm.reward_model import (
     TokenizedComparison,
     comparison_pairs,
@@ -162,7 +163,7 @@ def held_out_preferences(
 
 # ---- the training loop -------------------------------------------------------------------------
 @dataclass
-class Prepared:
+class DPOPrepared:
     """Steps 1-2's inputs, made before the run directory exists (bad input writes nothing)."""
 
     lm: LanguageModel
@@ -171,7 +172,7 @@ class Prepared:
     held_data: list[TokenizedComparison]
 
 
-def prepare(config: DPOConfig) -> Prepared:
+def prepare(config: DPOConfig) -> DPOPrepared:
     """Steps 1-2: read, tokenize and split the comparisons; load pi_theta and pi_ref."""
     comparisons = read_comparisons(Path(config.data))
     device = runs.resolve_device(config.device)
@@ -183,10 +184,10 @@ def prepare(config: DPOConfig) -> Prepared:
             f"'{config.data}' has 1 comparison; training and the held-out accuracy need at least 2"
         )
     train_idx, held_idx = holdout_indices([c.prompt for c in comparisons], config.holdout_fraction)
-    return Prepared(lm, reference, [data[i] for i in train_idx], [data[i] for i in held_idx])
+    return DPOPrepared(lm, reference, [data[i] for i in train_idx], [data[i] for i in held_idx])
 
 
-def train(config: DPOConfig, run: Run, prepared: Prepared | None = None) -> LanguageModel:
+def train(config: DPOConfig, run: Run, prepared: DPOPrepared | None = None) -> LanguageModel:
     """DPO on the comparisons in `run` (module docstring, steps 1-7); returns pi_theta."""
     torch.set_num_threads(config.torch_threads)
     prepared = prepared or prepare(config)  # 1.-2.

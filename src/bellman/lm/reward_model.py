@@ -43,6 +43,7 @@ from bellman import checkpoint
 from bellman.config import interval
 from bellman.errors import CheckpointError, ConfigError, NonFiniteError
 from bellman.lm import runs
+from bellman.lm.batch import TokenBatch, pack
 from bellman.lm.data import (
     Comparison,
     holdout_indices,
@@ -52,14 +53,12 @@ from bellman.lm.data import (
     read_comparisons,
 )
 from bellman.lm.model import (
-    Batch,
     LanguageModel,
     RewardModel,
     config_dict,
     load_model_arrays,
     model_arrays,
     model_from_config_dict,
-    pack,
 )
 from bellman.lm.rewards import judge_rank, reward_function
 from bellman.lm.runs import LMTrainConfig
@@ -117,7 +116,7 @@ def reward_inputs(
     responses: list[str],
     device: str | torch.device = "cpu",
     context: int | None = None,
-) -> Batch:
+) -> TokenBatch:
     """The one way texts become reward-model inputs (training, evaluation and RL): each pair
     through `tokenize_pair` (EOS ends the response), then `pack`."""
     pairs = [tokenize_pair(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
@@ -230,7 +229,7 @@ def load_reward_model(run_dir: Path, device: str | torch.device = "cpu"):
 
 # ---- the training loop -----------------------------------------------------------------------
 @dataclass
-class Prepared:
+class RewardPrepared:
     """Steps 1-2's inputs, made before the run directory exists so that bad input writes
     nothing."""
 
@@ -239,7 +238,7 @@ class Prepared:
     held_data: list[TokenizedComparison]
 
 
-def prepare(config: RewardConfig) -> Prepared:
+def prepare(config: RewardConfig) -> RewardPrepared:
     """Step 1 and the base model of step 2: comparisons read, tokenized and split."""
     comparisons = read_comparisons(Path(config.data))
     lm = runs.load_lm(Path(config.base), runs.resolve_device(config.device))
@@ -249,10 +248,10 @@ def prepare(config: RewardConfig) -> Prepared:
             f"'{config.data}' has 1 comparison; training and the held-out accuracy need at least 2"
         )
     train_idx, held_idx = holdout_indices([c.prompt for c in comparisons], config.holdout_fraction)
-    return Prepared(lm, [data[i] for i in train_idx], [data[i] for i in held_idx])
+    return RewardPrepared(lm, [data[i] for i in train_idx], [data[i] for i in held_idx])
 
 
-def train(config: RewardConfig, run: Run, prepared: Prepared | None = None) -> RewardModel:
+def train(config: RewardConfig, run: Run, prepared: RewardPrepared | None = None) -> RewardModel:
     """Train a reward model on the comparisons in `run` (module docstring, steps 1-7)."""
     torch.set_num_threads(config.torch_threads)
     device = runs.resolve_device(config.device)

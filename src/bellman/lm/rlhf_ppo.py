@@ -71,17 +71,14 @@ from bellman.advantages import generalized_advantage_estimation
 from bellman.config import TrainConfig, choices, interval
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.lm import runs
+from bellman.lm.batch import TokenBatch, context_length, pack, response_logits, select_rows
 from bellman.lm.data import holdout_indices, holdout_split, load_corpus, read_prompts
 from bellman.lm.model import (
-    Batch,
     LanguageModel,
     RewardModel,
     config_dict,
-    context_length,
     load_model_arrays,
     model_arrays,
-    pack,
-    response_logits,
 )
 from bellman.lm.pretrain import held_out_loss, next_token_loss, perplexity, sample_windows
 from bellman.lm.pretrain import token_stream as corpus_stream
@@ -95,7 +92,7 @@ ALGO = "lm-ppo"
 
 
 @dataclass(frozen=True)
-class PPOConfig(TrainConfig):
+class RLHFPPOConfig(TrainConfig):
     """Hyperparameters of RLHF with PPO (defaults: InstructGPT / TRL's, scaled to 2 CPU cores)."""
 
     env: str = ""
@@ -210,7 +207,7 @@ class PPOConfig(TrainConfig):
             )
 
 
-Config = PPOConfig
+Config = RLHFPPOConfig
 
 
 # ---- the pure steps ----------------------------------------------------------------------------
@@ -289,7 +286,7 @@ def adaptive_kl_coef(beta: float, kl: float, target: float, horizon: int, n: int
     return beta * (1.0 + error * n / horizon)
 
 
-def policy_log_probs(model, batch: Batch, temperature: float) -> torch.Tensor:
+def policy_log_probs(model, batch: TokenBatch, temperature: float) -> torch.Tensor:
     """Per-token log-probs [B, R] of the batch's responses under the temperature-processed
     distribution (0 after each response): the one computation behind old, reference and new
     log-probs (`sampling.token_log_probs`, the logits processing of the sampler)."""
@@ -297,7 +294,7 @@ def policy_log_probs(model, batch: Batch, temperature: float) -> torch.Tensor:
     return log_probs * batch.response_mask
 
 
-def in_chunks(score, batch: Batch, rows: int) -> torch.Tensor:
+def in_chunks(score, batch: TokenBatch, rows: int) -> torch.Tensor:
     """score(batch) (no gradient), `rows` rows of the batch at a time, concatenated: every row
     computed with the shapes of an optimisation minibatch, and each chunk's activations (the
     [rows, R, V] logits above all) in memory that is reused, where the whole rollout's would be
@@ -308,7 +305,7 @@ def in_chunks(score, batch: Batch, rows: int) -> torch.Tensor:
     ])  # fmt: skip
 
 
-def token_values(critic: RewardModel, batch: Batch) -> torch.Tensor:
+def token_values(critic: RewardModel, batch: TokenBatch) -> torch.Tensor:
     """[B, R] V(s_t) of every response position: the critic's head on the hidden state that
     precedes response token t (column P + t - 1); 0 after each response."""
     hidden = critic.backbone(
@@ -320,18 +317,9 @@ def token_values(critic: RewardModel, batch: Batch) -> torch.Tensor:
     return values * batch.response_mask
 
 
-def select_rows(batch: Batch, rows: torch.Tensor | slice) -> Batch:
-    """The batch's rows `rows` in the same layout (same widths, so the same computation)."""
-    return Batch(
-        batch.input_ids[rows], batch.attention_mask[rows], batch.position_ids[rows],
-        batch.prompt_width, batch.prompt_lengths[rows], batch.response_lengths[rows],
-        batch.response_mask[rows], batch.last_index[rows],
-    )  # fmt: skip
-
-
 # ---- what a step needs -------------------------------------------------------------------------
 @dataclass
-class Prepared:
+class RLHFPrepared:
     """Everything loaded and checked before the run directory exists (bad input writes nothing).
 
     Attributes:
@@ -365,7 +353,7 @@ def _check_prompts(prompts, tokenizer, context: int, where: list[str]):
     return list(zip(prompts, ids, strict=True))
 
 
-def prepare(config: PPOConfig) -> Prepared:
+def prepare(config: RLHFPPOConfig) -> RLHFPrepared:
     """Load the models, the reward and the prompts; check them.
 
     Raises:
@@ -402,17 +390,17 @@ def prepare(config: PPOConfig) -> Prepared:
         if len(ptx_stream) <= policy.context + 1:
             raise ConfigError(f"corpus '{config.env}' is too small for PPO-ptx windows")
     held_stream = corpus_stream(policy.tokenizer, held_docs)
-    return Prepared(
+    return RLHFPrepared(
         policy, reference, reward_model, [prompts[i] for i in train_idx],
         [prompts[i] for i in eval_idx], ptx_stream, held_stream,
     )  # fmt: skip
 
 
 @dataclass
-class Rollout:
+class ResponseRollout:
     """Step 1's and 2's tensors of one batch of responses ([N, ...], N = prompts * G)."""
 
-    batch: Batch
+    batch: TokenBatch
     old_log_probs: torch.Tensor  # [N, R]
     ref_log_probs: torch.Tensor  # [N, R]
     values: torch.Tensor | None  # [N, R] (gae only)
@@ -428,9 +416,9 @@ def generate_rollout(
     reference,
     critic: RewardModel | None,
     prompts: list[tuple[str, list[int]]],
-    config: PPOConfig,
+    config: RLHFPPOConfig,
     generator: torch.Generator,
-) -> tuple[Batch, list[str], torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
+) -> tuple[TokenBatch, list[str], torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
     """Step 1: sample, pack, and score the responses under pi, pi^SFT and V (eval mode).
 
     Returns:
@@ -461,7 +449,7 @@ def evaluate(
     responses: list[str],
     tokenizer,
     reward_model: RewardModel | None,
-    config: PPOConfig,
+    config: RLHFPPOConfig,
     device,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Step 2: (score, learned reward or None, true judge), each [N]."""
@@ -481,7 +469,7 @@ def evaluate(
     return scores, learned, true_scores
 
 
-def make_critic(prepared: Prepared, config: PPOConfig) -> RewardModel | None:
+def make_critic(prepared: RLHFPrepared, config: RLHFPPOConfig) -> RewardModel | None:
     """The value model of `advantage = gae`: a copy of the reward model (value_init =
     reward_model, when one is given), else the SFT transformer with a fresh linear head."""
     if config.advantage != "gae":
@@ -498,14 +486,14 @@ def make_critic(prepared: Prepared, config: PPOConfig) -> RewardModel | None:
 
 # ---- the training loop -------------------------------------------------------------------------
 def optimise(
-    rollout: Rollout,
+    rollout: ResponseRollout,
     advantages: torch.Tensor,
     returns: torch.Tensor | None,
     policy,
     critic: RewardModel | None,
     optimizer,
     ptx_stream: np.ndarray | None,
-    config: PPOConfig,
+    config: RLHFPPOConfig,
     rng: np.random.Generator,
 ) -> dict[str, float]:
     """Step 6: `ppo_epochs` passes of clipped-surrogate (+ value, + ptx) minibatch steps.
@@ -556,7 +544,7 @@ def optimise(
 
 
 @torch.no_grad()
-def held_out_evaluation(prepared: Prepared, config: PPOConfig) -> dict[str, float]:
+def held_out_evaluation(prepared: RLHFPrepared, config: RLHFPPOConfig) -> dict[str, float]:
     """True reward and KL (nats per response) of responses to the held-out prompts (the same
     draws every time: a generator seeded with the run's seed), and the held-out perplexity."""
     policy = prepared.policy
@@ -581,11 +569,11 @@ def held_out_evaluation(prepared: Prepared, config: PPOConfig) -> dict[str, floa
 
 
 def ppo_step(
-    prepared: Prepared,
+    prepared: RLHFPrepared,
     critic: RewardModel | None,
     optimizer,
     beta: float,
-    config: PPOConfig,
+    config: RLHFPPOConfig,
     rng: np.random.Generator,
     generator: torch.Generator,
 ) -> tuple[dict[str, float], float]:
@@ -627,7 +615,7 @@ def ppo_step(
         sequence = group_advantages(rewards.sum(1), config.group_size, config.advantage)
         advantages = sequence[:, None] * mask
     # 6. optimise
-    rollout = Rollout(batch, old, ref, values, entropy, scores, learned, true)
+    rollout = ResponseRollout(batch, old, ref, values, entropy, scores, learned, true)
     stats = optimise(rollout, advantages, returns, policy.model, critic, optimizer,
                      prepared.ptx_stream, config, rng)  # fmt: skip
     # 7. adaptive KL controller
@@ -654,7 +642,7 @@ COLUMNS = (
 """The columns of metrics.csv after step, wall_time and the run's own."""
 
 
-def train(config: PPOConfig, run: Run, prepared: Prepared | None = None) -> LanguageModel:
+def train(config: RLHFPPOConfig, run: Run, prepared: RLHFPrepared | None = None) -> LanguageModel:
     """RLHF with PPO in `run` (module docstring, steps 1-7). Returns the trained policy."""
     torch.set_num_threads(config.torch_threads)
     prepared = prepared or prepare(config)

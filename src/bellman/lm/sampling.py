@@ -3,7 +3,7 @@
 Autoregressive decoding (Radford et al. 2019; top-k: Fan et al. 2018; top-p / nucleus: Holtzman
 et al. 2020):
 
-    1. Left-pad the prompts to one width P (`model.pack`), positions from the lengths.
+    1. Left-pad the prompts to one width P (`batch.pack`), positions from the lengths.
     2. Run the prompts through the model once, keeping the key/value cache (a prompt repeated
        in the batch once, its cache copied).
     3. For t = 1..max_new_tokens:
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from bellman.errors import ConfigError
-from bellman.lm.model import Batch, context_length, pack, response_logits
+from bellman.lm.batch import TokenBatch, context_length, pack, response_logits
 
 
 @dataclass
@@ -129,7 +129,7 @@ def draw(
     return choice[:, 0], log_p[:, 0], entropy[:, 0]
 
 
-def prefill(model, prompts: list[list[int]], batch: Batch):
+def prefill(model, prompts: list[list[int]], batch: TokenBatch):
     """Step 2: the packed prompts through the model once, keeping the key/value cache; only the
     last column goes through the output layer. A prompt that several rows share (the G
     responses of an RL group) goes through once, and its cache and logits are copied to its
@@ -258,7 +258,7 @@ def gather_tokens(log_p: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def response_log_probs(
-    model, batch: Batch, temperature: float = 1.0
+    model, batch: TokenBatch, temperature: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of the batch's responses, with the temperature sampling used.
 

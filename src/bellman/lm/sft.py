@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from bellman.config import interval
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.lm import runs
+from bellman.lm.batch import TokenBatch, pack
+from bellman.lm.batch import response_logits as _response_logits
 from bellman.lm.data import (
     Demonstration,
     holdout_indices,
@@ -43,15 +45,7 @@ from bellman.lm.data import (
     openings,
     read_demonstrations,
 )
-from bellman.lm.model import (
-    Batch,
-    LanguageModel,
-    config_dict,
-    load_model_arrays,
-    model_arrays,
-    pack,
-)
-from bellman.lm.model import response_logits as _response_logits
+from bellman.lm.model import LanguageModel, config_dict, load_model_arrays, model_arrays
 from bellman.lm.rewards import reward_function
 from bellman.lm.runs import LMTrainConfig
 from bellman.lm.tokenizer import TextTokenizer, tokenize_pair
@@ -155,7 +149,7 @@ def tokenize_demonstrations(
 
 
 # ---- the loss --------------------------------------------------------------------------------
-def sft_loss(model, batch: Batch) -> torch.Tensor:
+def sft_loss(model, batch: TokenBatch) -> torch.Tensor:
     """Step 5: mean -log pi(y_t | x, y_<t) over the real response tokens of the batch."""
     logits = _response_logits(model, batch).float()  # [B, R, V]
     nll = F.cross_entropy(logits.transpose(1, 2), batch.responses, reduction="none")  # [B, R]
@@ -182,7 +176,7 @@ def held_out_sft_loss(model, pairs, pad_id: int, batch_size: int) -> float:
 
 # ---- the training loop -----------------------------------------------------------------------
 @dataclass
-class Prepared:
+class SFTPrepared:
     """Steps 1-2, done before the run directory exists so that bad input writes nothing."""
 
     lm: LanguageModel
@@ -190,7 +184,7 @@ class Prepared:
     held_pairs: list[tuple[list[int], list[int]]]
 
 
-def prepare(config: SFTConfig) -> Prepared:
+def prepare(config: SFTConfig) -> SFTPrepared:
     """Steps 1-2: read and tokenize the demonstrations, load the base model."""
     demos = read_demonstrations(Path(config.data))
     lm = runs.load_lm(Path(config.base), runs.resolve_device(config.device))  # 2.
@@ -199,10 +193,10 @@ def prepare(config: SFTConfig) -> Prepared:
         raise ConfigError(f"'{config.data}' has 1 demonstration; SFT needs at least 2")
     keys = [json.dumps([demo.prompt, demo.response]) for demo in demos]
     train_idx, held_idx = holdout_indices(keys, config.holdout_fraction)
-    return Prepared(lm, [pairs[i] for i in train_idx], [pairs[i] for i in held_idx])
+    return SFTPrepared(lm, [pairs[i] for i in train_idx], [pairs[i] for i in held_idx])
 
 
-def train(config: SFTConfig, run: Run, prepared: Prepared | None = None):
+def train(config: SFTConfig, run: Run, prepared: SFTPrepared | None = None):
     """Fine-tune the base model on the demonstrations in `run` (module docstring, steps 1-6)."""
     torch.set_num_threads(config.torch_threads)
     device = runs.resolve_device(config.device)

@@ -110,7 +110,7 @@ def tokenize_pair(
 ) -> tuple[list[int], list[int]]:
     """(prompt ids, response ids): tokenized separately; EOS ends the response when `eos`.
 
-    The model input is `prompt_ids + response_ids` (see `bellman.lm.model.pack`).
+    The model input is `prompt_ids + response_ids` (see `bellman.lm.batch.pack`).
     """
     response_ids = tokenizer.encode(response)
     return tokenizer.encode(prompt), response_ids + ([tokenizer.eos_id] if eos else [])
