@@ -83,6 +83,13 @@ def save(directory: Path, name: str, arrays: dict[str, np.ndarray], meta: dict[s
     return json_path
 
 
+def has_checkpoint(directory: Path) -> bool:
+    """Whether `directory` (a run's `checkpoints/`) has a `latest` pointer: a run that died
+    before its first checkpoint has none."""
+    pointer = Path(directory) / "latest"
+    return pointer.exists() or pointer.is_symlink()
+
+
 def latest_name(directory: Path) -> str:
     """The name of the newest complete checkpoint in `directory`."""
     pointer = Path(directory) / "latest"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import signal
 import time
 from collections import deque
@@ -122,6 +123,30 @@ class _CsvLog:
         if self._handle is not None:
             self._handle.flush()
 
+    def abandon(self) -> None:
+        """After a failure: a new run that never saved a checkpoint (a crash, a NaN, a second
+        Ctrl-C before the first one) removes what it wrote, so the same command can simply be
+        run again; a run with a checkpoint stays for `--resume`."""
+        if not (self._fresh and self.opened) or self._saved or self._lock is None:
+            return
+        import shutil
+
+        self.close_logs()
+        paths = [self.dir] if self._created else list(self.dir.iterdir())
+        for path in paths:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    def close_logs(self) -> None:
+        """Close the logs (idempotent); the lock stays."""
+        if self.opened and not self._closed:
+            self._closed = True
+            self._metrics.close()
+            self._episode_log.close()
+            self._tensorboard.close()
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
@@ -175,14 +200,48 @@ class _TensorBoard:
     def flush(self) -> None:
         self._writer.flush()
 
+    def abandon(self) -> None:
+        """After a failure: a new run that never saved a checkpoint (a crash, a NaN, a second
+        Ctrl-C before the first one) removes what it wrote, so the same command can simply be
+        run again; a run with a checkpoint stays for `--resume`."""
+        if not (self._fresh and self.opened) or self._saved or self._lock is None:
+            return
+        import shutil
+
+        self.close_logs()
+        paths = [self.dir] if self._created else list(self.dir.iterdir())
+        for path in paths:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    def close_logs(self) -> None:
+        """Close the logs (idempotent); the lock stays."""
+        if self.opened and not self._closed:
+            self._closed = True
+            self._metrics.close()
+            self._episode_log.close()
+            self._tensorboard.close()
+
     def close(self) -> None:
         self._writer.close()
 
 
 class Run:
-    """A run directory open for training (new or resumed). See the module docstring."""
+    """A run directory open for training (new or resumed). See the module docstring.
 
-    def __init__(self, run_dir: Path, algo: str, config: TrainConfig, restored=None, quiet=False):
+    Nothing is written when a `Run` is made: `create` and `resume` only check. The directory, its
+    config.toml, the truncation of a resumed run's logs and the TensorBoard file all happen in
+    `open()`, which the first write (or `session`) calls, after the algorithm has built its
+    learner and restored the checkpoint into it. A crash, a refused checkpoint, an impossible
+    allocation or a Ctrl-C before that leaves no directory behind, or an existing one untouched.
+    """
+
+    def __init__(
+        self, run_dir: Path, algo: str, config: TrainConfig, restored=None, quiet=False, *,
+        fresh: bool = True, write_config: bool = True, lock: RunLock | None = None,
+    ):  # fmt: skip
         self.dir = Path(run_dir)
         self.algo = algo
         self.config = config
@@ -197,47 +256,109 @@ class Run:
         self.episodes = int(state.get("episodes", 0))
         self._returns = deque(state.get("recent_returns", []), maxlen=EPISODE_WINDOW)
         self._lengths = deque(state.get("recent_lengths", []), maxlen=EPISODE_WINDOW)
-        start_step = int(restored[1]["step"]) if restored else 0
+        self._rows = int(state.get("metrics_rows", 0)), int(state.get("episode_rows", 0))
+        self.start_step = int(restored[1]["step"]) if restored else 0
         self._next_checkpoint = (
-            start_step // config.checkpoint_every + 1
+            self.start_step // config.checkpoint_every + 1
         ) * config.checkpoint_every
-        self._metrics = _CsvLog(self.dir / "metrics.csv", int(state.get("metrics_rows", 0)))
-        self._episode_log = _CsvLog(self.dir / "episodes.csv", int(state.get("episode_rows", 0)))
-        self._tensorboard = _TensorBoard(self.dir, purge_step=start_step if restored else None)
+        self._fresh, self._write_config, self._lock = fresh, write_config, lock
+        self.opened = self._closed = self._saved = self._created = False
+        #: Callables run by `open()` once the directory exists, for files an algorithm keeps
+        #: beside its logs (a language model's tokenizer.json).
+        self.on_open: list = []
         self._clock = time.perf_counter()
-        self._clock_step = start_step
+        self._clock_step = self.start_step
         self._progress = None
 
     # ---- creation -------------------------------------------------------------------------
     @classmethod
     def create(cls, algo: str, config: TrainConfig, run_dir: Path | None = None, quiet=False):
-        """Make a new run directory and write its config.toml; refuse to reuse an existing one."""
+        """A new run in `run_dir` (default `runs/<algo>-<env>-<time>`), which must not exist or
+        be empty; checked now, made by `open()`."""
         run_dir = Path(run_dir) if run_dir is not None else default_run_dir(algo, config.env)
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise CheckpointError(
-                f"run directory '{run_dir}' already exists; continue it with "
-                f"`bellman train --resume {run_dir}` or choose another --run-dir"
-            )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_config(run_dir, algo, config)
+        check_new_run_dir(run_dir, algo)
         return cls(run_dir, algo, config, quiet=quiet)
 
     @classmethod
-    def resume(cls, run_dir: Path, algo: str, config: TrainConfig, restored, quiet=False):
-        """Open an existing run at a loaded checkpoint (`restored` = (arrays, meta) from
-        `checkpoint.load`), truncating the logs to the rows written before it."""
+    def resume(cls, run_dir: Path, algo: str, config: TrainConfig, restored, quiet=False,
+               write_config: bool = False):  # fmt: skip
+        """An existing run at a loaded checkpoint (`restored` = (arrays, meta) from
+        `checkpoint.load`, or None to start a run that never saved one over). Takes the run's
+        lock and checks the checkpoint's run state against the logs; `open()` then truncates
+        the logs to the rows written before the checkpoint (and rewrites config.toml when
+        `write_config`, for a new --steps)."""
         run_dir = Path(run_dir)
-        arrays, meta = restored
-        state = meta.get("run", {})
-        _truncate_csv(run_dir / "metrics.csv", int(state.get("metrics_rows", 0)))
-        _truncate_csv(run_dir / "episodes.csv", int(state.get("episode_rows", 0)))
-        return cls(run_dir, algo, config, restored=(arrays, meta), quiet=quiet)
+        lock = RunLock(run_dir)
+        try:
+            if restored is not None:
+                check_run_state(run_dir, restored[1]["run"])
+        except BaseException:
+            lock.release()
+            raise
+        return cls(run_dir, algo, config, restored=restored, quiet=quiet, fresh=False,
+                   write_config=write_config, lock=lock)  # fmt: skip
+
+    def open(self) -> None:
+        """Make the run directory real (see the class docstring); idempotent."""
+        if self.opened:
+            return
+        if self._fresh:
+            self._created = not self.dir.exists()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock(self.dir)
+            check_new_run_dir(self.dir, self.algo, locked=True)
+        if self._fresh or self._write_config:
+            write_run_config(self.dir, self.algo, self.config)
+        metrics_rows, episode_rows = self._rows
+        if not self._fresh:
+            _truncate_csv(self.dir / "metrics.csv", metrics_rows)
+            _truncate_csv(self.dir / "episodes.csv", episode_rows)
+        self._metrics = _CsvLog(self.dir / "metrics.csv", metrics_rows)
+        self._episode_log = _CsvLog(self.dir / "episodes.csv", episode_rows)
+        self._tensorboard = _TensorBoard(
+            self.dir, purge_step=None if self._fresh else self.start_step
+        )
+        self.opened = True
+        for write in self.on_open:
+            write()
+
+    def abandon(self) -> None:
+        """After a failure: a new run that never saved a checkpoint (a crash, a NaN, a second
+        Ctrl-C before the first one) removes what it wrote, so the same command can simply be
+        run again; a run with a checkpoint stays for `--resume`."""
+        if not (self._fresh and self.opened) or self._saved or self._lock is None:
+            return
+        import shutil
+
+        self.close_logs()
+        paths = [self.dir] if self._created else list(self.dir.iterdir())
+        for path in paths:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    def close_logs(self) -> None:
+        """Close the logs (idempotent); the lock stays."""
+        if self.opened and not self._closed:
+            self._closed = True
+            self._metrics.close()
+            self._episode_log.close()
+            self._tensorboard.close()
+
+    def close(self) -> None:
+        """Close the logs and release the run's lock (idempotent)."""
+        self.close_logs()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # ---- logging --------------------------------------------------------------------------
     def log_episode(self, step: int, episode_return: float, length: int) -> None:
         """Record a finished episode (episodes.csv, the return window, TensorBoard)."""
         if not math.isfinite(episode_return):
             raise NonFiniteError(f"episode return is {episode_return} at step {step}")
+        self.open()
         self.episodes += 1
         self._returns.append(float(episode_return))
         self._lengths.append(int(length))
@@ -263,6 +384,7 @@ class Run:
         for name, value in scalars.items():
             if isinstance(value, float) and math.isnan(value) is False and not math.isfinite(value):
                 raise NonFiniteError(f"{name} is {value} at step {step}")
+        self.open()
         now = time.perf_counter()
         rate = (step - self._clock_step) / max(now - self._clock, 1e-9)
         self._clock, self._clock_step = now, step
@@ -298,6 +420,7 @@ class Run:
 
     def save(self, step: int, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> Path:
         """Write checkpoint `step-N` with the algorithm's arrays and state plus the run's own."""
+        self.open()
         self._metrics.flush()
         self._episode_log.flush()
         self._tensorboard.flush()
@@ -316,6 +439,7 @@ class Run:
             },
         }
         path = checkpoint.save(self.dir / "checkpoints", f"step-{step}", arrays, meta)
+        self._saved = True
         checkpoint.prune(self.dir / "checkpoints", self.config.keep_checkpoints)
         self._next_checkpoint = _next_multiple(step, self.config.checkpoint_every)
         return path
@@ -331,10 +455,11 @@ class Run:
                 raise KeyboardInterrupt
             self.stop_requested, self.stop_signal = True, signum
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM):  # first, so no signal finds us half-open
             previous[signum] = signal.signal(signum, request_stop)
         progress = None if self.quiet else _progress_bar()
         try:
+            self.open()
             if progress is not None:
                 progress.start()
                 self._progress = progress
@@ -347,15 +472,16 @@ class Run:
                     value=self.episode_return_mean,
                 )
             yield self
+        except BaseException:
+            self.abandon()
+            raise
         finally:
             if progress is not None:
                 progress.stop()
                 self._progress = None
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            self._metrics.close()
-            self._episode_log.close()
-            self._tensorboard.close()
+            self.close()
 
 
 #: What the progress bar shows when a run has no episodes (language models, AlphaZero's
@@ -388,6 +514,98 @@ def _progress_bar():
         console=Console(stderr=True),
         transient=False,
     )
+
+
+def check_new_run_dir(run_dir: Path, algo: str, locked: bool = False) -> None:
+    """A new run may only go where nothing is: no file, or an empty directory (or, once
+    `open()` holds the lock, a directory with no config.toml yet)."""
+    run_dir = Path(run_dir)
+    command = algo.replace("lm-", "bellman lm ") if algo.startswith("lm-") else "bellman train"
+    taken = CheckpointError(
+        f"run directory '{run_dir}' already exists; continue it with "
+        f"`{command} --resume {run_dir}` or choose another --run-dir"
+    )
+    if locked:
+        if (run_dir / "config.toml").exists():
+            raise taken
+        return
+    if run_dir.exists() or run_dir.is_symlink():
+        if not run_dir.is_dir() or any(run_dir.iterdir()):
+            raise taken
+    check_writable_path(run_dir, "--run-dir")
+
+
+def check_writable_path(path: Path, what: str) -> None:
+    """Refuse, before anything is written, a path whose directory cannot be made or written:
+    a regular file on the way, a name longer than the file system allows, a read-only or
+    virtual file system (/proc, /sys)."""
+    path = Path(path).absolute()
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255:
+            raise CheckpointError(f"{what} '{path}': the name '{part[:40]}...' is longer than "
+                                  "255 bytes, the most a file system allows")  # fmt: skip
+    if path.parts[1:2] in (("proc",), ("sys",)):
+        raise CheckpointError(f"{what} '{path}' is on a virtual file system; choose another path")
+    ancestor = path if path.is_dir() else path.parent
+    while not ancestor.exists() and not ancestor.is_symlink():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CheckpointError(f"{what} '{path}': '{ancestor}' is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{what} '{path}': '{ancestor}' is not writable")
+
+
+def check_run_state(run_dir: Path, state: dict[str, Any]) -> None:
+    """The logs hold at least the rows the checkpoint counts, and its episode window fits."""
+    for key, name in (("metrics_rows", "metrics.csv"), ("episode_rows", "episodes.csv")):
+        rows = state[key]
+        found = _data_rows(Path(run_dir) / name)
+        if rows > found:
+            raise CheckpointError(
+                f"run '{run_dir}': its checkpoint counts {rows} rows of {name} but the file "
+                f"has {found}; the run directory is damaged"
+            )
+    for key in ("recent_returns", "recent_lengths"):
+        if len(state[key]) > EPISODE_WINDOW:
+            raise CheckpointError(f"run '{run_dir}': its checkpoint's {key} holds "
+                                  f"{len(state[key])} episodes, at most {EPISODE_WINDOW}")  # fmt: skip
+
+
+def _data_rows(path: Path) -> int:
+    """Data rows of a CSV log (lines after the header; 0 for a missing file)."""
+    try:
+        with open(path, "rb") as handle:
+            return max(sum(1 for _ in handle) - 1, 0)
+    except FileNotFoundError:
+        return 0
+    except OSError as error:
+        raise CheckpointError(f"cannot read '{path}': {error.strerror}") from None
+
+
+class RunLock:
+    """An exclusive lock (fcntl.flock on the directory itself) held for the life of a run, so
+    that a run directory has one writer at a time; a second process gets a CheckpointError."""
+
+    def __init__(self, run_dir: Path):
+        import fcntl
+
+        try:
+            self._fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as error:
+            raise CheckpointError(f"cannot open run directory '{run_dir}': {error.strerror}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            raise CheckpointError(
+                f"run directory '{run_dir}' is in use by another bellman process; wait for it "
+                "to finish (or stop it) first"
+            ) from None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
 
 
 def write_run_config(run_dir: Path, algo: str, config: TrainConfig) -> None:

@@ -193,8 +193,8 @@ def train(config: PretrainConfig, run: Run, prepared: Prepared | None = None) ->
         prepared = prepare(config, run.dir / TOKENIZER_FILE if resumed else None)  # 1.-3.
     tokenizer = prepared.tokenizer
     train_stream, held_stream = prepared.train_stream, prepared.held_stream
-    if not (run.dir / TOKENIZER_FILE).exists():
-        tokenizer.save(run.dir / TOKENIZER_FILE)
+    if not (run.dir / TOKENIZER_FILE).exists():  # written when the run directory is made
+        run.on_open.append(lambda: tokenizer.save(run.dir / TOKENIZER_FILE))
     # 4. model and optimizer
     model = build_gpt(
         tokenizer.vocab_size, config.layers, config.width, config.heads, config.context,

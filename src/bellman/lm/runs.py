@@ -227,5 +227,5 @@ def copy_tokenizer(lm, run: Run) -> None:
     """Write the model's tokenizer into the run directory (runs are self-contained)."""
     from bellman.lm.tokenizer import TOKENIZER_FILE
 
-    if not (run.dir / TOKENIZER_FILE).exists():
-        lm.tokenizer.save(run.dir / TOKENIZER_FILE)
+    if not (run.dir / TOKENIZER_FILE).exists():  # written when the run directory is made
+        run.on_open.append(lambda: lm.tokenizer.save(run.dir / TOKENIZER_FILE))
