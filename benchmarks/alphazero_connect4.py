@@ -49,7 +49,7 @@ from common import header, print_table, write_results
 from bellman import api, checkpoint
 from bellman.games.base import play_moves
 from bellman.search import MCTS, AlphaBetaPlayer, RandomRolloutEvaluator
-from bellman.zero import alphazero as az
+from bellman.zero.arena import play_match
 from bellman.zero.play import load_agent as load_trained_agent
 
 DEFAULT_LABELS = Path(__file__).resolve().parents[2] / "shared/data/connect4/Test_L2_R2.labels"
@@ -118,8 +118,8 @@ def _job(job: tuple):
     else:
         opponent = AlphaBetaPlayer(game, 2, heuristic=game.heuristic, seed=2000 + g).act
     if g % 2 == 0:  # the agent moves first in even games
-        return az.play_match(game, agent, opponent)
-    return -az.play_match(game, opponent, agent)
+        return play_match(game, agent, opponent)
+    return -play_match(game, opponent, agent)
 
 
 def tally(results: list[float]) -> dict:

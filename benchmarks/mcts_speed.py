@@ -42,7 +42,7 @@ from bellman.games.base import play_moves
 from bellman.nets import AlphaZeroNetwork
 from bellman.search import MCTS, RandomRolloutEvaluator
 from bellman.search.mcts import search_together
-from bellman.zero.alphazero import NetworkEvaluator
+from bellman.zero.network import NetworkEvaluator
 
 POSITIONS = ("", "4453", "44444326", "3344455552")
 """Move sequences (columns 1-7) of the searched positions."""

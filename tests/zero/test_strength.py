@@ -13,7 +13,8 @@ import torch
 from bellman import api, checkpoint
 from bellman.games import make_game
 from bellman.search import PerfectPlayer, solved_values
-from bellman.zero import alphazero as az
+from bellman.zero.arena import search_player
+from bellman.zero.network import NetworkEvaluator, build_network, load_network
 
 torch.set_num_threads(1)
 
@@ -33,7 +34,7 @@ def trained(tmp_path_factory):
     _, config = api.load_run_config(run_dir)
     arrays, _ = checkpoint.load(Path(run_dir) / "checkpoints")
     game = make_game("tictactoe")
-    return game, config, az.load_network(arrays, config, game), seconds
+    return game, config, load_network(arrays, config, game), seconds
 
 
 def _play(game, state, agent, perfect, agent_side: int) -> float:
@@ -57,7 +58,7 @@ def _openings(game):
 def test_never_loses_to_perfect_play(trained):
     game, config, network, seconds = trained
     print(f"tic-tac-toe trained in {seconds:.1f} s")
-    agent = az.search_player(game, az.NetworkEvaluator(game, network), SIMULATIONS, config)
+    agent = search_player(game, NetworkEvaluator(game, network), SIMULATIONS, config)
     failures = []
     for seed, start in enumerate(_openings(game)):
         perfect = PerfectPlayer(game, seed=seed)
@@ -86,7 +87,7 @@ def _positions(game):
 def _agreement(game, network, positions) -> tuple[float, float]:
     """Share of positions where the raw policy's argmax is an optimal move, and where the raw
     value has the sign of the solved value (|v| < 0.3 counting as a draw)."""
-    priors, values = az.NetworkEvaluator(game, network).evaluate(positions)
+    priors, values = NetworkEvaluator(game, network).evaluate(positions)
     policy_ok = value_ok = 0
     for state, prior, value in zip(positions, priors, values, strict=True):
         solved = solved_values(game, state)
@@ -102,7 +103,7 @@ def test_the_network_itself_learned(trained):
     positions = _positions(game)  # the 4,520 non-terminal positions
     policy, value = _agreement(game, network, positions)
     torch.manual_seed(123)
-    untrained = az.build_network(config, game).eval()
+    untrained = build_network(config, game).eval()
     random_policy, random_value = _agreement(game, untrained, positions)
     assert random_policy < 0.7 and random_value < 0.5, (random_policy, random_value)
     assert policy >= 0.85, policy

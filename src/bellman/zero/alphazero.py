@@ -22,6 +22,12 @@ and Go through self-play", Science 362, 2018 (AlphaZero). The loop, as the paper
      7.   Gating (AlphaGo Zero): f_theta becomes the best player only if it won >= 55% of the
           games against it. AlphaZero drops the gate: self-play always uses the latest f_theta.
 
+This file holds the config, the learner (step 5) and the loop; the rest of the algorithm is in
+    network.py    f_theta as the search's evaluator (`NetworkEvaluator`), its weights as bytes
+    selfplay.py   steps 3-4: self-play games played many at once, augmentation, the window
+    arena.py      steps 6-7's arena and Elo table; the agent against a fixed opponent as a
+                  gymnasium env (`OpponentEnv`, what `bellman eval` plays)
+
 Deviations and details:
     - `steps` counts self-play moves (positions played, before augmentation); an iteration
       always finishes its games, so a run may end a few moves past its target. Metrics rows,
@@ -54,15 +60,12 @@ import math
 import multiprocessing
 import signal
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 
 from bellman import seeding
 from bellman.checkpoint import expect_array
@@ -70,19 +73,31 @@ from bellman.config import TrainConfig, choices, interval
 from bellman.errors import CheckpointError, ConfigError, NonFiniteError
 from bellman.games import Game, make_game
 from bellman.games.base import play_moves
-from bellman.nets import AlphaZeroNetwork, resolve_device
+from bellman.nets import resolve_device
 from bellman.run import Run
-from bellman.search.alphabeta import AlphaBetaPlayer
-from bellman.search.mcts import (
-    MCTS,
-    RandomRolloutEvaluator,
-    SearchResult,
-    best_move,
-    search_wave,
-    select_action,
-    visit_policy,
-)
 from bellman.torch_state import load_optimizer, optimizer_arrays, state_dict_from_arrays
+from bellman.zero.arena import (
+    BASELINES,
+    EloTable,
+    OpponentEnv,
+    arena,
+    baseline_player,
+    search_player,
+)
+from bellman.zero.network import (
+    NetworkEvaluator,
+    build_network,
+    load_network,
+    load_weights,
+    weights_bytes,
+)
+from bellman.zero.selfplay import (
+    GameRecord,
+    ReplayWindow,
+    SelfPlaySettings,
+    augment,
+    self_play_games,
+)
 
 
 @dataclass(frozen=True)
@@ -216,379 +231,6 @@ class AlphaZeroConfig(TrainConfig):
 
 
 Config = AlphaZeroConfig
-BASELINES = ("random", "mcts", "alphabeta")
-"""The fixed opponents the arena knows."""
-
-
-# ---- the network and its evaluator --------------------------------------------------------
-def build_network(config, game: Game, *, scratch: bool = False) -> AlphaZeroNetwork:
-    """f_theta for this config (or `SelfPlaySettings`) and game (step 1).
-
-    Args:
-        config: has blocks, channels and value_hidden.
-        game: gives the planes' shape and the number of actions.
-        scratch: the weights will be overwritten: leave torch's generator untouched (so that
-            loading a net never changes the random numbers a run draws).
-    """
-    with torch.random.fork_rng(devices=[], enabled=scratch):
-        return AlphaZeroNetwork(
-            game.observation_shape,
-            game.action_size,
-            blocks=config.blocks,
-            channels=config.channels,
-            value_hidden=config.value_hidden,
-        )
-
-
-class NetworkEvaluator:
-    """The network as the search's `Evaluator`: ONE batched forward pass per call.
-
-    Args:
-        game: the game (gives the observation planes; its `observations(states)`, when it has
-            one, builds the whole batch's planes at once).
-        network: f_theta; put in eval mode (BatchNorm uses its running statistics).
-        device: where the network lives.
-        frozen: on the CPU, run a TorchScript copy of the network frozen for inference
-            (BatchNorm folded into the convolutions, oneDNN kernels): about 1.4x faster, equal
-            to the eager network up to float rounding. The copy is made here, so make a new
-            evaluator after changing the weights. Self-play and a trained agent (`load_policy`,
-            `bellman play` and `move`) use it; the arena searches with the eager network.
-
-    Attributes:
-        calls: forward passes made so far (for tests and benchmarks).
-    """
-
-    def __init__(
-        self,
-        game: Game,
-        network: AlphaZeroNetwork,
-        device: torch.device | str = "cpu",
-        *,
-        frozen: bool = False,
-    ):
-        self.game = game
-        self.network = network.eval()
-        self.device = torch.device(device)
-        self.calls = 0
-        self._forward = self.network
-        if frozen and self.device.type == "cpu":
-            self._forward = _frozen(self.network, game)
-        self._observations = getattr(game, "observations", None)
-
-    def evaluate(self, states: list) -> tuple[np.ndarray, np.ndarray]:
-        """Priors softmax(logits) `[B, A]` and values `[B]`, for the player to move at each."""
-        if self._observations is not None:
-            planes = self._observations(states)
-        else:
-            planes = np.stack([self.game.observation(state) for state in states])
-        with torch.inference_mode():
-            logits, values = self._forward(torch.from_numpy(planes).to(self.device))
-            priors = torch.softmax(logits, dim=1)
-        self.calls += 1
-        return priors.cpu().numpy(), values.cpu().numpy()
-
-
-def _frozen(network: AlphaZeroNetwork, game: Game):
-    """A TorchScript copy of `network` (eval mode) frozen and optimised for CPU inference; the
-    network itself when TorchScript cannot trace it."""
-    example = torch.zeros((2, *game.observation_shape))
-    try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(network, example, check_trace=False)
-            return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-    except (RuntimeError, TypeError):  # pragma: no cover - a torch build without TorchScript
-        return network
-
-
-def weights_bytes(network: torch.nn.Module) -> bytes:
-    """The network's state dict as safetensors bytes (what self-play workers receive)."""
-    return save_tensors({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()})
-
-
-def load_weights(network: torch.nn.Module, blob: bytes) -> None:
-    """Load safetensors bytes made by `weights_bytes` into `network`."""
-    network.load_state_dict(load_tensors(blob))
-
-
-# ---- steps 3-4: self-play -----------------------------------------------------------------
-@dataclass(frozen=True)
-class SelfPlaySettings:
-    """What a self-play worker needs besides the weights (plain values: cheap to send)."""
-
-    game: str
-    simulations: int
-    c_puct: float
-    dirichlet_alpha: float
-    dirichlet_fraction: float
-    temperature_moves: int
-    search_batch_size: int
-    virtual_loss: float
-    blocks: int
-    channels: int
-    value_hidden: int
-    torch_threads: int
-    fast_simulations: int = 0
-    full_search_prob: float = 0.25
-    value_target_mix: float = 0.0
-    solve: bool = False
-
-    @classmethod
-    def of(cls, config: AlphaZeroConfig) -> SelfPlaySettings:
-        names = cls.__dataclass_fields__
-        return cls(**{n: getattr(config, n) for n in names if n != "game"}, game=config.env)
-
-
-@dataclass
-class GameRecord:
-    """One self-play game: T positions with their search policies and final results.
-
-    Attributes:
-        planes: float32 `[T, C, H, W]`, s_t from the mover's point of view.
-        policies: float32 `[T, A]`, pi_t (visit distribution, tau = 1).
-        outcomes: float32 `[T]`, z_t for the player to move at s_t (mixed with the root values
-            when `value_target_mix` > 0).
-        first_player_result: +1 / 0 / -1, the result for player 0.
-    """
-
-    planes: np.ndarray
-    policies: np.ndarray
-    outcomes: np.ndarray
-    first_player_result: float
-    played: int = -1
-    """Moves played in the game (more than the T recorded under playout cap randomisation);
-    -1: every move was recorded."""
-
-    @property
-    def moves(self) -> int:
-        """Self-play moves of the game (what `steps` counts)."""
-        return len(self.outcomes) if self.played < 0 else self.played
-
-
-def game_seed(seed: int, number: int) -> np.random.SeedSequence:
-    """The seed of self-play game `number` of a run seeded with `seed`."""
-    return np.random.SeedSequence([seed, number])
-
-
-def final_outcomes(game: Game, movers: list[int], final_state: Any) -> np.ndarray:
-    """Step 4's z_t: the final result seen by the player to move at each position.
-
-    Args:
-        game: the game.
-        movers: `[T]` the player to move at each stored position.
-        final_state: the terminal state.
-
-    Returns:
-        float32 `[T]`: +1 if that player won, -1 if lost, 0 for a draw.
-    """
-    last_mover = game.to_play(final_state)
-    result = float(game.outcome(final_state))  # for the player to move at the end
-    return np.array([result if p == last_mover else -result for p in movers], np.float32)
-
-
-class SelfPlayGame:
-    """One self-play game in progress (step 3), searched in steps so that many games can share
-    the network calls (`play_self_play_games`).
-
-    Playout cap randomisation (`fast_simulations` > 0): each move is a full search (noise,
-    recorded) with probability `full_search_prob`, else a fast one (no noise, not recorded).
-    """
-
-    def __init__(self, game: Game, evaluator, settings: SelfPlaySettings, seed):
-        move_seed, noise_seed = seed.spawn(2)
-        self.game, self.settings = game, settings
-        self.rng = np.random.default_rng(move_seed)
-        self.mcts = MCTS(
-            game,
-            evaluator,
-            simulations=settings.simulations,
-            c_puct=settings.c_puct,
-            dirichlet_alpha=settings.dirichlet_alpha,
-            dirichlet_fraction=settings.dirichlet_fraction,
-            batch_size=settings.search_batch_size,
-            virtual_loss=settings.virtual_loss,
-            seed=int(noise_seed.generate_state(1)[0]),
-            solve=settings.solve,
-        )
-        self.state = game.initial_state()
-        self.played = 0
-        self.full = True
-        self.planes: list[np.ndarray] = []
-        self.policies: list[np.ndarray] = []
-        self.movers: list[int] = []
-        self.root_values: list[float] = []
-
-    @property
-    def over(self) -> bool:
-        return self.game.is_terminal(self.state)
-
-    def begin_move(self) -> None:
-        """Start the search of the next move (full or fast, see the class docstring)."""
-        settings = self.settings
-        self.full = True
-        if settings.fast_simulations > 0:
-            self.full = bool(self.rng.random() < settings.full_search_prob)
-        simulations = settings.simulations if self.full else settings.fast_simulations
-        self.mcts.begin(self.state, add_noise=self.full, simulations=simulations)
-
-    def play_move(self) -> None:
-        """The search is done: record (s_t, pi_t) if it was a full search, play a_t ~ pi_t."""
-        game, result = self.game, self.mcts.end()
-        if self.full:
-            self.planes.append(game.observation(self.state))
-            self.policies.append(visit_policy(result.visit_counts, 1.0).astype(np.float32))
-            self.movers.append(game.to_play(self.state))
-            self.root_values.append(result.value)
-        tau = 1.0 if self.played < self.settings.temperature_moves else 0.0
-        action = select_action(result.visit_counts, tau, self.rng)
-        self.state = game.apply(self.state, action)
-        self.mcts.advance(action)
-        self.played += 1
-
-    def record(self) -> GameRecord:
-        """Step 4: the finished game's (s_t, pi_t, z_t)."""
-        game, state = self.game, self.state
-        last_mover = game.to_play(state)
-        result = float(game.outcome(state))  # for the player to move at the end
-        first = result if last_mover == 0 else -result
-        if not self.movers:  # every move was a fast search: nothing to train on
-            shape = (0, *game.observation_shape)
-            empty = np.zeros(0, np.float32)
-            return GameRecord(
-                np.zeros(shape, np.float32), np.zeros((0, game.action_size), np.float32),
-                empty, first, self.played,
-            )  # fmt: skip
-        outcomes = final_outcomes(game, self.movers, state)  # 4. z_t for every move
-        mix = self.settings.value_target_mix
-        if mix > 0:
-            outcomes = ((1 - mix) * outcomes + mix * np.array(self.root_values)).astype(np.float32)
-        return GameRecord(
-            np.stack(self.planes), np.stack(self.policies), outcomes, first, self.played
-        )
-
-
-def play_self_play_games(
-    game: Game, evaluator, settings: SelfPlaySettings, seeds: list[np.random.SeedSequence]
-) -> list[GameRecord]:
-    """Step 3 for several games at once: each game has its own tree, and every wave evaluates
-    the leaves of all the games still searching in ONE evaluator call (`search_wave`). A game
-    that finishes its search plays its move and starts the next search in the same wave.
-
-    With an evaluator whose outputs do not depend on the rest of the batch, each game is the
-    same as when played alone; with a network that holds up to floating-point rounding, so the
-    games are grouped by number, independently of the number of processes (`_self_play`).
-    """
-    games = [SelfPlayGame(game, evaluator, settings, seed) for seed in seeds]
-    active = [g for g in games if not g.over]
-    for g in active:
-        g.begin_move()
-    while active:
-        search_wave([g.mcts for g in active], evaluator)
-        for g in active:
-            if g.mcts.done:
-                g.play_move()
-                if not g.over:
-                    g.begin_move()
-        active = [g for g in active if not g.over]
-    return [g.record() for g in games]
-
-
-def play_self_play_game(
-    game: Game, evaluator, settings: SelfPlaySettings, seed: np.random.SeedSequence
-) -> GameRecord:
-    """Step 3: one game of the network against itself, with search at every move."""
-    return play_self_play_games(game, evaluator, settings, [seed])[0]
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _worker_setup(settings: SelfPlaySettings) -> tuple[Game, AlphaZeroNetwork]:
-    """This process's game and self-play network (built once per process)."""
-    if _WORKER.get("settings") != settings:
-        torch.set_num_threads(settings.torch_threads)
-        game = make_game(settings.game)
-        network = build_network(settings, game, scratch=True)
-        _WORKER.update(settings=settings, game=game, network=network)
-    return _WORKER["game"], _WORKER["network"]
-
-
-def self_play_games(
-    task: tuple[bytes, SelfPlaySettings, int, list[int]],
-) -> list[tuple[int, GameRecord]]:
-    """Play the games numbered `numbers`, all at once, with the weights given (a worker's job;
-    also run in the learner's process when workers = 1). Returns (number, record) pairs."""
-    blob, settings, seed, numbers = task
-    game, network = _worker_setup(settings)
-    load_weights(network, blob)
-    evaluator = NetworkEvaluator(game, network, frozen=True)
-    seeds = [game_seed(seed, n) for n in numbers]
-    return list(zip(numbers, play_self_play_games(game, evaluator, settings, seeds), strict=True))
-
-
-def augment(game: Game, record: GameRecord, symmetries: bool):
-    """Step 4's augmentation: every symmetric copy of each position (or just the position).
-
-    Returns:
-        (planes `[T * S, C, H, W]`, policies `[T * S, A]`, outcomes `[T * S]`), S symmetries.
-    """
-    if not symmetries or len(record.outcomes) == 0:
-        return record.planes, record.policies, record.outcomes
-    planes, policies, outcomes = [], [], []
-    for s, pi, z in zip(record.planes, record.policies, record.outcomes, strict=True):
-        for sym_planes, sym_pi in game.symmetries(s, pi):
-            planes.append(sym_planes)
-            policies.append(sym_pi)
-            outcomes.append(z)
-    return np.stack(planes), np.stack(policies), np.array(outcomes, np.float32)
-
-
-class ReplayWindow:
-    """The last `capacity` (s, pi, z) positions, as a ring of arrays (step 4).
-
-    Args:
-        capacity: positions kept.
-        observation_shape: `[C, H, W]`.
-        action_size: A.
-    """
-
-    def __init__(self, capacity: int, observation_shape: tuple[int, ...], action_size: int):
-        self.capacity = capacity
-        self.planes = np.zeros((capacity, *observation_shape), np.float32)
-        self.policies = np.zeros((capacity, action_size), np.float32)
-        self.outcomes = np.zeros(capacity, np.float32)
-        self.size = 0
-        self.position = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def add(self, planes: np.ndarray, policies: np.ndarray, outcomes: np.ndarray) -> None:
-        """Append N positions, overwriting the oldest when full."""
-        for start in range(0, len(outcomes), self.capacity):
-            chunk = slice(start, start + self.capacity)
-            p, pi, z = planes[chunk], policies[chunk], outcomes[chunk]
-            index = (self.position + np.arange(len(z))) % self.capacity
-            self.planes[index], self.policies[index], self.outcomes[index] = p, pi, z
-            self.position = int((self.position + len(z)) % self.capacity)
-            self.size = min(self.capacity, self.size + len(z))
-
-    def sample(self, batch_size: int, rng: np.random.Generator):
-        """A uniform minibatch (with replacement): (planes, policies, outcomes)."""
-        index = rng.integers(0, self.size, batch_size)
-        return self.planes[index], self.policies[index], self.outcomes[index]
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "replay/planes": self.planes,
-            "replay/policies": self.policies,
-            "replay/outcomes": self.outcomes,
-        }
-
-    def load(self, arrays: dict[str, np.ndarray], size: int, position: int) -> None:
-        for name, value in self.arrays().items():
-            value[...] = expect_array(arrays, name, value.shape, "checkpoint")
-        self.size, self.position = int(size), int(position)
 
 
 # ---- step 5: training ---------------------------------------------------------------------
@@ -619,126 +261,8 @@ def alphazero_loss(
     return value_loss + policy_loss + c * l2, value_loss, policy_loss
 
 
-# ---- steps 6-7: the arena and the Elo table ------------------------------------------------
-def elo_expected(rating: float, opponent: float) -> float:
-    """Expected score of a player rated `rating` against `opponent`: 1 / (1 + 10^(d / 400))."""
-    return 1.0 / (1.0 + 10.0 ** ((opponent - rating) / 400.0))
-
-
-def elo_update(rating: float, opponent: float, score: float, k: float) -> tuple[float, float]:
-    """Both ratings after one game where the first player scored `score` (1, 0.5 or 0)."""
-    delta = k * (score - elo_expected(rating, opponent))
-    return rating + delta, opponent - delta
-
-
-class EloTable:
-    """Ratings of every player the arena has seen; `anchor` (random) stays at 0.
-
-    Args:
-        k: K factor.
-        ratings: name -> rating to start from (a checkpoint's table).
-    """
-
-    anchor = "random"
-
-    def __init__(self, k: float, ratings: dict[str, float] | None = None):
-        self.k = k
-        self.ratings: dict[str, float] = dict(ratings or {self.anchor: 0.0})
-
-    def get(self, name: str, default: float = 0.0) -> float:
-        return self.ratings.setdefault(name, default)
-
-    def record(self, player: str, opponent: str, score: float) -> None:
-        """Update both ratings after a game in which `player` scored `score`."""
-        new, other = elo_update(self.get(player), self.get(opponent), score, self.k)
-        if player != self.anchor:
-            self.ratings[player] = new
-        if opponent != self.anchor:
-            self.ratings[opponent] = other
-
-
-def play_match(game: Game, first, second) -> float:
-    """One game between two move functions (state -> action); the result for `first`."""
-    state = game.initial_state()
-    players = (first, second)
-    while not game.is_terminal(state):
-        state = game.apply(state, players[game.to_play(state)](state))
-    result = float(game.outcome(state))
-    return result if game.to_play(state) == 0 else -result
-
-
-def agent_search(game: Game, evaluator, simulations: int, config: AlphaZeroConfig) -> MCTS:
-    """The search of the trained agent (arena, `bellman play` and `move`, benchmarks): the run's
-    c_puct, leaf batch, virtual loss and solver; no root noise."""
-    return MCTS(
-        game,
-        evaluator,
-        simulations=simulations,
-        c_puct=config.c_puct,
-        batch_size=config.search_batch_size,
-        virtual_loss=config.virtual_loss,
-        solve=config.solve,
-    )
-
-
-def agent_move(result: SearchResult, config: AlphaZeroConfig) -> int:
-    """The agent's move from its search: the most visited; with `config.solve`, a proven win
-    first and never a proven loss (`best_move`)."""
-    return best_move(result) if config.solve else int(np.argmax(result.visit_counts))
-
-
-def search_player(game: Game, evaluator, simulations: int, config: AlphaZeroConfig):
-    """state -> `agent_move` of a fresh `agent_search` (the arena's net player)."""
-    mcts = agent_search(game, evaluator, simulations, config)
-
-    def act(state) -> int:
-        mcts.reset()
-        return agent_move(mcts.search(state), config)
-
-    return act
-
-
-def baseline_player(name: str, game: Game, config: AlphaZeroConfig, seed: int):
-    """A fixed opponent: `random`, `mcts` (random rollouts) or `alphabeta`; state -> action."""
-    if name == "random":
-        rng = np.random.default_rng(seed)
-        return lambda state: int(rng.choice(game.legal_actions(state)))
-    if name == "mcts":
-        rollouts = RandomRolloutEvaluator(game, rollouts=1, seed=seed)
-        mcts = MCTS(
-            game, rollouts, simulations=config.baseline_simulations, batch_size=1,
-            virtual_loss=0.0, c_puct=config.c_puct,
-        )  # fmt: skip
-
-        def act(state) -> int:
-            mcts.reset()
-            return int(np.argmax(mcts.search(state).visit_counts))
-
-        return act
-    if name == "alphabeta":
-        heuristic = getattr(game, "heuristic", None)
-        player = AlphaBetaPlayer(game, config.baseline_depth, heuristic=heuristic, seed=seed)
-        return player.act
-    raise ConfigError(f"unknown baseline '{name}'; valid: {', '.join(BASELINES)}")
-
-
-def arena(game: Game, agent, opponent, games: int) -> dict[str, float]:
-    """`games` games of `agent` against `opponent`, alternating who starts (the agent first in
-    even games). Returns win, draw, loss rates and score = win + draw / 2; `results` the list."""
-    results = []
-    for g in range(games):
-        if g % 2 == 0:
-            results.append(play_match(game, agent, opponent))
-        else:
-            results.append(-play_match(game, opponent, agent))
-    wins = sum(r > 0 for r in results) / games
-    draws = sum(r == 0 for r in results) / games
-    return {"win": wins, "draw": draws, "loss": 1 - wins - draws, "score": wins + draws / 2,
-            "results": results}  # fmt: skip
-
-
 # ---- the learner --------------------------------------------------------------------------
-class Learner:
+class AlphaZeroLearner:
     """f_theta, the best net, the optimizer, the window, the Elo table and the counters:
     everything a checkpoint holds."""
 
@@ -840,82 +364,17 @@ def game_of(config: AlphaZeroConfig) -> Game:
     return make_game(config.env)
 
 
-class GameEnv(gym.Env):
-    """A whole game against a fixed opponent, as a gymnasium env (what `bellman eval` plays).
-
-    The agent plays first after `reset(seed=s)` with s even and second with s odd. The
-    observation is the move sequence so far, int64 `[max_moves]` padded with -1, so a policy
-    can rebuild the exact state (Go's superko needs the history). The reward, at the end, is
-    the result for the agent: +1 win, 0 draw, -1 loss (an illegal agent move loses).
-
-    Args:
-        game: the game.
-        opponent: a name in `BASELINES`.
-        config: gives the baselines' settings.
-    """
-
-    metadata = {"render_modes": ["ansi"]}
-
-    def __init__(self, game: Game, opponent: str, config: AlphaZeroConfig, render_mode=None):
-        self.game = game
-        self.opponent_name = opponent
-        self.config = config
-        self.render_mode = render_mode
-        self.max_moves = int(getattr(game, "max_moves", None) or math.prod(game.board_shape))
-        self.observation_space = gym.spaces.Box(
-            -1, game.action_size - 1, (self.max_moves,), np.int64
-        )
-        self.action_space = gym.spaces.Discrete(game.action_size)
-        self.state = game.initial_state()
-        self.moves: list[int] = []
-
-    def _obs(self) -> np.ndarray:
-        obs = np.full(self.max_moves, -1, np.int64)
-        obs[: len(self.moves)] = self.moves
-        return obs
-
-    def _play(self, action: int) -> None:
-        self.state = self.game.apply(self.state, action)
-        self.moves.append(int(action))
-
-    def reset(self, *, seed: int | None = None, options=None):
-        super().reset(seed=seed)
-        seed = 0 if seed is None else int(seed)
-        self.agent = seed % 2
-        self.opponent = baseline_player(self.opponent_name, self.game, self.config, seed)
-        self.state, self.moves = self.game.initial_state(), []
-        if self.agent == 1:
-            self._play(self.opponent(self.state))
-        return self._obs(), {}
-
-    def _result(self) -> float:
-        result = float(self.game.outcome(self.state))
-        return result if self.game.to_play(self.state) == self.agent else -result
-
-    def step(self, action):
-        if not self.game.legal_mask(self.state)[int(action)]:
-            return self._obs(), -1.0, True, False, {"illegal": True}
-        self._play(int(action))
-        if not self.game.is_terminal(self.state):
-            self._play(self.opponent(self.state))
-        done = self.game.is_terminal(self.state)
-        return self._obs(), self._result() if done else 0.0, done, False, {}
-
-    def render(self):
-        return self.game.render(self.state)
+def make_eval_env(config: AlphaZeroConfig, render_mode: str | None = None) -> OpponentEnv:
+    """The game against `config.eval_opponent` (see `OpponentEnv`)."""
+    return OpponentEnv(game_of(config), config.eval_opponent, config, render_mode=render_mode)
 
 
-def make_eval_env(config: AlphaZeroConfig, render_mode: str | None = None) -> GameEnv:
-    """The game against `config.eval_opponent` (see `GameEnv`)."""
-    return GameEnv(game_of(config), config.eval_opponent, config, render_mode=render_mode)
-
-
-def make_train_env(config: AlphaZeroConfig) -> GameEnv:
+def make_train_env(config: AlphaZeroConfig) -> OpponentEnv:
     """Self-play needs only the game; this env carries it (`env.game`) and checks the name."""
     return make_eval_env(config)
 
 
-def check_env(env: GameEnv, config: AlphaZeroConfig | None = None) -> None:
+def check_env(env: OpponentEnv, config: AlphaZeroConfig | None = None) -> None:
     """The env must carry a board game (it does when made by `make_train_env`)."""
     if not hasattr(env, "game"):
         raise ConfigError("AlphaZero trains on board games: tictactoe, connect4, go9, go13, go19")
@@ -938,16 +397,10 @@ def check_checkpoint(arrays: dict[str, np.ndarray], env, config: AlphaZeroConfig
         expect_array(arrays, "replay/outcomes", (size,), where)
 
 
-def load_network(arrays: dict[str, np.ndarray], config: AlphaZeroConfig, game: Game):
-    """The trained f_theta of a checkpoint, in eval mode on the CPU."""
-    check_checkpoint(arrays, None, config)
-    network = build_network(config, game, scratch=True)
-    network.load_state_dict(state_dict_from_arrays(arrays, "net/", "cpu"))
-    return network.eval()
-
-
-def load_policy(arrays: dict[str, np.ndarray], env: GameEnv, config: AlphaZeroConfig, seed: int):
-    """obs (the move sequence, see `GameEnv`) -> the agent's move, searched with
+def load_policy(
+    arrays: dict[str, np.ndarray], env: OpponentEnv, config: AlphaZeroConfig, seed: int
+):
+    """obs (the move sequence, see `OpponentEnv`) -> the agent's move, searched with
     `arena_simulations` simulations, no noise, the most visited move."""
     torch.set_num_threads(config.torch_threads)
     game = env.game
@@ -962,7 +415,7 @@ def load_policy(arrays: dict[str, np.ndarray], env: GameEnv, config: AlphaZeroCo
 
 
 # ---- the loop -----------------------------------------------------------------------------
-def _self_play(learner: Learner, config: AlphaZeroConfig, pool) -> list[GameRecord]:
+def _self_play(learner: AlphaZeroLearner, config: AlphaZeroConfig, pool) -> list[GameRecord]:
     """Step 3 for one iteration: the games numbered games, games + 1, ... in game order."""
     settings = SelfPlaySettings.of(config)
     numbers = list(range(learner.games, learner.games + config.games_per_iteration))
@@ -977,7 +430,7 @@ def _self_play(learner: Learner, config: AlphaZeroConfig, pool) -> list[GameReco
     return [record for _, record in sorted(played, key=lambda pair: pair[0])]
 
 
-def _evaluate(learner: Learner, config: AlphaZeroConfig) -> dict[str, float]:
+def _evaluate(learner: AlphaZeroLearner, config: AlphaZeroConfig) -> dict[str, float]:
     """Steps 6-7: the arena against the best net and the baselines; Elo; the gate."""
     game, iteration = learner.game, learner.iteration
     name = f"net-{iteration}"
@@ -1014,11 +467,11 @@ def _arena_columns(config: AlphaZeroConfig) -> list[str]:
     return ["elo"] + [f"{kind}_vs_{n}" for n in names for kind in ("score", "win")]
 
 
-def train(config: AlphaZeroConfig, env: GameEnv, run: Run) -> Learner:
+def train(config: AlphaZeroConfig, env: OpponentEnv, run: Run) -> AlphaZeroLearner:
     """Run AlphaZero for `config.steps` self-play moves (the module docstring's steps 1-7)."""
     torch.set_num_threads(config.torch_threads)
     game = env.game
-    learner = Learner(config, game)  # 1. random f_theta, best = f_theta
+    learner = AlphaZeroLearner(config, game)  # 1. random f_theta, best = f_theta
     if run.restored is not None:
         learner.restore(*run.restored)
     pool = None
@@ -1051,7 +504,7 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _iteration(learner: Learner, config: AlphaZeroConfig, run: Run, pool) -> None:
+def _iteration(learner: AlphaZeroLearner, config: AlphaZeroConfig, run: Run, pool) -> None:
     """One pass of steps 3-7, and a metrics row when one is due."""
     game, before = learner.game, learner.step
     started = time.perf_counter()

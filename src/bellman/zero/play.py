@@ -12,7 +12,7 @@ empty board, and prints the agent's move for each line (flushed at once); a bad 
 
 The agent searches with `--simulations` simulations (default: the run's `arena_simulations`),
 no root noise, and plays the most visited move (the search and the choice of the arena's
-agent, `alphazero.agent_search` and `agent_move`).
+agent, `arena.agent_search` and `agent_move`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from bellman.games.base import IllegalMoveError, play_moves
 from bellman.run import read_run_config
 from bellman.search.mcts import SearchResult
 from bellman.zero import alphazero
+from bellman.zero.arena import agent_move, agent_search
+from bellman.zero.network import NetworkEvaluator, load_network
 
 
 class Agent:
@@ -47,8 +49,8 @@ class Agent:
     def __init__(self, game: Game, network, config, simulations: int):
         self.game = game
         self.config = config
-        evaluator = alphazero.NetworkEvaluator(game, network, frozen=True)
-        self.mcts = alphazero.agent_search(game, evaluator, simulations, config)
+        evaluator = NetworkEvaluator(game, network, frozen=True)
+        self.mcts = agent_search(game, evaluator, simulations, config)
         self.last: SearchResult | None = None
 
     def search(self, state: Any) -> SearchResult:
@@ -60,7 +62,7 @@ class Agent:
     def act(self, state: Any) -> int:
         """The move of a search from `state`: the most visited (with the run's `solve`, a proven
         win first, never a proven loss)."""
-        return alphazero.agent_move(self.search(state), self.config)
+        return agent_move(self.search(state), self.config)
 
 
 def load_agent(
@@ -92,7 +94,7 @@ def load_agent(
             f"run '{run_dir}': its checkpoint was trained on '{meta.get('env')}', not '{game_name}'"
         )
     torch.set_num_threads(config.torch_threads)
-    network = alphazero.load_network(arrays, config, game)
+    network = load_network(arrays, config, game)
     return Agent(game, network, config, simulations or config.arena_simulations)
 
 
