@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bellman.errors import check_memory
+
 
 class SumTree:
     """A binary tree whose leaves hold priorities and whose nodes hold the sums below them.
@@ -150,6 +152,11 @@ class ReplayMemory:
         frame_shape = self.obs_shape[1:] if frame_stack > 1 else self.obs_shape
         self.n_step, self.gamma = n_step, gamma
         shape = (n_envs, self.ring)
+        entry = (np.dtype(obs_dtype).itemsize * int(np.prod(frame_shape)) + 8 + 4 + 4
+                 + 16 * prioritized)  # frame, action, reward, flags, sum-tree leaf and node
+        check_memory(n_envs * self.ring * entry,
+                     f"a replay memory of {capacity:,} transitions ({entry} bytes each)",
+                     "lower buffer_size")  # fmt: skip
         self.frames = np.zeros(shape + frame_shape, dtype=obs_dtype)
         self.actions = np.zeros(shape, dtype=np.int64)
         self.rewards = np.zeros(shape, dtype=np.float32)
