@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -240,9 +241,22 @@ def test_a_shared_prompt_is_prefilled_once_with_the_same_samples(gpt, tokenizer,
             use_cache=True,
             logits_to_keep=1,
         )
-        return output.logits, output.past_key_values
+        return output.logits, getattr(output, sampling.cache_keyword(model))
 
     monkeypatch.setattr(sampling, "prefill", prefill_every_row)
     plain = run()
     assert shared.responses == plain.responses
     assert torch.equal(shared.log_probs, plain.log_probs)
+
+
+def test_generation_calls_transformers_the_way_the_installed_release_wants(gpt, tokenizer):
+    """No FutureWarning (transformers 5 renamed `past_key_values` to `cache`): every `lm`
+    command printed one."""
+    lm = lm_model.LanguageModel(gpt, tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        texts = lm.generate(["the cat", "a happy day in the"], 6, generator=torch.Generator())
+        shared = sampling.sample(gpt, [[5, 6], [5, 6]], max_new_tokens=4, eos_id=tokenizer.eos_id,
+                                 pad_id=tokenizer.pad_id)  # a shared prompt: its cache is copied
+    assert len(texts) == 2 and shared.lengths.min() >= 1

@@ -9,6 +9,7 @@ import copy
 import csv
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +243,21 @@ def test_learned_and_rule_based_rewards_combine_and_the_value_starts_as_the_rewa
     torch.testing.assert_close(learned, by_hand)
     torch.testing.assert_close(scores, 2.0 * by_hand + 0.5 * judged)
     torch.testing.assert_close(true, judged)
+
+
+def test_a_ppo_step_calls_transformers_the_way_the_installed_release_wants(word_world):
+    """Rollout (sampling with the key/value cache), reward, optimisation: no FutureWarning."""
+    config = ppo_config(word_world, "batch_prompts=4", "minibatch_size=4", "ppo_epochs=1")
+    prepared = rlhf_ppo.prepare(config)
+    critic = rlhf_ppo.make_critic(prepared, config)
+    trained = torch.nn.ModuleDict({"policy": prepared.policy.model, "critic": critic})
+    optimizer = runs.adamw(trained, config.learning_rate, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        metrics, _ = rlhf_ppo.ppo_step(prepared, critic, optimizer, 0.05, config,
+                                       np.random.default_rng(0), torch.Generator())  # fmt: skip
+    assert math.isfinite(metrics["policy_loss"]) and metrics["response_length"] >= 1
 
 
 def test_a_stopped_run_resumes_exactly(word_world, tmp_path, monkeypatch):

@@ -22,6 +22,8 @@ drawn from: sampling with top-k/top-p and scoring without them would bias the KL
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -129,6 +131,19 @@ def draw(
     return choice[:, 0], log_p[:, 0], entropy[:, 0]
 
 
+@functools.cache
+def _cache_keyword(model_class: type) -> str:
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def cache_keyword(model) -> str:
+    """The name under which the model takes its key/value cache and returns it in its output:
+    `cache` since transformers 5 renamed it (`past_key_values` still works there, with a
+    FutureWarning at every call, and goes in 5.40), `past_key_values` in earlier releases."""
+    return _cache_keyword(type(model))
+
+
 def prefill(model, prompts: list[list[int]], batch: TokenBatch):
     """Step 2: the packed prompts through the model once, keeping the key/value cache; only the
     last column goes through the output layer. A prompt that several rows share (the G
@@ -149,7 +164,7 @@ def prefill(model, prompts: list[list[int]], batch: TokenBatch):
         input_ids=batch.input_ids[keep], attention_mask=batch.attention_mask[keep],
         position_ids=batch.position_ids[keep], use_cache=True, logits_to_keep=1,
     )  # fmt: skip
-    logits, cache = output.logits, output.past_key_values
+    logits, cache = output.logits, getattr(output, cache_keyword(model))
     if not shared:
         return logits, cache
     index = torch.tensor(source, device=logits.device)
@@ -188,6 +203,7 @@ def sample(
     check_sampling(temperature, top_k, top_p)
     device = next(model.parameters()).device
     context = context_length(model)
+    cache_name = cache_keyword(model)
     batch = pack(prompts, None, pad_id, device)  # 1. left padding
     room = context - batch.prompt_width
     if room <= 0:
@@ -230,9 +246,9 @@ def sample(
                 break
             output = model(  # 7.
                 input_ids=choice[:, None], attention_mask=mask[:, : width_p + t + 1],
-                position_ids=next_position[:, None], past_key_values=cache, use_cache=True,
+                position_ids=next_position[:, None], use_cache=True, **{cache_name: cache},
             )  # fmt: skip
-            last, cache = output.logits, output.past_key_values
+            last, cache = output.logits, getattr(output, cache_name)
             next_position += 1
         width = int(lengths.max()) if rows else 0
         ids, counts = tokens.tolist(), lengths.tolist()
