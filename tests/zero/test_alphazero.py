@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -50,6 +51,18 @@ def test_config_validation():
         az.AlphaZeroConfig(env="tictactoe", gating=True, arena_games=0).validate()
     with pytest.raises(ConfigError, match="baselines"):
         az.AlphaZeroConfig(env="tictactoe", baselines="random,minimax").validate()
+
+
+def test_trains_on_the_game_itself():
+    # self-play needs no env: the training "env" of the registry is the game
+    config = az.AlphaZeroConfig(env="connect4")
+    game = az.make_train_env(config)
+    assert game.name == "connect4" and not hasattr(game, "step")
+    az.check_env(game, config)
+    with pytest.raises(ConfigError, match="board games"):
+        az.check_env(gymnasium.make("CartPole-v1"), config)
+    with pytest.raises(ConfigError, match="'tictactoe'"):
+        az.check_env(make_game("tictactoe"), config)
 
 
 def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path):

@@ -369,18 +369,32 @@ def make_eval_env(config: AlphaZeroConfig, render_mode: str | None = None) -> Op
     return OpponentEnv(game_of(config), config.eval_opponent, config, render_mode=render_mode)
 
 
-def make_train_env(config: AlphaZeroConfig) -> OpponentEnv:
-    """Self-play needs only the game; this env carries it (`env.game`) and checks the name."""
-    return make_eval_env(config)
+def make_train_env(config: AlphaZeroConfig) -> Game:
+    """What AlphaZero trains on: the game itself (self-play needs no env); a ConfigError naming
+    the valid games for an unknown name."""
+    return game_of(config)
 
 
-def check_env(env: OpponentEnv, config: AlphaZeroConfig | None = None) -> None:
-    """The env must carry a board game (it does when made by `make_train_env`)."""
-    if not hasattr(env, "game"):
-        raise ConfigError("AlphaZero trains on board games: tictactoe, connect4, go9, go13, go19")
+#: What the loop uses of a game (`bellman.games.base.Game`).
+GAME_MEMBERS = (
+    "name", "observation_shape", "action_size", "initial_state", "apply", "is_terminal",
+    "outcome", "to_play", "legal_mask", "observation", "symmetries",
+)  # fmt: skip
 
 
-def check_checkpoint(arrays: dict[str, np.ndarray], env, config: AlphaZeroConfig) -> None:
+def check_env(game: Game, config: AlphaZeroConfig | None = None) -> None:
+    """AlphaZero trains on a board game (`make_train_env`), the one its config names."""
+    missing = [name for name in GAME_MEMBERS if not hasattr(game, name)]
+    if missing:
+        raise ConfigError(
+            f"AlphaZero trains on board games (tictactoe, connect4, go9, go13, go19), not on "
+            f"{type(game).__name__} (it has no {', '.join(missing)})"
+        )
+    if config is not None and game.name != config.env:
+        raise ConfigError(f"the game is '{game.name}' but the config's env is '{config.env}'")
+
+
+def check_checkpoint(arrays: dict[str, np.ndarray], game, config: AlphaZeroConfig) -> None:
     """The checkpoint's networks and window have the shapes this config's game gives; a clear
     CheckpointError otherwise (e.g. a net trained on another game or Go board size)."""
     game = game_of(config)
@@ -467,10 +481,10 @@ def _arena_columns(config: AlphaZeroConfig) -> list[str]:
     return ["elo"] + [f"{kind}_vs_{n}" for n in names for kind in ("score", "win")]
 
 
-def train(config: AlphaZeroConfig, env: OpponentEnv, run: Run) -> AlphaZeroLearner:
-    """Run AlphaZero for `config.steps` self-play moves (the module docstring's steps 1-7)."""
+def train(config: AlphaZeroConfig, game: Game, run: Run) -> AlphaZeroLearner:
+    """Run AlphaZero on `game` for `config.steps` self-play moves (the module docstring's steps
+    1-7)."""
     torch.set_num_threads(config.torch_threads)
-    game = env.game
     learner = AlphaZeroLearner(config, game)  # 1. random f_theta, best = f_theta
     if run.restored is not None:
         learner.restore(*run.restored)
