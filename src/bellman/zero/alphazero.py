@@ -52,6 +52,11 @@ Deviations and details:
     - Weights travel to the self-play workers as safetensors bytes, never as pickled modules.
     - The arena's Elo table anchors the random player at 0; ratings move by the Elo rule with
       K = `elo_k` after every arena game, both players (except the anchor) being updated.
+    - A NaN or an infinity stops the run with NonFiniteError naming the step and the value or
+      tensor: the loss at every gradient step, and every float tensor of f_theta (weights and
+      BatchNorm running statistics, which a too large learning rate overflows while the loss
+      stays finite) before it becomes the best player and before every checkpoint. No
+      checkpoint holds a non-finite tensor; `latest` stays on the last good one.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ from bellman.zero.arena import (
 from bellman.zero.network import (
     NetworkEvaluator,
     build_network,
+    check_finite,
     load_network,
     load_weights,
     weights_bytes,
@@ -312,10 +318,26 @@ class AlphaZeroLearner:
         loss.backward()
         self.optimizer.step()
         self.updates += 1
-        return float(loss.detach()), float(value_loss.detach()), float(policy_loss.detach())
+        losses = float(loss.detach()), float(value_loss.detach()), float(policy_loss.detach())
+        if not math.isfinite(losses[0]):
+            raise NonFiniteError(
+                f"loss is {losses[0]} at step {self.step} (gradient step {self.updates}; "
+                "training diverged: lower learning_rate)"
+            )
+        return losses
+
+    def promote(self) -> None:
+        """f_theta becomes the best player, of this iteration's generation (steps 3 and 7),
+        once every tensor of it is checked finite (the best net is saved in checkpoints)."""
+        check_finite(self.network, "network", self.step)
+        self.best, self.best_generation = weights_bytes(self.network), self.iteration
 
     # ---- checkpoints -----------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
+        """The checkpoint's arrays, after checking that f_theta (weights and BatchNorm
+        statistics) is finite: no checkpoint ever holds a NaN or an infinity. (The best net
+        was checked when it was promoted.)"""
+        check_finite(self.network, "network", self.step)
         arrays = {f"net/{k}": v.cpu().numpy() for k, v in self.network.state_dict().items()}
         best = load_tensors(self.best)
         arrays.update({f"best/{k}": v.numpy() for k, v in best.items()})
@@ -471,7 +493,7 @@ def _evaluate(learner: AlphaZeroLearner, config: AlphaZeroConfig) -> dict[str, f
     learner.network.train()
     # 7. The gate: AlphaGo Zero replaces the best net only after a clear win.
     if not config.gating or columns["score_vs_best"] >= config.gating_threshold:
-        learner.best, learner.best_generation = weights_bytes(learner.network), iteration
+        learner.promote()
     columns["elo"] = learner.elo.ratings[name]
     return columns
 
@@ -541,8 +563,6 @@ def _iteration(learner: AlphaZeroLearner, config: AlphaZeroConfig, run: Run, poo
             losses = [learner.train_step() for _ in range(_train_steps(config, new_positions))]
         finally:
             torch.set_num_threads(config.torch_threads)
-        if losses and not math.isfinite(losses[-1][0]):
-            raise NonFiniteError(f"loss is {losses[-1][0]} at step {learner.step}")
     train_seconds = time.perf_counter() - started
     learner.iteration += 1
     started = time.perf_counter()
@@ -551,7 +571,7 @@ def _iteration(learner: AlphaZeroLearner, config: AlphaZeroConfig, run: Run, poo
     if arena_due:
         columns.update(_evaluate(learner, config))  # 6.-7. arena, Elo, gate
     elif not config.gating:
-        learner.best, learner.best_generation = weights_bytes(learner.network), learner.iteration
+        learner.promote()
     crossed = learner.step // config.log_every > before // config.log_every
     if not (arena_due or crossed or learner.step >= config.steps):
         return
