@@ -1,10 +1,10 @@
 """The library's front door: which algorithms exist, and train / resume / load / evaluate a run.
 
-Each algorithm module exposes `Config` (its dataclass), `train(config, env, run)` and a way to
-build a policy from a checkpoint; this module looks them up by name and does the plumbing every
-algorithm shares (resolving the config, making the env and the run directory, resuming), so the
-CLI stays a thin layer over these functions. Algorithm modules are imported only when used, so
-`bellman plan` never pays for torch.
+`ALGORITHMS` is the one registry: every `bellman train` algorithm and every `bellman lm` training
+step, each module satisfying a Protocol written below (`AlgorithmModule`, `LMStepModule`). This
+module looks them up by name and does the plumbing every algorithm shares (resolving the config,
+making the env and the run directory, resuming), so the CLI stays a thin layer over these
+functions. Algorithm modules are imported only when used, so `bellman plan` never pays for torch.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bellman import checkpoint, evaluation
 from bellman import config as configs
@@ -21,29 +21,105 @@ from bellman.errors import CheckpointError, ConfigError, unknown
 from bellman.run import Run, read_run_config, write_run_config
 
 
+class AlgorithmModule(Protocol):
+    """What the module of a `bellman train` algorithm provides: exactly what this module calls.
+
+    `env` is what the algorithm trains and evaluates on: a gymnasium env, a vector env, or (for
+    AlphaZero) a game; hence `Any`. `train` may close it when it has a `close()`.
+    """
+
+    Config: type
+    """The algorithm's config dataclass (a `TrainConfig`)."""
+
+    def make_train_env(self, config: Any) -> Any:
+        """The environment(s) `train` runs on."""
+        ...
+
+    def make_eval_env(self, config: Any, render_mode: str | None = None) -> Any:
+        """One environment for evaluating (and recording) the trained policy."""
+        ...
+
+    def check_env(self, env: Any, config: Any) -> Any:
+        """Raise ConfigError when the algorithm cannot train on `env` (space types, sizes)."""
+        ...
+
+    def check_checkpoint(self, arrays: dict[str, Any], env: Any, config: Any) -> None:
+        """Raise CheckpointError when a checkpoint's arrays do not fit `env` and `config`."""
+        ...
+
+    def train(self, config: Any, env: Any, run: Run) -> Any:
+        """Train in `run` (new or resumed) until `config.steps` or a stop request."""
+        ...
+
+    def load_policy(self, arrays: dict[str, Any], env: Any, config: Any, seed: int) -> Any:
+        """The evaluation policy (observation -> action) of a checkpoint's arrays."""
+        ...
+
+
+class LMStepModule(Protocol):
+    """What the module of a `bellman lm` training step provides (`bellman.cli.lm` calls it)."""
+
+    ALGO: str
+    """The step's name in run directories: "lm-pretrain", "lm-sft", ..."""
+    Config: type
+    """The step's config dataclass (a `TrainConfig`)."""
+
+    def prepare(self, config: Any) -> Any:
+        """Read and check everything the step needs, before its run directory exists."""
+        ...
+
+    def train(self, config: Any, run: Run, prepared: Any = None) -> Any:
+        """Train in `run` (new, or resumed when `prepared` is None)."""
+        ...
+
+
+def _protocol_members(protocol: type) -> list[str]:
+    """The attributes and functions a module must define to satisfy `protocol`."""
+    functions = [name for name, value in vars(protocol).items()
+                 if callable(value) and not name.startswith("_")]  # fmt: skip
+    return [*protocol.__annotations__, *functions]
+
+
 @dataclass(frozen=True)
 class Algorithm:
-    """An entry of the algorithm table: its CLI name, module and a one-line summary.
+    """An entry of the registry: its command-line name, its module and a one-line summary.
 
-    The module provides `Config`, `make_train_env(config)`, `make_eval_env(config, render_mode)`,
-    `check_env(env, config)`, `check_checkpoint(arrays, env, config)`,
-    `train(config, env, run)` and `load_policy(arrays, env, config, seed)`.
+    `bellman train NAME` algorithms have modules that satisfy `AlgorithmModule`; the language
+    model steps, named "lm STEP" (`bellman lm STEP`), have modules that satisfy `LMStepModule`.
     """
 
     name: str
     module: str
     summary: str
 
-    def load(self):
-        """The algorithm's module (imported on first use)."""
-        return importlib.import_module(self.module)
+    @property
+    def is_lm_step(self) -> bool:
+        """True for a `bellman lm STEP` training step."""
+        return self.name.startswith("lm ")
+
+    @property
+    def protocol(self) -> type:
+        """The Protocol its module satisfies."""
+        return LMStepModule if self.is_lm_step else AlgorithmModule
+
+    def load(self) -> Any:
+        """The algorithm's module (imported on first use), checked against its Protocol."""
+        module = importlib.import_module(self.module)
+        missing = [name for name in _protocol_members(self.protocol) if not hasattr(module, name)]
+        if missing:
+            raise TypeError(
+                f"{self.module} does not satisfy {self.protocol.__name__}: it lacks "
+                f"{', '.join(missing)}"
+            )
+        return module
 
     @property
     def config_class(self) -> type:
         return self.load().Config
 
 
-ALGORITHMS = {
+#: Every algorithm and language-model step, by the name the command line uses.
+ALGORITHMS: dict[str, Algorithm] = {
     algo.name: algo
     for algo in (
         Algorithm(
@@ -81,15 +157,74 @@ ALGORITHMS = {
             "bellman.zero.alphazero",
             "self-play with PUCT search, one residual policy-value net (Silver et al. 2017/2018)",
         ),
+        Algorithm(
+            "lm pretrain",
+            "bellman.lm.pretrain",
+            "a BPE tokenizer and a small GPT by next-token prediction (Radford et al. 2018)",
+        ),
+        Algorithm(
+            "lm sft",
+            "bellman.lm.sft",
+            "supervised fine-tuning on demonstrations, loss on responses (Ouyang et al. 2022)",
+        ),
+        Algorithm(
+            "lm reward",
+            "bellman.lm.reward_model",
+            "reward model on K ranked responses, all C(K, 2) pairs (Ouyang et al. 2022)",
+        ),
+        Algorithm(
+            "lm ppo",
+            "bellman.lm.rlhf_ppo",
+            "RLHF: PPO with a per-token KL penalty to the SFT model; PPO-ptx, GRPO, RLOO "
+            "(Ouyang et al. 2022)",
+        ),
+        Algorithm(
+            "lm dpo",
+            "bellman.lm.dpo",
+            "direct preference optimization on ranked responses (Rafailov et al. 2023)",
+        ),
     )
 }
 
 
-def algorithm(name: str) -> Algorithm:
-    """Look an algorithm up by name, with a "did you mean" for typos."""
-    if name not in ALGORITHMS:
+def _registry_name(name: str) -> str:
+    """`name` as the registry spells it: "lm ppo" for "lm ppo", "lm-ppo" (the `algo` of its run
+    directories) or "lm  ppo"; other names unchanged."""
+    if name.startswith("lm"):
+        return " ".join(name.replace("-", " ", 1).split())
+    return name
+
+
+def lookup(name: str) -> Algorithm:
+    """Any registry entry (algorithm or lm step) by name, with a "did you mean" for typos."""
+    key = _registry_name(name)
+    if key not in ALGORITHMS:
         raise unknown("algorithm", name, ALGORITHMS, hint="see `bellman algos`")
-    return ALGORITHMS[name]
+    return ALGORITHMS[key]
+
+
+def algorithm(name: str) -> Algorithm:
+    """A `bellman train` algorithm by name, with a "did you mean" for typos; an lm step's name
+    gets the command that trains it."""
+    spec = ALGORITHMS.get(_registry_name(name))
+    if spec is not None and spec.is_lm_step:
+        raise ConfigError(
+            f"'{name}' is a language-model step: it is trained with `bellman {spec.name}` "
+            "and its runs are used by the `bellman lm` commands"
+        )
+    trainable = [key for key, entry in ALGORITHMS.items() if not entry.is_lm_step]
+    if spec is None:
+        raise unknown("algorithm", name, trainable, hint="see `bellman algos`")
+    return spec
+
+
+def lm_step(name: str) -> Algorithm:
+    """A `bellman lm` training step by name ("lm ppo" or "lm-ppo")."""
+    spec = ALGORITHMS.get(_registry_name(name))
+    if spec is None or not spec.is_lm_step:
+        steps = [key for key, entry in ALGORITHMS.items() if entry.is_lm_step]
+        raise unknown("language-model step", name, steps, hint="see `bellman algos`")
+    return spec
 
 
 def train(

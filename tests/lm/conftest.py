@@ -5,7 +5,6 @@ Everything runs on one torch thread with data the tests make; nothing is downloa
 
 from __future__ import annotations
 
-import inspect
 import os
 import subprocess
 import sys
@@ -27,16 +26,9 @@ TINY = [
 ]  # fmt: skip
 
 
-def _lm_wired() -> bool:
-    """True once `bellman lm` is part of the bellman command (bellman.cli calls us)."""
-    import bellman.cli
-
-    return "add_lm_commands" in inspect.getsource(bellman.cli)
-
-
 def run_lm(*args: str, cwd: Path, timeout: float = 300) -> CliResult:
-    """`bellman lm ARGS...` in a subprocess (`python -m bellman.lm` until it is wired in)."""
-    module = ["-m", "bellman", "lm"] if _lm_wired() else ["-m", "bellman.lm"]
+    """`bellman lm ARGS...` in a subprocess."""
+    module = ["-m", "bellman", "lm"]
     env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
     completed = subprocess.run(
         [sys.executable, *module, *map(str, args)],

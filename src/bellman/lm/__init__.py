@@ -12,7 +12,6 @@
     rlhf_ppo.py      `bellman lm ppo`: PPO with a per-token KL penalty, PPO-ptx, GRPO/RLOO
     dpo.py           `bellman lm dpo`: direct preference optimization
     runs.py          run directories, checkpoints and model loading the steps share
-    cli.py           the `bellman lm ...` commands
 
 Nothing here is imported by `import bellman`; torch and transformers load when a step runs.
 """
