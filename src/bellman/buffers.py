@@ -92,7 +92,7 @@ class SumTree:
 
 
 @dataclass
-class Batch:
+class ReplayBatch:
     """A sampled minibatch, as numpy arrays.
 
     Attributes:
@@ -266,7 +266,7 @@ class ReplayMemory:
             self.tree.update(e * self.ring + indices, np.full(len(indices), value))
 
     # ---- sampling --------------------------------------------------------------------------
-    def sample(self, batch_size: int, rng: np.random.Generator, beta: float = 0.4) -> Batch:
+    def sample(self, batch_size: int, rng: np.random.Generator, beta: float = 0.4) -> ReplayBatch:
         """Sample a minibatch uniformly (or by priority, with importance weights)."""
         if len(self) == 0:
             raise ValueError("the replay memory holds no complete transition yet")
@@ -283,7 +283,7 @@ class ReplayMemory:
             weights = (weights / weights.max()).astype(np.float32)
         env, index = np.divmod(flat, self.ring)
         returns, discounts, bootstrap = self._n_step(env, index)
-        return Batch(
+        return ReplayBatch(
             obs=self._stack(env, index),
             actions=self.actions[env, index],
             returns=returns,
