@@ -72,6 +72,41 @@ class TrainConfig:
         """Check cross-field rules; single-field ranges are checked by `check_fields`."""
 
 
+@dataclass(frozen=True)
+class DeepConfig(TrainConfig):
+    """Family base of the deep algorithms that need no more (DQN, REINFORCE): evaluation during
+    training, Atari frames, torch. A2C and PPO's family base, `algos.actor_critic.
+    ActorCriticConfig`, has the same fields and rules (`check_deep_fields`)."""
+
+    eval_every: int = field(default=0, metadata=interval("[0, inf)"))
+    """Env steps between evaluations during training (0: none); logged as eval_return_mean."""
+    eval_episodes: int = field(default=10, metadata=interval("[1, inf)"))
+    """Episodes per evaluation during training."""
+    stop_when_solved: bool = False
+    """Stop once an evaluation's mean return reaches the env's reward_threshold (CartPole: 475)."""
+    frame_stack: int = field(default=4, metadata=interval("[1, 16]"))
+    """Atari only: frames stacked into one observation."""
+    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
+    """Where the networks run: auto uses CUDA when present."""
+    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
+    """CPU threads of torch (1 is fastest on small, shared machines)."""
+
+    def validate(self) -> None:
+        check_deep_fields(self)
+
+
+def check_deep_fields(config) -> None:
+    """The cross-field rules of DeepConfig's fields (evaluation, device), for every config that
+    has them."""
+    if config.stop_when_solved and not config.eval_every:
+        raise ConfigError("stop_when_solved needs evaluations: set eval_every > 0")
+    if config.device == "cuda":
+        import torch  # only the deep algorithms pay for it
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
+
+
 def add_training_arguments(parser, steps_help: str) -> None:
     """The options every training command takes (`bellman train`, `bellman lm ...`): the config
     sources in resolution order and the run directory."""

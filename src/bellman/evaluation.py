@@ -4,12 +4,18 @@ Episode i starts from `env.reset(seed=seed + i)`, so two policies evaluated with
 face exactly the same start states (and, in stochastic envs, the same random streams as far as
 their actions agree). Returns are the environment's own rewards, summed without discounting.
 
+`TrainingEvaluation` is evaluation during training: every `eval_every` env steps a deep
+algorithm's loop evaluates its policy this way on an env of its own, logs the mean, and (with
+`stop_when_solved`) stops once it reaches the env's reward threshold.
+
 `record_gif` plays one such episode and writes what `env.render()` shows as an animated GIF.
 """
 
 from __future__ import annotations
 
 import io
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +25,7 @@ import numpy as np
 
 from bellman.checkpoint import atomic_write
 from bellman.errors import ConfigError
+from bellman.loop import crossed
 
 #: A GIF keeps at most this many frames; longer episodes keep every k-th frame (see record_gif).
 MAX_GIF_FRAMES = 500
@@ -57,6 +64,88 @@ def evaluate(policy: Callable[[Any], int], env: gym.Env, *, episodes: int, seed:
     }
 
 
+# ---- evaluation during training -----------------------------------------------------------
+def reward_threshold(config, eval_env: gym.Env | None) -> float | None:
+    """The return at which the env counts as solved, when `config.stop_when_solved` asks for it."""
+    if not config.stop_when_solved:
+        return None
+    threshold = eval_env.spec.reward_threshold if eval_env.spec is not None else None
+    if threshold is None:
+        raise ConfigError(
+            f"stop_when_solved: gymnasium gives '{config.env}' no reward_threshold; "
+            "turn stop_when_solved off and choose steps instead"
+        )
+    return float(threshold)
+
+
+def evaluate_during_training(policy, eval_env: gym.Env, config) -> float:
+    """Mean return of `policy` over `config.eval_episodes` episodes, seeded apart from the
+    training episodes and the same at every evaluation of a run (so evaluations compare)."""
+    seed = 1_000_000 + config.seed * 1000
+    return evaluate(policy, eval_env, episodes=config.eval_episodes, seed=seed)["mean"]
+
+
+class TrainingEvaluation:
+    """Evaluation during training: every `config.eval_every` env steps (0: never), the mean return
+    of `config.eval_episodes` episodes on an env of its own; the metrics columns
+    `eval_return_mean` and `eval_seconds`; and, with `config.stop_when_solved`, whether that mean
+    reached the env's reward threshold.
+
+    Args:
+        config: has eval_every, eval_episodes, stop_when_solved, seed and env.
+        make_eval_env: builds the evaluation env (called once, only when eval_every > 0).
+    """
+
+    def __init__(self, config, make_eval_env: Callable[[], gym.Env]):
+        self.config = config
+        self.env = make_eval_env() if config.eval_every else None
+        self.threshold = reward_threshold(config, self.env)
+        self.seconds = 0.0
+        #: The mean return of the evaluation at the current step; None when there was none.
+        self.result: float | None = None
+
+    def due(self, before: int, after: int) -> bool:
+        """Whether a multiple of eval_every lies in (before, after]: call once per step of the
+        loop, before `run` (it forgets the previous step's result)."""
+        self.result = None
+        return self.env is not None and crossed(before, after, self.config.eval_every) > 0
+
+    def run(self, policy) -> float:
+        """Evaluate `policy` (obs -> action) now; the mean return."""
+        started = time.perf_counter()
+        self.result = evaluate_during_training(policy, self.env, self.config)
+        self.seconds += time.perf_counter() - started
+        return self.result
+
+    def columns(self) -> dict[str, float]:
+        """This step's evaluation columns (eval_return_mean NaN when it had no evaluation);
+        nothing when evaluation is off, so every row of a run has the same columns."""
+        if self.env is None:
+            return {}
+        result = math.nan if self.result is None else self.result
+        return {"eval_return_mean": result, "eval_seconds": self.seconds}
+
+    def solved(self) -> bool:
+        """Whether the evaluation at this step reached the reward threshold (stop_when_solved)."""
+        return (
+            self.threshold is not None
+            and self.result is not None
+            and (self.result >= self.threshold)
+        )
+
+    def solved_note(self, step: int) -> str:
+        """The line the CLI prints when the run stops because it solved the env."""
+        return (
+            f"solved: evaluation mean {self.result:g} >= reward threshold {self.threshold:g} "
+            f"of {self.config.env} at step {step}"
+        )
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+
+
+# ---- GIFs ----------------------------------------------------------------------------------
 def check_gif_path(path: Path) -> None:
     """Raise ConfigError unless `path` ends in .gif and its directory exists."""
     path = Path(path)
