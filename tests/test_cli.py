@@ -39,11 +39,17 @@ def test_envs_and_algos_list_what_exists(bellman):
     assert envs.returncode == 0, envs
     for env_id in ("bellman/Recycling-v0", "bellman/MineField-v0", "Taxi-v4", "CartPole-v1"):
         assert env_id in envs.stdout
+    rows = {line.split()[0]: line for line in envs.stdout.splitlines()[1:] if line.strip()}
+    for game in ("tictactoe", "connect4", "go9"):  # what `train alphazero --env` takes
+        assert "board game" in rows.get(game, ""), envs.stdout
     algos = bellman("algos")
     assert "q-learning" in algos.stdout and "sarsa" in algos.stdout
     names = [line.split("  ")[0] for line in algos.stdout.splitlines()[1:-1]]
     for step in ("pretrain", "sft", "reward", "ppo", "dpo"):  # `bellman lm STEP`
         assert f"lm {step}" in names, algos
+    from bellman.api import ALGORITHMS
+
+    assert [name for name in names if name.strip()] == list(ALGORITHMS)  # the one registry
     lm_fields = bellman("algos", "lm", "ppo")
     assert lm_fields.returncode == 0, lm_fields
     assert lm_fields.stdout.startswith("lm ppo: RLHF") and "kl_coef" in lm_fields.stdout
