@@ -1,4 +1,5 @@
-"""GAE and the shared PPO losses against values worked out by hand."""
+"""GAE and the shared PPO losses against values worked out by hand, and the speed path's
+gradients of those losses (bellman.nets.fast) against autograd's."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 
 from bellman.advantages import generalized_advantage_estimation
-from bellman.losses import approximate_kl, clipped_surrogate_loss, value_loss, value_loss_gradient
+from bellman.losses import approximate_kl, clipped_surrogate_loss, value_loss
+from bellman.nets.fast import clipped_surrogate_gradient, value_loss_gradient
 
 
 def _gae(rewards, values, next_values, terminated, ended, gamma=0.5, lam=0.5):
@@ -63,9 +65,10 @@ def _surrogate_by_autograd(log_ratio, advantages, clip_range):
 
 
 def test_clipped_surrogate_gradients_are_autograds():
-    """The one-node surrogate has the value and gradients of autograd through exp, clamp and
-    minimum: on ratios inside the range (ties), on both edges, clipped on either side, with
-    A = 0 and with advantages that need a gradient too."""
+    """The surrogate's gradient worked out by hand (the speed path's) has the value and gradient
+    of autograd through exp, clamp and minimum: on ratios inside the range (ties), on both edges,
+    clipped on either side, and with A = 0; the plain loss is the textbook formula, gradients
+    wrt the advantages included."""
     generator = torch.Generator().manual_seed(0)
     log_ratio = 0.3 * torch.randn(400, generator=generator, dtype=torch.float64)
     log_ratio[:40] = 0.0  # r = 1: inside the range, unclipped and clipped tie
@@ -73,21 +76,20 @@ def test_clipped_surrogate_gradients_are_autograds():
     log_ratio[50:60] = math.log(0.8)
     advantages = torch.randn(400, generator=generator, dtype=torch.float64)
     advantages[60:80] = 0.0
-    x, a = log_ratio.clone().requires_grad_(), advantages.clone().requires_grad_()
-    ours, _ = clipped_surrogate_loss(x, a, 0.2)
-    ours.backward()
-    ours_x, ours_a = x.grad, a.grad
+    ours, clip_fraction, ours_x = clipped_surrogate_gradient(log_ratio, advantages, 0.2)
     x, a = log_ratio.clone().requires_grad_(), advantages.clone().requires_grad_()
     theirs = _surrogate_by_autograd(x, a, 0.2)
     theirs.backward()
-    assert float(ours.detach()) == pytest.approx(float(theirs.detach()), abs=1e-15)
+    assert float(ours) == pytest.approx(float(theirs.detach()), abs=1e-15)
     assert torch.allclose(ours_x, x.grad, rtol=0, atol=1e-15)
-    assert torch.allclose(ours_a, a.grad, rtol=0, atol=1e-15)
     assert (ours_x[:40] != 0).all() and (ours_x[80:] == 0).any()  # ties flow, clipped do not
-    # advantages without a gradient (PPO's case): only log r gets one, the same as above
-    x = log_ratio.clone().requires_grad_()
-    clipped_surrogate_loss(x, advantages, 0.2)[0].backward()
-    assert torch.equal(x.grad, ours_x)
+    y, b = log_ratio.clone().requires_grad_(), advantages.clone().requires_grad_()
+    plain, plain_clip_fraction = clipped_surrogate_loss(y, b, 0.2)
+    plain.backward()
+    assert float(plain.detach()) == float(theirs.detach())
+    assert torch.equal(y.grad, x.grad) and torch.equal(b.grad, a.grad)
+    assert float(plain_clip_fraction) == float(clip_fraction)
+    assert not plain_clip_fraction.requires_grad
 
 
 def test_value_loss_plain_and_clipped():

@@ -1,6 +1,7 @@
-"""The actor-critic's fast paths against the plain computations they replace: stacked trunks
-against two separate MLPs, numpy acting against torch's distributions, the direct fused-Adam
-step against optimizer.step(), minibatches and the entropy left out of the graph."""
+"""The actor-critic's speed path (bellman.nets.fast) against the plain computations it replaces:
+stacked trunks against two separate MLPs, numpy acting against torch's distributions and the
+plain `ActorCritic.sample`, the direct fused-Adam step against optimizer.step(), minibatches and
+the entropy left out of the graph."""
 
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ from bellman.nets import (
     gaussian_log_prob,
     orthogonal_init,
 )
-from bellman.nets.fast import FlatParameters, step_optimizer
+from bellman.nets.fast import (
+    FastPath,
+    FlatParameters,
+    NumpyTrunks,
+    step_optimizer,
+    supports_numpy,
+)
 
 torch.set_num_threads(1)
 
@@ -55,7 +62,7 @@ def test_stacked_trunks_compute_the_two_trunks_and_their_gradients(hidden):
         torch.testing.assert_close(stacked.weights[layer].grad[1], c.weight.grad.T)
         bias_grads = torch.stack([a.bias.grad, c.bias.grad])
         torch.testing.assert_close(stacked.biases[layer].grad[:, 0], bias_grads)
-    numpy_actor, numpy_critic = stacked.numpy_features(obs.numpy())
+    numpy_actor, numpy_critic = NumpyTrunks(stacked)(obs.numpy())
     np.testing.assert_allclose(numpy_actor, reference[0].detach().numpy(), atol=1e-6)
     np.testing.assert_allclose(numpy_critic, reference[1].detach().numpy(), atol=1e-6)
 
@@ -86,7 +93,7 @@ def test_actor_critic_for_stacks_mlps_with_the_initial_weights_of_separate_trunk
         torch.testing.assert_close(ours, theirs)
     torch.testing.assert_close(stacked.value(obs), separate.value(obs))
     torch.testing.assert_close(stacked.mode(obs), separate.mode(obs))
-    assert not actor_critic_for(box, discrete, shared=True, **kwargs).supports_numpy()
+    assert not supports_numpy(actor_critic_for(box, discrete, shared=True, **kwargs))
 
 
 def test_numpy_acting_samples_the_same_categorical_distribution():
@@ -96,11 +103,16 @@ def test_numpy_acting_samples_the_same_categorical_distribution():
                                env_id="test")  # fmt: skip
     with torch.no_grad():
         network.policy_head.logits.weight.mul_(100)  # a distribution far from uniform
-    assert network.supports_numpy()
+    assert supports_numpy(network)
     obs = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
     many = np.repeat(obs, 20_000, axis=0)
-    actions, log_probs, values = network.act_numpy(many, np.random.default_rng(1))
+    actions, log_probs, values = FastPath(network).sample(many, np.random.default_rng(1))
     assert actions.dtype == np.int64 and log_probs.dtype == values.dtype == np.float32
+    # the plain path draws the same actions from the same generator
+    plain_actions, plain_log_probs, plain_values = network.sample(many, np.random.default_rng(1))
+    np.testing.assert_array_equal(plain_actions, actions)
+    np.testing.assert_allclose(plain_log_probs, log_probs, atol=1e-5)
+    np.testing.assert_allclose(plain_values, values, atol=1e-5)
     with torch.no_grad():
         logits, expected_values = network(torch.from_numpy(many))
         expected_log_probs, _, _ = network.evaluate(
@@ -121,8 +133,13 @@ def test_numpy_acting_samples_the_same_gaussian_distribution():
                                network="mlp", hidden=(16, 16), shared=False, log_std_init=-0.5,
                                env_id="test")  # fmt: skip
     obs = np.repeat(np.ones((1, 3), np.float32), 50_000, axis=0)
-    actions, log_probs, values = network.act_numpy(obs, np.random.default_rng(2))
+    actions, log_probs, values = FastPath(network).sample(obs, np.random.default_rng(2))
     assert actions.shape == (50_000, 2) and actions.dtype == np.float32
+    # the plain path draws the same actions from the same generator
+    plain_actions, plain_log_probs, plain_values = network.sample(obs, np.random.default_rng(2))
+    np.testing.assert_allclose(plain_actions, actions, atol=1e-5)
+    np.testing.assert_allclose(plain_log_probs, log_probs, atol=1e-5)
+    np.testing.assert_allclose(plain_values, values, atol=1e-5)
     with torch.no_grad():
         mean, expected_values = network(torch.from_numpy(obs))
         log_std = network.policy_head.log_std

@@ -27,8 +27,9 @@ from bellman.algos.actor_critic import (
     estimate_advantages,
     explained_variance,
 )
-from bellman.algos.ppo import PPOConfig, adapt_kl_beta, kl_penalty, surrogate
+from bellman.algos.ppo import PPOConfig, adapt_kl_beta, surrogate
 from bellman.nets import CategoricalHead, DiagonalGaussianHead, gaussian_entropy, gaussian_log_prob
+from bellman.nets.fast import kl_penalty_gradient, surrogate_gradient
 from tests.conftest import CliResult, assert_killed_run_resumes_exactly, assert_user_error
 
 torch.set_num_threads(1)
@@ -79,25 +80,39 @@ def test_categorical_head_matches_torch_distributions():
     torch.testing.assert_close(head.mode(logits), logits.argmax(-1))
 
 
+def _surrogates(objective, log_ratio, advantages, clip_range, beta):
+    """(L, clip fraction, dL/d log r) of the plain `surrogate` through autograd, and (-L, clip
+    fraction, d(-L)/d log r) of the speed path's `surrogate_gradient`, worked out by hand."""
+    x = log_ratio.clone().requires_grad_()
+    plain, plain_clip_fraction = surrogate(objective, x, advantages, clip_range, beta)
+    plain.backward()
+    plain_result = (float(plain.detach()), float(plain_clip_fraction), x.grad.tolist())
+    fast = surrogate_gradient(objective, log_ratio, advantages, clip_range, beta)
+    return plain_result, (float(fast[0]), float(fast[1]), fast[2].tolist())
+
+
 def test_surrogate_objectives_worked_by_hand():
     ratios, advantages = torch.tensor([1.5, 0.5]), torch.tensor([1.0, -1.0])
     log_ratio = ratios.log()
-    # L^CPI = mean(1.5 * 1, 0.5 * -1) = 0.5; d(-L)/d log r = -r A / n
-    loss, clip_fraction, grad = surrogate("none", log_ratio, advantages, 0.2, 7.0)
-    assert float(loss) == pytest.approx(-0.5)
-    assert float(clip_fraction) == 1.0  # both ratios lie outside [0.8, 1.2]
-    assert grad.tolist() == pytest.approx([-1.5 / 2, 0.5 / 2])
+    # L^CPI = mean(1.5 * 1, 0.5 * -1) = 0.5; dL/d log r = r A / n
+    plain, fast = _surrogates("none", log_ratio, advantages, 0.2, 7.0)
+    assert plain[0] == pytest.approx(0.5) and fast[0] == pytest.approx(-0.5)
+    assert plain[1] == fast[1] == 1.0  # both ratios lie outside [0.8, 1.2]
+    assert plain[2] == pytest.approx([1.5 / 2, -0.5 / 2])
+    assert fast[2] == pytest.approx([-1.5 / 2, 0.5 / 2])
     # KL estimate: mean((r - 1) - log r); its gradient wrt log r is (r - 1) / n
     kl = ((0.5 - math.log(1.5)) + (-0.5 - math.log(0.5))) / 2
     for objective in ("adaptive_kl", "fixed_kl"):
-        loss, _, grad = surrogate(objective, log_ratio, advantages, 0.2, 2.0)
-        assert float(loss) == pytest.approx(-0.5 + 2.0 * kl)
-        assert grad.tolist() == pytest.approx([(-1.5 + 2 * 0.5) / 2, (0.5 + 2 * -0.5) / 2])
-    assert float(kl_penalty(log_ratio, advantages, 0.0)[0]) == pytest.approx(-0.5)
+        plain, fast = _surrogates(objective, log_ratio, advantages, 0.2, 2.0)
+        assert plain[0] == pytest.approx(0.5 - 2.0 * kl) and fast[0] == pytest.approx(-plain[0])
+        assert fast[2] == pytest.approx([(-1.5 + 2 * 0.5) / 2, (0.5 + 2 * -0.5) / 2])
+        assert plain[2] == pytest.approx([-g for g in fast[2]])
+    assert float(kl_penalty_gradient(log_ratio, advantages, 0.0)[0]) == pytest.approx(-0.5)
     # L^CLIP = mean(min(1.5, 1.2), min(-0.5, -0.8)) = (1.2 - 0.8) / 2; both are clipped: flat
-    loss, clip_fraction, grad = surrogate("clip", log_ratio, advantages, 0.2, 2.0)
-    assert float(loss) == pytest.approx(-0.2) and float(clip_fraction) == 1.0
-    assert grad.tolist() == [0.0, 0.0]
+    plain, fast = _surrogates("clip", log_ratio, advantages, 0.2, 2.0)
+    assert plain[0] == pytest.approx(0.2) and fast[0] == pytest.approx(-0.2)
+    assert plain[1] == fast[1] == 1.0
+    assert plain[2] == fast[2] == [0.0, 0.0]
 
 
 def _reference_loss(network, minibatch, config, clip_range, beta):
@@ -122,6 +137,7 @@ def _reference_loss(network, minibatch, config, clip_range, beta):
     return policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy.mean()
 
 
+@pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize(
     ("env_id", "switches"),
     [
@@ -135,19 +151,20 @@ def _reference_loss(network, minibatch, config, clip_range, beta):
         ("FrozenLake-v1", ["objective=clip", "ent_coef=0.01"]),
     ],
 )  # fmt: skip
-def test_gradient_step_takes_autograds_gradients(env_id, switches):
-    """The hand-worked gradients of a PPO step (loss wrt the network's outputs, then by hand
-    through stacked MLPs or by autograd through other trunks) are autograd's through the
-    textbook loss: every objective, both heads, entropy bonus, value clipping, ReLU and tanh,
-    with ratios of exactly 1 (ties of the clip) and values equal to the old ones (ties of the
-    value clip) among the samples."""
+def test_gradient_step_takes_autograds_gradients(env_id, switches, fast):
+    """Both paths of a PPO step take autograd's gradients through the textbook loss: the speed
+    path's worked by hand (loss wrt the network's outputs, then by hand through stacked MLPs or
+    by autograd through other trunks) and the plain path's `loss.backward()`; every objective,
+    both heads, entropy bonus, value clipping, ReLU and tanh, with ratios of exactly 1 (ties of
+    the clip) and values equal to the old ones (ties of the value clip) among the samples."""
     config = configs.resolve(PPOConfig, "ppo", env_id, None, [
         *switches, "n_envs=2", "n_steps=32", "minibatch_size=64", "max_grad_norm=1e9",
-        "device=cpu",
+        "device=cpu", f"fast={str(fast).lower()}",
     ])[0]  # fmt: skip
     envs = ppo.make_train_env(config)
     learner = ppo.make_learner(config, envs)
     envs.close()
+    assert (learner.fast is not None) == fast
     network = learner.policy
     if env_id == "FrozenLake-v1":  # one-hot inputs, and the other activation's backward
         network.trunks.activation = "relu"
@@ -185,6 +202,42 @@ def test_gradient_step_takes_autograds_gradients(env_id, switches):
     assert float(policy_loss + config.vf_coef * value_loss) == pytest.approx(
         float(expected_loss.detach()) + config.ent_coef * float(step[2]), abs=1e-6
     )
+
+
+FAST_AND_PLAIN = ["n_envs=4", "n_steps=64", "minibatch_size=64", "n_epochs=4", "hidden_size=16",
+                  "eval_every=0", "log_every=256", "seed=0"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env_id", "switches"),
+    [
+        ("CartPole-v1", ["steps=2048"]),
+        ("CartPole-v1", ["steps=1024", "objective=adaptive_kl", "ent_coef=0.01",
+                         "clip_value_loss=true", "target_kl=0.02"]),
+        ("CartPole-v1", ["steps=1024", "shared_trunk=true", "objective=fixed_kl"]),
+        ("Pendulum-v1", ["steps=512", "normalize_rewards=true"]),
+    ],
+)  # fmt: skip
+def test_the_fast_and_the_plain_path_train_to_the_same_weights(tmp_path, env_id, switches):
+    """PPO from one seed with fast = true and fast = false: the same episodes, and at the end
+    the same weights and Adam moments up to float rounding (1e-6). On CartPole the two paths
+    draw the same actions, so the episodes are the same to the bit; Pendulum's continuous
+    actions carry the rounding into the env's state, where it grows tenfold an iteration, so
+    that run is two iterations long."""
+    arrays, rows = {}, {}
+    for fast in ("true", "false"):
+        run = bellman.train("ppo", env_id, overrides=[*FAST_AND_PLAIN, *switches, f"fast={fast}"],
+                            run_dir=tmp_path / fast, quiet=True)  # fmt: skip
+        (last,) = (run.dir / "checkpoints").glob("*.safetensors")
+        arrays[fast], rows[fast] = load_file(last), _metrics(run.dir)
+    if env_id == "CartPole-v1":  # the same episodes, returns to the last digit
+        returns = {fast: [row["episode_return_mean"] for row in rows[fast]] for fast in rows}
+        assert returns["true"] == returns["false"] and any(returns["true"])
+    trained = [key for key in arrays["true"] if key.startswith(("policy/", "optim/"))]
+    assert set(arrays["true"]) == set(arrays["false"]) and len(trained) > 10
+    for key in trained:
+        np.testing.assert_allclose(arrays["true"][key], arrays["false"][key], rtol=0, atol=1e-6,
+                                   err_msg=key)  # fmt: skip
 
 
 def test_explained_variance_worked_by_hand():

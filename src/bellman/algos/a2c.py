@@ -148,7 +148,7 @@ def update(learner: Learner, batch: Batch, learning_rate: float) -> dict[str, fl
     """Steps 2 and 12-15: one gradient step on all N t_max samples; returns the diagnostics."""
     config = learner.config
     learner.set_learning_rate(learning_rate)
-    learner.flat.zero_grad()  # 2. reset gradients
+    learner.zero_grad()  # 2. reset gradients
     log_probs, entropy, values = learner.policy.evaluate(
         batch.obs, batch.actions, entropy_grad=config.ent_coef > 0
     )
@@ -157,8 +157,7 @@ def update(learner: Learner, batch: Batch, learning_rate: float) -> dict[str, fl
         log_probs, entropy, values, advantages, batch.returns, config
     )
     loss.backward()  # 12.-13. d theta, d theta_v
-    learner.flat.clip_grad_norm(config.max_grad_norm)
-    learner.flat.step(learner.optimizer)  # 15. update theta and theta_v
+    learner.update(config.max_grad_norm)  # 15. update theta and theta_v (norm clipped)
     stats = {
         "policy_loss": float(policy_loss),
         "value_loss": float(critic_loss),

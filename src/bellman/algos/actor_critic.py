@@ -24,11 +24,13 @@ Details both share:
       statistics (as a VecNormalize would; gymnasium's vector versions need NEXT_STEP autoreset,
       the loops use SAME_STEP). Reward scaling is for learning only; logged returns are raw. The
       statistics are saved in checkpoints; evaluation uses them frozen.
-    - Acting: MLP policies on the CPU sample a ~ pi_theta(.|s) with numpy from the learner's
-      numpy generator (saved in checkpoints), other networks with torch's generator: the same
-      distribution either way. The rollout is written into numpy arrays and handed to the
-      learner as tensors once per iteration. Two MLP trunks are stacked (`nets.StackedTrunks`),
-      and PPO backpropagates through them by hand (`ActorCritic.backward_from_outputs`).
+    - Acting: a ~ pi_theta(.|s) is drawn from the learner's numpy generator (saved in
+      checkpoints) for every network. The rollout is written into numpy arrays and handed to the
+      learner as tensors once per iteration. Two MLP trunks are stacked (`nets.StackedTrunks`).
+    - `fast` (on by default) takes the speed path of `nets.fast.FastPath`: MLP policies on the
+      CPU act with numpy, PPO backpropagates by hand, the parameters live in one buffer and a
+      fused Adam is one kernel call. The same numbers as the plain path up to float rounding
+      (the tests train both from one seed and compare the weights).
     - At every checkpoint the environments are reset with seeds derived from (seed, step) and the
       reward normaliser's running returns restart, in the uninterrupted run as in a resumed one,
       so a run resumed from a periodic checkpoint is bit-for-bit the run that never stopped.
@@ -53,7 +55,7 @@ from bellman.envs import make_env
 from bellman.envs.atari import is_atari
 from bellman.errors import ConfigError
 from bellman.nets import ActorCritic, actor_critic_for, resolve_device
-from bellman.nets.fast import FlatParameters
+from bellman.nets.fast import FastPath
 from bellman.rollouts import (
     DeepConfig,
     RunningMeanStd,
@@ -106,6 +108,9 @@ class ActorCriticConfig(DeepConfig):
     """Number of hidden layers of the MLP trunks."""
     log_std_init: float = field(default=0.0, metadata=interval("[-10, 2]"))
     """Box actions: initial log sigma of the Gaussian policy (0: sigma = 1)."""
+    fast: bool = True
+    """Take the speed path (nets/fast.py: numpy acting, gradients by hand, one fused Adam call);
+    false takes the plain autograd path, slower on small CPU networks, the same numbers."""
 
     @property
     def batch_size(self) -> int:
@@ -302,14 +307,11 @@ class Batch:
 
 
 def sample_actions(learner: Learner, obs: np.ndarray):
-    """a_t ~ pi_theta(.|s_t) for the N actors' observations [N, ...]: (actions, log pi(a|s) [N],
-    V(s) [N]) as numpy arrays. MLP policies on the CPU act with numpy and the learner's numpy
-    generator (`ActorCritic.act_numpy`); other networks with torch and torch's generator."""
-    if learner.numpy_acting:
-        return learner.policy.act_numpy(obs, learner.rng)
-    with torch.no_grad():
-        actions, log_probs, values = learner.policy.act(learner.tensor(obs))
-    return actions.cpu().numpy(), log_probs.cpu().numpy(), values.cpu().numpy()
+    """a_t ~ pi_theta(.|s_t) for the N actors' observations [N, ...], drawn from the learner's
+    numpy generator: (actions, log pi(a|s) [N], V(s) [N]) as numpy arrays (`ActorCritic.sample`;
+    on the fast path MLP policies on the CPU compute the same with numpy)."""
+    acting = learner.policy if learner.fast is None else learner.fast
+    return acting.sample(obs, learner.rng)
 
 
 def run_policy(learner: Learner, envs, obs: np.ndarray, rollout: Rollout, run: Run):
@@ -399,9 +401,9 @@ class Learner:
         build = build or build_policy
         self.policy: ActorCritic = build(config, self.obs_space, self.action_space)
         self.policy.to(self.device)
-        self.numpy_acting = self.policy.supports_numpy()
         self.parameters = list(self.policy.parameters())
-        self.flat = FlatParameters(self.parameters)  # zero_grad, clip_grad_norm, step
+        # the speed path (numpy acting, gradients by hand, flat parameters) or None: the plain one
+        self.fast = FastPath(self.policy, self.parameters) if config.fast else None
         self.optimizer = make_optimizer(self.parameters)
         first = envs.envs[0]
         observation_normalizer = _wrapper(first, gym.wrappers.NormalizeObservation)
@@ -423,6 +425,23 @@ class Learner:
     def set_learning_rate(self, learning_rate: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
+
+    def zero_grad(self) -> None:
+        """optimizer.zero_grad() (on the fast path: the one gradient buffer, zeroed)."""
+        if self.fast is None:
+            self.optimizer.zero_grad()
+        else:
+            self.fast.zero_grad()
+
+    def update(self, max_grad_norm: float) -> None:
+        """Rescale the gradients to a global L2 norm of at most max_grad_norm, then take one
+        optimiser step (on the fast path: one call each on the flat buffers)."""
+        if self.fast is None:
+            torch.nn.utils.clip_grad_norm_(self.parameters, max_grad_norm)
+            self.optimizer.step()
+        else:
+            self.fast.clip_grad_norm(max_grad_norm)
+            self.fast.step(self.optimizer)
 
     def arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"policy/{k}": v.cpu().numpy() for k, v in self.policy.state_dict().items()}

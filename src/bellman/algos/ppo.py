@@ -37,8 +37,8 @@ resume):
       PPO2). Adam, gradient-norm clipping (`max_grad_norm`); with `anneal` the learning rate and
       eps fall linearly to 0 over the run (the paper's Atari setting). Each epoch visits the NT
       samples in a new random order; M must divide NT (no ragged last minibatch), and M > NT is
-      an error. The loss's gradient wrt the network's outputs is worked out by hand (see
-      `gradient_step`; autograd's, without its graph), then backpropagated through the network.
+      an error. With `fast` (the default) the same step is taken by `nets.fast.FastPath`, with
+      the loss's gradient worked out by hand instead of by autograd (see `gradient_step`).
     - KL[pi_old, pi_theta] is estimated from the sampled actions, (r - 1) - log r (unbiased, and
       its gradient is that of the KL): in L^KLPEN per minibatch, and for d over the whole batch
       after the K epochs (logged as approx_kl for every objective). With `target_kl` > 0 the
@@ -76,12 +76,7 @@ from bellman.algos.actor_critic import (
 )
 from bellman.config import choices, interval
 from bellman.errors import ConfigError, NonFiniteError
-from bellman.losses import (
-    approximate_kl,
-    clipped_surrogate,
-    value_loss,
-    value_loss_gradient,
-)
+from bellman.losses import approximate_kl, clipped_surrogate_loss, value_loss
 from bellman.run import Run
 from bellman.schedules import make_schedule
 
@@ -147,33 +142,24 @@ __all__ = [
 
 
 # ---- the pieces of the pseudocode ---------------------------------------------------------
-def kl_penalty(log_ratio: torch.Tensor, advantages: torch.Tensor, beta: float):
-    """-L^KLPEN = -E[r A - beta KL[pi_old, pi]] and its gradient wrt log r; beta = 0 gives -L^CPI,
-    the plain surrogate. With the KL estimate (r - 1) - log r and n samples:
-    d(-L)/d log r_t = (-r_t A_t + beta (r_t - 1)) / n.
+def surrogate(objective: str, log_ratio: torch.Tensor, advantages, clip_range: float, beta: float):
+    """L, the surrogate objective step 5 maximises (see the module docstring), and the fraction
+    of samples whose r_t lies outside [1 - eps, 1 + eps] (logged for every objective).
 
     Args:
-        log_ratio: [B] log r = log pi_theta(a|s) - log pi_old(a|s); advantages: [B] A_t.
-        beta: the penalty coefficient.
+        objective: clip (L^CLIP), adaptive_kl or fixed_kl (L^KLPEN), none (L^CPI).
+        log_ratio: [B] log r_t = log pi_theta(a_t|s_t) - log pi_old(a_t|s_t).
+        advantages: [B] A_t.
+        clip_range: eps; beta: the KL penalty's coefficient.
     """
     ratio = log_ratio.exp()
-    weighted = ratio * advantages
-    loss = -weighted.mean()
-    if beta:
-        loss = loss + beta * approximate_kl(log_ratio)
-        weighted = weighted - beta * (ratio - 1.0)
-    return loss, weighted.mul_(-1.0 / len(weighted))
-
-
-def surrogate(objective: str, log_ratio, advantages, clip_range: float, beta: float):
-    """-L for the config's objective: the quantity step 5 minimises (see the docstring), the
-    fraction of samples whose r_t lies outside [1 - eps, 1 + eps] (logged for every one), and
-    d(-L)/d log r_t [B] (`losses.clipped_surrogate`, `kl_penalty`), all without autograd."""
+    clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
     if objective == "clip":
-        return clipped_surrogate(log_ratio, advantages, clip_range)[:3]
-    loss, log_ratio_grad = kl_penalty(log_ratio, advantages, 0.0 if objective == "none" else beta)
-    clip_fraction = ((log_ratio.exp() - 1.0).abs() > clip_range).float().mean()
-    return loss, clip_fraction, log_ratio_grad
+        return -clipped_surrogate_loss(log_ratio, advantages, clip_range)[0], clip_fraction
+    objective_value = (ratio * advantages).mean()  # L^CPI = E[r A]
+    if objective != "none":  # L^KLPEN = E[r A - beta KL[pi_old, pi]]
+        objective_value = objective_value - beta * approximate_kl(log_ratio)
+    return objective_value, clip_fraction
 
 
 def adapt_kl_beta(beta: float, kl: float, kl_target: float) -> float:
@@ -242,45 +228,41 @@ def epoch(learner: Learner, batch: Batch, clip_range: float, history: list) -> b
 
 
 def gradient_step(learner: Learner, minibatch: Batch, clip_range: float):
-    """One minibatch step of step 5; None (and no step) when target_kl stops the epochs.
+    """One minibatch step of step 5 on the loss -L^{+VF+S} = -(L - c1 VF + c2 S); None (and no
+    step) when the minibatch's KL estimate exceeds target_kl.
 
-    The loss -L^{+VF+S} = -L + c1 value loss - c2 S is computed with its gradient wrt the
-    network's outputs worked out by hand (`surrogate`, `losses.value_loss_gradient`, the head's
-    `log_prob_entropy_backward`), which then flows back through the network
-    (`ActorCritic.backward_from_outputs`: by hand for stacked MLPs, by autograd otherwise). The
-    same gradients as autograd through the loss (tests/algos/test_ppo.py checks every objective
-    and head), without its graph: on a small MLP policy that graph costs more than the network.
+    With `fast` on (the default) `nets.fast.FastPath.ppo_step` takes the same step with the
+    loss's gradient worked out by hand and backpropagated by hand through stacked MLPs: on a
+    small MLP policy autograd's graph costs more than the network. tests/algos/test_ppo.py
+    checks that both paths take autograd's gradients through the textbook loss (every objective
+    and head) and train to the same weights.
 
     Returns:
-        (policy loss, value loss, entropy, clip fraction) as scalars.
+        (policy loss -L, value loss, entropy, clip fraction) as scalars.
     """
-    config, policy = learner.config, learner.policy
-    head = policy.policy_head
-    params, values, tape = policy.outputs_for_backward(minibatch.obs)
-    with torch.no_grad():
-        log_probs, entropy = head.log_prob_entropy(params, minibatch.actions)
-        log_ratio = log_probs - minibatch.log_probs
-        if config.target_kl and float(approximate_kl(log_ratio)) > config.target_kl:
-            return None
-        advantages = minibatch.advantages
-        if config.normalize_advantages:
-            advantages = standardize(advantages)
-        policy_loss, clip_fraction, log_ratio_grad = surrogate(
-            config.objective, log_ratio, advantages, clip_range, learner.scalars["kl_beta"]
+    config = learner.config
+    beta = learner.scalars["kl_beta"]
+    advantages = minibatch.advantages
+    if config.normalize_advantages:
+        advantages = standardize(advantages)
+    if learner.fast is not None:
+        return learner.fast.ppo_step(
+            learner.optimizer, config, minibatch, advantages, clip_range, beta
         )
-        value_clip = clip_range if config.clip_value_loss else None
-        critic_loss = value_loss(values, minibatch.returns, minibatch.values, value_clip)
-        values_grad = value_loss_gradient(values, minibatch.returns, minibatch.values, value_clip)
-        learner.flat.zero_grad()
-        # d(-L^{+VF+S})/d(outputs): log pi(a|s) through -L, V through c1 value loss, and the
-        # entropy, -c2 S averaged over the n samples
-        params_grad = head.log_prob_entropy_backward(
-            params, minibatch.actions, log_ratio_grad, -config.ent_coef / len(log_ratio)
-        )
-    policy.backward_from_outputs(tape, params_grad, values_grad.mul_(config.vf_coef))
-    learner.flat.clip_grad_norm(config.max_grad_norm)
-    learner.flat.step(learner.optimizer)
-    return policy_loss, critic_loss, entropy.mean(), clip_fraction
+    log_probs, entropy, values = learner.policy.evaluate(minibatch.obs, minibatch.actions)
+    log_ratio = log_probs - minibatch.log_probs  # log r_t(theta)
+    if config.target_kl and float(approximate_kl(log_ratio.detach())) > config.target_kl:
+        return None
+    objective, clip_fraction = surrogate(config.objective, log_ratio, advantages, clip_range, beta)
+    value_clip = clip_range if config.clip_value_loss else None
+    critic_loss = value_loss(values, minibatch.returns, minibatch.values, value_clip)
+    entropy = entropy.mean()
+    loss = -(objective - config.vf_coef * critic_loss + config.ent_coef * entropy)
+    learner.optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(learner.parameters, config.max_grad_norm)
+    learner.optimizer.step()
+    return -objective.detach(), critic_loss.detach(), entropy.detach(), clip_fraction
 
 
 # ---- the loop -----------------------------------------------------------------------------

@@ -20,13 +20,15 @@
 
 Which trunk an observation space gets is decided once, by `trunk_for`, which also says clearly
 when a space fits no network (Dict spaces, tiny images, a CNN asked for vectors).
+
+Everything here is the plain reference: torch modules, autograd for the gradients. The speed
+path for small networks on a CPU (numpy acting, gradients by hand, flat parameters, the direct
+fused Adam call) is `bellman.nets.fast`, proven equal to this one by the tests.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -39,22 +41,6 @@ from bellman.errors import ConfigError
 MIN_IMAGE_SIDE = 36
 #: Hidden-layer nonlinearities of the MLP trunk: ReLU (DQN) or tanh (the policy-gradient MLPs).
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
-
-
-def _tanh_(x: torch.Tensor) -> torch.Tensor:
-    """tanh in place as 2 sigmoid(2 x) - 1: on a CPU torch's float32 sigmoid is about 4 times
-    faster than its tanh (which is accurate to 1 ulp), and this is within 2e-7 of it."""
-    return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
-
-
-#: The nonlinearities in place, outside autograd (`StackedTrunks.forward_with_activations`).
-INPLACE_ACTIVATIONS = {"relu": torch.relu_, "tanh": _tanh_}
-
-#: The nonlinearities' backward passes, from their outputs y: (dL/dy, y) -> dL/dx.
-ACTIVATION_BACKWARDS = {
-    "relu": lambda grad, y: torch.ops.aten.threshold_backward(grad, y, 0),  # dL/dy (y > 0)
-    "tanh": torch.ops.aten.tanh_backward,  # dL/dy (1 - y^2)
-}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -257,54 +243,6 @@ def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
     return (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(dim=-1)
 
 
-def accumulate_grad(parameter: torch.Tensor, grad: torch.Tensor) -> None:
-    """parameter.grad += grad (or = grad when it has none), as backward() accumulates."""
-    if parameter.grad is None:
-        parameter.grad = grad
-    else:
-        parameter.grad += grad
-
-
-def write_grad(parameter: torch.Tensor, op, *args, **kwargs) -> None:
-    """parameter.grad = op(*args, **kwargs), computed straight into the existing gradient's
-    memory when there is one (op's out=): the backpropagation by hand writes each gradient
-    once, into the zeroed views of `fast.FlatParameters`, without an extra addition."""
-    if parameter.grad is None:
-        parameter.grad = op(*args, **kwargs)
-    else:
-        op(*args, **kwargs, out=parameter.grad)
-
-
-class NumpyViews:
-    """For modules that act with numpy (`act_numpy`): `numpy_views(parameters)` returns
-    `parameters()` (a nest of lists and tuples of CPU tensors) as numpy arrays that share the
-    tensors' memory, built on the first call and kept. Optimiser steps and load_state_dict write
-    into that memory, so the views stay current; `_apply` (.to(), .float(), ...), which may give
-    the parameters new storage, drops them. Saves a detach().numpy() per parameter and step."""
-
-    _numpy_views = None
-
-    def numpy_views(self, parameters: Callable[[], Any]) -> Any:
-        if self._numpy_views is None:
-
-            def to_numpy(item):
-                if isinstance(item, list | tuple):
-                    return type(item)(to_numpy(x) for x in item)
-                return item.detach().numpy()
-
-            self._numpy_views = to_numpy(parameters())
-        return self._numpy_views
-
-    def _apply(self, fn, *args, **kwargs):
-        self._numpy_views = None
-        return super()._apply(fn, *args, **kwargs)
-
-    def __getstate__(self):  # a copy (deepcopy, pickle) makes views of its own parameters
-        state = dict(super().__getstate__())
-        state.pop("_numpy_views", None)
-        return state
-
-
 class CategoricalHead(nn.Module):
     """pi(.|s) over Discrete(n) actions: features [B, H] -> logits [B, n]."""
 
@@ -323,26 +261,13 @@ class CategoricalHead(nn.Module):
         log_pi = log_probs if entropy_grad else log_probs.detach()
         return taken, -(log_pi.exp() * log_pi).sum(dim=-1)
 
-    def log_prob_entropy_backward(self, logits, actions, log_probs_grad, entropy_grad: float):
-        """The backward pass of `log_prob_entropy`, without autograd: dL/dlogits [B, n] for
-        dL/dlog pi(a|s) = log_probs_grad [B] and dL/dH = entropy_grad (the same for every
-        sample). With p = softmax(logits): d log p_a / dlogits = onehot(a) - p and
-        dH / dlogits_j = -p_j (log p_j + H)."""
-        log_p = logits.log_softmax(dim=-1)
-        p = log_p.exp()
-        grad = p * -log_probs_grad.unsqueeze(-1)
-        grad.scatter_add_(-1, actions.long().unsqueeze(-1), log_probs_grad.unsqueeze(-1))
-        if entropy_grad:
-            entropy = -(p * log_p).sum(dim=-1, keepdim=True)
-            grad -= entropy_grad * p * (log_p + entropy)
-        return grad
-
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
         """a ~ pi(.|s) for each row: [B, n] -> [B] (from torch's generator)."""
         return torch.multinomial(logits.softmax(dim=-1), 1).squeeze(-1)
 
     def sample_numpy(self, logits: np.ndarray, rng: np.random.Generator):
-        """a ~ pi(.|s) with numpy, by inverting the CDF at u ~ U[0, 1) from `rng`:
+        """a ~ pi(.|s) with numpy, by inverting the CDF at u ~ U[0, 1) from `rng` (the
+        actor-critic loops sample from the learner's numpy generator, which checkpoints keep):
         [B, n] logits -> (actions [B] int64, log pi(a|s) [B] float32)."""
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -356,7 +281,7 @@ class CategoricalHead(nn.Module):
         return logits.argmax(dim=-1)
 
 
-class DiagonalGaussianHead(NumpyViews, nn.Module):
+class DiagonalGaussianHead(nn.Module):
     """pi(.|s) = N(mu(s), diag(sigma^2)) over D-dimensional actions: features [B, H] -> mu [B, D];
     log sigma [D] is a parameter of its own, the same in every state."""
 
@@ -375,40 +300,30 @@ class DiagonalGaussianHead(NumpyViews, nn.Module):
         entropy = gaussian_entropy(log_std).expand(mean.shape[0])
         return gaussian_log_prob(mean, self.log_std, actions), entropy
 
-    def log_prob_entropy_backward(self, mean, actions, log_probs_grad, entropy_grad: float):
-        """The backward pass of `log_prob_entropy`, without autograd: returns dL/dmu [B, D] and
-        adds dL/dlog sigma to `log_std.grad`, for dL/dlog pi(a|s) = log_probs_grad [B] and
-        dL/dH = entropy_grad (the same for every sample). With z = (a - mu) / sigma:
-        d log pi / dmu = z / sigma, d log pi / dlog sigma = z^2 - 1, dH / dlog sigma = 1."""
-        inverse_std = torch.exp(-self.log_std.detach())
-        z = (actions - mean) * inverse_std
-        weight = log_probs_grad.unsqueeze(-1)
-        log_std_grad = ((z * z - 1.0) * weight).sum(0)
-        if entropy_grad:
-            log_std_grad += entropy_grad * len(mean)
-        accumulate_grad(self.log_std, log_std_grad)
-        return (z * inverse_std).mul_(weight)
-
     def sample(self, mean: torch.Tensor) -> torch.Tensor:
         """a = mu + sigma * noise, noise ~ N(0, I) from torch's generator: [B, D] -> [B, D]."""
         return mean + self.log_std.exp() * torch.randn_like(mean)
 
     def sample_numpy(self, mean: np.ndarray, rng: np.random.Generator):
-        """a = mu + sigma * noise with numpy, noise ~ N(0, I) from `rng`:
-        [B, D] mu -> (actions [B, D] float32, log pi(a|s) [B] float32).
-
-        (a - mu) / sigma is the noise itself, so log pi(a|s) = sum_i -noise_i^2 / 2 - log sigma_i
-        - log(2 pi) / 2 (see `gaussian_log_prob`).
-        """
-        (log_std,) = self.numpy_views(lambda: [self.log_std])
-        noise = rng.standard_normal(mean.shape, dtype=np.float32)
-        actions = mean + np.exp(log_std) * noise
-        log_probs = -0.5 * noise * noise - log_std - np.float32(0.5 * math.log(2 * math.pi))
-        return actions, log_probs.sum(axis=1)
+        """a = mu + sigma * noise with numpy, noise ~ N(0, I) from `rng` (`gaussian_sample`)."""
+        return gaussian_sample(mean, self.log_std.detach().cpu().numpy(), rng)
 
     def mode(self, mean: torch.Tensor) -> torch.Tensor:
         """The most likely action, mu(s)."""
         return mean
+
+
+def gaussian_sample(mean: np.ndarray, log_std: np.ndarray, rng: np.random.Generator):
+    """a = mu + sigma * noise with numpy, noise ~ N(0, I) from `rng`: [B, D] mu and [D] log sigma
+    -> (actions [B, D] float32, log pi(a|s) [B] float32).
+
+    (a - mu) / sigma is the noise itself, so log pi(a|s) = sum_i -noise_i^2 / 2 - log sigma_i
+    - log(2 pi) / 2 (see `gaussian_log_prob`).
+    """
+    noise = rng.standard_normal(mean.shape, dtype=np.float32)
+    actions = mean + np.exp(log_std) * noise
+    log_probs = -0.5 * noise * noise - log_std - np.float32(0.5 * math.log(2 * math.pi))
+    return actions, log_probs.sum(axis=1)
 
 
 # The actor's and the critic's features come from one of three trunk pairs, each a module with
@@ -450,7 +365,7 @@ class SeparateTrunks(nn.Module):
         return self.critic(obs)
 
 
-class StackedTrunks(NumpyViews, nn.Module):
+class StackedTrunks(nn.Module):
     """Two MLP trunks of the same shape (the actor's and the critic's) computed together: their
     weights are stacked, layer by layer, into `weights[l]` [2, in, out] (index 0 the actor's,
     1 the critic's; transposed from nn.Linear's [out, in]) and `biases[l]` [2, 1, out], and each
@@ -482,37 +397,12 @@ class StackedTrunks(NumpyViews, nn.Module):
         )
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        actor, critic, _ = self.forward_with_activations(obs)
-        return actor, critic
-
-    def forward_with_activations(self, obs: torch.Tensor):
-        """(actor features, critic features, the activations [2, B, .] of every layer, input
-        first): what `backward` needs. Outside autograd the nonlinearities act in place."""
         x = vector_inputs(obs, self.one_hot)
         x = x.expand(2, *x.shape)  # [2, B, D]: the same input for both trunks
-        activations = [x]
-        recording = torch.is_grad_enabled()  # autograd needs the out-of-place versions
-        activation = (ACTIVATIONS if recording else INPLACE_ACTIVATIONS)[self.activation]
+        activation = ACTIVATIONS[self.activation]
         for weight, bias in zip(self.weights, self.biases, strict=True):
-            x = activation(torch.baddbmm(bias, x, weight))
-            activations.append(x)
-        return x[0], x[1], activations
-
-    @torch.no_grad()
-    def backward(self, activations: list[torch.Tensor], grad: torch.Tensor) -> None:
-        """Backpropagation by hand: writes into the weights' and biases' .grad (`write_grad`)
-        the gradients of a loss whose gradient wrt the features is `grad` [2, B, H] (actor's,
-        critic's), given the activations of `forward_with_activations`. For each layer from
-        the last, with y = f(x W + b): dL/d(x W + b) = f'(.) dL/dy, dL/dW = x^T that, dL/db
-        its sum over the batch, dL/dx = that W^T (not needed for the observations)."""
-        activation_backward = ACTIVATION_BACKWARDS[self.activation]
-        for index in reversed(range(len(self.weights))):
-            weight, bias = self.weights[index], self.biases[index]
-            grad = activation_backward(grad, activations[index + 1])
-            write_grad(weight, torch.bmm, activations[index].transpose(1, 2), grad)
-            write_grad(bias, torch.sum, grad, 1, keepdim=True)
-            if index:
-                grad = torch.bmm(grad, weight.transpose(1, 2))
+            x = activation(torch.baddbmm(bias, x, weight))  # [2, B, out]
+        return x[0], x[1]
 
     def _one(self, obs: torch.Tensor, index: int) -> torch.Tensor:
         """The features of one trunk only (0 the actor's, 1 the critic's): [B, ...] -> [B, H]."""
@@ -528,23 +418,6 @@ class StackedTrunks(NumpyViews, nn.Module):
     def critic_features(self, obs: torch.Tensor) -> torch.Tensor:
         return self._one(obs, 1)
 
-    def numpy_features(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """forward with numpy on the CPU parameters (no one-hot inputs): [B, ...] -> 2 x [B, H].
-        For acting: with a handful of observations torch's per-call overhead is several times
-        the arithmetic."""
-        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
-        activation = NUMPY_ACTIVATIONS[self.activation]
-        layers = self.numpy_views(lambda: list(zip(self.weights, self.biases, strict=True)))
-        for weight, bias in layers:
-            x = activation(x @ weight + bias)  # [2, B, out]
-        if not layers:
-            return x, x
-        return x[0], x[1]
-
-
-#: The MLP nonlinearities in numpy (for `StackedTrunks.numpy_features`).
-NUMPY_ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0.0), "tanh": np.tanh}
-
 
 def pair_trunks(actor: nn.Module, critic: nn.Module) -> nn.Module:
     """StackedTrunks for two MLP trunks of the same shape, SeparateTrunks otherwise."""
@@ -555,7 +428,7 @@ def pair_trunks(actor: nn.Module, critic: nn.Module) -> nn.Module:
     return SeparateTrunks(actor, critic)
 
 
-class ActorCritic(NumpyViews, nn.Module):
+class ActorCritic(nn.Module):
     """pi_theta(.|s) and V(s): a pair of trunks (SharedTrunk, SeparateTrunks or StackedTrunks),
     a policy head on the actor's features and a linear value head on the critic's.
 
@@ -576,43 +449,6 @@ class ActorCritic(NumpyViews, nn.Module):
         values = nn.functional.linear(critic, self.value_head.weight, self.value_head.bias)
         return self.policy_head(actor), values.squeeze(-1)
 
-    def outputs_for_backward(self, obs: torch.Tensor):
-        """`forward`'s (distribution parameters, values), detached, and a tape for
-        `backward_from_outputs`. Stacked MLP trunks run without autograd and keep their
-        activations for the backpropagation by hand; other trunks record autograd's graph."""
-        if isinstance(self.trunks, StackedTrunks):
-            with torch.no_grad():
-                actor, critic, activations = self.trunks.forward_with_activations(obs)
-                values = nn.functional.linear(critic, self.value_head.weight, self.value_head.bias)
-                return self.policy_head(actor), values.squeeze(-1), (actor, critic, activations)
-        params, values = self(obs)
-        return params.detach(), values.detach(), (params, values)
-
-    def backward_from_outputs(self, tape, params_grad: torch.Tensor, values_grad: torch.Tensor):
-        """The gradients of a loss whose gradients wrt the outputs of `outputs_for_backward`
-        are params_grad [B, A or D] and values_grad [B], into the parameters' .grad, which must
-        be zero or None before (`FlatParameters.zero_grad`): written by hand through the linear
-        heads and `StackedTrunks.backward`, or added by autograd."""
-        if not isinstance(self.trunks, StackedTrunks):
-            torch.autograd.backward(tape, (params_grad, values_grad))
-            return
-        actor, critic, activations = tape
-        with torch.no_grad():
-            layer, value = self._policy_layer(), self.value_head
-            write_grad(layer.weight, torch.mm, params_grad.t(), actor)
-            write_grad(layer.bias, torch.sum, params_grad, 0)
-            write_grad(value.weight, torch.mm, values_grad.unsqueeze(0), critic)
-            write_grad(value.bias, torch.sum, values_grad, 0, keepdim=True)
-            features_grad = actor.new_empty((2, *actor.shape))  # the actor's, the critic's
-            torch.mm(params_grad, layer.weight, out=features_grad[0])
-            torch.mul(values_grad.unsqueeze(1), value.weight, out=features_grad[1])
-        self.trunks.backward(activations, features_grad)
-
-    def _policy_layer(self) -> nn.Linear:
-        """The policy head's linear layer (logits or mean)."""
-        head = self.policy_head
-        return head.logits if isinstance(head, CategoricalHead) else head.mean
-
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s): [B, ...] -> [B]."""
         critic = self.trunks.critic_features(obs)
@@ -625,25 +461,14 @@ class ActorCritic(NumpyViews, nn.Module):
         log_probs, _ = self.policy_head.log_prob_entropy(params, actions)
         return actions, log_probs, values
 
-    def supports_numpy(self) -> bool:
-        """Whether `act_numpy` applies: stacked MLP trunks of vector observations, on the CPU."""
-        on_cpu = all(p.device.type == "cpu" for p in self.parameters())
-        trunks = self.trunks
-        return isinstance(trunks, StackedTrunks) and trunks.one_hot is None and on_cpu
-
-    def act_numpy(self, obs: np.ndarray, rng: np.random.Generator):
-        """`act` computed with numpy and sampled from `rng` (see `supports_numpy`): the same
-        distributions, a different random stream. [B, ...] observations -> (actions [B] or
-        [B, D], log pi(a|s) [B] float32, V(s) [B] float32) as numpy arrays."""
-        actor, critic = self.trunks.numpy_features(obs)
-        head, value, layer = self.policy_head, self.value_head, self._policy_layer()
-        weight, bias, value_weight, value_bias = self.numpy_views(
-            lambda: (layer.weight, layer.bias, value.weight, value.bias)
-        )
-        params = actor @ weight.T + bias
-        values = critic @ value_weight[0] + value_bias
-        actions, log_probs = head.sample_numpy(params, rng)
-        return actions, log_probs, values
+    def sample(self, obs: np.ndarray, rng: np.random.Generator):
+        """a ~ pi(.|s) for the envs' observations [B, ...], drawn from the numpy generator `rng`
+        (the head's `sample_numpy`): (actions [B] or [B, D], log pi(a|s) [B], V(s) [B]) as numpy
+        arrays. `fast.FastPath.sample` computes the same with numpy on a CPU MLP."""
+        with torch.no_grad():
+            params, values = self(torch.as_tensor(obs, device=self.value_head.weight.device))
+        actions, log_probs = self.policy_head.sample_numpy(params.cpu().numpy(), rng)
+        return actions, log_probs, values.cpu().numpy()
 
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor, entropy_grad: bool = True):
         """(log pi(a|s) [B], entropy [B], V(s) [B]) for given observations and actions; with

@@ -1,21 +1,369 @@
-"""The speed path: the computations of `bellman.nets` (and of the losses on top of them) redone
-for small networks on a CPU, where torch's per-call overhead, not the arithmetic, is the cost.
-Every function here has a plain counterpart that reads like the paper (autograd, torch.optim,
-torch.nn.utils); tests/test_nets.py, tests/test_advantages_losses.py and tests/algos/test_ppo.py
-prove each equal to it.
+"""The speed path: the computations of `bellman.nets` and of the actor-critic losses redone for
+small networks on a CPU, where torch's per-call overhead, not the arithmetic, is the cost. One
+switch picks it: `fast` in the actor-critic configs (on by default), which makes the learner
+build a `FastPath`. Each piece here has a plain counterpart that reads like the paper (autograd,
+torch.optim, torch.nn.utils, the modules of `bellman.nets`) and a test that proves the two equal
+(tests/test_nets.py, tests/test_advantages_losses.py, tests/algos/test_ppo.py): the same numbers
+up to float rounding, and whole PPO runs that end with the same weights.
 
-Optimiser steps:
-    `FlatParameters`   a network's parameters and gradients in one buffer each, so zeroing, the
-                       gradient clip and Adam are one call each;
-    `step_optimizer`   optimizer.step(), calling the fused Adam kernel directly;
-    `clip_grad_norm`   torch.nn.utils.clip_grad_norm_ with a fraction of its per-call overhead.
+    `FastPath`            the interface: one per actor-critic learner, everything below behind it
+    numpy acting          a ~ pi(.|s) with numpy on views of the CPU parameters (`NumpyTrunks`):
+                          for a handful of observations torch's per-call overhead is several
+                          times the arithmetic; the same draws from the same numpy generator as
+                          `ActorCritic.sample`
+    gradients by hand     PPO's loss differentiated wrt the network's outputs without autograd
+                          (`surrogate_gradient`, `value_loss_gradient`,
+                          `log_prob_entropy_backward`), then backpropagated by hand through
+                          stacked MLP trunks (`stacked_backward`) or by autograd from the outputs
+                          (other trunks): on a small MLP the graph costs more than the network
+    optimiser steps       `FlatParameters` (parameters and gradients in one buffer each: zeroing,
+                          the clip and Adam are one call each), `step_optimizer` (the fused Adam
+                          kernel called directly), `clip_grad_norm` (torch's clip, less overhead)
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from torch import nn
+
+from bellman.losses import approximate_kl, value_loss
+from bellman.nets import ActorCritic, CategoricalHead, StackedTrunks, gaussian_sample, vector_inputs
 
 
+# ---- the interface ------------------------------------------------------------------------
+class FastPath:
+    """The speed path of an actor-critic learner: acting, PPO's gradient step and the optimiser
+    step, each the same as the plain path's (`ActorCritic.sample`; `algos.ppo.gradient_step`'s
+    autograd loss; optimizer.zero_grad(), clip_grad_norm_, optimizer.step()).
+
+    Built once, after the network is on its device and before the optimiser takes a step: it
+    moves the parameters into one buffer (`FlatParameters`), then makes numpy views of them.
+
+    Args:
+        policy: the ActorCritic.
+        parameters: its parameters in the optimiser's order (default: policy.parameters()).
+    """
+
+    def __init__(self, policy: ActorCritic, parameters: list[torch.Tensor] | None = None):
+        self.policy = policy
+        self.flat = FlatParameters(list(policy.parameters()) if parameters is None else parameters)
+        self.numpy_trunks = NumpyTrunks(policy.trunks) if supports_numpy(policy) else None
+        if self.numpy_trunks is not None:
+            layer, value = policy_layer(policy), policy.value_head
+            head = policy.policy_head
+            tensors = [layer.weight, layer.bias, value.weight, value.bias]
+            log_std = [] if isinstance(head, CategoricalHead) else [head.log_std]
+            self.head_views = [t.detach().numpy() for t in tensors + log_std]
+
+    def sample(self, obs: np.ndarray, rng: np.random.Generator):
+        """`ActorCritic.sample` (a ~ pi(.|s) from `rng`: numpy actions, log pi(a|s), V(s)),
+        computed with numpy when the network allows it (`supports_numpy`)."""
+        if self.numpy_trunks is None:
+            return self.policy.sample(obs, rng)
+        actor, critic = self.numpy_trunks(obs)
+        weight, bias, value_weight, value_bias, *log_std = self.head_views
+        params = actor @ weight.T + bias
+        values = critic @ value_weight[0] + value_bias
+        if log_std:
+            actions, log_probs = gaussian_sample(params, log_std[0], rng)
+        else:
+            actions, log_probs = self.policy.policy_head.sample_numpy(params, rng)
+        return actions, log_probs, values
+
+    def zero_grad(self) -> None:
+        """optimizer.zero_grad(): the gradients, one buffer, zeroed in place."""
+        self.flat.zero_grad()
+
+    def clip_grad_norm(self, max_norm: float) -> None:
+        """torch.nn.utils.clip_grad_norm_ on the parameters: one norm of one buffer."""
+        self.flat.clip_grad_norm(max_norm)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """optimizer.step(): for a plain fused Adam, one kernel call on the buffers."""
+        self.flat.step(optimizer)
+
+    def ppo_step(self, optimizer, config, minibatch, advantages, clip_range: float, beta: float):
+        """One minibatch step of PPO's step 5, as `algos.ppo.gradient_step`'s plain path takes
+        it: the loss -(L - c1 VF + c2 S) and its gradients, a clip of their norm, Adam. Here the
+        loss's gradient wrt the network's outputs is worked out by hand (`surrogate_gradient`,
+        `value_loss_gradient`, `log_prob_entropy_backward`) and flows back through the network
+        by hand (`backward_from_outputs`): autograd's gradients, without its graph.
+
+        Args:
+            optimizer: Adam over the parameters.
+            config: the PPOConfig (objective, target_kl, clip_value_loss, vf_coef, ent_coef,
+                max_grad_norm).
+            minibatch: obs, actions, log_probs (pi_old's), values (the rollout's), returns.
+            advantages: [B] A_t, standardised when the config says so.
+            clip_range: eps now; beta: the KL penalty's coefficient now.
+
+        Returns:
+            (-L, value loss, entropy, clip fraction) as scalars, or None (and no step) when the
+            minibatch's KL estimate exceeds target_kl.
+        """
+        policy = self.policy
+        head = policy.policy_head
+        params, values, tape = outputs_for_backward(policy, minibatch.obs)
+        with torch.no_grad():
+            log_probs, entropy = head.log_prob_entropy(params, minibatch.actions)
+            log_ratio = log_probs - minibatch.log_probs
+            if config.target_kl and float(approximate_kl(log_ratio)) > config.target_kl:
+                return None
+            policy_loss, clip_fraction, log_ratio_grad = surrogate_gradient(
+                config.objective, log_ratio, advantages, clip_range, beta
+            )
+            value_clip = clip_range if config.clip_value_loss else None
+            critic_loss = value_loss(values, minibatch.returns, minibatch.values, value_clip)
+            values_grad = value_loss_gradient(
+                values, minibatch.returns, minibatch.values, value_clip
+            )
+            self.flat.zero_grad()
+            # d(loss)/d(outputs): log pi(a|s) through -L, V through c1 VF, and the entropy
+            # bonus, -c2 S averaged over the n samples
+            params_grad = log_prob_entropy_backward(
+                head, params, minibatch.actions, log_ratio_grad, -config.ent_coef / len(log_ratio)
+            )
+        backward_from_outputs(policy, tape, params_grad, values_grad.mul_(config.vf_coef))
+        self.flat.clip_grad_norm(config.max_grad_norm)
+        self.flat.step(optimizer)
+        return policy_loss, critic_loss, entropy.mean(), clip_fraction
+
+
+# ---- numpy acting -------------------------------------------------------------------------
+#: The MLP nonlinearities in numpy.
+NUMPY_ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0.0), "tanh": np.tanh}
+
+
+def supports_numpy(policy: ActorCritic) -> bool:
+    """Whether numpy acting applies: stacked MLP trunks of vector observations, on the CPU."""
+    on_cpu = all(p.device.type == "cpu" for p in policy.parameters())
+    trunks = policy.trunks
+    return isinstance(trunks, StackedTrunks) and trunks.one_hot is None and on_cpu
+
+
+class NumpyTrunks:
+    """`StackedTrunks.forward` with numpy, on views of the CPU parameters (optimiser steps and
+    load_state_dict write into that memory, so the views stay current; build it after anything
+    that gives the parameters new memory, such as .to() or `FlatParameters`)."""
+
+    def __init__(self, trunks: StackedTrunks):
+        self.activation = NUMPY_ACTIVATIONS[trunks.activation]
+        pairs = zip(trunks.weights, trunks.biases, strict=True)
+        self.layers = [(weight.detach().numpy(), bias.detach().numpy()) for weight, bias in pairs]
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[B, ...] vector observations -> (actor features [B, H], critic features [B, H])."""
+        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+        for weight, bias in self.layers:
+            x = self.activation(x @ weight + bias)  # [2, B, out]
+        if not self.layers:
+            return x, x
+        return x[0], x[1]
+
+
+# ---- gradients by hand --------------------------------------------------------------------
+def _tanh_(x: torch.Tensor) -> torch.Tensor:
+    """tanh in place as 2 sigmoid(2 x) - 1: on a CPU torch's float32 sigmoid is about 4 times
+    faster than its tanh (which is accurate to 1 ulp), and this is within 2e-7 of it."""
+    return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+
+#: The nonlinearities in place, outside autograd (`stacked_forward`).
+INPLACE_ACTIVATIONS = {"relu": torch.relu_, "tanh": _tanh_}
+
+#: The nonlinearities' backward passes, from their outputs y: (dL/dy, y) -> dL/dx.
+ACTIVATION_BACKWARDS = {
+    "relu": lambda grad, y: torch.ops.aten.threshold_backward(grad, y, 0),  # dL/dy (y > 0)
+    "tanh": torch.ops.aten.tanh_backward,  # dL/dy (1 - y^2)
+}
+
+
+def accumulate_grad(parameter: torch.Tensor, grad: torch.Tensor) -> None:
+    """parameter.grad += grad (or = grad when it has none), as backward() accumulates."""
+    if parameter.grad is None:
+        parameter.grad = grad
+    else:
+        parameter.grad += grad
+
+
+def write_grad(parameter: torch.Tensor, op, *args, **kwargs) -> None:
+    """parameter.grad = op(*args, **kwargs), computed straight into the existing gradient's
+    memory when there is one (op's out=): the backpropagation by hand writes each gradient
+    once, into the zeroed views of `FlatParameters`, without an extra addition."""
+    if parameter.grad is None:
+        parameter.grad = op(*args, **kwargs)
+    else:
+        op(*args, **kwargs, out=parameter.grad)
+
+
+@torch.no_grad()
+def stacked_forward(trunks: StackedTrunks, obs: torch.Tensor):
+    """`StackedTrunks.forward` outside autograd, nonlinearities in place: (actor features,
+    critic features, the activations [2, B, .] of every layer, input first) for
+    `stacked_backward`."""
+    x = vector_inputs(obs, trunks.one_hot)
+    x = x.expand(2, *x.shape)  # [2, B, D]: the same input for both trunks
+    activations = [x]
+    activation = INPLACE_ACTIVATIONS[trunks.activation]
+    for weight, bias in zip(trunks.weights, trunks.biases, strict=True):
+        x = activation(torch.baddbmm(bias, x, weight))
+        activations.append(x)
+    return x[0], x[1], activations
+
+
+@torch.no_grad()
+def stacked_backward(trunks: StackedTrunks, activations: list[torch.Tensor], grad) -> None:
+    """Backpropagation by hand: writes into the weights' and biases' .grad (`write_grad`) the
+    gradients of a loss whose gradient wrt the features is `grad` [2, B, H] (actor's, critic's),
+    given the activations of `stacked_forward`. For each layer from the last, with
+    y = f(x W + b): dL/d(x W + b) = f'(.) dL/dy, dL/dW = x^T that, dL/db its sum over the
+    batch, dL/dx = that W^T (not needed for the observations)."""
+    activation_backward = ACTIVATION_BACKWARDS[trunks.activation]
+    for index in reversed(range(len(trunks.weights))):
+        weight, bias = trunks.weights[index], trunks.biases[index]
+        grad = activation_backward(grad, activations[index + 1])
+        write_grad(weight, torch.bmm, activations[index].transpose(1, 2), grad)
+        write_grad(bias, torch.sum, grad, 1, keepdim=True)
+        if index:
+            grad = torch.bmm(grad, weight.transpose(1, 2))
+
+
+def policy_layer(policy: ActorCritic) -> nn.Linear:
+    """The policy head's linear layer (logits or mean)."""
+    head = policy.policy_head
+    return head.logits if isinstance(head, CategoricalHead) else head.mean
+
+
+def outputs_for_backward(policy: ActorCritic, obs: torch.Tensor):
+    """`ActorCritic.forward`'s (distribution parameters, values), detached, and a tape for
+    `backward_from_outputs`. Stacked MLP trunks run without autograd and keep their activations
+    for the backpropagation by hand; other trunks record autograd's graph."""
+    if not isinstance(policy.trunks, StackedTrunks):
+        params, values = policy(obs)
+        return params.detach(), values.detach(), (params, values)
+    with torch.no_grad():
+        actor, critic, activations = stacked_forward(policy.trunks, obs)
+        value = policy.value_head
+        values = nn.functional.linear(critic, value.weight, value.bias)
+        return policy.policy_head(actor), values.squeeze(-1), (actor, critic, activations)
+
+
+def backward_from_outputs(policy: ActorCritic, tape, params_grad, values_grad) -> None:
+    """The gradients of a loss whose gradients wrt the outputs of `outputs_for_backward` are
+    params_grad [B, A or D] and values_grad [B], into the parameters' .grad, which must be zero
+    or None before (`FlatParameters.zero_grad`): written by hand through the linear heads and
+    `stacked_backward`, or added by autograd."""
+    if not isinstance(policy.trunks, StackedTrunks):
+        torch.autograd.backward(tape, (params_grad, values_grad))
+        return
+    actor, critic, activations = tape
+    with torch.no_grad():
+        layer, value = policy_layer(policy), policy.value_head
+        write_grad(layer.weight, torch.mm, params_grad.t(), actor)
+        write_grad(layer.bias, torch.sum, params_grad, 0)
+        write_grad(value.weight, torch.mm, values_grad.unsqueeze(0), critic)
+        write_grad(value.bias, torch.sum, values_grad, 0, keepdim=True)
+        features_grad = actor.new_empty((2, *actor.shape))  # the actor's, the critic's
+        torch.mm(params_grad, layer.weight, out=features_grad[0])
+        torch.mul(values_grad.unsqueeze(1), value.weight, out=features_grad[1])
+    stacked_backward(policy.trunks, activations, features_grad)
+
+
+@torch.no_grad()
+def log_prob_entropy_backward(head, params, actions, log_probs_grad, entropy_grad: float):
+    """The backward pass of the head's `log_prob_entropy`, without autograd: dL/dparams [B, A
+    or D] for dL/dlog pi(a|s) = log_probs_grad [B] and dL/dH = entropy_grad (the same for every
+    sample); a Gaussian head's dL/dlog sigma is added to `log_std.grad`.
+
+    Categorical, with p = softmax(logits): d log p_a / dlogits = onehot(a) - p and
+    dH / dlogits_j = -p_j (log p_j + H).
+    Gaussian, with z = (a - mu) / sigma: d log pi / dmu = z / sigma,
+    d log pi / dlog sigma = z^2 - 1, dH / dlog sigma = 1.
+    """
+    weight = log_probs_grad.unsqueeze(-1)
+    if isinstance(head, CategoricalHead):
+        log_p = params.log_softmax(dim=-1)
+        p = log_p.exp()
+        grad = p * -weight
+        grad.scatter_add_(-1, actions.long().unsqueeze(-1), weight)
+        if entropy_grad:
+            entropy = -(p * log_p).sum(dim=-1, keepdim=True)
+            grad -= entropy_grad * p * (log_p + entropy)
+        return grad
+    inverse_std = torch.exp(-head.log_std.detach())
+    z = (actions - params) * inverse_std
+    log_std_grad = ((z * z - 1.0) * weight).sum(0)
+    if entropy_grad:
+        log_std_grad += entropy_grad * len(params)
+    accumulate_grad(head.log_std, log_std_grad)
+    return (z * inverse_std).mul_(weight)
+
+
+def surrogate_gradient(objective: str, log_ratio, advantages, clip_range: float, beta: float):
+    """-L for PPO's objective (`algos.ppo.surrogate`), the fraction of samples whose r_t lies
+    outside [1 - eps, 1 + eps], and d(-L)/d log r_t [B] (`clipped_surrogate_gradient`,
+    `kl_penalty_gradient`), all without autograd."""
+    if objective == "clip":
+        return clipped_surrogate_gradient(log_ratio, advantages, clip_range)
+    loss, log_ratio_grad = kl_penalty_gradient(
+        log_ratio, advantages, 0.0 if objective == "none" else beta
+    )
+    clip_fraction = ((log_ratio.exp() - 1.0).abs() > clip_range).float().mean()
+    return loss, clip_fraction, log_ratio_grad
+
+
+def clipped_surrogate_gradient(log_ratio, advantages, clip_range: float):
+    """-L^CLIP (`losses.clipped_surrogate_loss`), the clip fraction and d(-L)/d log r, without
+    autograd. With r = exp(log r), n samples and the mean's 1/n:
+
+    d(-L)/d log r_t = -r_t A_t / n   where r_t A_t <= clip(r_t) A_t (the unclipped term is the
+                                     min, or ties it: then clip(r_t) = r_t lies in the range
+                                     and both terms carry r's gradient, half each),
+                      0              elsewhere (clipped: r_t is outside the range, flat).
+    """
+    ratio = log_ratio.exp()
+    clipped_ratio = ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    unclipped, clipped = ratio * advantages, clipped_ratio * advantages
+    unclipped_is_min = unclipped <= clipped
+    loss = -torch.where(unclipped_is_min, unclipped, clipped).mean()
+    clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+    log_ratio_grad = torch.where(unclipped_is_min, unclipped, 0.0).mul_(-1.0 / unclipped.numel())
+    return loss, clip_fraction, log_ratio_grad
+
+
+def kl_penalty_gradient(log_ratio, advantages, beta: float):
+    """-L^KLPEN = -E[r A - beta KL[pi_old, pi]] and its gradient wrt log r; beta = 0 gives -L^CPI,
+    the plain surrogate. With the KL estimate (r - 1) - log r and n samples:
+    d(-L)/d log r_t = (-r_t A_t + beta (r_t - 1)) / n."""
+    ratio = log_ratio.exp()
+    weighted = ratio * advantages
+    loss = -weighted.mean()
+    if beta:
+        loss = loss + beta * approximate_kl(log_ratio)
+        weighted = weighted - beta * (ratio - 1.0)
+    return loss, weighted.mul_(-1.0 / len(weighted))
+
+
+def value_loss_gradient(values, returns, old_values=None, clip_range: float | None = None):
+    """d `losses.value_loss` / dV, without autograd: (V - R) / n; with clipping, (V - R) / n
+    where the unclipped square is the larger, (V_clip - R) / n where the clipped one is and
+    V - V_old lies within [-eps, eps] (else V_clip does not move with V), the mean of the two at
+    a tie (as autograd's maximum splits it)."""
+    scale = 1.0 / values.numel()
+    error = values - returns
+    if clip_range is None or old_values is None:
+        return error.mul_(scale)
+    change = values - old_values
+    clipped_error = old_values + change.clamp(-clip_range, clip_range) - returns
+    squared, clipped_squared = error * error, clipped_error * clipped_error
+    clipped_error = torch.where(change.abs() <= clip_range, clipped_error, 0.0)
+    larger = torch.where(squared > clipped_squared, error, clipped_error)
+    tie = (error + clipped_error) / 2
+    return torch.where(squared == clipped_squared, tie, larger).mul_(scale)
+
+
+# ---- optimiser steps ----------------------------------------------------------------------
 def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
     """optimizer.step(); for a plain fused Adam (one parameter group, no amsgrad, maximize,
     weight decay or capturable) the same fused kernel is called directly, bit for bit the same
