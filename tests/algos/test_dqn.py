@@ -22,6 +22,7 @@ from bellman.algos.dqn import (
 )
 from bellman.errors import ConfigError
 from bellman.nets import trunk_for
+from bellman.nets.fast import NumpyGreedy
 from tests.conftest import assert_killed_run_resumes_exactly, assert_user_error
 
 torch.set_num_threads(1)
@@ -79,7 +80,8 @@ def test_q_network_heads_and_numpy_acting(dueling):
     obs = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
     with torch.no_grad():
         q = network(torch.as_tensor(obs))
-    np.testing.assert_array_equal(network.greedy_numpy(obs), q.argmax(dim=1).numpy())
+    assert NumpyGreedy.supports(network)
+    np.testing.assert_array_equal(NumpyGreedy(network)(obs), q.argmax(dim=1).numpy())
     if dueling:  # Q = V + A - mean A, so the mean over actions of Q is V
         with torch.no_grad():
             features = network.trunk(torch.as_tensor(obs))

@@ -67,7 +67,7 @@ from bellman.config import choices, interval
 from bellman.envs import make_env
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.nets import QNetwork, resolve_device, trunk_for
-from bellman.nets.fast import clip_grad_norm, step_optimizer
+from bellman.nets.fast import NumpyGreedy, clip_grad_norm, step_optimizer
 from bellman.rollouts import (
     DeepConfig,
     TrainingEvaluation,
@@ -304,7 +304,8 @@ class Learner:
             fused=True,
         )  # fmt: skip
         self.parameters = list(self.q_network.parameters())
-        self.numpy_acting = self.q_network.supports_numpy()
+        numpy_greedy = NumpyGreedy.supports(self.q_network)  # on a small CPU MLP (nets.fast)
+        self.numpy_greedy = NumpyGreedy(self.q_network) if numpy_greedy else None
         self.step = 0
         self.updates = 0
 
@@ -315,8 +316,8 @@ class Learner:
         """Step 7 for every environment (the network runs only if some env acts greedily)."""
         explore, actions = exploration_draws(len(obs), self.n_actions, epsilon, self.rng)
         if not explore.all():
-            if self.numpy_acting:
-                greedy = self.q_network.greedy_numpy(obs)
+            if self.numpy_greedy is not None:
+                greedy = self.numpy_greedy(obs)
             else:
                 with torch.no_grad():
                     greedy = self.q_network(self.tensor(obs)).argmax(dim=1).cpu().numpy()

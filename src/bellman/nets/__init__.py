@@ -170,12 +170,8 @@ def trunk_for(
 
 
 class QNetwork(nn.Module):
-    """Q(s, .; theta): a trunk and a head with one output per action, plain or dueling.
-
-    `greedy_numpy` picks argmax_a Q(s, a) for a few vector observations with numpy on views of
-    the CPU parameters (which the optimizer updates in place): for acting in a small MLP, torch's
-    per-call overhead is 5-10 times the arithmetic.
-    """
+    """Q(s, .; theta): a trunk and a head with one output per action, plain or dueling
+    (`fast.NumpyGreedy` acts greedily with it in numpy)."""
 
     def __init__(self, trunk: nn.Module, n_actions: int, dueling: bool = False):
         super().__init__()
@@ -196,28 +192,6 @@ class QNetwork(nn.Module):
         advantage = linear(features, self.advantage.weight, self.advantage.bias)
         value = linear(features, self.value.weight, self.value.bias)
         return value + advantage - advantage.mean(dim=1, keepdim=True)
-
-    def supports_numpy(self) -> bool:
-        """Whether `greedy_numpy` applies: a vector MLP trunk on the CPU."""
-        trunk = self.trunk
-        on_cpu = all(p.device.type == "cpu" for p in self.parameters())
-        is_relu_mlp = isinstance(trunk, VectorTrunk) and trunk.activation == "relu"
-        return is_relu_mlp and trunk.one_hot is None and on_cpu
-
-    def greedy_numpy(self, obs: np.ndarray) -> np.ndarray:
-        """argmax_a Q(s, a) for [N, D] float observations, computed with numpy: -> [N]."""
-        if not hasattr(self, "_numpy_layers"):
-            views = [(layer.weight.detach().numpy(), layer.bias.detach().numpy())
-                     for layer in self.trunk.layers]  # fmt: skip
-            heads = [self.advantage] if self.dueling else [self.head]
-            head = [(h.weight.detach().numpy(), h.bias.detach().numpy()) for h in heads][0]
-            self._numpy_layers = (views, head)
-        views, (head_weight, head_bias) = self._numpy_layers
-        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
-        for weight, bias in views:
-            x = np.maximum(x @ weight.T + bias, 0.0)
-        # The dueling value and the mean advantage do not change the argmax over actions.
-        return np.argmax(x @ head_weight.T + head_bias, axis=1)
 
 
 # ---- actor-critic ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ up to float rounding, and whole PPO runs that end with the same weights.
     numpy acting          a ~ pi(.|s) with numpy on views of the CPU parameters (`NumpyTrunks`):
                           for a handful of observations torch's per-call overhead is several
                           times the arithmetic; the same draws from the same numpy generator as
-                          `ActorCritic.sample`
+                          `ActorCritic.sample`; DQN's greedy actions likewise (`NumpyGreedy`)
     gradients by hand     PPO's loss differentiated wrt the network's outputs without autograd
                           (`surrogate_gradient`, `value_loss_gradient`,
                           `log_prob_entropy_backward`), then backpropagated by hand through
@@ -28,7 +28,15 @@ import torch
 from torch import nn
 
 from bellman.losses import approximate_kl, value_loss
-from bellman.nets import ActorCritic, CategoricalHead, StackedTrunks, gaussian_sample, vector_inputs
+from bellman.nets import (
+    ActorCritic,
+    CategoricalHead,
+    QNetwork,
+    StackedTrunks,
+    VectorTrunk,
+    gaussian_sample,
+    vector_inputs,
+)
 
 
 # ---- the interface ------------------------------------------------------------------------
@@ -160,6 +168,38 @@ class NumpyTrunks:
         if not self.layers:
             return x, x
         return x[0], x[1]
+
+
+class NumpyGreedy:
+    """argmax_a Q(s, a) (DQN's greedy action) with numpy on views of a QNetwork's CPU parameters,
+    which the optimizer updates in place: for acting in a small MLP, torch's per-call overhead
+    is 5-10 times the arithmetic. The same actions as q_network(obs).argmax(1)."""
+
+    def __init__(self, q_network: QNetwork):
+        layers = [
+            *q_network.trunk.layers,
+            q_network.advantage if q_network.dueling else q_network.head,
+        ]
+        self.layers = [
+            (layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in layers
+        ]
+
+    @staticmethod
+    def supports(q_network: QNetwork) -> bool:
+        """Whether it applies: a ReLU MLP trunk of vector observations, on the CPU."""
+        trunk = q_network.trunk
+        on_cpu = all(p.device.type == "cpu" for p in q_network.parameters())
+        is_relu_mlp = isinstance(trunk, VectorTrunk) and trunk.activation == "relu"
+        return is_relu_mlp and trunk.one_hot is None and on_cpu
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """argmax_a Q(s, a) for [N, D] float observations: -> [N]."""
+        *hidden, (head_weight, head_bias) = self.layers
+        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+        for weight, bias in hidden:
+            x = np.maximum(x @ weight.T + bias, 0.0)
+        # The dueling value and the mean advantage do not change the argmax over actions.
+        return np.argmax(x @ head_weight.T + head_bias, axis=1)
 
 
 # ---- gradients by hand --------------------------------------------------------------------
