@@ -29,11 +29,12 @@ stored in a sum-tree so sampling and updates cost O(log N); invalid entries have
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from bellman.errors import check_memory
+from bellman.errors import CheckpointError, check_memory
 
 
 class SumTree:
@@ -370,8 +371,27 @@ class ReplayMemory:
             arrays["replay/tree"] = self.tree.tree
         return arrays
 
-    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        """Restore from `state_arrays` output (shapes are checked by the caller)."""
+    def load_state_arrays(self, arrays: dict[str, np.ndarray], where: str = "checkpoint") -> None:
+        """Restore from `state_arrays` output, after checking the `replay/*` arrays against this
+        memory (key set, shapes, dtypes) and the values the ring indexes with (positions and
+        counts within the ring, a finite positive max priority, finite non-negative sum-tree
+        masses): a file that does not fit is a CheckpointError, and nothing is changed."""
+        from bellman.torch_state import check_arrays
+
+        live = self.state_arrays()
+        found = {key: value for key, value in arrays.items() if key.startswith("replay/")}
+        check_arrays(found, {k: (v.shape, v.dtype) for k, v in live.items()}, f"{where} replay/")
+        position, stored = found["replay/position"], found["replay/stored"]
+        in_ring = (position >= 0) & (position < self.ring) & (stored >= 0) & (stored <= self.ring)
+        priority = float(found["replay/max_priority"][0])
+        masses = found.get("replay/tree", np.zeros(1))
+        if not (in_ring.all() and math.isfinite(priority) and priority > 0
+                and np.isfinite(masses).all() and (masses >= 0).all()):  # fmt: skip
+            raise CheckpointError(
+                f"{where}: the replay memory's positions, counts or priorities are out of range "
+                f"(position {position.tolist()}, stored {stored.tolist()} in a ring of "
+                f"{self.ring}, max priority {priority})"
+            )
         for name in ("frames", "actions", "rewards", "terminated", "first", "has_next", "valid",
                      "position", "stored"):  # fmt: skip
             getattr(self, name)[...] = arrays[f"replay/{name}"]

@@ -143,7 +143,7 @@ def test_breakout_replay_stores_single_frames_and_rebuilds_the_envs_stacks(tmp_p
     )
     # The learner as DQN builds it: one uint8 84x84 frame per entry, not a [4, 84, 84] stack.
     envs = dqn.make_train_env(config)
-    learner = dqn.Learner(config, envs)
+    learner = dqn.DQNLearner(config, envs)
     frames = learner.replay_memory.frames
     assert frames.ndim == 4 and frames.shape[-2:] == (84, 84) and frames.dtype == np.uint8
     assert frames.shape == (1, 512, 84, 84)

@@ -44,8 +44,9 @@ Deviations and details:
     - Checkpoints hold the networks, the optimizer, the replay memory (unless save_replay is
       off), the step counters and the generator states. At every checkpoint the environments are
       reset with seeds derived from (seed, step), in the uninterrupted run as in a resumed one,
-      so a run resumed from a periodic checkpoint is bit-for-bit the run that never stopped.
-      After Ctrl-C, the episodes in flight are cut (as truncation) where the run was stopped.
+      so a run resumed from a checkpoint is bit-for-bit the run that never stopped. Ctrl-C or
+      SIGTERM makes the run train on to its next checkpoint and stop there
+      (`bellman.loop.after_iteration`).
 """
 
 from __future__ import annotations
@@ -62,22 +63,16 @@ from torch import nn
 
 from bellman import seeding
 from bellman.buffers import ReplayMemory
-from bellman.checkpoint import expect_array
-from bellman.config import choices, interval
-from bellman.envs import make_env
-from bellman.errors import ConfigError, NonFiniteError
+from bellman.config import DeepConfig, choices, interval
+from bellman.envs import final_observations, log_episodes, make_env
+from bellman.errors import CheckpointError, ConfigError, NonFiniteError
+from bellman.evaluation import TrainingEvaluation
+from bellman.loop import after_iteration, crossed
 from bellman.nets import QNetwork, resolve_device, trunk_for
 from bellman.nets.fast import NumpyGreedy, clip_grad_norm, step_optimizer
-from bellman.rollouts import (
-    DeepConfig,
-    TrainingEvaluation,
-    crossed,
-    final_observations,
-    log_episodes,
-)
 from bellman.run import Run
 from bellman.schedules import make_schedule
-from bellman.torch_state import load_optimizer, optimizer_arrays, state_dict_from_arrays
+from bellman.torch_state import load_module, load_optimizer, optimizer_arrays
 
 
 @dataclass(frozen=True)
@@ -273,7 +268,7 @@ def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -
 
 
 # ---- the learner --------------------------------------------------------------------------
-class Learner:
+class DQNLearner:
     """Q, Q^, the optimizer, D and the counters: everything a checkpoint holds."""
 
     def __init__(self, config: DQNConfig, envs: gym.vector.VectorEnv):
@@ -380,57 +375,53 @@ class Learner:
         return float(loss.detach()), float(q_taken.detach().mean())
 
     # ---- checkpoints -----------------------------------------------------------------------
-    def arrays(self) -> dict[str, np.ndarray]:
+    def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, state) of a checkpoint: Q, Q^, Adam's state, D, the counters and every
+        generator (`seeding.capture_rngs`: Python's, torch's CPU and CUDA ones, the agent's)."""
         arrays = {f"q/{k}": v.cpu().numpy() for k, v in self.q_network.state_dict().items()}
         target = self.target_network.state_dict()
         arrays.update({f"target/{k}": v.cpu().numpy() for k, v in target.items()})
         arrays.update(optimizer_arrays(self.optimizer))
-        arrays["torch_rng"] = torch.get_rng_state().numpy()
+        rng_arrays, rng_state = seeding.capture_rngs(self.device, numpy_rng=self.rng)
+        arrays.update(rng_arrays)
         if self.config.save_replay:
             arrays.update(self.replay_memory.state_arrays())
-        return arrays
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "updates": self.updates,
-            "agent_rng": seeding.generator_state(self.rng),
-            "python_rng": seeding.python_random_state(),
-            "has_replay": self.config.save_replay,
-        }
+        state = {"updates": self.updates, **rng_state, "has_replay": self.config.save_replay}
+        return arrays, state
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        check_network_arrays(arrays, self.q_network, self.target_network)
-        self.q_network.load_state_dict(state_dict_from_arrays(arrays, "q/", self.device))
-        self.target_network.load_state_dict(state_dict_from_arrays(arrays, "target/", self.device))
-        load_optimizer(self.optimizer, arrays)
-        torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
-        if meta["state"]["has_replay"]:
-            for name, value in self.replay_memory.state_arrays().items():
-                expect_array(arrays, name, value.shape, "checkpoint")
-            self.replay_memory.load_state_arrays(arrays)
-        self.step, self.updates = int(meta["step"]), int(meta["state"]["updates"])
-        seeding.set_generator_state(self.rng, meta["state"]["agent_rng"])
-        seeding.set_python_random_state(meta["state"]["python_rng"])
-
-
-def check_network_arrays(arrays, *networks: nn.Module) -> None:
-    """Every tensor of the networks is in the checkpoint with the right shape."""
-    for prefix, network in zip(("q/", "target/"), networks, strict=False):
-        for key, value in network.state_dict().items():
-            expect_array(arrays, prefix + key, tuple(value.shape), "checkpoint")
+        """Put a checkpoint back. Every array is checked against the live networks, optimizer
+        and replay memory (key set, shape, dtype) and every state value against what this
+        learner saves before it is used: a file that does not fit is a CheckpointError."""
+        where = f"checkpoint step-{meta['step']}"
+        state = meta["state"]
+        updates, has_replay = state.get("updates"), state.get("has_replay")
+        if type(updates) is not int or updates < 0 or type(has_replay) is not bool:
+            raise CheckpointError(
+                f"{where} does not fit dqn: its state needs 'updates' (an integer >= 0) and "
+                f"'has_replay' (true or false), found {updates!r} and {has_replay!r}"
+            )
+        load_module(self.q_network, arrays, "q/", self.device, where)
+        load_module(self.target_network, arrays, "target/", self.device, where)
+        load_optimizer(self.optimizer, arrays, where)
+        if has_replay:
+            self.replay_memory.load_state_arrays(arrays, where)
+        seeding.restore_rngs(arrays, state, self.device, numpy_rng=self.rng)
+        self.step, self.updates = int(meta["step"]), updates
 
 
 def check_checkpoint(arrays: dict[str, np.ndarray], envs, config: DQNConfig) -> None:
-    """The checkpoint's networks have the shapes this config and env give (checked before a
-    resume writes anything)."""
+    """The checkpoint's networks have the keys, shapes and dtypes this config and env give
+    (checked before a resume writes anything; the learner's restore checks the rest)."""
     obs_space = getattr(envs, "single_observation_space", envs.observation_space)
     action_space = getattr(envs, "single_action_space", envs.action_space)
     network = build_q_network(config, obs_space, int(action_space.n))
-    check_network_arrays(arrays, network, network)
+    for prefix in ("q/", "target/"):
+        load_module(network, arrays, prefix, torch.device("cpu"), "checkpoint")
 
 
 # ---- the loop -----------------------------------------------------------------------------
-def _boundary(learner: Learner, envs, config: DQNConfig) -> np.ndarray:
+def _boundary(learner: DQNLearner, envs, config: DQNConfig) -> np.ndarray:
     """Start fresh episodes in every env, seeded from (seed, step): at step 0 and after every
     checkpoint, so resumed and uninterrupted runs see the same episodes."""
     memory = learner.replay_memory
@@ -443,7 +434,7 @@ def _boundary(learner: Learner, envs, config: DQNConfig) -> np.ndarray:
     return obs
 
 
-def _eval_policy(learner: Learner, config: DQNConfig):
+def _eval_policy(learner: DQNLearner, config: DQNConfig):
     """The policy evaluated during training: epsilon-greedy with eval_epsilon, its own
     generator seeded from (seed, step) so that evaluations leave the training stream alone."""
     rng = np.random.default_rng([config.seed, learner.step, 1])
@@ -456,10 +447,10 @@ def _eval_policy(learner: Learner, config: DQNConfig):
     return policy
 
 
-def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
+def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> DQNLearner:
     """Run DQN for `config.steps` env steps (see the module docstring for the pseudocode)."""
     torch.set_num_threads(config.torch_threads)
-    learner = Learner(config, envs)  # 1.-3. D, Q, Q^
+    learner = DQNLearner(config, envs)  # 1.-3. D, Q, Q^
     if run.restored is not None:
         learner.restore(*run.restored)
     epsilon = make_schedule(
@@ -471,12 +462,21 @@ def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
     refilled = run.restored is not None and not run.restored[1]["state"]["has_replay"]
     warm_until = learner.step + config.learning_starts if refilled else config.learning_starts
     n = config.n_envs
-    losses: list[float] = []
+    losses: list[float] = []  # since the last metrics row
     q_means: list[float] = []
+
+    def log(columns: dict[str, float]) -> None:
+        _log(run, learner, epsilon, beta, losses, q_means, columns)
+        losses.clear()
+        q_means.clear()
+
+    def new_episodes() -> None:  # after a checkpoint: 4.-5. new episodes, phi_1
+        nonlocal obs
+        obs = _boundary(learner, envs, config)
 
     with run.session(start_step=learner.step):
         obs = _boundary(learner, envs, config)  # 4.-5. new episodes, phi_1
-        while learner.step < config.steps and not run.stop_requested:  # 6. for t = 1, T
+        while learner.step < config.steps:  # 6. for t = 1, T
             actions = learner.act(obs, epsilon(learner.step))  # 7. epsilon-greedy
             next_obs, rewards, terminated, truncated, infos = envs.step(actions)  # 8.-9.
             before, learner.step = learner.step, learner.step + n
@@ -498,26 +498,18 @@ def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
                     raise NonFiniteError(f"loss is {losses[-1]} at step {learner.step}")
             if crossed(before, learner.step, config.target_update_interval):  # 14. Q^ = Q
                 update_target(learner.target_network, learner.q_network, config.tau)
-            evaluated = evaluation.due(before, learner.step)
-            if evaluated:
-                evaluation.run(_eval_policy(learner, config))
-            due = crossed(before, learner.step, config.log_every) or learner.step >= config.steps
-            if evaluated or due:
-                _log(run, learner, epsilon, beta, losses, q_means, evaluation.columns())
-                losses, q_means = [], []
-            solved = evaluation.solved()
-            if run.checkpoint_due(learner.step) or learner.step >= config.steps or solved:
-                run.save(learner.step, learner.arrays(), learner.state())
-                if solved:
-                    run.notes.append(evaluation.solved_note(learner.step))
-                    break
-                if learner.step < config.steps and not run.stop_requested:
-                    obs = _boundary(learner, envs, config)
+            # evaluate, log, solved?, checkpoint, new episodes after a checkpoint
+            if after_iteration(
+                run, learner.step, before, save=learner.checkpoint, log=log,
+                evaluation=evaluation, policy=lambda: _eval_policy(learner, config),
+                reset=new_episodes,
+            ):  # fmt: skip
+                break
     evaluation.close()
     return learner
 
 
-def _log(run: Run, learner: Learner, epsilon, beta, losses, q_means, extra) -> None:
+def _log(run: Run, learner: DQNLearner, epsilon, beta, losses, q_means, extra) -> None:
     scalars = {
         "epsilon": epsilon(learner.step),
         "loss": float(np.mean(losses)) if losses else math.nan,
@@ -534,8 +526,7 @@ def load_policy(arrays, env: gym.Env, config: DQNConfig, seed: int = 0):
     """The epsilon-greedy policy (epsilon = eval_epsilon) of a checkpoint's Q-network."""
     check_env(env, config)
     network = build_q_network(config, env.observation_space, int(env.action_space.n))
-    check_network_arrays(arrays, network)
-    network.load_state_dict(state_dict_from_arrays(arrays, "q/", torch.device("cpu")))
+    load_module(network, arrays, "q/", torch.device("cpu"), "checkpoint")
     network.eval()
     rng = np.random.default_rng(seed)
 
