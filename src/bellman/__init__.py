@@ -8,8 +8,19 @@ The public API:
     bellman.make_env(env_id)             gymnasium.make with clear errors; registers bellman/ envs
 """
 
-from bellman.api import ALGORITHMS, evaluate_run, load_policy, resume, train
-from bellman.envs import make_env
-
 __all__ = ["ALGORITHMS", "evaluate_run", "load_policy", "make_env", "resume", "train"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """The public API, imported on first use (PEP 562): `python -m bellman` then starts with
+    nothing imported, and sets up its Ctrl-C handling before numpy and torch load."""
+    if name == "make_env":
+        from bellman.envs import make_env
+
+        return make_env
+    if name in __all__:
+        import bellman.api
+
+        return getattr(bellman.api, name)
+    raise AttributeError(f"module 'bellman' has no attribute '{name}'")

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from bellman import checkpoint, evaluation
 from bellman import config as configs
 from bellman.errors import CheckpointError, ConfigError, unknown
-from bellman.run import Run, read_run_config, write_run_config
+from bellman.run import Run, read_run_config
 
 
 class AlgorithmModule(Protocol):
@@ -271,17 +271,32 @@ def resume(run_dir: Path, *, algo: str | None = None, steps: int | None = None, 
     env = module.make_train_env(config)
     module.check_env(env, config)
     module.check_checkpoint(arrays, env, config)
-    if steps is not None:
-        write_run_config(run_dir, spec.name, config)
-    run = Run.resume(run_dir, spec.name, config, (arrays, meta), quiet=quiet)
+    run = Run.resume(
+        run_dir, spec.name, config, (arrays, meta), quiet=quiet, write_config=steps is not None
+    )
     return _train(spec, config, env, run)
+
+
+#: What a learner's restore raises when a checkpoint's state has the right envelope but not
+#: the contents this algorithm saved (a crafted or damaged file).
+_RESTORE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError)
 
 
 def _train(spec: Algorithm, config, env, run: Run) -> Run:
     try:
         spec.load().train(config, env, run)
+    except BaseException as error:
+        run.abandon()  # a new run that never saved a checkpoint leaves nothing behind
+        if isinstance(error, _RESTORE_ERRORS) and run.restored is not None and not run.opened:
+            raise CheckpointError(
+                f"run '{run.dir}': its checkpoint does not fit {spec.name} "
+                f"({type(error).__name__}: {error}); nothing was written"
+            ) from None
+        raise
     finally:
-        env.close()
+        run.close()
+        if hasattr(env, "close"):
+            env.close()
     if not run.stop_requested:
         from bellman.plots import plot_runs
 

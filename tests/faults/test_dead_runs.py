@@ -1,0 +1,79 @@
+"""Runs that die before their first checkpoint leave no dead run directory behind, and sizes that
+cannot fit in memory are refused before anything is allocated or written.
+
+Before: a Ctrl-C in the first seconds, a crash, a NaN at step 256 or `--set buffer_size=1e12`
+(14.6 TiB) left config.toml and an events file but no checkpoint, so `--resume` said "no
+checkpoint" and a fresh `train --run-dir` said "already exists".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import assert_user_error
+
+DQN = ["train", "dqn", "--env", "CartPole-v1", "--steps", "3000", "--quiet",
+       "--set", "learning_starts=100", "--set", "checkpoint_every=1000"]  # fmt: skip
+
+
+def test_a_nan_before_the_first_checkpoint_leaves_nothing(bellman, tmp_path):
+    result = bellman(*DQN, "--run-dir", "run", "--set", "learning_rate=1e30")
+    assert_user_error(result, "loss is nan", "step")
+    assert not (tmp_path / "run").exists()
+    again = bellman(*DQN, "--run-dir", "run", "--steps", "1000")  # the same place works
+    assert again.returncode == 0, again
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step-1000"
+
+
+@pytest.mark.parametrize("size", ["1e12", "4e10"])
+def test_a_replay_memory_larger_than_the_machine_is_refused(bellman, tmp_path, size):
+    started = time.perf_counter()
+    result = bellman(*DQN, "--run-dir", "run", "--set", f"buffer_size={size}")
+    assert_user_error(result, "replay memory", "needs", "available", "buffer_size")
+    assert "TiB" in result.stderr or "GiB" in result.stderr
+    assert time.perf_counter() - started < 60  # refused, not swapped to death
+    assert not (tmp_path / "run").exists()
+
+
+def _interrupt_after(tmp_path: Path, delay: float, signum: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bellman", *DQN, "--run-dir", "run"], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(delay)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+#: Moments in the first seconds of a run: imports, env and network setup, the first steps.
+DELAYS = np.random.default_rng(17).uniform(0.2, 2.5, size=4).round(2).tolist()
+
+
+@pytest.mark.parametrize("delay", DELAYS)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_early_signal_leaves_a_run_that_can_go_on(bellman, tmp_path, delay, signum):
+    """Whenever the signal lands, what is left is either nothing (the same command starts
+    again) or a run with a checkpoint (`--resume` continues it): never a dead directory."""
+    result = _interrupt_after(tmp_path, delay, signum)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode in (0, 130, 143, -signum), result
+    run = tmp_path / "run"
+    if not run.exists():
+        again = bellman(*DQN, "--run-dir", "run", "--steps", "1000")
+        assert again.returncode == 0, again
+    elif (run / "checkpoints" / "latest").exists():
+        if result.returncode != 0:
+            resumed = bellman("train", "--resume", "run")
+            assert resumed.returncode == 0, resumed
+    else:
+        pytest.fail(f"dead run directory: {sorted(p.name for p in run.iterdir())}")
