@@ -454,6 +454,10 @@ class Run:
             if self.stop_requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self.stop_requested, self.stop_signal = True, signum
+            if not self.quiet:  # os.write: print() is not safe inside a signal handler
+                os.write(2, (f"\nstopping at the next safe point (at the latest the checkpoint "
+                             f"at step {self._next_checkpoint}); Ctrl-C again aborts at once and "
+                             "the run resumes from its last checkpoint\n").encode())  # fmt: skip
 
         for signum in (signal.SIGINT, signal.SIGTERM):  # first, so no signal finds us half-open
             previous[signum] = signal.signal(signum, request_stop)
