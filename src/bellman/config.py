@@ -158,7 +158,10 @@ def parse_value(key: str, text: str, kind: type) -> Any:
                 return False
             raise ValueError
         if kind is int:
-            number = float(text.replace("_", ""))
+            digits = text.strip().replace("_", "")
+            if re.fullmatch(r"[+-]?[0-9]+", digits):  # exact however long: never through a float
+                return int(digits)
+            number = float(digits)  # 1e6 is an integer too
             if not number.is_integer():
                 raise ValueError
             return int(number)
@@ -199,6 +202,8 @@ def check_fields(config: TrainConfig, origins: dict[str, str] | None = None) -> 
         spec = f.metadata.get("interval")
         if spec is not None and not _in_interval(value, spec):
             raise ConfigError(f"config key '{f.name}' must be in {spec}, got {value}{where}")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:  # TOML, numpy, torch: int64
+            raise ConfigError(f"config key '{f.name}' must be below 2**63, got {value}{where}")
         names = f.metadata.get("choices")
         if names is not None and value not in names:
             raise ConfigError(

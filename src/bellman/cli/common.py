@@ -117,7 +117,8 @@ def output_file(path: Path, flag: str, *, may_replace: tuple[str, ...] = ()) -> 
         raise ConfigError(f"cannot write {what}: directory '{parent}' does not exist")
     target = path.resolve()
     run_dir = _run_dir_of(target)
-    if run_dir is not None and target.name not in may_replace:
+    replaceable = run_dir == target.parent and target.name in may_replace
+    if run_dir is not None and not replaceable:
         raise ConfigError(
             f"{what} is a file of run directory '{run_dir}', which needs it; write somewhere else"
         )
