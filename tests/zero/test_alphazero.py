@@ -3,6 +3,7 @@ solver option, Go."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -16,6 +17,7 @@ from bellman import api, checkpoint
 from bellman.errors import ConfigError
 from bellman.games import make_game
 from bellman.games.base import play_moves
+from bellman.run import TIMING_COLUMNS
 from bellman.zero import alphazero as az
 from bellman.zero.arena import search_player
 from bellman.zero.network import NetworkEvaluator, load_network
@@ -81,14 +83,39 @@ def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path):
     assert set(final) == set(arrays)
     for key, value in arrays.items():
         np.testing.assert_array_equal(final[key], value, err_msg=key)
-    for key in ("elo", "games", "updates", "agent_rng", "replay_size"):
+    for key in ("elo", "games", "updates", "numpy_rng", "python_rng", "replay_size"):
         assert final_meta["state"][key] == meta["state"][key], key
     rows_a = (one_go.dir / "metrics.csv").read_text().splitlines()
     rows_b = (resumed.dir / "metrics.csv").read_text().splitlines()
     assert rows_a[0] == rows_b[0] and len(rows_a) == len(rows_b)
     header = rows_a[0].split(",")
     assert {"elo", "score_vs_random", "score_vs_mcts", "score_vs_alphabeta", "loss"} <= set(header)
+    # every row the same but for the clocks (losses, arena scores and Elo included)
+    timed = [i for i, name in enumerate(header) if name in TIMING_COLUMNS or "seconds" in name]
+    for a, b in zip(rows_a[1:], rows_b[1:], strict=True):
+        a, b = a.split(","), b.split(",")
+        assert [v for i, v in enumerate(a) if i not in timed] == [
+            v for i, v in enumerate(b) if i not in timed
+        ]
+    episodes = "episodes.csv"
+    assert (one_go.dir / episodes).read_text() == (resumed.dir / episodes).read_text()
     json.dumps(meta)  # the state is plain JSON
+
+
+def test_a_row_for_every_arena_and_the_end(tmp_path: Path):
+    # log_every far away: rows come from the arena (every 2nd iteration) and the last iteration
+    settings = [*TINY[1:], "steps=130", "arena_every=2", "log_every=1000000"]
+    run = api.train("alphazero", "tictactoe", overrides=settings, run_dir=tmp_path / "r",
+                    quiet=True)  # fmt: skip
+    with open(run.dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    _, meta = checkpoint.load(run.dir / "checkpoints")
+    last = meta["state"]["iteration"]
+    logged = [int(row["iteration"]) for row in rows]
+    assert logged == sorted({*range(2, last + 1, 2), last})
+    assert last % 2 == 1  # (this seed's run ends on an iteration without an arena)
+    for row in rows:  # the arena's columns in the arena's rows, empty in the others
+        assert (row["elo"] != "") == (int(row["iteration"]) % 2 == 0), row
 
 
 def train_with_one_and_two_workers(tmp_path: Path, settings: list[str]):

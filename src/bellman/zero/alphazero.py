@@ -72,15 +72,15 @@ import numpy as np
 import torch
 from safetensors.torch import load as load_tensors
 
-from bellman import seeding
-from bellman.checkpoint import expect_array
+from bellman import loop, seeding
+from bellman.checkpoint import check_schema
 from bellman.config import TrainConfig, choices, interval
 from bellman.errors import CheckpointError, ConfigError, NonFiniteError
 from bellman.games import Game, make_game
 from bellman.games.base import play_moves
 from bellman.nets import resolve_device
 from bellman.run import Run
-from bellman.torch_state import load_optimizer, optimizer_arrays, state_dict_from_arrays
+from bellman.torch_state import check_arrays, load_module, load_optimizer, optimizer_arrays
 from bellman.zero.arena import (
     BASELINES,
     EloTable,
@@ -280,12 +280,7 @@ class AlphaZeroLearner:
         torch.manual_seed(config.seed)
         self.network = build_network(config, game).to(self.device)  # 1. random weights
         self.parameters = list(self.network.parameters())
-        if config.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(
-                self.parameters, lr=config.learning_rate, momentum=config.momentum
-            )
-        else:
-            self.optimizer = torch.optim.Adam(self.parameters, lr=config.learning_rate)
+        self.optimizer = make_optimizer(config, self.parameters)
         self.best = weights_bytes(self.network)  # alpha_theta* = f_theta
         self.window = ReplayWindow(config.replay_window, game.observation_shape, game.action_size)
         self.elo = EloTable(config.elo_k)
@@ -333,51 +328,81 @@ class AlphaZeroLearner:
         self.best, self.best_generation = weights_bytes(self.network), self.iteration
 
     # ---- checkpoints -----------------------------------------------------------------------
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The checkpoint's arrays, after checking that f_theta (weights and BatchNorm
-        statistics) is finite: no checkpoint ever holds a NaN or an infinity. (The best net
-        was checked when it was promoted.)"""
+    def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, state) of a checkpoint: f_theta and the best net (BatchNorm statistics
+        included), the optimizer, the window, the counters, the Elo table and every generator
+        (`seeding.capture_rngs`). f_theta is checked finite first, so no checkpoint ever holds
+        a NaN or an infinity (the best net was checked when it was promoted)."""
         check_finite(self.network, "network", self.step)
+        rng_arrays, rng_state = seeding.capture_rngs(self.device, numpy_rng=self.rng)
         arrays = {f"net/{k}": v.cpu().numpy() for k, v in self.network.state_dict().items()}
-        best = load_tensors(self.best)
-        arrays.update({f"best/{k}": v.numpy() for k, v in best.items()})
+        arrays.update({f"best/{k}": v.numpy() for k, v in load_tensors(self.best).items()})
         arrays.update(optimizer_arrays(self.optimizer))
         arrays.update(self.window.arrays())
-        arrays["torch_rng"] = torch.get_rng_state().numpy()
-        return arrays
-
-    def state(self) -> dict[str, Any]:
-        return {
+        arrays.update(rng_arrays)
+        state = {
             "game": self.game.name,
             "observation_shape": list(self.game.observation_shape),
             "action_size": self.game.action_size,
-            "games": self.games,
-            "iteration": self.iteration,
-            "updates": self.updates,
-            "best_generation": self.best_generation,
+            **{name: getattr(self, name) for name in COUNTERS},
             "replay_size": self.window.size,
             "replay_position": self.window.position,
             "elo": self.elo.ratings,
-            "agent_rng": seeding.generator_state(self.rng),
-            "python_rng": seeding.python_random_state(),
+            **rng_state,
         }
+        return arrays, state
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        check_checkpoint(arrays, None, self.config)
+        """Continue from a checkpoint (`checkpoint.load`'s arrays and meta). Every array is
+        checked against the live networks, optimizer and window (key, shape, dtype) and every
+        JSON value against what was saved before it is used; a CheckpointError otherwise."""
+        where = f"checkpoint step-{meta['step']}"
         state = meta["state"]
-        self.network.load_state_dict(state_dict_from_arrays(arrays, "net/", self.device))
+        check_schema(state, STATE_SCHEMA, where)
+        elo = _checked_elo(state["elo"], where)
+        load_module(self.network, arrays, "net/", self.device, where)
         best = build_network(self.config, self.game, scratch=True)
-        best.load_state_dict(state_dict_from_arrays(arrays, "best/", "cpu"))
+        load_module(best, arrays, "best/", "cpu", where)
         self.best = weights_bytes(best)
-        load_optimizer(self.optimizer, arrays)
+        load_optimizer(self.optimizer, arrays, where)
         self.window.load(arrays, state["replay_size"], state["replay_position"])
-        torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
-        self.step = int(meta["step"])
-        self.games, self.iteration = int(state["games"]), int(state["iteration"])
-        self.updates, self.best_generation = int(state["updates"]), int(state["best_generation"])
-        self.elo = EloTable(self.config.elo_k, state["elo"])
-        seeding.set_generator_state(self.rng, state["agent_rng"])
-        seeding.set_python_random_state(state["python_rng"])
+        seeding.restore_rngs(arrays, state, self.device, numpy_rng=self.rng)
+        self.step = meta["step"]
+        for name in COUNTERS:
+            setattr(self, name, state[name])
+        self.elo = EloTable(self.config.elo_k, elo)
+
+
+#: The learner's counters, saved in a checkpoint's JSON state as they are.
+COUNTERS = ("games", "iteration", "updates", "best_generation")
+
+#: What `AlphaZeroLearner.restore` reads of a checkpoint's JSON state (`checkpoint.check_schema`;
+#: the generators' states are checked by `seeding.restore_rngs`).
+STATE_SCHEMA = {
+    **dict.fromkeys(COUNTERS, "count"), "replay_size": "count", "replay_position": "count",
+    "elo": dict,
+}  # fmt: skip
+
+
+def _checked_elo(ratings: dict, where: str) -> dict[str, float]:
+    """A checkpoint's Elo table: player name -> finite rating, the anchor included."""
+    finite = all(
+        isinstance(name, str) and isinstance(value, int | float) and not isinstance(value, bool)
+        and math.isfinite(value) for name, value in ratings.items()
+    )  # fmt: skip
+    if not finite or EloTable.anchor not in ratings:
+        raise CheckpointError(
+            f"{where}: 'state.elo' must map player names to finite ratings, "
+            f"'{EloTable.anchor}' included"
+        )
+    return {name: float(value) for name, value in ratings.items()}
+
+
+def make_optimizer(config: AlphaZeroConfig, parameters: list) -> torch.optim.Optimizer:
+    """SGD with momentum (the papers) or Adam, with the config's learning rate."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum)
+    return torch.optim.Adam(parameters, lr=config.learning_rate)
 
 
 # ---- the module protocol (see bellman.api) -------------------------------------------------
@@ -417,20 +442,19 @@ def check_env(game: Game, config: AlphaZeroConfig | None = None) -> None:
 
 
 def check_checkpoint(arrays: dict[str, np.ndarray], game, config: AlphaZeroConfig) -> None:
-    """The checkpoint's networks and window have the shapes this config's game gives; a clear
-    CheckpointError otherwise (e.g. a net trained on another game or Go board size)."""
+    """Every array a resume loads fits this config's learner, key for key (shape and dtype):
+    f_theta and the best net with their BatchNorm statistics, the optimizer's state and the
+    replay window; a CheckpointError naming the first that does not (a net trained on another
+    game or board size, a crafted or re-saved file), before anything is loaded or written."""
     game = game_of(config)
-    network = build_network(config, game, scratch=True)
     where = f"checkpoint (for {config.env}, {config.blocks} blocks of {config.channels} channels)"
-    prefixes = ("net/", "best/") if any(k.startswith("best/") for k in arrays) else ("net/",)
-    for prefix in prefixes:
-        for key, value in network.state_dict().items():
-            expect_array(arrays, prefix + key, tuple(value.shape), where)
-    if "replay/planes" in arrays:
-        size = config.replay_window
-        expect_array(arrays, "replay/planes", (size, *game.observation_shape), where)
-        expect_array(arrays, "replay/policies", (size, game.action_size), where)
-        expect_array(arrays, "replay/outcomes", (size,), where)
+    network = build_network(config, game, scratch=True)
+    for prefix in ("net/", "best/"):
+        load_module(network, arrays, prefix, "cpu", where)  # (a scratch copy: checks, loads)
+    load_optimizer(make_optimizer(config, list(network.parameters())), arrays, where)
+    replay = {key: value for key, value in arrays.items() if key.startswith("replay/")}
+    layout = ReplayWindow.layout(config.replay_window, game.observation_shape, game.action_size)
+    check_arrays(replay, layout, where)
 
 
 def load_policy(
@@ -505,7 +529,10 @@ def _arena_columns(config: AlphaZeroConfig) -> list[str]:
 
 def train(config: AlphaZeroConfig, game: Game, run: Run) -> AlphaZeroLearner:
     """Run AlphaZero on `game` for `config.steps` self-play moves (the module docstring's steps
-    1-7)."""
+    1-7). After each iteration `loop.after_iteration` writes the metrics row (when log_every is
+    crossed, the arena played or the run ends), then the checkpoint when one is due; a Ctrl-C or
+    SIGTERM saves and stops after the iteration it came in (the whole state is in the
+    checkpoint: there are no env episodes to restart)."""
     torch.set_num_threads(config.torch_threads)
     learner = AlphaZeroLearner(config, game)  # 1. random f_theta, best = f_theta
     if run.restored is not None:
@@ -518,9 +545,10 @@ def train(config: AlphaZeroConfig, game: Game, run: Run) -> AlphaZeroLearner:
     try:
         with run.session(start_step=learner.step):
             while learner.step < config.steps and not run.stop_requested:  # 2. iterations
-                _iteration(learner, config, run, pool)
-                if run.checkpoint_due(learner.step) or learner.step >= config.steps:
-                    run.save(learner.step, learner.arrays(), learner.state())
+                before = learner.step
+                row, report = _iteration(learner, config, run, pool)
+                if _after_iteration(learner, run, before, row, report):
+                    break
     finally:
         if pool is not None:
             pool.terminate()
@@ -540,9 +568,11 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _iteration(learner: AlphaZeroLearner, config: AlphaZeroConfig, run: Run, pool) -> None:
-    """One pass of steps 3-7, and a metrics row when one is due."""
-    game, before = learner.game, learner.step
+def _iteration(
+    learner: AlphaZeroLearner, config: AlphaZeroConfig, run: Run, pool
+) -> tuple[dict[str, float], ArenaReport]:
+    """One pass of steps 3-7. Returns the metrics row's own columns and the arena's report."""
+    game = learner.game
     started = time.perf_counter()
     records = _self_play(learner, config, pool)  # 3. self-play with the best net
     new_positions = 0
@@ -566,31 +596,74 @@ def _iteration(learner: AlphaZeroLearner, config: AlphaZeroConfig, run: Run, poo
     train_seconds = time.perf_counter() - started
     learner.iteration += 1
     started = time.perf_counter()
-    columns = dict.fromkeys(_arena_columns(config), math.nan)
-    arena_due = config.arena_games and learner.iteration % config.arena_every == 0
-    if arena_due:
-        columns.update(_evaluate(learner, config))  # 6.-7. arena, Elo, gate
+    report = ArenaReport(config)
+    if config.arena_games and learner.iteration % config.arena_every == 0:
+        report.played(_evaluate(learner, config))  # 6.-7. arena, Elo, gate
     elif not config.gating:
         learner.promote()
-    crossed = learner.step // config.log_every > before // config.log_every
-    if not (arena_due or crossed or learner.step >= config.steps):
-        return
     mean = np.mean(losses, axis=0) if losses else [math.nan] * 3
-    run.log(
-        learner.step,
-        iteration=learner.iteration,
-        games=learner.games,
-        loss=float(mean[0]),
-        value_loss=float(mean[1]),
-        policy_loss=float(mean[2]),
-        updates=learner.updates,
-        replay_size=len(learner.window),
-        best_generation=learner.best_generation,
-        **columns,
-        selfplay_seconds=round(selfplay_seconds, 3),
-        train_seconds=round(train_seconds, 3),
-        arena_seconds=round(time.perf_counter() - started, 3),
-    )
+    row = {
+        "iteration": learner.iteration, "games": learner.games, "loss": float(mean[0]),
+        "value_loss": float(mean[1]), "policy_loss": float(mean[2]),
+        "updates": learner.updates, "replay_size": len(learner.window),
+        "best_generation": learner.best_generation,
+        "selfplay_seconds": round(selfplay_seconds, 3),
+        "train_seconds": round(train_seconds, 3),
+        "arena_seconds": round(time.perf_counter() - started, 3),
+    }  # fmt: skip
+    return row, report
+
+
+def _after_iteration(
+    learner: AlphaZeroLearner, run: Run, before: int, row: dict[str, float], report: ArenaReport
+) -> bool:
+    """`loop.after_iteration` for AlphaZero: the row (its columns, the arena's, the timings),
+    then the checkpoint when due. Returns whether training stops."""
+
+    def log(arena_columns: dict[str, float]) -> None:
+        columns = {k: v for k, v in row.items() if k not in TIMINGS}
+        timings = {k: row[k] for k in TIMINGS}
+        run.log(learner.step, **columns, **arena_columns, **timings)
+
+    return loop.after_iteration(
+        run, learner.step, before, save=learner.checkpoint, log=log, evaluation=report,
+        policy=lambda: None,
+    )  # fmt: skip
+
+
+#: The timing columns that end a metrics row, after the arena's.
+TIMINGS = ("selfplay_seconds", "train_seconds", "arena_seconds")
+
+
+class ArenaReport:
+    """The arena of steps 6-7 as `loop.after_iteration` sees an evaluation: due when it was
+    played this iteration (so that iteration writes a row), its columns (NaN when it was not
+    played, so every row has the same columns), never "solved" (a run trains to its steps).
+
+    Args:
+        config: gives the arena's opponents (the columns' names).
+    """
+
+    def __init__(self, config: AlphaZeroConfig):
+        self.columns_ = dict.fromkeys(_arena_columns(config), math.nan)
+        self.was_played = False
+
+    def played(self, columns: dict[str, float]) -> None:
+        """The arena was played (in `_iteration`) with these results."""
+        self.columns_.update(columns)
+        self.was_played = True
+
+    def due(self, before: int, step: int) -> bool:
+        return self.was_played
+
+    def run(self, policy) -> None:
+        """Nothing: the arena is played in `_iteration`, before the gate (step 7)."""
+
+    def columns(self) -> dict[str, float]:
+        return self.columns_
+
+    def solved(self) -> bool:
+        return False
 
 
 def check_game_matches(run_config: AlphaZeroConfig, game_name: str, run_dir) -> None:

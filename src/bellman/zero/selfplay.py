@@ -302,12 +302,25 @@ class ReplayWindow:
             "replay/outcomes": self.outcomes,
         }
 
+    @staticmethod
+    def layout(
+        capacity: int, observation_shape: tuple[int, ...], action_size: int
+    ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """name -> (shape, dtype) of a window's arrays: what a checkpoint must hold for it."""
+        f32 = np.dtype(np.float32)
+        return {
+            "replay/planes": ((capacity, *observation_shape), f32),
+            "replay/policies": ((capacity, action_size), f32),
+            "replay/outcomes": ((capacity,), f32),
+        }
+
     def load(self, arrays: dict[str, np.ndarray], size: int, position: int) -> None:
         """Fill the window from a checkpoint's `replay/*` arrays, after checking their keys,
         shapes and dtypes and the JSON's size and position (a CheckpointError otherwise)."""
         live = self.arrays()
         found = {key: value for key, value in arrays.items() if key.startswith("replay/")}
-        check_arrays(found, {k: (v.shape, v.dtype) for k, v in live.items()}, "checkpoint")
+        shape, actions = self.planes.shape[1:], self.policies.shape[1]
+        check_arrays(found, self.layout(self.capacity, shape, actions), "checkpoint")
         if not (
             _is_count(size)
             and _is_count(position)
