@@ -11,9 +11,11 @@ import time
 import tomllib
 
 import numpy as np
+import pytest
 from safetensors.numpy import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from bellman.errors import ConfigError
 from bellman.run import TIMING_COLUMNS
 
 
@@ -176,3 +178,23 @@ def test_interrupted_runs_resume_bit_for_bit(bellman, tmp_path):
             np.testing.assert_array_equal(arrays[key], expected[0][key])
         assert metrics == expected[1]
         assert episodes == expected[2]
+
+
+def test_every_registry_entry_satisfies_its_protocol():
+    """The one registry: each `bellman train` algorithm's module has every member of
+    `AlgorithmModule`, each lm step's every member of `LMStepModule`; a module that lacks one
+    is refused when it loads, naming what is missing."""
+    from bellman import api
+
+    assert {spec.is_lm_step for spec in api.ALGORITHMS.values()} == {True, False}
+    for spec in api.ALGORITHMS.values():
+        module = spec.load()
+        assert module.Config is spec.config_class
+        if spec.is_lm_step:
+            assert module.ALGO == spec.name.replace(" ", "-")
+    broken = api.Algorithm("broken", "bellman.schedules", "a module that is no algorithm")
+    with pytest.raises(TypeError, match="AlgorithmModule.*make_train_env"):
+        broken.load()
+    assert api.lm_step("lm-ppo") is api.lm_step("lm ppo") is api.lookup("lm  ppo")
+    with pytest.raises(ConfigError, match="`bellman lm ppo`"):
+        api.algorithm("lm-ppo")

@@ -361,6 +361,7 @@ def test_plot_of_a_corrupt_metrics_csv(bellman, run_copy):
         ("algos nosuch", ("'nosuch'", "q-learning", "sarsa")),
         ("algos q-lerning", ("did you mean 'q-learning'",)),
         ("algos lm ppx", ("'lm ppx'", "did you mean 'lm ppo'", "lm pretrain")),
+        ("train lm-ppo --env Taxi-v4", ("'lm-ppo'", "language-model step", "`bellman lm ppo`")),
         ("nosuch", ("'nosuch'", "train")),
         ("", ("command",)),
     ),

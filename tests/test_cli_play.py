@@ -87,6 +87,19 @@ def test_move_answers_every_line(bellman, runs):
     assert out[2].startswith("error:") and "1-7" in out[2]
 
 
+def test_move_escapes_control_characters(runs):
+    """A terminal escape typed into `move` comes back escaped, never executed by the terminal."""
+    cwd, ttt, _ = runs
+    completed = subprocess.run(
+        [sys.executable, "-m", "bellman", "move", "tictactoe", "--checkpoint", str(ttt),
+         "--simulations", "8"],
+        input="5\x1b[2J\n", capture_output=True, text=True, cwd=cwd, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("error: ") and "\\x1b" in completed.stdout
+    assert "\x1b" not in completed.stdout
+
+
 def test_play_a_scripted_game(bellman, runs):
     cwd, ttt, _ = runs
     script = "\n".join(["stats", "0", "1", "1", "2", "3", "4", "5", "6", "7", "8", "9"]) + "\n"

@@ -1,5 +1,5 @@
 """What the command modules share: argument types, the checks of paths a command will write,
-the training report, and the console.
+one-line messages, the training report, and the console.
 
 A command that writes checks first that it can, so that a typo, a full or read-only place, or a
 path into a run directory's own files costs nothing and overwrites nothing: `new_run_dir` for a
@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import tempfile
+import unicodedata
 from pathlib import Path
 
 from bellman.errors import ConfigError
@@ -50,6 +51,15 @@ def _integer(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expects an integer, got '{text}'") from None
+
+
+def one_line(text: str) -> str:
+    """`text` with every control or line-breaking character escaped as Python writes it in a
+    string literal (newline -> \\n, ESC -> \\x1b), so a message is one line and a terminal
+    shows it as typed."""
+    return "".join(
+        repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text
+    )
 
 
 # ---- paths a command writes ------------------------------------------------------------------

@@ -33,7 +33,6 @@ import os
 import re
 import signal
 import sys
-import unicodedata
 from pathlib import Path
 
 from bellman.cli.common import (
@@ -41,6 +40,7 @@ from bellman.cli.common import (
     check_resume_flags,
     console,
     new_run_dir,
+    one_line,
     output_file,
     overrides,
     report_training,
@@ -171,15 +171,6 @@ def _report(message: str, status: int = 2) -> int:
     except OSError:
         pass
     return status
-
-
-def one_line(text: str) -> str:
-    """`text` with every control or line-breaking character escaped as Python writes it in a
-    string literal (newline -> \\n, ESC -> \\x1b), so a message is one line and a terminal
-    shows it as typed."""
-    return "".join(
-        repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text
-    )
 
 
 #: The temp file of an atomic write: `.NAME.RANDOM.tmp` in the target's directory.
@@ -375,7 +366,8 @@ def _cmd_plan(args) -> int:
 
 
 def _cmd_play(args) -> int:
-    from bellman.zero.play import load_agent, play_terminal
+    from bellman.cli.play import play_terminal
+    from bellman.zero.play import load_agent
 
     agent = load_agent(args.checkpoint, args.game, args.simulations)
     play_terminal(agent, 1 if args.second else 0, sys.stdin, sys.stdout)
@@ -383,7 +375,8 @@ def _cmd_play(args) -> int:
 
 
 def _cmd_move(args) -> int:
-    from bellman.zero.play import answer_positions, load_agent
+    from bellman.cli.play import answer_positions
+    from bellman.zero.play import load_agent
 
     agent = load_agent(args.checkpoint, args.game, args.simulations)
     answer_positions(agent, sys.stdin, sys.stdout)
