@@ -177,3 +177,14 @@ def _checked_generator_state(rng: np.random.Generator, state, name: str) -> dict
     except (TypeError, ValueError, KeyError, OverflowError):
         raise CheckpointError(f"checkpoint's {name} is not a state of numpy's {expected}") from None
     return state
+
+
+def seed_torch_and_numpy(seed: int) -> np.random.Generator:
+    """Seed torch's generators (CPU and every CUDA device) and return `default_rng(seed)`: the
+    streams the language-model steps draw from (dropout, batches), as their measured figures
+    were drawn. Unlike `make_rng` the numpy stream is seed's own: those steps have no
+    environments whose seeds it could share words with."""
+    import torch
+
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)

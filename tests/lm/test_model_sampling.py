@@ -83,6 +83,17 @@ def test_checkpoint_round_trip_stores_tied_weights_once_and_reties(gpt):
     wrong = {**arrays, "model/transformer.wpe.weight": np.zeros((3, 3), np.float32)}
     with pytest.raises(CheckpointError, match=r"shape \(3, 3\)"):
         lm_model.load_model_arrays(again, wrong)
+    half = {**arrays, "model/transformer.wpe.weight": arrays["model/transformer.wpe.weight"]
+            .astype(np.float16)}  # fmt: skip
+    with pytest.raises(CheckpointError, match="dtype float16, expected float32"):
+        lm_model.load_model_arrays(again, half)  # refused, not cast
+    twice = {**arrays, "model/lm_head.weight": arrays["model/transformer.wte.weight"]}
+    with pytest.raises(CheckpointError, match="tied tensor is stored once"):
+        lm_model.load_model_arrays(again, twice)
+    broken = {**arrays, "model/transformer.ln_f.bias": np.full_like(
+        arrays["model/transformer.ln_f.bias"], np.nan)}  # fmt: skip
+    with pytest.raises(CheckpointError, match="non-finite"):
+        lm_model.load_model_arrays(again, broken)
 
 
 def test_a_directory_that_is_not_a_causal_lm_is_one_clear_error(tmp_path):
@@ -257,6 +268,7 @@ def test_generation_calls_transformers_the_way_the_installed_release_wants(gpt, 
         warnings.simplefilter("error", FutureWarning)
         warnings.simplefilter("error", DeprecationWarning)
         texts = lm.generate(["the cat", "a happy day in the"], 6, generator=torch.Generator())
+        # a shared prompt: its cache is copied to the rows that share it
         shared = sampling.sample(gpt, [[5, 6], [5, 6]], max_new_tokens=4, eos_id=tokenizer.eos_id,
-                                 pad_id=tokenizer.pad_id)  # a shared prompt: its cache is copied
+                                 pad_id=tokenizer.pad_id)  # fmt: skip
     assert len(texts) == 2 and shared.lengths.min() >= 1

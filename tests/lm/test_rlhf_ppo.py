@@ -269,11 +269,11 @@ def test_a_stopped_run_resumes_exactly(word_world, tmp_path, monkeypatch):
     step_function = rlhf_ppo.ppo_step
     calls = []
 
-    def stop_in_the_second(*args):
+    def stop_in_the_second(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             stopped.stop_requested = True
-        return step_function(*args)
+        return step_function(*args, **kwargs)
 
     monkeypatch.setattr(rlhf_ppo, "ppo_step", stop_in_the_second)
     rlhf_ppo.train(config, stopped)

@@ -30,19 +30,20 @@ and the loss is log 2; pairs the judge scored equal are left out, as for the rew
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bellman import seeding
 from bellman.config import interval
-from bellman.errors import ConfigError, NonFiniteError
+from bellman.errors import ConfigError
 from bellman.lm import runs
 from bellman.lm.batch import pack
 from bellman.lm.data import holdout_indices, read_comparisons
-from bellman.lm.model import LanguageModel, config_dict, load_model_arrays, model_arrays
+from bellman.lm.model import LanguageModel, config_dict
 from bellman.lm.reward_model import (
     TokenizedComparison,
     comparison_pairs,
@@ -51,6 +52,7 @@ from bellman.lm.reward_model import (
 )
 from bellman.lm.runs import LMTrainConfig
 from bellman.lm.sampling import response_log_probs
+from bellman.loop import after_iteration
 from bellman.run import Run
 
 ALGO = "lm-dpo"
@@ -187,40 +189,71 @@ def prepare(config: DPOConfig) -> DPOPrepared:
     return DPOPrepared(lm, reference, [data[i] for i in train_idx], [data[i] for i in held_idx])
 
 
+#: The JSON state a DPO checkpoint adds to `runs.training_state`'s.
+STATE = {"model_config": dict, "pad_id": int, "eos_id": int}
+
+
 def train(config: DPOConfig, run: Run, prepared: DPOPrepared | None = None) -> LanguageModel:
-    """DPO on the comparisons in `run` (module docstring, steps 1-7); returns pi_theta."""
+    """DPO on the comparisons in `run` (module docstring, steps 1-7); returns pi_theta. A
+    resumed run's checkpoint is restored before anything is written; the run is closed when
+    training ends."""
     torch.set_num_threads(config.torch_threads)
-    prepared = prepared or prepare(config)  # 1.-2.
-    runs.copy_tokenizer(prepared.lm, run)
+    with closing(run):
+        prepared = prepared or prepare(config)  # 1.-2.
+        model = prepared.lm.model
+        device = next(model.parameters()).device
+        model.eval()  # dropout off: pi_theta = pi_ref exactly at step 0
+        optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
+        rng = seeding.seed_torch_and_numpy(config.seed)
+        step, state = runs.restore(run, {"model/": model}, optimizer, device, rng)
+        if run.restored is not None:
+            runs.check_state(run, state, STATE)
+        runs.copy_tokenizer(prepared.lm, run)
+        _loop(config, run, prepared, optimizer, rng, step)
+    return prepared.lm
+
+
+def _loop(config: DPOConfig, run: Run, prepared: DPOPrepared, optimizer, rng, step: int) -> None:
+    """Steps 3-7 in the open run, from `step`."""
     model, reference, tokenizer = prepared.lm.model, prepared.reference, prepared.lm.tokenizer
-    model.eval()  # dropout off: pi_theta = pi_ref exactly at step 0
-    optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
-    step = 0
+    device = next(model.parameters()).device
     held = lambda: held_out_preferences(  # noqa: E731
         model, reference, prepared.held_data, tokenizer.pad_id, config
     )
-    if run.restored is not None:
-        arrays, meta = run.restored
-        load_model_arrays(model, arrays, "model/", f"run '{run.dir}'")
-        runs.restore_training(arrays, optimizer)
-        step = int(meta["step"])
-        rng.bit_generator.state = meta["state"]["rng"]
-    else:
-        nan = float("nan")
-        run.log(0, loss=nan, reward_margin=nan, reward_accuracy=nan, **held(),
-                learning_rate=0.0, grad_norm=nan, tokens_per_second=nan)  # fmt: skip
-    train_data = prepared.train_data
-    tokens_seen, clock = 0, time.perf_counter()
+    speed = {"tokens": 0, "clock": time.perf_counter()}
+
+    def save():
+        arrays, rngs = runs.training_state({"model/": model}, optimizer, device, rng, step)
+        return arrays, {"model_config": config_dict(model), "pad_id": tokenizer.pad_id,
+                        "eos_id": tokenizer.eos_id, **rngs}  # fmt: skip
+
+    def log(_evaluation) -> None:  # 7.
+        with torch.no_grad():
+            rewards = implicit_rewards(policy_lp, ref_lp, config.beta)
+            margins = rewards[winners] - rewards[losers]
+        evaluation = held()
+        run.log(
+            step, loss=loss.item(), reward_margin=float(margins.mean()),
+            reward_accuracy=float((margins > 0).float().mean()), **evaluation,
+            learning_rate=learning_rate, grad_norm=float(grad_norm),
+            tokens_per_second=speed["tokens"] / (time.perf_counter() - speed["clock"]),
+        )  # fmt: skip
+        speed.update(tokens=0, clock=time.perf_counter())
+        if step == config.steps:
+            run.notes.append(
+                f"held-out preference accuracy: {evaluation['held_out_accuracy']:.3f}, "
+                f"reward margin: {evaluation['held_out_margin']:.3f} "
+                f"({len(prepared.held_data)} prompts, chance 0.5)"
+            )
+
     with run.session(step):
+        if run.restored is None:
+            nan = float("nan")
+            run.log(0, loss=nan, reward_margin=nan, reward_accuracy=nan, **held(),
+                    learning_rate=0.0, grad_norm=nan, tokens_per_second=nan)  # fmt: skip
+        speed["clock"] = time.perf_counter()
+        train_data = prepared.train_data
         while step < config.steps:  # 3.
-            learning_rate = runs.cosine_learning_rate(
-                step, config.learning_rate, config.warmup_steps, config.steps,
-                config.min_lr_fraction,
-            )  # fmt: skip
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
             chosen = rng.choice(len(train_data), config.batch_prompts,
                                 replace=config.batch_prompts > len(train_data))  # fmt: skip
             chunk = [train_data[i] for i in chosen]
@@ -228,44 +261,16 @@ def train(config: DPOConfig, run: Run, prepared: DPOPrepared | None = None) -> L
             policy_lp = sequence_log_probs(model, chunk, tokenizer.pad_id)  # 4.
             with torch.no_grad():
                 ref_lp = sequence_log_probs(reference, chunk, tokenizer.pad_id)
-            device = policy_lp.device
             winners, losers, prompts = winners.to(device), losers.to(device), prompts.to(device)
             if len(winners):  # 5.
                 loss = dpo_loss(policy_lp, ref_lp, winners, losers, prompts, config.beta)
             else:  # every pair a tie: nothing to learn from this batch
                 loss = policy_lp.sum() * 0.0
-            if not torch.isfinite(loss):
-                raise NonFiniteError(f"loss is {float(loss)} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()  # 6.
+            learning_rate, grad_norm = runs.adamw_step(  # 6.
+                optimizer, model.parameters(), loss, step, config
+            )
             step += 1
-            tokens_seen += sum(len(c.prompt) * len(c.responses) + sum(map(len, c.responses))
-                               for c in chunk)  # fmt: skip
-            if step % config.log_every == 0 or step == config.steps:  # 7.
-                with torch.no_grad():
-                    rewards = implicit_rewards(policy_lp, ref_lp, config.beta)
-                    margins = rewards[winners] - rewards[losers]
-                evaluation = held()
-                run.log(
-                    step, loss=loss.item(), reward_margin=float(margins.mean()),
-                    reward_accuracy=float((margins > 0).float().mean()), **evaluation,
-                    learning_rate=learning_rate, grad_norm=float(grad_norm),
-                    tokens_per_second=tokens_seen / (time.perf_counter() - clock),
-                )  # fmt: skip
-                tokens_seen, clock = 0, time.perf_counter()
-                if step == config.steps:
-                    run.notes.append(
-                        f"held-out preference accuracy: {evaluation['held_out_accuracy']:.3f}, "
-                        f"reward margin: {evaluation['held_out_margin']:.3f} "
-                        f"({len(prepared.held_data)} prompts, chance 0.5)"
-                    )
-            if run.checkpoint_due(step) or step == config.steps:
-                run.save(step, runs.training_arrays(model_arrays(model), optimizer), {
-                    "model_config": config_dict(model), "pad_id": tokenizer.pad_id,
-                    "eos_id": tokenizer.eos_id, "rng": runs.rng_state(rng),
-                })  # fmt: skip
-                if run.stop_requested:
-                    break
-    return prepared.lm
+            speed["tokens"] += sum(len(c.prompt) * len(c.responses) + sum(map(len, c.responses))
+                                   for c in chunk)  # fmt: skip
+            if after_iteration(run, step, step - 1, save=save, log=log):
+                break

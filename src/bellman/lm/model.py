@@ -28,15 +28,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from bellman.checkpoint import expect_array
 from bellman.errors import CheckpointError, ConfigError
 from bellman.lm.batch import TokenBatch, context_length
 from bellman.lm.sampling import sample
 from bellman.lm.tokenizer import TOKENIZER_FILE, TextTokenizer
+from bellman.torch_state import load_module
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bar on stderr
 
 
 # ---- building and loading models ---------------------------------------------------------------
@@ -130,27 +131,33 @@ def model_arrays(model: nn.Module, prefix: str = "model/") -> dict[str, np.ndarr
 def load_model_arrays(
     model: nn.Module, arrays: dict[str, np.ndarray], prefix: str = "model/", where: str = ""
 ) -> None:
-    """Load weights written by `model_arrays`, checking names and shapes, and re-tie.
+    """Load weights written by `model_arrays` into `model`, every array checked first.
+
+    The arrays under `prefix` must be the model's state, key for key (each tied tensor once),
+    with its shapes and dtypes (`torch_state.load_module`: a float16 re-save of a float32
+    tensor is refused, not cast) and finite values; the tied tensors share again after.
 
     Raises:
-        CheckpointError: a tensor is missing, unexpected or has the wrong shape.
+        CheckpointError: a tensor missing, unexpected, of another shape or dtype, or not finite.
     """
     where = where or "the checkpoint"
     aliases = _tied_aliases(model)
-    state = model.state_dict()
-    expected = [name for name in state if name not in aliases]
-    stored = {key[len(prefix) :] for key in arrays if key.startswith(prefix)}
-    unexpected = sorted(stored - set(expected))
-    if unexpected:
-        raise CheckpointError(f"{where} has tensors the model lacks: {', '.join(unexpected[:5])}")
-    loaded = {}
-    for name in expected:
-        array = expect_array(arrays, prefix + name, tuple(state[name].shape), where)
-        loaded[name] = torch.from_numpy(np.array(array)).to(state[name].device, state[name].dtype)
-    model.load_state_dict(loaded, strict=False)
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-    for name, source in aliases.items():  # the shared tensors share again
+    for name, source in aliases.items():
+        if prefix + name in arrays:
+            raise CheckpointError(
+                f"{where} {prefix} does not fit: unexpected '{prefix}{name}' (a tied tensor is "
+                f"stored once, as '{prefix}{source}')"
+            )
+    found = {key: value for key, value in arrays.items() if key.startswith(prefix)}
+    for key, value in found.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise CheckpointError(f"{where}: '{key}' has non-finite values (NaN or infinity)")
+    for name, source in aliases.items():  # the shared tensor under each of its names
+        if prefix + source in found:
+            found[prefix + name] = found[prefix + source]
+    device = next(iter(model.state_dict().values())).device
+    load_module(model, found, prefix, device, where)
+    for name, source in aliases.items():  # the shared tensors share still
         if model.state_dict()[name].data_ptr() != model.state_dict()[source].data_ptr():
             raise CheckpointError(f"{where}: '{name}' is no longer tied to '{source}'")
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,13 +35,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bellman import seeding
 from bellman.config import interval
-from bellman.errors import ConfigError, NonFiniteError
+from bellman.errors import ConfigError, check_memory
 from bellman.lm import runs
 from bellman.lm.data import holdout_split, load_corpus
-from bellman.lm.model import build_gpt, config_dict, load_model_arrays, model_arrays
+from bellman.lm.model import build_gpt, config_dict
 from bellman.lm.runs import LMTrainConfig
 from bellman.lm.tokenizer import TOKENIZER_FILE, TextTokenizer, train_tokenizer
+from bellman.loop import after_iteration
 from bellman.run import Run
 
 ALGO = "lm-pretrain"
@@ -143,7 +146,7 @@ def perplexity(loss: float) -> float:
 
 # ---- the training loop -----------------------------------------------------------------------
 @dataclass
-class Prepared:
+class PretrainPrepared:
     """Steps 1-3, done before the run directory exists so that bad input writes nothing."""
 
     tokenizer: TextTokenizer
@@ -151,13 +154,40 @@ class Prepared:
     held_stream: np.ndarray
 
 
-def prepare(config: PretrainConfig, tokenizer_path: Path | None = None) -> Prepared:
+def training_bytes(config: PretrainConfig) -> tuple[int, int]:
+    """(parameters, bytes) of one training step of the config's GPT, roughly: float32 weights,
+    gradients and AdamW's two moments (16 bytes a parameter), and the activations autograd keeps
+    for one batch: about 68 d + 10 heads T bytes a token and layer in float32 (twice the 16-bit
+    34 d + 5 heads T of Korthikanti et al. 2022) and the [B, T, V] logits three times over."""
+    d, vocab, context, layers = config.width, config.vocab_size, config.context, config.layers
+    parameters = (vocab + context) * d + layers * (12 * d * d + 13 * d) + 2 * d
+    per_token = layers * (68 * d + 10 * config.heads * context) + 12 * vocab
+    return parameters, 16 * parameters + config.batch_size * context * per_token
+
+
+def check_size(config: PretrainConfig) -> None:
+    """Refuse, before anything is built, a GPT that cannot train in this machine's memory (the
+    weights alone when it trains on a GPU: they are made on the CPU first)."""
+    parameters, needed = training_bytes(config)
+    if runs.resolve_device(config.device).type != "cpu":
+        needed = 4 * parameters
+    check_memory(
+        needed,
+        f"pretraining a GPT of {parameters:,} parameters (width {config.width}, {config.layers} "
+        f"layers, context {config.context}, batch_size {config.batch_size})",
+        "lower width, layers, context or batch_size",
+    )
+
+
+def prepare(config: PretrainConfig, tokenizer_path: Path | None = None) -> PretrainPrepared:
     """Steps 1-3: corpus and split, tokenizer (trained, or read from `tokenizer_path` when a
-    run resumes), token streams.
+    run resumes), token streams; first of all, whether the model fits in memory.
 
     Raises:
-        ConfigError: the corpus is missing, empty or too small for the context.
+        ConfigError: the model does not fit; the corpus is missing, empty or too small for the
+            context.
     """
+    check_size(config)
     # 1. corpus and split
     corpus = load_corpus(config.env)
     train_docs, held_docs = holdout_split(corpus.documents, config.holdout_fraction)
@@ -175,97 +205,97 @@ def prepare(config: PretrainConfig, tokenizer_path: Path | None = None) -> Prepa
             f"{len(held_stream)} held-out tokens for a context of {config.context}; lower "
             "context or give more text"
         )
-    return Prepared(tokenizer, train_stream, held_stream)
+    return PretrainPrepared(tokenizer, train_stream, held_stream)
 
 
-def train(config: PretrainConfig, run: Run, prepared: Prepared | None = None) -> torch.nn.Module:
+#: The JSON state a pretraining checkpoint adds to `runs.training_state`'s.
+STATE = {"model_config": dict, "pad_id": int, "eos_id": int, "initial_perplexity": float}
+
+
+def train(
+    config: PretrainConfig, run: Run, prepared: PretrainPrepared | None = None
+) -> torch.nn.Module:
     """Pretrain a GPT on the config's corpus in `run` (steps 1-9 of the module docstring).
 
     Args:
         config: the run's config.
-        run: the run directory (new, or resumed: `run.restored`).
+        run: the run (new, or resumed: `run.restored`); closed when training ends.
         prepared: steps 1-3 when the caller has done them (`prepare`).
     """
     torch.set_num_threads(config.torch_threads)
-    device = runs.resolve_device(config.device)
-    if prepared is None:
-        resumed = run.restored is not None
-        prepared = prepare(config, run.dir / TOKENIZER_FILE if resumed else None)  # 1.-3.
+    with closing(run):
+        device = runs.resolve_device(config.device)
+        if prepared is None:
+            resumed = run.restored is not None
+            prepared = prepare(config, run.dir / TOKENIZER_FILE if resumed else None)  # 1.-3.
+        tokenizer = prepared.tokenizer
+        # 4. model and optimizer; a resumed run's checkpoint restored before anything is written
+        model = build_gpt(
+            tokenizer.vocab_size, config.layers, config.width, config.heads, config.context,
+            config.dropout, tokenizer.pad_id, tokenizer.eos_id, config.seed,
+        ).to(device)  # fmt: skip
+        optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
+        rng = seeding.seed_torch_and_numpy(config.seed)
+        step, state = runs.restore(run, {"model/": model}, optimizer, device, rng)
+        if run.restored is not None:
+            runs.check_state(run, state, STATE)
+        else:  # written when the run directory is made
+            run.on_open.append(lambda: tokenizer.save(run.dir / TOKENIZER_FILE))
+        _loop(config, run, prepared, model, optimizer, rng, step, dict(state))
+    return model
+
+
+def _loop(config, run, prepared, model, optimizer, rng, step: int, state: dict) -> None:
+    """Steps 5-9 in the open run, from `step`."""
+    device = next(model.parameters()).device
     tokenizer = prepared.tokenizer
-    train_stream, held_stream = prepared.train_stream, prepared.held_stream
-    if not (run.dir / TOKENIZER_FILE).exists():  # written when the run directory is made
-        run.on_open.append(lambda: tokenizer.save(run.dir / TOKENIZER_FILE))
-    # 4. model and optimizer
-    model = build_gpt(
-        tokenizer.vocab_size, config.layers, config.width, config.heads, config.context,
-        config.dropout, tokenizer.pad_id, tokenizer.eos_id, config.seed,
-    ).to(device)  # fmt: skip
-    optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
-    step, state = 0, {}
-    if run.restored is not None:
-        arrays, meta = run.restored
-        load_model_arrays(model, arrays, "model/", f"run '{run.dir}'")
-        runs.restore_training(arrays, optimizer)
-        step, state = int(meta["step"]), meta["state"]
-        rng.bit_generator.state = state["rng"]
     evaluate = lambda: held_out_loss(  # noqa: E731
-        model, held_stream, config.context, config.eval_tokens, config.batch_size
+        model, prepared.held_stream, config.context, config.eval_tokens, config.batch_size
     )
+    speed = {"tokens": 0, "clock": time.perf_counter()}
 
-    def save(at: int) -> None:
-        run.save(at, runs.training_arrays(model_arrays(model), optimizer), {
+    def save():
+        arrays, rngs = runs.training_state({"model/": model}, optimizer, device, rng, step)
+        return arrays, {
             "model_config": config_dict(model), "pad_id": tokenizer.pad_id,
-            "eos_id": tokenizer.eos_id, "rng": runs.rng_state(rng),
-            "initial_perplexity": state["initial_perplexity"],
-        })  # fmt: skip
+            "eos_id": tokenizer.eos_id, "initial_perplexity": state["initial_perplexity"], **rngs,
+        }  # fmt: skip
 
-    if run.restored is None:
-        state["initial_perplexity"] = perplexity(evaluate())
-        held = math.log(state["initial_perplexity"])
+    def log(_evaluation) -> None:  # 9. the held-out perplexity at every row
+        held = evaluate()
         run.log(
-            0, loss=math.nan, held_out_loss=held, held_out_perplexity=perplexity(held),
-            learning_rate=0.0, grad_norm=math.nan, tokens_per_second=math.nan,
+            step, loss=loss.item(), held_out_loss=held, held_out_perplexity=perplexity(held),
+            learning_rate=learning_rate, grad_norm=float(grad_norm),
+            tokens_per_second=speed["tokens"] / (time.perf_counter() - speed["clock"]),
         )  # fmt: skip
-    model.train()
-    tokens_seen, clock = 0, time.perf_counter()
+        state["final_perplexity"] = perplexity(held)
+        speed.update(tokens=0, clock=time.perf_counter())
+
     with run.session(step):
-        while step < config.steps:  # 5.
-            learning_rate = runs.cosine_learning_rate(
-                step, config.learning_rate, config.warmup_steps, config.steps,
-                config.min_lr_fraction,
+        if run.restored is None:
+            state["initial_perplexity"] = perplexity(evaluate())
+            held = math.log(state["initial_perplexity"])
+            run.log(
+                0, loss=math.nan, held_out_loss=held, held_out_perplexity=perplexity(held),
+                learning_rate=0.0, grad_norm=math.nan, tokens_per_second=math.nan,
             )  # fmt: skip
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
-            inputs, targets = sample_windows(train_stream, config.batch_size, config.context, rng)
+        model.train()
+        speed["clock"] = time.perf_counter()
+        while step < config.steps:  # 5.
+            inputs, targets = sample_windows(  # 6.
+                prepared.train_stream, config.batch_size, config.context, rng
+            )
             loss = next_token_loss(model, inputs.to(device), targets.to(device))  # 7.
-            if not torch.isfinite(loss):
-                raise NonFiniteError(f"loss is {float(loss)} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)  # 8.
-            optimizer.step()
+            learning_rate, grad_norm = runs.adamw_step(  # 8.
+                optimizer, model.parameters(), loss, step, config
+            )
             step += 1
-            tokens_seen += inputs.numel()
-            if step % config.log_every == 0 or step == config.steps:  # 9.
-                held = evaluate()
-                elapsed = time.perf_counter() - clock
-                run.log(
-                    step, loss=loss.item(), held_out_loss=held,
-                    held_out_perplexity=perplexity(held), learning_rate=learning_rate,
-                    grad_norm=float(grad_norm), tokens_per_second=tokens_seen / elapsed,
-                )  # fmt: skip
-                state["final_perplexity"] = perplexity(held)
-                tokens_seen, clock = 0, time.perf_counter()
-            if run.checkpoint_due(step) or step == config.steps:
-                save(step)
-                if run.stop_requested:
-                    break
+            speed["tokens"] += inputs.numel()
+            if after_iteration(run, step, step - 1, save=save, log=log):  # 9.
+                break
     if not run.stop_requested:
         final = state.get("final_perplexity", perplexity(evaluate()))
         run.notes.append(
             f"held-out perplexity: {final:.2f} (untrained: {state['initial_perplexity']:.1f}, "
             f"vocabulary: {tokenizer.vocab_size} tokens)"
         )
-    return model

@@ -32,16 +32,16 @@ preferences are known.
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bellman import checkpoint
+from bellman import checkpoint, seeding
 from bellman.config import interval
-from bellman.errors import CheckpointError, ConfigError, NonFiniteError
+from bellman.errors import CheckpointError, ConfigError
 from bellman.lm import runs
 from bellman.lm.batch import TokenBatch, pack
 from bellman.lm.data import (
@@ -57,12 +57,12 @@ from bellman.lm.model import (
     RewardModel,
     config_dict,
     load_model_arrays,
-    model_arrays,
     model_from_config_dict,
 )
 from bellman.lm.rewards import judge_rank, reward_function
 from bellman.lm.runs import LMTrainConfig
 from bellman.lm.tokenizer import TOKENIZER_FILE, TextTokenizer, tokenize_pair
+from bellman.loop import after_iteration
 from bellman.run import Run
 
 ALGO = "lm-reward"
@@ -251,46 +251,68 @@ def prepare(config: RewardConfig) -> RewardPrepared:
     return RewardPrepared(lm, [data[i] for i in train_idx], [data[i] for i in held_idx])
 
 
+#: The JSON state a reward-model checkpoint adds to `runs.training_state`'s.
+STATE = {"model_config": dict, "pad_id": int, "eos_id": int}
+
+
 def train(config: RewardConfig, run: Run, prepared: RewardPrepared | None = None) -> RewardModel:
-    """Train a reward model on the comparisons in `run` (module docstring, steps 1-7)."""
+    """Train a reward model on the comparisons in `run` (module docstring, steps 1-7); a
+    resumed run's checkpoint is restored before anything is written; the run is closed when
+    training ends."""
     torch.set_num_threads(config.torch_threads)
-    device = runs.resolve_device(config.device)
-    prepared = prepared or prepare(config)  # 1.
-    lm, train_data, held_data = prepared.lm, prepared.train_data, prepared.held_data
-    runs.copy_tokenizer(lm, run)
-    tokenizer = lm.tokenizer
-    lm.model.config.use_cache = False
-    with torch.random.fork_rng(devices=[]):  # the head's initial weights follow the seed
-        torch.manual_seed(config.seed)
-        reward_model = RewardModel.from_lm(lm.model).to(device)  # 2.
-    model_config = config_dict(reward_model.backbone)
-    optimizer = runs.adamw(reward_model, config.learning_rate, config.weight_decay)
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
-    step = 0
-    if run.restored is not None:
-        arrays, meta = run.restored
-        load_model_arrays(reward_model, arrays, "model/", f"run '{run.dir}'")
-        runs.restore_training(arrays, optimizer)
-        step = int(meta["step"])
-        rng.bit_generator.state = meta["state"]["rng"]
-    else:
-        accuracy, held_loss = pairwise_accuracy(
-            reward_model, held_data, tokenizer.pad_id, config.batch_prompts
-        )
-        nan = float("nan")
-        run.log(0, loss=nan, held_out_loss=held_loss, held_out_accuracy=accuracy,
-                learning_rate=0.0, grad_norm=nan, tokens_per_second=nan)  # fmt: skip
-    reward_model.train()
-    tokens_seen, clock = 0, time.perf_counter()
+    with closing(run):
+        device = runs.resolve_device(config.device)
+        prepared = prepared or prepare(config)  # 1.
+        prepared.lm.model.config.use_cache = False
+        with torch.random.fork_rng(devices=[]):  # the head's initial weights follow the seed
+            torch.manual_seed(config.seed)
+            reward_model = RewardModel.from_lm(prepared.lm.model).to(device)  # 2.
+        optimizer = runs.adamw(reward_model, config.learning_rate, config.weight_decay)
+        rng = seeding.seed_torch_and_numpy(config.seed)
+        step, state = runs.restore(run, {"model/": reward_model}, optimizer, device, rng)
+        if run.restored is not None:
+            runs.check_state(run, state, STATE)
+        runs.copy_tokenizer(prepared.lm, run)
+        _loop(config, run, prepared, reward_model, optimizer, rng, step)
+    return reward_model
+
+
+def _loop(config, run, prepared: RewardPrepared, reward_model, optimizer, rng, step) -> None:
+    """Steps 3-7 in the open run, from `step`."""
+    tokenizer = prepared.lm.tokenizer
+    train_data, held_data = prepared.train_data, prepared.held_data
+    device = next(reward_model.parameters()).device
+    held_out = lambda: pairwise_accuracy(  # noqa: E731
+        reward_model, held_data, tokenizer.pad_id, config.batch_prompts
+    )
+    speed = {"tokens": 0, "clock": time.perf_counter()}
+
+    def save():
+        arrays, rngs = runs.training_state({"model/": reward_model}, optimizer, device, rng, step)
+        return arrays, {"model_config": config_dict(reward_model.backbone),
+                        "pad_id": tokenizer.pad_id, "eos_id": tokenizer.eos_id, **rngs}  # fmt: skip
+
+    def log(_evaluation) -> None:  # 7.
+        accuracy, held_loss = held_out()
+        run.log(
+            step, loss=loss.item(), held_out_loss=held_loss, held_out_accuracy=accuracy,
+            learning_rate=learning_rate, grad_norm=float(grad_norm),
+            tokens_per_second=speed["tokens"] / (time.perf_counter() - speed["clock"]),
+        )  # fmt: skip
+        speed.update(tokens=0, clock=time.perf_counter())
+        if step == config.steps:
+            run.notes.append(f"held-out pairwise accuracy: {accuracy:.3f} "
+                             f"({len(held_data)} prompts, chance 0.5)")  # fmt: skip
+
     with run.session(step):
+        if run.restored is None:
+            accuracy, held_loss = held_out()
+            nan = float("nan")
+            run.log(0, loss=nan, held_out_loss=held_loss, held_out_accuracy=accuracy,
+                    learning_rate=0.0, grad_norm=nan, tokens_per_second=nan)  # fmt: skip
+        reward_model.train()
+        speed["clock"] = time.perf_counter()
         while step < config.steps:  # 3.
-            learning_rate = runs.cosine_learning_rate(
-                step, config.learning_rate, config.warmup_steps, config.steps,
-                config.min_lr_fraction,
-            )  # fmt: skip
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
             chosen = rng.choice(
                 len(train_data), config.batch_prompts,
                 replace=config.batch_prompts > len(train_data),
@@ -303,38 +325,14 @@ def train(config: RewardConfig, run: Run, prepared: RewardPrepared | None = None
                                        prompts.to(device))  # 5. # fmt: skip
             else:  # every pair a tie: nothing to learn from this batch
                 loss = scores.sum() * 0.0
-            if not torch.isfinite(loss):
-                raise NonFiniteError(f"loss is {float(loss)} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(reward_model.parameters(), config.grad_clip)
-            optimizer.step()  # 6.
+            learning_rate, grad_norm = runs.adamw_step(  # 6.
+                optimizer, reward_model.parameters(), loss, step, config
+            )
             step += 1
-            tokens_seen += sum(len(c.prompt) * len(c.responses) + sum(map(len, c.responses))
-                               for c in chunk)  # fmt: skip
-            if step % config.log_every == 0 or step == config.steps:  # 7.
-                accuracy, held_loss = pairwise_accuracy(
-                    reward_model, held_data, tokenizer.pad_id, config.batch_prompts
-                )
-                run.log(
-                    step, loss=loss.item(), held_out_loss=held_loss, held_out_accuracy=accuracy,
-                    learning_rate=learning_rate, grad_norm=float(grad_norm),
-                    tokens_per_second=tokens_seen / (time.perf_counter() - clock),
-                )  # fmt: skip
-                tokens_seen, clock = 0, time.perf_counter()
-                if step == config.steps:
-                    run.notes.append(
-                        f"held-out pairwise accuracy: {accuracy:.3f} "
-                        f"({len(held_data)} prompts, chance 0.5)"
-                    )
-            if run.checkpoint_due(step) or step == config.steps:
-                run.save(step, runs.training_arrays(model_arrays(reward_model), optimizer), {
-                    "model_config": model_config, "pad_id": tokenizer.pad_id,
-                    "eos_id": tokenizer.eos_id, "rng": runs.rng_state(rng),
-                })  # fmt: skip
-                if run.stop_requested:
-                    break
-    return reward_model
+            speed["tokens"] += sum(len(c.prompt) * len(c.responses) + sum(map(len, c.responses))
+                                   for c in chunk)  # fmt: skip
+            if after_iteration(run, step, step - 1, save=save, log=log):
+                break
 
 
 # ---- labelling ---------------------------------------------------------------------------------

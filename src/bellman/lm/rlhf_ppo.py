@@ -60,6 +60,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -67,6 +68,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bellman import seeding
 from bellman.advantages import generalized_advantage_estimation
 from bellman.config import TrainConfig, choices, interval
 from bellman.errors import ConfigError, NonFiniteError
@@ -77,14 +79,13 @@ from bellman.lm.model import (
     LanguageModel,
     RewardModel,
     config_dict,
-    load_model_arrays,
-    model_arrays,
 )
 from bellman.lm.pretrain import held_out_loss, next_token_loss, perplexity, sample_windows
 from bellman.lm.pretrain import token_stream as corpus_stream
 from bellman.lm.reward_model import held_out_prompts, load_reward_model, reward_inputs
 from bellman.lm.rewards import reward_function
 from bellman.lm.sampling import sample, token_log_probs
+from bellman.loop import after_iteration, crossed
 from bellman.losses import approximate_kl, clipped_surrogate_loss, value_loss
 from bellman.run import Run
 
@@ -495,11 +496,17 @@ def optimise(
     ptx_stream: np.ndarray | None,
     config: RLHFPPOConfig,
     rng: np.random.Generator,
+    *,
+    step: int = 0,
 ) -> dict[str, float]:
     """Step 6: `ppo_epochs` passes of clipped-surrogate (+ value, + ptx) minibatch steps.
 
     Returns:
         Means over the minibatches: policy_loss, value_loss, clip_fraction, approx_kl, ptx_loss.
+
+    Raises:
+        NonFiniteError: a minibatch's loss or gradient norm is not finite (naming iteration
+            `step`); no weight has changed in that minibatch.
     """
     mask = rollout.batch.response_mask.bool()
     device = mask.device
@@ -531,11 +538,10 @@ def optimise(
                 ptx_loss = next_token_loss(policy, inputs.to(device), targets.to(device))
                 loss = loss + config.ptx_coef * ptx_loss
                 totals["ptx_loss"].append(ptx_loss.item())
-            if not torch.isfinite(loss):
-                raise NonFiniteError(f"PPO loss is {float(loss)}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+            runs.check_finite(step, PPO_loss=loss, gradient_norm=grad_norm)
             optimizer.step()
             totals["policy_loss"].append(pg_loss.item())
             totals["clip_fraction"].append(float(clip_fraction))
@@ -576,11 +582,16 @@ def ppo_step(
     config: RLHFPPOConfig,
     rng: np.random.Generator,
     generator: torch.Generator,
+    *,
+    step: int = 0,
 ) -> tuple[dict[str, float], float]:
-    """One iteration, steps 1-7 of the module docstring.
+    """One iteration, steps 1-7 of the module docstring (iteration `step`, 1-based, in errors).
 
     Returns:
         (the metrics of the step, the next beta).
+
+    Raises:
+        NonFiniteError: the policy's logits, the reward, a loss or a gradient norm is not finite.
     """
     policy = prepared.policy
     clock = time.perf_counter()
@@ -588,17 +599,19 @@ def ppo_step(
     count = len(prepared.train_prompts)
     chosen = rng.choice(count, config.batch_prompts, replace=config.batch_prompts > count)
     prompts = [prepared.train_prompts[i] for i in chosen for _ in range(config.group_size)]
-    batch, texts, old, ref, values, entropy = generate_rollout(
-        policy, prepared.reference, critic, prompts, config, generator
-    )
+    try:
+        batch, texts, old, ref, values, entropy = generate_rollout(
+            policy, prepared.reference, critic, prompts, config, generator
+        )
+    except NonFiniteError as error:
+        raise NonFiniteError(f"{error} at step {step}") from None
     mask = batch.response_mask
     # 2. evaluate: learned reward, rule-based judge, and the true judge for the log
     scores, learned, true = evaluate(
         [p for p, _ in prompts], texts, policy.tokenizer, prepared.reward_model, config,
         policy.device,
     )  # fmt: skip
-    if not math.isfinite(float(scores.mean())):
-        raise NonFiniteError(f"reward is {float(scores.mean())}")
+    runs.check_finite(step, reward=scores.mean())
     # 3. KL penalty (k1 per token), the score at the last real token
     kl = kl_penalty(old, ref, mask)
     rewards = token_rewards(scores, kl, beta, batch.response_lengths, mask)
@@ -617,7 +630,7 @@ def ppo_step(
     # 6. optimise
     rollout = ResponseRollout(batch, old, ref, values, entropy, scores, learned, true)
     stats = optimise(rollout, advantages, returns, policy.model, critic, optimizer,
-                     prepared.ptx_stream, config, rng)  # fmt: skip
+                     prepared.ptx_stream, config, rng, step=step)  # fmt: skip
     # 7. adaptive KL controller
     mean_kl = float(kl.sum(1).mean())
     next_beta = beta
@@ -642,62 +655,95 @@ COLUMNS = (
 """The columns of metrics.csv after step, wall_time and the run's own."""
 
 
-def train(config: RLHFPPOConfig, run: Run, prepared: RLHFPrepared | None = None) -> LanguageModel:
-    """RLHF with PPO in `run` (module docstring, steps 1-7). Returns the trained policy."""
-    torch.set_num_threads(config.torch_threads)
-    prepared = prepared or prepare(config)
-    runs.copy_tokenizer(prepared.policy, run)
-    policy, tokenizer = prepared.policy, prepared.policy.tokenizer
-    policy.model.eval()  # dropout off, in the rollout and in the optimisation
-    critic = make_critic(prepared, config)
-    trained = torch.nn.ModuleDict({"policy": policy.model})
-    if critic is not None:
-        trained["critic"] = critic
-    optimizer = runs.adamw(trained, config.learning_rate, config.weight_decay)
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
-    generator = torch.Generator(device=policy.device).manual_seed(config.seed)
-    step, beta, state = 0, config.kl_coef, {}
-    if run.restored is not None:
-        arrays, meta = run.restored
-        load_model_arrays(policy.model, arrays, "model/", f"run '{run.dir}'")
-        if critic is not None:
-            load_model_arrays(critic, arrays, "critic/", f"run '{run.dir}'")
-        runs.restore_training(arrays, optimizer)
-        generator.set_state(torch.from_numpy(np.array(arrays["sample_rng"])))
-        step, state = int(meta["step"]), meta["state"]
-        rng.bit_generator.state = state["rng"]
-        beta = float(state["kl_coef"])
-    else:
-        state["initial"] = held_out_evaluation(prepared, config)
-        run.log(0, **{**dict.fromkeys(COLUMNS, math.nan), "kl_coef": beta, **state["initial"]})
+class HeldOutEvaluation:
+    """`held_out_evaluation` as `loop.after_iteration` runs evaluations: every `eval_every`
+    iterations and at the last one; its columns are NaN in the other rows."""
 
-    def save(at: int) -> None:
-        arrays = model_arrays(policy.model, "model/")
+    def __init__(self, config: RLHFPPOConfig):
+        self.config = config
+        #: The measurements of this iteration, or None when it had none.
+        self.result: dict[str, float] | None = None
+
+    def due(self, before: int, step: int) -> bool:
+        self.result = None
+        return crossed(before, step, self.config.eval_every) > 0 or step >= self.config.steps
+
+    def run(self, prepared: RLHFPrepared) -> dict[str, float]:
+        self.result = held_out_evaluation(prepared, self.config)
+        return self.result
+
+    def columns(self) -> dict[str, float]:
+        return self.result or dict.fromkeys(EVAL_COLUMNS, math.nan)
+
+    def solved(self) -> bool:
+        return False  # RLHF has no reward threshold: it trains for its steps
+
+
+#: The columns `held_out_evaluation` fills.
+EVAL_COLUMNS = ("eval_reward_true", "eval_kl", "held_out_perplexity")
+
+#: The JSON state a PPO checkpoint adds to `runs.training_state`'s.
+STATE = {"model_config": dict, "pad_id": int, "eos_id": int, "kl_coef": float, "initial": dict}
+
+
+def train(config: RLHFPPOConfig, run: Run, prepared: RLHFPrepared | None = None) -> LanguageModel:
+    """RLHF with PPO in `run` (module docstring, steps 1-7). Returns the trained policy. A
+    resumed run's checkpoint is restored before anything is written; the run is closed when
+    training ends."""
+    torch.set_num_threads(config.torch_threads)
+    with closing(run):
+        prepared = prepared or prepare(config)
+        policy = prepared.policy
+        policy.model.eval()  # dropout off, in the rollout and in the optimisation
+        critic = make_critic(prepared, config)
+        trained = {"model/": policy.model}  # checkpoint prefix -> module
         if critic is not None:
-            arrays.update(model_arrays(critic, "critic/"))
-        arrays = runs.training_arrays(arrays, optimizer)
-        arrays["sample_rng"] = generator.get_state().numpy()
-        run.save(at, arrays, {
-            "model_config": config_dict(policy.model), "pad_id": tokenizer.pad_id,
-            "eos_id": tokenizer.eos_id, "rng": runs.rng_state(rng), "kl_coef": beta,
-            "initial": state["initial"], "last": state.get("last"),
-        })  # fmt: skip
+            trained["critic/"] = critic
+        modules = torch.nn.ModuleDict({name.strip("/"): module for name, module in trained.items()})
+        optimizer = runs.adamw(modules, config.learning_rate, config.weight_decay)
+        rng = seeding.seed_torch_and_numpy(config.seed)
+        generators = {"sample_rng": torch.Generator(device=policy.device).manual_seed(config.seed)}
+        step, state = runs.restore(run, trained, optimizer, policy.device, rng, generators)
+        if run.restored is not None:
+            runs.check_state(run, state, STATE)
+        runs.copy_tokenizer(policy, run)
+        state = {"kl_coef": config.kl_coef, **state}
+        _loop(config, run, prepared, critic, optimizer, rng, generators, trained, step, state)
+    return policy
+
+
+def _loop(config, run, prepared, critic, optimizer, rng, generators, trained, step, state):
+    """The iterations in the open run, from `step`; `state` holds kl_coef, initial and last."""
+    tokenizer, device = prepared.policy.tokenizer, prepared.policy.device
+    evaluation = HeldOutEvaluation(config)
+
+    def save():
+        arrays, rngs = runs.training_state(trained, optimizer, device, rng, step, generators)
+        return arrays, {
+            "model_config": config_dict(prepared.policy.model), "pad_id": tokenizer.pad_id,
+            "eos_id": tokenizer.eos_id, "kl_coef": state["kl_coef"], "initial": state["initial"],
+            "last": state.get("last"), **rngs,
+        }  # fmt: skip
+
+    def log(columns: dict[str, float]) -> None:
+        if evaluation.result is not None:
+            state["last"] = evaluation.result
+        run.log(step, **metrics, **columns)
 
     with run.session(step):
+        if run.restored is None:
+            state["initial"] = held_out_evaluation(prepared, config)
+            run.log(0, **{**dict.fromkeys(COLUMNS, math.nan), "kl_coef": state["kl_coef"],
+                          **state["initial"]})  # fmt: skip
         while step < config.steps:
-            metrics, beta = ppo_step(prepared, critic, optimizer, beta, config, rng, generator)
+            metrics, state["kl_coef"] = ppo_step(
+                prepared, critic, optimizer, state["kl_coef"], config, rng,
+                generators["sample_rng"], step=step + 1,
+            )  # fmt: skip
             step += 1
-            evaluation = dict.fromkeys(("eval_reward_true", "eval_kl", "held_out_perplexity"),
-                                       math.nan)  # fmt: skip
-            if step % config.eval_every == 0 or step == config.steps:
-                evaluation = state["last"] = held_out_evaluation(prepared, config)
-            if step % config.log_every == 0 or step == config.steps:
-                run.log(step, **metrics, **evaluation)
-            if run.checkpoint_due(step) or step == config.steps:
-                save(step)
-                if run.stop_requested:
-                    break
+            if after_iteration(run, step, step - 1, save=save, log=log,
+                               evaluation=evaluation, policy=lambda: prepared):  # fmt: skip
+                break
     if not run.stop_requested and state.get("last"):
         first, last = state["initial"], state["last"]
         run.notes.append(
@@ -706,4 +752,3 @@ def train(config: RLHFPPOConfig, run: Run, prepared: RLHFPrepared | None = None)
             f"held-out perplexity: {first['held_out_perplexity']:.2f} -> "
             f"{last['held_out_perplexity']:.2f}"
         )
-    return policy

@@ -6,12 +6,22 @@ end: `write_plot`) plus `tokenizer.json`, so each run is self-contained: `bellma
 RUN` needs nothing else. A checkpoint holds
 
     model/<name>        the weights (tied tensors once), or backbone/... and head.* for a reward
-                        model
+                        model (PPO's value model: critic/...)
     optim/<i>/<key>     the AdamW moments of parameter i
-    torch_rng           torch's CPU generator (dropout)
+    torch_rng           torch's CPU generator (dropout); cuda_rng, CUDA's, when training there
 
-and its JSON the model's transformers config, the PAD/EOS ids, the numpy generator that draws
-batches and the step, so that a resumed run continues exactly.
+and its JSON the model's transformers config, the PAD/EOS ids, Python's generator and the numpy
+generator that draws batches (`numpy_rng`) and the step, so that a resumed run continues exactly.
+The steps seed with `seeding.seed_torch_and_numpy` and capture and restore every generator with
+`seeding.capture_rngs` / `restore_rngs` (`training_state`, `restore`).
+
+A resumed run restores its checkpoint into the model, the optimizer and the generators before
+the run directory is opened (`Run.open`): every array is checked against what it goes into
+(names, shapes, dtypes, finite weights), so a checkpoint that does not fit is one
+CheckpointError and the run directory stays byte for byte as it was. A training step that meets
+a non-finite loss or gradient norm stops before it changes a weight (`adamw_step`,
+`check_finite`), and no checkpoint holds non-finite weights, so `latest` stays on the last good
+one.
 """
 
 from __future__ import annotations
@@ -26,8 +36,8 @@ import numpy as np
 from bellman import checkpoint, seeding
 from bellman import config as configs
 from bellman.config import TrainConfig, choices, interval
-from bellman.errors import CheckpointError, ConfigError
-from bellman.run import Run, default_run_dir, read_run_config, write_run_config
+from bellman.errors import CheckpointError, ConfigError, NonFiniteError
+from bellman.run import Run, default_run_dir, read_run_config
 
 
 @dataclass(frozen=True)
@@ -75,23 +85,18 @@ def resolve_config(
 def create_run(
     algo: str, config, label: str, run_dir: Path | None = None, quiet: bool = False
 ) -> Run:
-    """Create the run directory `runs/<algo>-<label>-<time>` (or `run_dir`, which must be new
-    or empty) and write its config.toml."""
-    if run_dir is not None and Path(run_dir).exists():
-        if not Path(run_dir).is_dir() or any(Path(run_dir).iterdir()):
-            command = algo.replace("lm-", "bellman lm ")
-            raise CheckpointError(
-                f"run directory '{run_dir}' already exists; continue it with "
-                f"`{command} --resume {run_dir}` or choose another --run-dir"
-            )
+    """A new run in `runs/<algo>-<label>-<time>` (or `run_dir`, which must be new or empty):
+    checked now, made when training starts (`Run.open`)."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(algo, label)
     return Run.create(algo, config, run_dir, quiet=quiet)
 
 
 def resume_run(run_dir: Path, algo: str, cls: type, steps: int | None, quiet: bool = False) -> Run:
-    """Open `run_dir` at its latest checkpoint, checked, to train on to its target (or `steps`).
+    """`run_dir` at its latest checkpoint, to train on to its target (or `steps`).
 
-    Nothing is written before every check has passed.
+    Nothing is written here: the step's `train` restores the checkpoint (`restore`, every array
+    and state checked) before the run directory opens, which then truncates the logs to the
+    checkpoint and, for a new `steps`, rewrites config.toml.
     """
     run_dir = Path(run_dir)
     values = read_run_config(run_dir)
@@ -110,9 +115,9 @@ def resume_run(run_dir: Path, algo: str, cls: type, steps: int | None, quiet: bo
             f"run '{run_dir}' already reached its target of {config.steps} steps; pass "
             f"--steps N with N > {meta['step']} to train it further"
         )
-    if steps is not None:
-        write_run_config(run_dir, algo, config)
-    return Run.resume(run_dir, algo, config, (arrays, meta), quiet=quiet)
+    return Run.resume(
+        run_dir, algo, config, (arrays, meta), quiet=quiet, write_config=steps is not None
+    )
 
 
 def run_values(run_dir: Path) -> dict[str, Any]:
@@ -145,30 +150,138 @@ def adamw(model, learning_rate: float, weight_decay: float):
     return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.95), fused=True)
 
 
-def training_arrays(model_arrays: dict[str, np.ndarray], optimizer) -> dict[str, np.ndarray]:
-    """Checkpoint arrays: the model's, the optimizer's moments and torch's generator."""
+def adamw_step(optimizer, parameters, loss, step: int, config: LMTrainConfig):
+    """Backpropagate `loss`, clip the gradient norm to `config.grad_clip` and step AdamW at the
+    warmup + cosine learning rate of `step` (0-based): the end of every step of pretraining,
+    SFT, the reward model and DPO.
+
+    Returns:
+        (learning rate, gradient norm before clipping).
+
+    Raises:
+        NonFiniteError: the loss or the gradient norm is not finite; no weight has changed.
+    """
     import torch
 
+    learning_rate = cosine_learning_rate(
+        step, config.learning_rate, config.warmup_steps, config.steps, config.min_lr_fraction
+    )
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+    check_finite(step + 1, loss=loss, gradient_norm=grad_norm)
+    optimizer.step()
+    return learning_rate, grad_norm
+
+
+def check_finite(step: int, **values) -> None:
+    """Raise NonFiniteError naming the first of `values` (tensors or numbers) that is NaN or
+    infinite, and the step (one device synchronisation for all of them).
+
+    Args:
+        step: the step being trained (1-based, as the logs count).
+        values: name -> value; underscores in names become spaces in the message.
+    """
+    import torch
+
+    tensors = [torch.as_tensor(value).detach().float().reshape(()) for value in values.values()]
+    finite = torch.isfinite(torch.stack([tensor.to(tensors[0].device) for tensor in tensors]))
+    if bool(finite.all()):
+        return
+    for name, tensor, ok in zip(values, tensors, finite.tolist(), strict=True):
+        if not ok:
+            raise NonFiniteError(
+                f"{name.replace('_', ' ')} is {float(tensor)} at step {step}; the run stays at "
+                "its last checkpoint"
+            )
+
+
+def training_state(
+    modules: dict, optimizer, device, rng: np.random.Generator, step: int, generators=None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """What a step's checkpoint holds in common (see the module docstring): the weights of
+    `modules` (prefix -> module, e.g. {"model/": gpt}), AdamW's moments, every generator
+    (`seeding.capture_rngs`, the batch generator as `numpy_rng`) and the named torch
+    `generators` (e.g. PPO's sampling generator).
+
+    Returns:
+        (arrays, JSON state); the step adds its own state to the latter.
+
+    Raises:
+        NonFiniteError: a weight is NaN or infinite (such a checkpoint is never written).
+    """
+    from bellman.lm.model import model_arrays
     from bellman.torch_state import optimizer_arrays
 
-    arrays = {**model_arrays, **optimizer_arrays(optimizer)}
-    arrays["torch_rng"] = torch.get_rng_state().numpy()
-    return arrays
+    arrays = {}
+    for prefix, module in modules.items():
+        arrays.update(model_arrays(module, prefix))
+    for key, value in arrays.items():
+        if not np.isfinite(value).all():
+            raise NonFiniteError(f"weight '{key}' is not finite at step {step}; the run stays "
+                                 "at its last checkpoint")  # fmt: skip
+    arrays.update(optimizer_arrays(optimizer))
+    rng_arrays, state = seeding.capture_rngs(device, numpy_rng=rng)
+    arrays.update(rng_arrays)
+    for name, generator in (generators or {}).items():
+        arrays[name] = generator.get_state().numpy()
+    return arrays, state
 
 
-def restore_training(arrays: dict[str, np.ndarray], optimizer) -> None:
-    """Put the optimizer's moments and torch's generator back (see `training_arrays`)."""
+def restore(
+    run: Run, modules: dict, optimizer, device, rng: np.random.Generator, generators=None
+) -> tuple[int, dict[str, Any]]:
+    """Put a resumed run's checkpoint into the live models, AdamW and generators (what
+    `training_state` saved), each piece checked before it is used, while nothing of the run
+    directory has been written; a new run gets (0, {}).
+
+    Returns:
+        (the checkpoint's step, its JSON state).
+
+    Raises:
+        CheckpointError: an array that is missing, unexpected, of another shape or dtype, or not
+            finite; a generator state that is not one.
+    """
+    if run.restored is None:
+        return 0, {}
+    from bellman.lm.model import load_model_arrays
+    from bellman.torch_state import check_arrays, expected_optimizer_arrays, load_optimizer
+
+    arrays, meta = run.restored
+    where = f"run '{run.dir}'"
+    generators = generators or {}
+    known = (*modules, "optim/")
+    names = {seeding.TORCH_RNG, seeding.CUDA_RNG, *generators}
+    strays = sorted(key for key in arrays if key not in names and not key.startswith(known))
+    if strays:
+        raise CheckpointError(f"{where}: its checkpoint has arrays this step never saves: "
+                              + ", ".join(f"'{key}'" for key in strays[:4]))  # fmt: skip
+    for prefix, module in modules.items():
+        load_model_arrays(module, arrays, prefix, where)
+    moments = {key: value for key, value in arrays.items() if key.startswith("optim/")}
+    check_arrays(moments, expected_optimizer_arrays(optimizer), f"{where} optim/")
+    load_optimizer(optimizer, arrays, where)
+    for name, generator in generators.items():
+        check_arrays({name: arrays[name]} if name in arrays else {},
+                     {name: (tuple(generator.get_state().shape), np.uint8)}, where)  # fmt: skip
+    seeding.restore_rngs(arrays, meta["state"], device, numpy_rng=rng)
+    for name, generator in generators.items():
+        generator.set_state(_torch_tensor(arrays[name]))
+    return int(meta["step"]), meta["state"]
+
+
+def _torch_tensor(array: np.ndarray):
     import torch
 
-    from bellman.torch_state import load_optimizer
-
-    load_optimizer(optimizer, arrays)
-    torch.set_rng_state(torch.from_numpy(np.array(arrays["torch_rng"])))
+    return torch.from_numpy(np.array(array))
 
 
-def rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    """JSON-safe state of the batch generator."""
-    return seeding.generator_state(rng)
+def check_state(run: Run, state: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Refuse a resumed checkpoint whose step-specific JSON state lacks a key of `schema` or
+    holds another kind of value (`checkpoint.check_schema`)."""
+    checkpoint.check_schema(state, schema, f"run '{run.dir}': its checkpoint", "state.")
 
 
 def load_lm(path: Path, device: str = "cpu"):

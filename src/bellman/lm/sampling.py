@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bellman.errors import ConfigError
+from bellman.errors import ConfigError, NonFiniteError
 from bellman.lm.batch import TokenBatch, context_length, pack, response_logits
 
 
@@ -199,6 +199,7 @@ def sample(
 
     Raises:
         ConfigError: a prompt fills the whole context, or bad sampling values.
+        NonFiniteError: the model's logits are NaN or infinite (broken weights).
     """
     check_sampling(temperature, top_k, top_p)
     device = next(model.parameters()).device
@@ -224,6 +225,8 @@ def sample(
                           device=device)  # fmt: skip
         mask[:, :width_p] = batch.attention_mask
         last, cache = prefill(model, prompts, batch)  # 2.
+        if not bool(torch.isfinite(last).all()):  # a draw from NaN would index past the vocabulary
+            raise NonFiniteError("the model's next-token logits are NaN or infinite")
         next_position = batch.prompt_lengths.clone()
         pad = torch.full((rows,), pad_id, dtype=torch.long, device=device)
         weights = cumulative = None  # draw's buffers, allocated by its first call

@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bellman import seeding
 from bellman.config import interval
-from bellman.errors import ConfigError, NonFiniteError
+from bellman.errors import ConfigError
 from bellman.lm import runs
 from bellman.lm.batch import TokenBatch, pack
 from bellman.lm.batch import response_logits as _response_logits
@@ -45,10 +46,11 @@ from bellman.lm.data import (
     openings,
     read_demonstrations,
 )
-from bellman.lm.model import LanguageModel, config_dict, load_model_arrays, model_arrays
+from bellman.lm.model import LanguageModel, config_dict
 from bellman.lm.rewards import reward_function
 from bellman.lm.runs import LMTrainConfig
 from bellman.lm.tokenizer import TextTokenizer, tokenize_pair
+from bellman.loop import after_iteration
 from bellman.run import Run
 
 ALGO = "lm-sft"
@@ -196,38 +198,62 @@ def prepare(config: SFTConfig) -> SFTPrepared:
     return SFTPrepared(lm, [pairs[i] for i in train_idx], [pairs[i] for i in held_idx])
 
 
+#: The JSON state an SFT checkpoint adds to `runs.training_state`'s.
+STATE = {"model_config": dict, "pad_id": int, "eos_id": int}
+
+
 def train(config: SFTConfig, run: Run, prepared: SFTPrepared | None = None):
-    """Fine-tune the base model on the demonstrations in `run` (module docstring, steps 1-6)."""
+    """Fine-tune the base model on the demonstrations in `run` (module docstring, steps 1-6);
+    a resumed run's checkpoint is restored before anything is written; the run is closed when
+    training ends."""
     torch.set_num_threads(config.torch_threads)
-    device = runs.resolve_device(config.device)
-    prepared = prepared or prepare(config)
-    runs.copy_tokenizer(prepared.lm, run)
+    with closing(run):
+        device = runs.resolve_device(config.device)
+        prepared = prepared or prepare(config)
+        model = prepared.lm.model
+        optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
+        rng = seeding.seed_torch_and_numpy(config.seed)
+        step, state = runs.restore(run, {"model/": model}, optimizer, device, rng)
+        if run.restored is not None:
+            runs.check_state(run, state, STATE)
+        runs.copy_tokenizer(prepared.lm, run)
+        _loop(config, run, prepared, optimizer, rng, step)
+    return model
+
+
+def _loop(config: SFTConfig, run: Run, prepared: SFTPrepared, optimizer, rng, step: int) -> None:
+    """Steps 3-6 in the open run, from `step`."""
     model, tokenizer = prepared.lm.model, prepared.lm.tokenizer
+    device = next(model.parameters()).device
     train_pairs, held_pairs = prepared.train_pairs, prepared.held_pairs
-    optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
-    step = 0
-    if run.restored is not None:
-        arrays, meta = run.restored
-        load_model_arrays(model, arrays, "model/", f"run '{run.dir}'")
-        runs.restore_training(arrays, optimizer)
-        step = int(meta["step"])
-        rng.bit_generator.state = meta["state"]["rng"]
-    else:
-        held = held_out_sft_loss(model, held_pairs, tokenizer.pad_id, config.batch_size)
-        run.log(0, loss=float("nan"), held_out_loss=held, learning_rate=0.0,
-                grad_norm=float("nan"), tokens_per_second=float("nan"))  # fmt: skip
-    model.train()
-    tokens_seen, clock = 0, time.perf_counter()
+    held_out = lambda: held_out_sft_loss(  # noqa: E731
+        model, held_pairs, tokenizer.pad_id, config.batch_size
+    )
+    speed = {"tokens": 0, "clock": time.perf_counter()}
+
+    def save():
+        arrays, rngs = runs.training_state({"model/": model}, optimizer, device, rng, step)
+        return arrays, {"model_config": config_dict(model), "pad_id": tokenizer.pad_id,
+                        "eos_id": tokenizer.eos_id, **rngs}  # fmt: skip
+
+    def log(_evaluation) -> None:
+        held = held_out()
+        run.log(
+            step, loss=loss.item(), held_out_loss=held, learning_rate=learning_rate,
+            grad_norm=float(grad_norm),
+            tokens_per_second=speed["tokens"] / (time.perf_counter() - speed["clock"]),
+        )  # fmt: skip
+        speed.update(tokens=0, clock=time.perf_counter())
+        if step == config.steps:
+            run.notes.append(f"held-out response loss: {held:.3f} nats per token")
+
     with run.session(step):
+        if run.restored is None:
+            run.log(0, loss=float("nan"), held_out_loss=held_out(), learning_rate=0.0,
+                    grad_norm=float("nan"), tokens_per_second=float("nan"))  # fmt: skip
+        model.train()
+        speed["clock"] = time.perf_counter()
         while step < config.steps:  # 3.
-            learning_rate = runs.cosine_learning_rate(
-                step, config.learning_rate, config.warmup_steps, config.steps,
-                config.min_lr_fraction,
-            )  # fmt: skip
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
             chosen = rng.choice(
                 len(train_pairs), config.batch_size, replace=config.batch_size > len(train_pairs)
             )
@@ -236,29 +262,10 @@ def train(config: SFTConfig, run: Run, prepared: SFTPrepared | None = None):
                 tokenizer.pad_id, device,
             )  # fmt: skip
             loss = sft_loss(model, batch)  # 5.
-            if not torch.isfinite(loss):
-                raise NonFiniteError(f"loss is {float(loss)} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)  # 6.
-            optimizer.step()
+            learning_rate, grad_norm = runs.adamw_step(  # 6.
+                optimizer, model.parameters(), loss, step, config
+            )
             step += 1
-            tokens_seen += int(batch.attention_mask.sum())
-            if step % config.log_every == 0 or step == config.steps:
-                held = held_out_sft_loss(model, held_pairs, tokenizer.pad_id, config.batch_size)
-                run.log(
-                    step, loss=loss.item(), held_out_loss=held, learning_rate=learning_rate,
-                    grad_norm=float(grad_norm),
-                    tokens_per_second=tokens_seen / (time.perf_counter() - clock),
-                )  # fmt: skip
-                tokens_seen, clock = 0, time.perf_counter()
-                if step == config.steps:
-                    run.notes.append(f"held-out response loss: {held:.3f} nats per token")
-            if run.checkpoint_due(step) or step == config.steps:
-                run.save(step, runs.training_arrays(model_arrays(model), optimizer), {
-                    "model_config": config_dict(model), "pad_id": tokenizer.pad_id,
-                    "eos_id": tokenizer.eos_id, "rng": runs.rng_state(rng),
-                })  # fmt: skip
-                if run.stop_requested:
-                    break
-    return model
+            speed["tokens"] += int(batch.attention_mask.sum())
+            if after_iteration(run, step, step - 1, save=save, log=log):
+                break
