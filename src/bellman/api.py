@@ -343,6 +343,27 @@ def load_policy(run_dir: Path, seed: int = 0, render_mode: str | None = None):
     return policy, config, env
 
 
+def check_recordable(run_dir: Path) -> None:
+    """Refuse `--record` for a run whose env cannot render frames (the lectures' MDPs and the
+    board games render text), before anything is evaluated or written."""
+    import warnings
+
+    spec, config = load_run_config(run_dir)
+    try:
+        with warnings.catch_warnings():  # gymnasium warns of the mode this asks about
+            warnings.simplefilter("ignore")
+            env = spec.load().make_eval_env(config, render_mode="rgb_array")
+    except ValueError:
+        env = None
+    modes = env.metadata.get("render_modes", []) if env is not None else []
+    if env is not None and hasattr(env, "close"):
+        env.close()
+    if "rgb_array" not in modes:
+        raise ConfigError(
+            f"--record needs an env that renders frames (rgb_array); '{config.env}' does not"
+        )
+
+
 def record_run(run_dir: Path, path: Path, seed: int = 0, max_frames: int = 2000):
     """Write a GIF of the run's evaluation policy playing one episode from reset(seed)."""
     import os

@@ -44,6 +44,9 @@ def atomic_write(path: Path, data: bytes) -> None:
             temp.flush()
             os.fsync(temp.fileno())
         os.replace(temp_name, path)
+    except OSError as error:  # ENOSPC, EFBIG, EIO: name the file meant, not the temp file
+        Path(temp_name).unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from None
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise

@@ -134,6 +134,14 @@ def test_unwritable_output_is_refused_before_any_work(run_copy, tmp_path, args, 
     assert_refused(_run([*BELLMAN, *args], tmp_path), tmp_path, before, *fragments)
 
 
+def test_record_of_an_env_without_frames_is_refused_before_eval(run_copy, tmp_path):
+    """The lectures' MDPs render text only: --record is refused before eval.json is replaced
+    (it was a ValueError traceback after eval.json had been written)."""
+    before = snapshot(tmp_path)
+    result = _run([*BELLMAN, "eval", "run", "--episodes", "2", "--record", "x.gif"], tmp_path)
+    assert_refused(result, tmp_path, before, "--record", "rgb_array")
+
+
 def test_lm_demos_out_into_a_missing_directory(lm_copy, tmp_path):
     before = snapshot(tmp_path)
     result = _run([*BELLMAN, "lm", "demos", "PT", "--out", "/nonexistent/x"], tmp_path)
@@ -276,7 +284,7 @@ def test_full_disk_is_one_error_line(run_copy, tmp_path):
     script = f'mount -t tmpfs -o size=64k tmpfs "$0" && {fill}; exec "$@"'
     result = _run([unshare, "-rm", "sh", "-c", script, str(full), *BELLMAN, "plot", "run",
                    "--out", str(full / "plot.png")], tmp_path)  # fmt: skip
-    assert_refused(result, tmp_path, before, "No space left on device")
+    assert_refused(result, tmp_path, before, "plot.png", "No space left on device")
 
 
 def test_file_size_limit_is_one_error_line(run_copy, tmp_path):
@@ -285,7 +293,7 @@ def test_file_size_limit_is_one_error_line(run_copy, tmp_path):
 
     before = snapshot(tmp_path)
     result = _run([*BELLMAN, "plot", "run", "--out", "plot.png"], tmp_path, preexec_fn=limit)
-    assert_refused(result, tmp_path, before, "File too large")
+    assert_refused(result, tmp_path, before, "plot.png", "File too large")
 
 
 @pytest.mark.parametrize(

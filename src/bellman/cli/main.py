@@ -289,6 +289,8 @@ def _cmd_eval(args) -> int:
         check_gif_path(args.record)
         output_file(args.record, "--record")
     writable_dir(args.run_dir, "run directory")  # eval.json goes there
+    if args.record is not None:
+        api.check_recordable(args.run_dir)
     result = api.evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed)
     print(
         f"{result['env']}: mean return {result['mean']:.3f} +/- {result['std']:.3f} "
