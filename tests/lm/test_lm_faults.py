@@ -164,6 +164,14 @@ def _state_key(arrays, meta):
     del meta["state"]["model_config"]
 
 
+def _state_kind(arrays, meta):
+    meta["state"]["pad_id"] = "abc"
+
+
+def _ppo_measurements(arrays, meta):
+    meta["state"]["last"] = {"eval_kl": "x"}
+
+
 FAULTS = {
     "tiny optimizer arrays": (_tiny_optimizer, "optim/"),
     "wrong-shape model tensor": (_wrong_shape, "shape (3, 3)"),
@@ -177,19 +185,21 @@ FAULTS = {
     "numpy generator": (_numpy_rng, "numpy_rng"),
     "python generator": (_python_rng, "python_rng"),
     "state without model_config": (_state_key, "model_config"),
+    "state with a string pad_id": (_state_kind, "'state.pad_id' must be an integer"),
 }
+PPO_FAULTS = {"PPO state with garbage measurements": (_ppo_measurements, "state.last")}
 #: Every fault on the two cheapest steps; the memory-corruption ones on every step.
 CASES = [(step, fault) for step in ("pretrain", "sft") for fault in FAULTS] + [
     (step, fault) for step in ("reward", "dpo", "ppo")
     for fault in ("tiny optimizer arrays", "float16 re-save", "wrong-shape model tensor")
-]  # fmt: skip
+] + [("ppo", fault) for fault in PPO_FAULTS]  # fmt: skip
 
 
 @pytest.mark.parametrize(("step", "fault"), CASES)
 def test_a_checkpoint_that_does_not_fit_is_refused_before_anything_is_written(
     finished, tmp_path, step, fault
 ):
-    change, fragment = FAULTS[fault]
+    change, fragment = {**FAULTS, **PPO_FAULTS}[fault]
     run_dir = copy_run(finished[step], tmp_path / step)
     craft(run_dir, change)
     before = snapshot(run_dir)

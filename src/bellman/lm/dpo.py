@@ -205,9 +205,7 @@ def train(config: DPOConfig, run: Run, prepared: DPOPrepared | None = None) -> L
         model.eval()  # dropout off: pi_theta = pi_ref exactly at step 0
         optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
         rng = seeding.seed_torch_and_numpy(config.seed)
-        step, state = runs.restore(run, {"model/": model}, optimizer, device, rng)
-        if run.restored is not None:
-            runs.check_state(run, state, STATE)
+        step, _ = runs.restore(run, {"model/": model}, optimizer, device, rng, STATE)
         runs.copy_tokenizer(prepared.lm, run)
         _loop(config, run, prepared, optimizer, rng, step)
     return prepared.lm

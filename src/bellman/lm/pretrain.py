@@ -236,10 +236,8 @@ def train(
         ).to(device)  # fmt: skip
         optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
         rng = seeding.seed_torch_and_numpy(config.seed)
-        step, state = runs.restore(run, {"model/": model}, optimizer, device, rng)
-        if run.restored is not None:
-            runs.check_state(run, state, STATE)
-        else:  # written when the run directory is made
+        step, state = runs.restore(run, {"model/": model}, optimizer, device, rng, STATE)
+        if run.restored is None:  # written when the run directory is made
             run.on_open.append(lambda: tokenizer.save(run.dir / TOKENIZER_FILE))
         _loop(config, run, prepared, model, optimizer, rng, step, dict(state))
     return model

@@ -269,9 +269,7 @@ def train(config: RewardConfig, run: Run, prepared: RewardPrepared | None = None
             reward_model = RewardModel.from_lm(prepared.lm.model).to(device)  # 2.
         optimizer = runs.adamw(reward_model, config.learning_rate, config.weight_decay)
         rng = seeding.seed_torch_and_numpy(config.seed)
-        step, state = runs.restore(run, {"model/": reward_model}, optimizer, device, rng)
-        if run.restored is not None:
-            runs.check_state(run, state, STATE)
+        step, _ = runs.restore(run, {"model/": reward_model}, optimizer, device, rng, STATE)
         runs.copy_tokenizer(prepared.lm, run)
         _loop(config, run, prepared, reward_model, optimizer, rng, step)
     return reward_model

@@ -68,7 +68,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bellman import seeding
+from bellman import checkpoint, seeding
 from bellman.advantages import generalized_advantage_estimation
 from bellman.config import TrainConfig, choices, interval
 from bellman.errors import ConfigError, NonFiniteError
@@ -682,8 +682,11 @@ class HeldOutEvaluation:
 #: The columns `held_out_evaluation` fills.
 EVAL_COLUMNS = ("eval_reward_true", "eval_kl", "held_out_perplexity")
 
-#: The JSON state a PPO checkpoint adds to `runs.training_state`'s.
-STATE = {"model_config": dict, "pad_id": int, "eos_id": int, "kl_coef": float, "initial": dict}
+#: The JSON state a PPO checkpoint adds to `runs.training_state`'s (and "last": None before the
+#: first held-out evaluation, else like "initial").
+MEASURED = dict.fromkeys(EVAL_COLUMNS, float)
+STATE = {"model_config": dict, "pad_id": int, "eos_id": int, "kl_coef": float,
+         "initial": MEASURED}  # fmt: skip
 
 
 def train(config: RLHFPPOConfig, run: Run, prepared: RLHFPrepared | None = None) -> LanguageModel:
@@ -703,9 +706,10 @@ def train(config: RLHFPPOConfig, run: Run, prepared: RLHFPrepared | None = None)
         optimizer = runs.adamw(modules, config.learning_rate, config.weight_decay)
         rng = seeding.seed_torch_and_numpy(config.seed)
         generators = {"sample_rng": torch.Generator(device=policy.device).manual_seed(config.seed)}
-        step, state = runs.restore(run, trained, optimizer, policy.device, rng, generators)
-        if run.restored is not None:
-            runs.check_state(run, state, STATE)
+        step, state = runs.restore(run, trained, optimizer, policy.device, rng, STATE, generators)
+        if state.get("last") is not None:
+            where = f"run '{run.dir}': its checkpoint"
+            checkpoint.check_schema(state, {"last": MEASURED}, where, "state.")
         runs.copy_tokenizer(policy, run)
         state = {"kl_coef": config.kl_coef, **state}
         _loop(config, run, prepared, critic, optimizer, rng, generators, trained, step, state)

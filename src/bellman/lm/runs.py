@@ -231,18 +231,29 @@ def training_state(
 
 
 def restore(
-    run: Run, modules: dict, optimizer, device, rng: np.random.Generator, generators=None
-) -> tuple[int, dict[str, Any]]:
+    run: Run, modules: dict, optimizer, device, rng: np.random.Generator, schema: dict,
+    generators=None,
+) -> tuple[int, dict[str, Any]]:  # fmt: skip
     """Put a resumed run's checkpoint into the live models, AdamW and generators (what
     `training_state` saved), each piece checked before it is used, while nothing of the run
     directory has been written; a new run gets (0, {}).
+
+    Args:
+        run: the run; `run.restored` is the checkpoint.
+        modules: checkpoint prefix -> module, as `training_state` saved them.
+        optimizer: the step's AdamW over those modules.
+        device: where the step trains (its CUDA generator is restored too).
+        rng: the batch generator (`numpy_rng`).
+        schema: the step's own JSON state (`checkpoint.check_schema`: keys and kinds).
+        generators: name -> torch generator saved as an array (PPO's sampling generator).
 
     Returns:
         (the checkpoint's step, its JSON state).
 
     Raises:
-        CheckpointError: an array that is missing, unexpected, of another shape or dtype, or not
-            finite; a generator state that is not one.
+        CheckpointError: step state without a key of `schema` or of another kind; an array that
+            is missing, unexpected, of another shape or dtype, or not finite; a generator state
+            that is not one.
     """
     if run.restored is None:
         return 0, {}
@@ -251,6 +262,7 @@ def restore(
 
     arrays, meta = run.restored
     where = f"run '{run.dir}'"
+    checkpoint.check_schema(meta["state"], schema, f"{where}: its checkpoint", "state.")
     generators = generators or {}
     known = (*modules, "optim/")
     names = {seeding.TORCH_RNG, seeding.CUDA_RNG, *generators}
@@ -261,6 +273,7 @@ def restore(
     for prefix, module in modules.items():
         load_model_arrays(module, arrays, prefix, where)
     moments = {key: value for key, value in arrays.items() if key.startswith("optim/")}
+    # every moment (load_optimizer alone accepts none: a checkpoint saved before a first step)
     check_arrays(moments, expected_optimizer_arrays(optimizer), f"{where} optim/")
     load_optimizer(optimizer, arrays, where)
     for name, generator in generators.items():
@@ -276,12 +289,6 @@ def _torch_tensor(array: np.ndarray):
     import torch
 
     return torch.from_numpy(np.array(array))
-
-
-def check_state(run: Run, state: dict[str, Any], schema: dict[str, Any]) -> None:
-    """Refuse a resumed checkpoint whose step-specific JSON state lacks a key of `schema` or
-    holds another kind of value (`checkpoint.check_schema`)."""
-    checkpoint.check_schema(state, schema, f"run '{run.dir}': its checkpoint", "state.")
 
 
 def load_lm(path: Path, device: str = "cpu"):

@@ -213,9 +213,7 @@ def train(config: SFTConfig, run: Run, prepared: SFTPrepared | None = None):
         model = prepared.lm.model
         optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
         rng = seeding.seed_torch_and_numpy(config.seed)
-        step, state = runs.restore(run, {"model/": model}, optimizer, device, rng)
-        if run.restored is not None:
-            runs.check_state(run, state, STATE)
+        step, _ = runs.restore(run, {"model/": model}, optimizer, device, rng, STATE)
         runs.copy_tokenizer(prepared.lm, run)
         _loop(config, run, prepared, optimizer, rng, step)
     return model
