@@ -186,7 +186,9 @@ def test_gradient_step_takes_autograds_gradients(env_id, switches, fast):
     old_log_probs[:16] = log_probs[:16]  # r = 1: the clip's two terms tie
     old_values = values + noise(0.5)
     old_values[16:32] = values[16:32]  # V = V_old: the value clip's two squares tie
-    minibatch = ppo.Batch(obs, actions, old_log_probs, old_values, noise(1.0), values + noise(1.0))
+    minibatch = ppo.RolloutBatch(
+        obs, actions, old_log_probs, old_values, noise(1.0), values + noise(1.0)
+    )
     clip_range, beta = 0.2, 0.7
     learner.scalars["kl_beta"] = beta
     expected_network = copy.deepcopy(network)

@@ -52,8 +52,8 @@ import torch
 
 from bellman.algos.actor_critic import (
     ActorCriticConfig,
-    Batch,
-    Learner,
+    ActorCriticLearner,
+    RolloutBatch,
     boundary,
     check_checkpoint,
     check_env,
@@ -111,7 +111,7 @@ __all__ = [
 ]
 
 
-def make_learner(config: A2CConfig, envs: gym.vector.VectorEnv) -> Learner:
+def make_learner(config: A2CConfig, envs: gym.vector.VectorEnv) -> ActorCriticLearner:
     """pi(.|s; theta), V(s; theta_v) and step 15's optimiser."""
 
     def make_optimizer(parameters) -> torch.optim.Optimizer:
@@ -124,7 +124,7 @@ def make_learner(config: A2CConfig, envs: gym.vector.VectorEnv) -> Learner:
             eps=config.optimizer_epsilon, foreach=True,
         )  # fmt: skip
 
-    return Learner(config, envs, make_optimizer)
+    return ActorCriticLearner(config, envs, make_optimizer)
 
 
 def actor_critic_loss(log_probs, entropy, values, advantages, returns, config: A2CConfig):
@@ -144,7 +144,9 @@ def actor_critic_loss(log_probs, entropy, values, advantages, returns, config: A
     return loss, policy_loss.detach(), critic_loss.detach(), entropy.detach()
 
 
-def update(learner: Learner, batch: Batch, learning_rate: float) -> dict[str, float]:
+def update(
+    learner: ActorCriticLearner, batch: RolloutBatch, learning_rate: float
+) -> dict[str, float]:
     """Steps 2 and 12-15: one gradient step on all N t_max samples; returns the diagnostics."""
     config = learner.config
     learner.set_learning_rate(learning_rate)
@@ -173,7 +175,7 @@ def update(learner: Learner, batch: Batch, learning_rate: float) -> dict[str, fl
     return stats
 
 
-def train(config: A2CConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
+def train(config: A2CConfig, envs: gym.vector.VectorEnv, run: Run) -> ActorCriticLearner:
     """Run A2C for `config.steps` env steps (see the module docstring for the pseudocode)."""
     torch.set_num_threads(config.torch_threads)
     learner = make_learner(config, envs)
@@ -186,7 +188,7 @@ def train(config: A2CConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
 
     with run.session(start_step=learner.step):
         obs = boundary(learner, envs, config)
-        while learner.step < config.steps and not run.stop_requested:  # 1. repeat
+        while learner.step < config.steps:  # 1. repeat
             before = learner.step
             # 3.-8. every actor performs t_max actions with the current theta (N envs together)
             obs, experience, last_values = run_policy(learner, envs, obs, rollout, run)
@@ -195,13 +197,12 @@ def train(config: A2CConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
                 experience, last_values, config.gamma, config.gae_lambda
             )
             # 2., 12.-15. accumulate the gradients of all N t_max samples, one update
-            batch = Batch.of(experience, advantages, returns)
+            batch = RolloutBatch.of(experience, advantages, returns)
             stats = update(learner, batch, learning_rate(before))
             learner.iterations += 1
-            solved, fresh = end_iteration(learner, envs, run, evaluation, before, stats)
-            if solved:
+            # evaluate, log, solved?, checkpoint, fresh episodes after a checkpoint
+            stop, obs = end_iteration(learner, envs, run, evaluation, before, stats, obs)
+            if stop:
                 break
-            if fresh is not None:
-                obs = fresh
     evaluation.close()
     return learner

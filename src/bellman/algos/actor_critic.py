@@ -33,7 +33,10 @@ Details both share:
       (the tests train both from one seed and compare the weights).
     - At every checkpoint the environments are reset with seeds derived from (seed, step) and the
       reward normaliser's running returns restart, in the uninterrupted run as in a resumed one,
-      so a run resumed from a periodic checkpoint is bit-for-bit the run that never stopped.
+      so a run resumed from a checkpoint is bit-for-bit the run that never stopped. After an
+      iteration, `end_iteration` evaluates, logs, checks "solved" and checkpoints in the one
+      order of `bellman.loop.after_iteration`; Ctrl-C or SIGTERM makes the run train on to its
+      next checkpoint and stop there.
 """
 
 from __future__ import annotations
@@ -49,29 +52,37 @@ import torch
 
 from bellman import seeding
 from bellman.advantages import generalized_advantage_estimation
+from bellman.algos import check_checkpoint_arrays
 from bellman.checkpoint import expect_array
-from bellman.config import choices, interval
-from bellman.envs import make_env
+from bellman.config import TrainConfig, check_deep_fields, choices, interval
+from bellman.envs import RunningMeanStd, final_observations, log_episodes, make_env
 from bellman.envs.atari import is_atari
-from bellman.errors import ConfigError
+from bellman.errors import CheckpointError, ConfigError
+from bellman.evaluation import TrainingEvaluation
+from bellman.loop import after_iteration
 from bellman.nets import ActorCritic, actor_critic_for, resolve_device
 from bellman.nets.fast import FastPath
-from bellman.rollouts import (
-    DeepConfig,
-    RunningMeanStd,
-    TrainingEvaluation,
-    crossed,
-    final_observations,
-    log_episodes,
-)
 from bellman.run import Run
-from bellman.torch_state import load_optimizer, optimizer_arrays, state_dict_from_arrays
+from bellman.torch_state import check_arrays, load_module, load_optimizer, optimizer_arrays
 
 
 @dataclass(frozen=True)
-class ActorCriticConfig(DeepConfig):
-    """Fields A2C and PPO share; the defaults are PPO's (each algorithm sets its own)."""
+class ActorCriticConfig(TrainConfig):
+    """The family base of A2C and PPO: the fields they share, the defaults PPO's (each algorithm
+    sets its own). The first six are those of every deep algorithm (`config.DeepConfig`)."""
 
+    eval_every: int = field(default=0, metadata=interval("[0, inf)"))
+    """Env steps between evaluations during training (0: none); logged as eval_return_mean."""
+    eval_episodes: int = field(default=10, metadata=interval("[1, inf)"))
+    """Episodes per evaluation during training."""
+    stop_when_solved: bool = False
+    """Stop once an evaluation's mean return reaches the env's reward_threshold (CartPole: 475)."""
+    frame_stack: int = field(default=4, metadata=interval("[1, 16]"))
+    """Atari only: frames stacked into one observation."""
+    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
+    """Where the networks run: auto uses CUDA when present."""
+    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
+    """CPU threads of torch (1 is fastest on small, shared machines)."""
     steps: int = field(default=1_000_000, metadata=interval("[1, inf)"))
     """Total number of environment steps of the run, summed over the n_envs environments."""
     n_envs: int = field(default=1, metadata=interval("[1, 256]"))
@@ -116,6 +127,9 @@ class ActorCriticConfig(DeepConfig):
     def batch_size(self) -> int:
         """N T: samples per iteration."""
         return self.n_envs * self.n_steps
+
+    def validate(self) -> None:
+        check_deep_fields(self)
 
     @property
     def hidden(self) -> tuple[int, ...]:
@@ -275,7 +289,7 @@ class Rollout:
 
 
 @dataclass
-class Batch:
+class RolloutBatch:
     """The rollout flattened to N T samples, with its advantages and value targets."""
 
     obs: torch.Tensor
@@ -286,14 +300,14 @@ class Batch:
     returns: torch.Tensor
 
     @classmethod
-    def of(cls, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
+    def of(cls, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> RolloutBatch:
         return cls(
             rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1),
             rollout.log_probs.flatten(), rollout.values.flatten(),
             advantages.flatten(), returns.flatten(),
         )  # fmt: skip
 
-    def minibatches(self, size: int) -> Iterator[Batch]:
+    def minibatches(self, size: int) -> Iterator[RolloutBatch]:
         """One epoch: the samples in a fresh random order (from torch's CPU generator) in
         minibatches of `size`; the batch itself, unshuffled, when `size` is all of it (a loss
         that averages over the samples does not depend on their order)."""
@@ -303,10 +317,10 @@ class Batch:
         order = torch.randperm(len(self.returns)).to(self.returns.device)
         shuffled = [getattr(self, f.name)[order] for f in fields(self)]  # one gather per field
         parts = zip(*(x.split(size) for x in shuffled), strict=True)
-        yield from (Batch(*minibatch) for minibatch in parts)
+        yield from (RolloutBatch(*minibatch) for minibatch in parts)
 
 
-def sample_actions(learner: Learner, obs: np.ndarray):
+def sample_actions(learner: ActorCriticLearner, obs: np.ndarray):
     """a_t ~ pi_theta(.|s_t) for the N actors' observations [N, ...], drawn from the learner's
     numpy generator: (actions, log pi(a|s) [N], V(s) [N]) as numpy arrays (`ActorCritic.sample`;
     on the fast path MLP policies on the CPU compute the same with numpy)."""
@@ -314,7 +328,7 @@ def sample_actions(learner: Learner, obs: np.ndarray):
     return acting.sample(obs, learner.rng)
 
 
-def run_policy(learner: Learner, envs, obs: np.ndarray, rollout: Rollout, run: Run):
+def run_policy(learner: ActorCriticLearner, envs, obs: np.ndarray, rollout: Rollout, run: Run):
     """The N actors run pi_theta for T timesteps together, filling `rollout` (numpy arrays).
 
     Returns:
@@ -356,7 +370,7 @@ def estimate_advantages(rollout: Rollout, last_values: torch.Tensor, gamma: floa
     )
 
 
-def rollout_storage(learner: Learner, config: ActorCriticConfig) -> Rollout:
+def rollout_storage(learner: ActorCriticLearner, config: ActorCriticConfig) -> Rollout:
     """Zeroed [T, N, ...] numpy arrays for one iteration's experience."""
     shape = (config.n_steps, config.n_envs)
     box = isinstance(learner.action_space, gym.spaces.Box)
@@ -374,7 +388,7 @@ def rollout_storage(learner: Learner, config: ActorCriticConfig) -> Rollout:
 
 
 # ---- the learner --------------------------------------------------------------------------
-class Learner:
+class ActorCriticLearner:
     """pi_theta and V_theta, the optimiser, the normalisation statistics and the counters:
     everything a checkpoint holds. `scalars` carries an algorithm's own numbers (PPO's beta).
 
@@ -403,7 +417,9 @@ class Learner:
         self.policy.to(self.device)
         self.parameters = list(self.policy.parameters())
         # the speed path (numpy acting, gradients by hand, flat parameters) or None: the plain one
-        self.fast = FastPath(self.policy, self.parameters) if config.fast else None
+        # (REINFORCE, which shares this learner, has no `fast` switch: it takes the plain path)
+        fast = getattr(config, "fast", False)
+        self.fast = FastPath(self.policy, self.parameters) if fast else None
         self.optimizer = make_optimizer(self.parameters)
         first = envs.envs[0]
         observation_normalizer = _wrapper(first, gym.wrappers.NormalizeObservation)
@@ -443,41 +459,50 @@ class Learner:
             self.fast.clip_grad_norm(max_grad_norm)
             self.fast.step(self.optimizer)
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, state) of a checkpoint: the network, the optimiser's state, the
+        normalisation statistics, the counters, `scalars` and every generator
+        (`seeding.capture_rngs`: Python's, torch's CPU and CUDA ones, the numpy one acting
+        draws from)."""
         arrays = {f"policy/{k}": v.cpu().numpy() for k, v in self.policy.state_dict().items()}
         arrays.update(optimizer_arrays(self.optimizer))
-        arrays["torch_rng"] = torch.get_rng_state().numpy()
-        if self.device.type == "cuda":  # actions are sampled on the GPU with its own generator
-            arrays["cuda_rng"] = torch.cuda.get_rng_state(self.device).numpy()
+        rng_arrays, rng_state = seeding.capture_rngs(self.device, numpy_rng=self.rng)
+        arrays.update(rng_arrays)
         for name, rms in (("obs", self.obs_rms), ("return", self.return_rms)):
             if rms is not None:
                 arrays.update(statistics_arrays(rms, name))
-        return arrays
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "iterations": self.iterations,
-            **self.scalars,
-            "python_rng": seeding.python_random_state(),
-            "numpy_rng": seeding.generator_state(self.rng),
-        }
+        return arrays, {"iterations": self.iterations, **self.scalars, **rng_state}
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        check_policy_arrays(arrays, self.policy)
-        self.policy.load_state_dict(state_dict_from_arrays(arrays, "policy/", self.device))
-        load_optimizer(self.optimizer, arrays)
-        torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
-        if self.device.type == "cuda" and "cuda_rng" in arrays:
-            torch.cuda.set_rng_state(torch.from_numpy(arrays["cuda_rng"].copy()), self.device)
+        """Put a checkpoint back. Every array is checked against the live learner's (key set,
+        shape, dtype: `check_checkpoint_arrays`, `load_module`, `load_optimizer`), every state
+        value against what this learner saves, the statistics and generators for sense: a file
+        that does not fit is a CheckpointError before the run writes anything."""
+        where = f"checkpoint step-{meta['step']}"
+        state = meta["state"]
+        iterations = state.get("iterations")
+        scalars = {name: state.get(name) for name in self.scalars}
+        if (
+            type(iterations) is not int
+            or iterations < 0
+            or not all(
+                type(value) in (int, float) and math.isfinite(value) for value in scalars.values()
+            )
+        ):
+            raise CheckpointError(
+                f"{where} does not fit: its state needs 'iterations' (an integer >= 0) and "
+                f"finite {', '.join(repr(n) for n in scalars) or 'scalars'}; found "
+                f"{iterations!r} and {scalars}"
+            )
+        check_checkpoint_arrays(arrays, self.checkpoint()[0], where)
+        load_module(self.policy, arrays, "policy/", self.device, where)
+        load_optimizer(self.optimizer, arrays, where)
         for name, rms in (("obs", self.obs_rms), ("return", self.return_rms)):
             if rms is not None:
-                load_statistics(rms, arrays, name)
-        self.step = int(meta["step"])
-        self.iterations = int(meta["state"]["iterations"])
-        for name in self.scalars:
-            self.scalars[name] = float(meta["state"][name])
-        seeding.set_python_random_state(meta["state"]["python_rng"])
-        seeding.set_generator_state(self.rng, meta["state"]["numpy_rng"])
+                load_statistics(rms, arrays, name, where)
+        seeding.restore_rngs(arrays, state, self.device, numpy_rng=self.rng)
+        self.step, self.iterations = int(meta["step"]), iterations
+        self.scalars.update({name: float(value) for name, value in scalars.items()})
 
 
 def statistics_arrays(rms, name: str) -> dict[str, np.ndarray]:
@@ -490,28 +515,33 @@ def statistics_arrays(rms, name: str) -> dict[str, np.ndarray]:
     }
 
 
-def load_statistics(rms, arrays: dict[str, np.ndarray], name: str) -> None:
-    """Set a RunningMeanStd (in place: the N envs share it) from `statistics_arrays`."""
+def load_statistics(rms, arrays: dict[str, np.ndarray], name: str, where="checkpoint") -> None:
+    """Set a RunningMeanStd (in place: the N envs share it) from `statistics_arrays`, after
+    checking their shapes and dtypes against the live ones and their values for sense (finite,
+    a variance >= 0, a count > 0)."""
+    live = statistics_arrays(rms, name)
+    found = {key: arrays.get(key) for key in live if key in arrays}
+    check_arrays(found, {key: (v.shape, v.dtype) for key, v in live.items()}, where)
+    mean, var, count = (found[f"normalize/{name}_{part}"] for part in ("mean", "var", "count"))
+    if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()
+            and math.isfinite(count[0]) and count[0] > 0):  # fmt: skip
+        raise CheckpointError(
+            f"{where}: the {name} normalisation statistics are not a running mean and variance "
+            f"(count {count[0]}, variance min {var.min()})"
+        )
     shape = np.shape(rms.mean)
-    stored = np.shape(np.atleast_1d(rms.mean))
-    for field_name in ("mean", "var"):
-        value = expect_array(arrays, f"normalize/{name}_{field_name}", stored, "checkpoint")
-        setattr(rms, field_name, value.reshape(shape).copy())
-    rms.count = float(expect_array(arrays, f"normalize/{name}_count", (1,), "checkpoint")[0])
-
-
-def check_policy_arrays(arrays, policy: ActorCritic) -> None:
-    """Every tensor of the network is in the checkpoint with the right shape."""
-    for key, value in policy.state_dict().items():
-        expect_array(arrays, f"policy/{key}", tuple(value.shape), "checkpoint")
+    rms.mean, rms.var = mean.reshape(shape).copy(), var.reshape(shape).copy()
+    rms.count = float(count[0])
 
 
 def check_checkpoint(arrays: dict[str, np.ndarray], envs, config: ActorCriticConfig) -> None:
-    """The checkpoint's network and statistics have the shapes this config and env give
-    (checked before a resume writes anything)."""
+    """The checkpoint's network has the keys, shapes and dtypes this config and env give, and
+    its statistics the shapes (checked before a resume writes anything; the learner's restore
+    checks the rest)."""
     obs_space = getattr(envs, "single_observation_space", envs.observation_space)
     action_space = getattr(envs, "single_action_space", envs.action_space)
-    check_policy_arrays(arrays, build_policy(config, obs_space, action_space))
+    network = build_policy(config, obs_space, action_space)
+    load_module(network, arrays, "policy/", torch.device("cpu"), "checkpoint")
     if config.normalize_observations:
         expect_array(arrays, "normalize/obs_mean", obs_space.shape, "checkpoint")
     if config.normalize_rewards:
@@ -519,7 +549,7 @@ def check_checkpoint(arrays: dict[str, np.ndarray], envs, config: ActorCriticCon
 
 
 # ---- around the iterations ----------------------------------------------------------------
-def boundary(learner: Learner, envs, config: ActorCriticConfig) -> np.ndarray:
+def boundary(learner: ActorCriticLearner, envs, config: ActorCriticConfig) -> np.ndarray:
     """Start fresh episodes in every env, seeded from (seed, step), and restart the reward
     normaliser's running returns: at step 0 and after every checkpoint, so resumed and
     uninterrupted runs see the same episodes."""
@@ -542,7 +572,9 @@ def deterministic_policy(network: ActorCritic, action_space: gym.Space, device):
     return policy
 
 
-def training_evaluation(learner: Learner, config: ActorCriticConfig) -> TrainingEvaluation:
+def training_evaluation(
+    learner: ActorCriticLearner, config: ActorCriticConfig
+) -> TrainingEvaluation:
     """Evaluation during training, on an env that reads the live observation statistics."""
     evaluation = TrainingEvaluation(config, lambda: make_eval_env(config))
     if evaluation.env is not None and learner.obs_rms is not None:  # live statistics, read-only
@@ -551,32 +583,32 @@ def training_evaluation(learner: Learner, config: ActorCriticConfig) -> Training
 
 
 def end_iteration(
-    learner: Learner, envs, run: Run, evaluation: TrainingEvaluation, before: int, stats: dict
-) -> tuple[bool, np.ndarray | None]:
-    """After an iteration that took the run from step `before` to `learner.step`: evaluate, log
-    and checkpoint when due.
+    learner: ActorCriticLearner,
+    envs,
+    run: Run,
+    evaluation: TrainingEvaluation,
+    before: int,
+    stats: dict,
+    obs: np.ndarray,
+) -> tuple[bool, np.ndarray]:
+    """After an iteration that took the run from step `before` to `learner.step`: evaluate, log,
+    solved?, checkpoint and, after a checkpoint, fresh episodes (`loop.after_iteration`).
 
     Returns:
-        (solved: the evaluation reached the reward threshold, stop the loop;
-         the observations to continue from when a checkpoint restarted the episodes, else None).
+        (whether training stops here, the observations to continue from: `obs`, or the fresh
+         episodes' first observations after a checkpoint).
     """
-    config = learner.config
-    evaluated = evaluation.due(before, learner.step)
-    if evaluated:
-        evaluation.run(deterministic_policy(learner.policy, learner.action_space, learner.device))
-    due = crossed(before, learner.step, config.log_every) or learner.step >= config.steps
-    if evaluated or due:
-        columns = evaluation.columns()  # the same columns in every row
-        run.log(learner.step, iterations=learner.iterations, **stats, **columns)
-    solved = evaluation.solved()
-    if run.checkpoint_due(learner.step) or learner.step >= config.steps or solved:
-        run.save(learner.step, learner.arrays(), learner.state())
-        if solved:
-            run.notes.append(evaluation.solved_note(learner.step))
-            return True, None
-        if learner.step < config.steps and not run.stop_requested:
-            return False, boundary(learner, envs, config)
-    return False, None
+    fresh = [obs]
+    stop = after_iteration(
+        run, learner.step, before, save=learner.checkpoint,
+        log=lambda columns: run.log(
+            learner.step, iterations=learner.iterations, **stats, **columns
+        ),
+        evaluation=evaluation,
+        policy=lambda: deterministic_policy(learner.policy, learner.action_space, learner.device),
+        reset=lambda: fresh.append(boundary(learner, envs, learner.config)),
+    )  # fmt: skip
+    return stop, fresh[-1]
 
 
 def load_policy(arrays, env: gym.Env, config: ActorCriticConfig, seed: int = 0):
@@ -585,8 +617,7 @@ def load_policy(arrays, env: gym.Env, config: ActorCriticConfig, seed: int = 0):
     `seed` is not used: the policy draws no random numbers."""
     check_env(env, config)
     network = build_policy(config, env.observation_space, env.action_space)
-    check_policy_arrays(arrays, network)
-    network.load_state_dict(state_dict_from_arrays(arrays, "policy/", torch.device("cpu")))
+    load_module(network, arrays, "policy/", torch.device("cpu"), "checkpoint")
     if config.normalize_observations:
         normalizer = _wrapper(env, gym.wrappers.NormalizeObservation)
         if normalizer is None:

@@ -58,8 +58,8 @@ import torch
 
 from bellman.algos.actor_critic import (
     ActorCriticConfig,
-    Batch,
-    Learner,
+    ActorCriticLearner,
+    RolloutBatch,
     boundary,
     check_checkpoint,
     check_env,
@@ -173,9 +173,9 @@ def adapt_kl_beta(beta: float, kl: float, kl_target: float) -> float:
 
 
 # ---- step 5 -------------------------------------------------------------------------------
-def make_learner(config: PPOConfig, envs: gym.vector.VectorEnv) -> Learner:
+def make_learner(config: PPOConfig, envs: gym.vector.VectorEnv) -> ActorCriticLearner:
     """pi_theta, V_theta and Adam (fused: one kernel for all parameters); beta in `scalars`."""
-    learner = Learner(
+    learner = ActorCriticLearner(
         config, envs,
         lambda parameters: torch.optim.Adam(
             parameters, lr=config.learning_rate, eps=config.adam_epsilon, fused=True
@@ -185,7 +185,9 @@ def make_learner(config: PPOConfig, envs: gym.vector.VectorEnv) -> Learner:
     return learner
 
 
-def optimize(learner: Learner, batch: Batch, learning_rate: float, clip_range: float):
+def optimize(
+    learner: ActorCriticLearner, batch: RolloutBatch, learning_rate: float, clip_range: float
+):
     """Step 5: K epochs of minibatch gradient steps on -L^{+VF+S}; returns the diagnostics."""
     learner.set_learning_rate(learning_rate)
     config = learner.config
@@ -216,7 +218,9 @@ def optimize(learner: Learner, batch: Batch, learning_rate: float, clip_range: f
     }
 
 
-def epoch(learner: Learner, batch: Batch, clip_range: float, history: list) -> bool:
+def epoch(
+    learner: ActorCriticLearner, batch: RolloutBatch, clip_range: float, history: list
+) -> bool:
     """One pass over the batch in a fresh random order, in minibatches of M; False when
     target_kl stopped it (the policy moved far enough this iteration)."""
     for minibatch in batch.minibatches(learner.config.minibatch_size):
@@ -227,7 +231,7 @@ def epoch(learner: Learner, batch: Batch, clip_range: float, history: list) -> b
     return True
 
 
-def gradient_step(learner: Learner, minibatch: Batch, clip_range: float):
+def gradient_step(learner: ActorCriticLearner, minibatch: RolloutBatch, clip_range: float):
     """One minibatch step of step 5 on the loss -L^{+VF+S} = -(L - c1 VF + c2 S); None (and no
     step) when the minibatch's KL estimate exceeds target_kl.
 
@@ -266,7 +270,7 @@ def gradient_step(learner: Learner, minibatch: Batch, clip_range: float):
 
 
 # ---- the loop -----------------------------------------------------------------------------
-def train(config: PPOConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
+def train(config: PPOConfig, envs: gym.vector.VectorEnv, run: Run) -> ActorCriticLearner:
     """Run PPO for `config.steps` env steps (see the module docstring for the pseudocode)."""
     torch.set_num_threads(config.torch_threads)
     learner = make_learner(config, envs)
@@ -280,7 +284,7 @@ def train(config: PPOConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
 
     with run.session(start_step=learner.step):
         obs = boundary(learner, envs, config)
-        while learner.step < config.steps and not run.stop_requested:  # 1. for iteration
+        while learner.step < config.steps:  # 1. for iteration
             before = learner.step
             # 2.-3. for actor = 1..N: run pi_theta_old for T timesteps (the N envs together)
             obs, experience, last_values = run_policy(learner, envs, obs, rollout, run)
@@ -288,7 +292,7 @@ def train(config: PPOConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
             advantages, returns = estimate_advantages(
                 experience, last_values, config.gamma, config.gae_lambda
             )
-            batch = Batch.of(experience, advantages, returns)  # the N T samples, flattened
+            batch = RolloutBatch.of(experience, advantages, returns)  # the N T samples, flattened
             # 5. optimize the surrogate L wrt theta: K epochs, minibatches of M <= NT samples
             beta = learner.scalars["kl_beta"]
             stats = optimize(learner, batch, learning_rate(before), clip_range(before))
@@ -300,10 +304,9 @@ def train(config: PPOConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
                 stats["kl_beta"] = beta
             # 6. theta_old <- theta: the next rollout samples (and scores) the updated policy
             learner.iterations += 1
-            solved, fresh = end_iteration(learner, envs, run, evaluation, before, stats)
-            if solved:
+            # evaluate, log, solved?, checkpoint, fresh episodes after a checkpoint
+            stop, obs = end_iteration(learner, envs, run, evaluation, before, stats, obs)
+            if stop:
                 break
-            if fresh is not None:
-                obs = fresh
     evaluation.close()
     return learner

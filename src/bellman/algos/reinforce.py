@@ -32,11 +32,13 @@ Deviations and details:
       v(S_T) of its final observation as the value of the steps after the cut (no bootstrap
       without a baseline): a time limit is not a terminal state.
     - The episodes come from one environment (a one-env gymnasium vector env with same-step
-      autoreset). When the run ends (or is stopped) in the middle of a batch, that batch's
-      episodes are discarded: every update uses whole episodes of the current policy.
-    - Checkpoints are taken after an update, when due; the env is then reset with a seed from
+      autoreset). When the run ends in the middle of a batch, that batch's episodes are
+      discarded: every update uses whole episodes of the current policy.
+    - After an update come evaluation, logging, "solved?" and checkpoints, in the one order of
+      `bellman.loop.after_iteration`; after a checkpoint the env is reset with a seed from
       (seed, step), in the uninterrupted run as in a resumed one, so a run resumed from a
-      periodic checkpoint is bit-for-bit the run that never stopped.
+      checkpoint is bit-for-bit the run that never stopped. Ctrl-C or SIGTERM makes the run
+      train on to its next checkpoint and stop there.
 """
 
 from __future__ import annotations
@@ -51,28 +53,23 @@ import torch
 from bellman import seeding
 from bellman.algos import actor_critic
 from bellman.algos.actor_critic import (
-    Learner,
-    check_policy_arrays,
+    ActorCriticLearner,
     deterministic_policy,
     env_actions,
     explained_variance,
     single_env,
     standardize,
 )
-from bellman.config import choices, interval
+from bellman.config import DeepConfig, choices, interval
+from bellman.envs import final_observations, log_episodes
 from bellman.errors import NonFiniteError
+from bellman.evaluation import TrainingEvaluation
+from bellman.loop import after_iteration
 from bellman.losses import value_loss
 from bellman.nets import actor_critic_for
 from bellman.nets.fast import clip_grad_norm
-from bellman.rollouts import (
-    DeepConfig,
-    TrainingEvaluation,
-    crossed,
-    final_observations,
-    log_episodes,
-)
 from bellman.run import Run
-from bellman.torch_state import state_dict_from_arrays
+from bellman.torch_state import load_module
 
 
 @dataclass(frozen=True)
@@ -159,12 +156,15 @@ def check_env(envs, config: REINFORCEConfig | None = None) -> None:
 
 
 def check_checkpoint(arrays, envs, config: REINFORCEConfig) -> None:
+    """The checkpoint's network has the keys, shapes and dtypes this config and env give (checked
+    before a resume writes anything; the learner's restore checks the rest)."""
     obs_space = getattr(envs, "single_observation_space", envs.observation_space)
     action_space = getattr(envs, "single_action_space", envs.action_space)
-    check_policy_arrays(arrays, build_policy(config, obs_space, action_space))
+    network = build_policy(config, obs_space, action_space)
+    load_module(network, arrays, "policy/", torch.device("cpu"), "checkpoint")
 
 
-def make_learner(config: REINFORCEConfig, envs) -> Learner:
+def make_learner(config: REINFORCEConfig, envs) -> ActorCriticLearner:
     """theta, w and the optimiser (steps 1-4)."""
 
     def make_optimizer(parameters) -> torch.optim.Optimizer:
@@ -172,7 +172,7 @@ def make_learner(config: REINFORCEConfig, envs) -> Learner:
             return torch.optim.RMSprop(parameters, lr=config.learning_rate, alpha=0.99)
         return torch.optim.Adam(parameters, lr=config.learning_rate, fused=True)
 
-    return Learner(config, envs, make_optimizer, build=build_policy)
+    return ActorCriticLearner(config, envs, make_optimizer, build=build_policy)
 
 
 # ---- the pieces of the pseudocode ---------------------------------------------------------
@@ -207,11 +207,13 @@ def discounted_returns(
     return returns
 
 
-def generate_episode(learner: Learner, envs, obs: np.ndarray, run: Run, episode: Episode):
-    """Step 6: follow pi(.|., theta) until the episode ends, the run's steps are used up or the
-    run is asked to stop. Returns (next observation, whether the episode ended)."""
+def generate_episode(
+    learner: ActorCriticLearner, envs, obs: np.ndarray, run: Run, episode: Episode
+):
+    """Step 6: follow pi(.|., theta) until the episode ends or the run's steps are used up.
+    Returns (next observation, whether the episode ended)."""
     config, policy = learner.config, learner.policy
-    while learner.step < config.steps and not run.stop_requested:
+    while learner.step < config.steps:
         with torch.no_grad():
             actions, _, _ = policy.act(learner.tensor(obs))
         next_obs, rewards, terminated, truncated, infos = envs.step(
@@ -232,7 +234,7 @@ def generate_episode(learner: Learner, envs, obs: np.ndarray, run: Run, episode:
     return obs, False
 
 
-def update(learner: Learner, episodes: list[Episode]) -> dict[str, float]:
+def update(learner: ActorCriticLearner, episodes: list[Episode]) -> dict[str, float]:
     """Steps 7-11 for the batch's episodes: one gradient step; returns the diagnostics."""
     config = learner.config
     returns = np.concatenate([
@@ -273,14 +275,14 @@ def update(learner: Learner, episodes: list[Episode]) -> dict[str, float]:
 STATISTICS = ("policy_loss", "value_loss", "entropy", "return_mean", "explained_variance")
 
 
-def _boundary(learner: Learner, envs, config: REINFORCEConfig) -> np.ndarray:
+def _boundary(learner: ActorCriticLearner, envs, config: REINFORCEConfig) -> np.ndarray:
     """A fresh episode seeded from (seed, step): at step 0 and after every checkpoint."""
     obs, _ = envs.reset(seed=seeding.boundary_seeds(config.seed, learner.step, 1))
     return obs
 
 
 # ---- the loop -----------------------------------------------------------------------------
-def train(config: REINFORCEConfig, envs: gym.vector.VectorEnv, run: Run) -> Learner:
+def train(config: REINFORCEConfig, envs: gym.vector.VectorEnv, run: Run) -> ActorCriticLearner:
     """Run REINFORCE for `config.steps` env steps (see the module docstring)."""
     torch.set_num_threads(config.torch_threads)
     learner = make_learner(config, envs)  # 1.-4.
@@ -289,36 +291,37 @@ def train(config: REINFORCEConfig, envs: gym.vector.VectorEnv, run: Run) -> Lear
     evaluation = TrainingEvaluation(config, lambda: make_eval_env(config))
 
     stats = dict.fromkeys(STATISTICS, math.nan)  # the last update's, for the log rows
+
+    def log(columns: dict[str, float]) -> None:
+        run.log(learner.step, updates=learner.iterations, **stats, **columns)
+
+    def new_episode() -> None:  # after a checkpoint
+        nonlocal obs
+        obs = _boundary(learner, envs, config)
+
     with run.session(start_step=learner.step):
         obs = _boundary(learner, envs, config)
-        while learner.step < config.steps and not run.stop_requested:  # 5. for each episode
+        while learner.step < config.steps:  # 5. for each episode
             before = learner.step
             episodes = []
             for _ in range(config.batch_episodes):  # 6. generate episodes following pi
                 episode = Episode()
                 obs, ended = generate_episode(learner, envs, obs, run, episode)
-                if not ended:  # the run ended or was stopped inside the batch: discard it
+                if not ended:  # the run ended inside the batch: discard it
                     break
                 episodes.append(episode)
             else:
                 stats = update(learner, episodes)  # 7.-11.
                 learner.iterations += 1
-            evaluated = evaluation.due(before, learner.step)
-            if evaluated:
-                evaluation.run(
-                    deterministic_policy(learner.policy, learner.action_space, learner.device)
-                )
-            ending = learner.step >= config.steps or run.stop_requested
-            if evaluated or ending or crossed(before, learner.step, config.log_every):
-                run.log(learner.step, updates=learner.iterations, **stats,
-                        **evaluation.columns())  # fmt: skip
-            if evaluation.solved():
-                run.notes.append(evaluation.solved_note(learner.step))
+            # evaluate, log, solved?, checkpoint, a fresh episode after a checkpoint
+            if after_iteration(
+                run, learner.step, before, save=learner.checkpoint, log=log,
+                evaluation=evaluation, reset=new_episode,
+                policy=lambda: deterministic_policy(
+                    learner.policy, learner.action_space, learner.device
+                ),
+            ):  # fmt: skip
                 break
-            if run.checkpoint_due(learner.step) and not ending:
-                run.save(learner.step, learner.arrays(), learner.state())
-                obs = _boundary(learner, envs, config)
-        run.save(learner.step, learner.arrays(), learner.state())  # the end, solved or a stop
     evaluation.close()
     return learner
 
@@ -327,6 +330,5 @@ def load_policy(arrays, env: gym.Env, config: REINFORCEConfig, seed: int = 0):
     """The deterministic policy (the mode of pi) of a checkpoint; `seed` is not used."""
     check_env(env, config)
     network = build_policy(config, env.observation_space, env.action_space)
-    check_policy_arrays(arrays, network)
-    network.load_state_dict(state_dict_from_arrays(arrays, "policy/", torch.device("cpu")))
+    load_module(network, arrays, "policy/", torch.device("cpu"), "checkpoint")
     return deterministic_policy(network, env.action_space, torch.device("cpu"))
