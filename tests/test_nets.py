@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bellman.algos.actor_critic import Batch, Rollout
+from bellman.algos.actor_critic import Rollout, RolloutBatch
 from bellman.nets import (
     ActorCritic,
     CategoricalHead,
@@ -232,7 +232,7 @@ def test_flat_parameters_step_is_optimizer_step_and_survives_a_reload():
 
 
 def test_minibatches_cover_the_batch_once_and_the_whole_batch_is_not_shuffled():
-    batch = Batch(*(torch.arange(8.0) for _ in range(6)))
+    batch = RolloutBatch(*(torch.arange(8.0) for _ in range(6)))
     assert list(batch.minibatches(8)) == [batch]
     parts = list(batch.minibatches(2))
     assert len(parts) == 4
