@@ -123,30 +123,6 @@ class _CsvLog:
         if self._handle is not None:
             self._handle.flush()
 
-    def abandon(self) -> None:
-        """After a failure: a new run that never saved a checkpoint (a crash, a NaN, a second
-        Ctrl-C before the first one) removes what it wrote, so the same command can simply be
-        run again; a run with a checkpoint stays for `--resume`."""
-        if not (self._fresh and self.opened) or self._saved or self._lock is None:
-            return
-        import shutil
-
-        self.close_logs()
-        paths = [self.dir] if self._created else list(self.dir.iterdir())
-        for path in paths:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-
-    def close_logs(self) -> None:
-        """Close the logs (idempotent); the lock stays."""
-        if self.opened and not self._closed:
-            self._closed = True
-            self._metrics.close()
-            self._episode_log.close()
-            self._tensorboard.close()
-
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
@@ -199,30 +175,6 @@ class _TensorBoard:
 
     def flush(self) -> None:
         self._writer.flush()
-
-    def abandon(self) -> None:
-        """After a failure: a new run that never saved a checkpoint (a crash, a NaN, a second
-        Ctrl-C before the first one) removes what it wrote, so the same command can simply be
-        run again; a run with a checkpoint stays for `--resume`."""
-        if not (self._fresh and self.opened) or self._saved or self._lock is None:
-            return
-        import shutil
-
-        self.close_logs()
-        paths = [self.dir] if self._created else list(self.dir.iterdir())
-        for path in paths:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-
-    def close_logs(self) -> None:
-        """Close the logs (idempotent); the lock stays."""
-        if self.opened and not self._closed:
-            self._closed = True
-            self._metrics.close()
-            self._episode_log.close()
-            self._tensorboard.close()
 
     def close(self) -> None:
         self._writer.close()
