@@ -144,6 +144,34 @@ def test_puct_scores_hand_computed():
     assert scores == pytest.approx([0.6, -0.05, 0.6])
 
 
+def test_select_descends_by_puct_scores(monkeypatch):
+    # MCTS.select takes the argmax of `puct_scores` (the formula checked above) at every node,
+    # with the node's own N(s), which equals 1 + sum_b N(s, b) once the virtual losses are gone
+    from bellman.search import mcts as module
+
+    real, calls = module.puct_scores, []
+
+    def recording(prior, visit_counts, q_values, *, c_puct, visits=None):
+        scores = real(prior, visit_counts, q_values, c_puct=c_puct, visits=visits)
+        calls.append((list(prior), list(visit_counts), list(q_values), visits, scores))
+        return scores
+
+    monkeypatch.setattr(module, "puct_scores", recording)
+    search = MCTS(TTT, HashEvaluator(9), simulations=60, batch_size=4, c_puct=1.3)
+    search.search(position("15"))
+    assert len(calls) >= 60  # one call per node descended through, at least one per simulation
+    for prior, counts, q_values, visits, scores in calls:
+        assert scores == real(prior, counts, q_values, c_puct=1.3, visits=visits)
+    nodes = [search.root]
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.children.values())
+        if node.expanded:
+            assert node.visits == 1.0 + sum(node.visit_counts)
+            stats = node.prior, node.visit_counts, node.q_values
+            assert real(*stats, c_puct=1.3, visits=node.visits) == real(*stats, c_puct=1.3)
+
+
 def test_visit_policy_worked_example():
     counts = np.array([1, 3, 0, 6])
     assert visit_policy(counts, 1.0) == pytest.approx([0.1, 0.3, 0.0, 0.6])

@@ -62,8 +62,8 @@ Details and deviations:
       legal moves no mass at all, the legal moves get uniform priors.
     - argmax ties go to the lowest action (as numpy's `argmax`), so searches are deterministic
       for a fixed seed and evaluator.
-    - A node's statistics are Python lists, and `select` scores its few edges in plain Python:
-      on arrays of 2-82 entries each numpy call costs more than the arithmetic.
+    - A node's statistics are Python lists, and `puct_scores` scores its few edges in plain
+      Python: on arrays of 2-82 entries each numpy call costs more than the arithmetic.
 
 MCTS-Solver (`solve=True`; Winands, Bjornsson and Saito, "Monte-Carlo Tree Search Solver",
 2008; OpenSpiel's MCTSBot has it too). Game-theoretic values are proven from the terminal
@@ -84,7 +84,7 @@ exactly the plain one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -237,26 +237,39 @@ class Node:
 
 
 def puct_scores(
-    prior: np.ndarray, visit_counts: np.ndarray, q_values: np.ndarray, *, c_puct: float
-) -> np.ndarray:
-    """Q(s, a) + U(s, a) for every edge of a node: the quantity step 1 maximises.
+    prior: Sequence[float],
+    visit_counts: Sequence[float],
+    q_values: Sequence[float],
+    *,
+    c_puct: float,
+    visits: float | None = None,
+) -> list[float]:
+    """Q(s, a) + U(s, a) for every edge of a node: the quantity step 1 maximises (`MCTS.select`
+    takes its argmax at every node it descends through).
 
     U(s, a) = c_puct P(s, a) sqrt(N(s)) / (1 + N(s, a)) with N(s) = 1 + sum_b N(s, b) (see the
-    module docstring). `MCTS.select` computes the same numbers edge by edge in plain Python.
+    module docstring). Plain Python over the node's lists: a node has a handful of edges, and on
+    arrays that small every numpy call costs more than the arithmetic.
 
     Args:
         prior: `[L]` P(s, a).
         visit_counts: `[L]` N(s, a), virtual losses included.
         q_values: `[L]` Q(s, a), virtual losses included; the first-play urgency where N = 0.
         c_puct: exploration constant.
+        visits: N(s) when the caller keeps it up to date (`Node.visits`); default
+            1 + sum_b N(s, b).
 
     Returns:
-        float64 `[L]`.
+        `[L]` floats.
     """
-    prior, visit_counts, q_values = (
-        np.asarray(x, np.float64) for x in (prior, visit_counts, q_values)
-    )
-    return q_values + (c_puct * math.sqrt(1.0 + visit_counts.sum())) * prior / (1.0 + visit_counts)
+    if visits is None:
+        visits = 1.0 + float(sum(visit_counts))
+    scale = c_puct * math.sqrt(visits)
+    scores: list[float] = []
+    append = scores.append  # (a loop: cheaper than a comprehension's frame on a few edges)
+    for p, n, q in zip(prior, visit_counts, q_values, strict=False):  # L each
+        append(q + scale * p / (1.0 + n))
+    return scores
 
 
 def add_dirichlet_noise(
@@ -517,13 +530,10 @@ class MCTS:
         node = root
         loss = self.virtual_loss
         c_puct = self.c_puct
-        sqrt = math.sqrt
         while node.actions is not None:
             # argmax_a Q + c_puct P sqrt(N(s)) / (1 + N(s, a)), ties to the lowest index
-            scale = c_puct * sqrt(node.visits)
             counts, q_values = node.visit_counts, node.q_values
-            edges = zip(node.prior, counts, q_values, strict=False)  # L each
-            scores = [q + scale * p / (1.0 + n) for p, n, q in edges]
+            scores = puct_scores(node.prior, counts, q_values, c_puct=c_puct, visits=node.visits)
             index = scores.index(max(scores))
             path.append((node, index))
             if loss:
