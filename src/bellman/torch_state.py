@@ -85,8 +85,8 @@ def optimizer_arrays(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
 
 def _state_names(optimizer: torch.optim.Optimizer) -> tuple[tuple[str, bool], ...]:
     """(name, shaped like the parameter) of the per-parameter state of the optimisers bellman
-    uses: Adam/AdamW (moments, step) and RMSprop (square average, step, and momentum and grad
-    average when those settings are on)."""
+    uses: Adam/AdamW (moments, step), RMSprop (square average, step, and momentum and grad
+    average when those settings are on) and SGD (momentum buffers when momentum is on)."""
     groups = optimizer.param_groups
     if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
         names = (("exp_avg", True), ("exp_avg_sq", True), ("step", False))
@@ -95,6 +95,8 @@ def _state_names(optimizer: torch.optim.Optimizer) -> tuple[tuple[str, bool], ..
         names = (("step", False), ("square_avg", True))
         names += (("momentum_buffer", True),) * any(g.get("momentum", 0) > 0 for g in groups)
         return names + (("grad_avg", True),) * any(g.get("centered") for g in groups)
+    if isinstance(optimizer, torch.optim.SGD):  # AlphaZero's (momentum buffers only)
+        return (("momentum_buffer", True),) * any(g.get("momentum", 0) > 0 for g in groups)
     raise TypeError(f"no checkpoint layout known for {type(optimizer).__name__}")
 
 

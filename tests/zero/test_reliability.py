@@ -226,12 +226,6 @@ def test_crafted_checkpoint_through_the_cli(bellman, tmp_path: Path, finished_ru
     assert _files(run_dir) == files
 
 
-@pytest.mark.xfail(
-    strict=True, raises=(TypeError, CheckpointError),
-    reason="torch_state's checked load_optimizer knows no layout for SGD's momentum_buffer yet "
-    "(torch_state._state_names needs SGD: momentum_buffer, shaped like the parameter, when "
-    "momentum > 0); remove this mark then",
-)  # fmt: skip
 def test_sgd_run_resumes_exactly(tmp_path: Path):
     # SGD with momentum is AlphaZero's default optimizer (the papers'): its momentum buffers
     # must be checked and restored like Adam's moments
