@@ -62,6 +62,7 @@ import torch
 from torch import nn
 
 from bellman import seeding
+from bellman.algos import check_checkpoint_arrays
 from bellman.buffers import ReplayMemory
 from bellman.config import DeepConfig, choices, interval
 from bellman.envs import final_observations, log_episodes, make_env
@@ -401,6 +402,10 @@ class DQNLearner:
                 f"{where} does not fit dqn: its state needs 'updates' (an integer >= 0) and "
                 f"'has_replay' (true or false), found {updates!r} and {has_replay!r}"
             )
+        live = {k: v for k, v in self.checkpoint()[0].items() if not k.startswith("replay/")}
+        if has_replay:
+            live.update(self.replay_memory.state_arrays())
+        check_checkpoint_arrays(arrays, live, where)  # every key, shape and dtype
         load_module(self.q_network, arrays, "q/", self.device, where)
         load_module(self.target_network, arrays, "target/", self.device, where)
         load_optimizer(self.optimizer, arrays, where)
