@@ -160,3 +160,36 @@ def test_prioritized_sampling_and_importance_weights():
     products = batch.weights * memory.tree.get(batch.indices)
     np.testing.assert_allclose(products, products[0], rtol=1e-5)
     assert batch.weights.max() == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "fragment"),
+    [
+        ("position", lambda a: a.__setitem__("replay/position", np.array([10**9])), "positions"),
+        ("stored", lambda a: a.__setitem__("replay/stored", np.array([-1])), "positions"),
+        ("max_priority", lambda a: a.__setitem__("replay/max_priority", np.array([np.nan])),
+         "priorities"),
+        ("tree", lambda a: a.__setitem__("replay/tree", -a["replay/tree"] - 1), "priorities"),
+        ("dtype", lambda a: a.__setitem__("replay/frames", a["replay/frames"].astype(np.float16)),
+         "dtype float16"),
+        ("shape", lambda a: a.__setitem__("replay/actions", a["replay/actions"][:, :5]),
+         r"shape \(1, 5\)"),
+        ("missing", lambda a: a.pop("replay/valid"), "missing 'replay/valid'"),
+        ("extra", lambda a: a.__setitem__("replay/extra", np.zeros(2)), "unexpected"),
+    ],
+)  # fmt: skip
+def test_a_replay_memory_refuses_arrays_that_do_not_fit_and_keeps_its_own(name, damage, fragment):
+    from bellman.errors import CheckpointError
+
+    saved = _fill(ReplayMemory(16, (1,), np.float32, prioritized=True), [(5, True), (4, False)])
+    arrays = {key: np.array(value) for key, value in saved.state_arrays().items()}
+    damage(arrays)
+    memory = _fill(ReplayMemory(16, (1,), np.float32, prioritized=True), [(3, True)])
+    before = {key: np.array(value) for key, value in memory.state_arrays().items()}
+    with pytest.raises(CheckpointError, match=fragment):
+        memory.load_state_arrays(arrays, "checkpoint step-9")
+    for key, value in memory.state_arrays().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    good = {key: np.array(value) for key, value in saved.state_arrays().items()}
+    memory.load_state_arrays(good)
+    assert _all_transitions(memory) == _all_transitions(saved)

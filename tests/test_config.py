@@ -77,3 +77,44 @@ def test_every_field_is_documented():
     names = [f.name for f in dataclasses.fields(TabularConfig)]
     assert set(names) == set(docs), set(names) ^ set(docs)
     assert all(len(text) > 10 for text in docs.values())
+
+
+# ---- the configs' shape: one family base at most ------------------------------------------
+def _family_bases(cls: type) -> list[type]:
+    from bellman.config import TrainConfig
+
+    return [
+        base
+        for base in cls.__mro__[1:]
+        if dataclasses.is_dataclass(base) and issubclass(base, TrainConfig)
+        and base is not TrainConfig
+    ]  # fmt: skip
+
+
+def test_no_config_inherits_more_than_one_family_base():
+    """Every registered config is XConfig(FamilyBase) with FamilyBase(TrainConfig) at most: its
+    fields come from its own file and at most one other (PPO's came from four)."""
+    from bellman import api
+
+    for name, spec in api.ALGORITHMS.items():
+        bases = _family_bases(spec.config_class)
+        assert len(bases) <= 1, (name, [base.__name__ for base in bases])
+
+
+def test_the_actor_critic_family_repeats_deep_configs_fields_exactly():
+    """ActorCriticConfig (A2C, PPO) repeats DeepConfig's fields (DQN, REINFORCE) instead of
+    inheriting them: the same names, types, defaults, ranges, docs and cross-field rules."""
+    from bellman.algos.actor_critic import ActorCriticConfig
+    from bellman.config import DeepConfig, TrainConfig
+
+    def own(cls):
+        inherited = {f.name for f in dataclasses.fields(TrainConfig)}
+        docs = field_docs(cls)
+        return [(f.name, f.type, f.default, dict(f.metadata), docs[f.name])
+                for f in dataclasses.fields(cls) if f.name not in inherited]  # fmt: skip
+
+    deep = own(DeepConfig)
+    assert own(ActorCriticConfig)[: len(deep)] == deep
+    for cls in (DeepConfig, ActorCriticConfig):
+        with pytest.raises(ConfigError, match="stop_when_solved needs evaluations"):
+            resolve(cls, "x", "Acrobot-v1", None, ["stop_when_solved=true", "eval_every=0"])

@@ -154,3 +154,53 @@ def test_record_gif_rejects_bad_numbers(tmp_path, field, value):
     env = make_env("CartPole-v1", render_mode="rgb_array")
     with pytest.raises(ConfigError, match=field):
         record_gif(push_left, env, tmp_path / "out.gif", **{field: value})
+
+
+# ---- evaluation during training -----------------------------------------------------------
+def _training_config(**values):
+    from types import SimpleNamespace
+
+    defaults = {"eval_every": 100, "eval_episodes": 3, "stop_when_solved": False, "seed": 2,
+                "env": "CartPole-v1"}  # fmt: skip
+    return SimpleNamespace(**{**defaults, **values})
+
+
+def test_training_evaluation_runs_when_due_with_the_same_episodes_every_time():
+    from bellman.evaluation import TrainingEvaluation
+
+    made = []
+    evaluation = TrainingEvaluation(_training_config(), lambda: made.append(1) or make_env(
+        "CartPole-v1"))  # fmt: skip
+    assert made == [1]
+    assert not evaluation.due(0, 99) and evaluation.due(99, 100) and evaluation.due(150, 250)
+    assert not evaluation.due(200, 299)
+    first = evaluation.run(push_left)
+    # eval_episodes episodes from seeds 1_000_000 + 1000 seed + i: the same at every evaluation
+    expected = evaluate(push_left, make_env("CartPole-v1"), episodes=3, seed=1_002_000)["mean"]
+    assert first == expected == evaluation.run(push_left)
+    columns = evaluation.columns()
+    assert columns["eval_return_mean"] == first and columns["eval_seconds"] > 0
+    assert not evaluation.solved()  # stop_when_solved is off
+    evaluation.due(300, 301)  # a step without an evaluation: NaN, the same columns
+    assert np.isnan(evaluation.columns()["eval_return_mean"])
+    evaluation.close()
+
+
+def test_training_evaluation_off_and_solved():
+    from bellman.evaluation import TrainingEvaluation
+
+    off = TrainingEvaluation(_training_config(eval_every=0), lambda: pytest.fail("no env"))
+    assert not off.due(0, 10**6) and off.columns() == {} and not off.solved()
+    solving = TrainingEvaluation(
+        _training_config(stop_when_solved=True, eval_episodes=1), lambda: make_env("CartPole-v1")
+    )
+    assert solving.threshold == 475.0
+    solving.due(0, 100)
+    solving.run(lambda obs: int(obs[2] + obs[3] > 0))  # a pole-balancing rule: 500 steps
+    assert solving.solved()
+    assert solving.solved_note(100) == (
+        "solved: evaluation mean 500 >= reward threshold 475 of CartPole-v1 at step 100"
+    )
+    with pytest.raises(ConfigError, match="gives 'Pendulum-v1' no reward_threshold"):
+        TrainingEvaluation(_training_config(stop_when_solved=True, env="Pendulum-v1"),
+                           lambda: make_env("Pendulum-v1"))  # fmt: skip
