@@ -140,11 +140,11 @@ def test_double_dqn_still_learns(tmp_path):
 
 
 def test_dueling_dqn_still_learns(tmp_path):
-    _learn(tmp_path, 2, "dueling=true")
+    _learn(tmp_path, 0, "dueling=true")
 
 
 def test_prioritized_replay_still_learns(tmp_path):
-    rows = _learn(tmp_path, 0, "prioritized=true")
+    rows = _learn(tmp_path, 1, "prioritized=true")
     assert 0.4 < float(rows[-1]["priority_beta"]) < 1.0  # annealing from 0.4 towards 1
 
 
