@@ -29,6 +29,7 @@ fused Adam call) is `bellman.nets.fast`, proven equal to this one by the tests.
 from __future__ import annotations
 
 import math
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -44,11 +45,21 @@ ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when a GPU is visible, else the CPU; `cpu` and `cuda` are themselves."""
+    """`auto` is CUDA when a GPU is visible, else the CPU; `cpu` and `cuda` are themselves.
+
+    On CUDA, autograd runs the backward pass in a worker thread of its own, which PyTorch
+    starts without making the device's primary context current there; the first cuBLAS call
+    of that thread then prints "Attempting to run cuBLAS, but there was no current CUDA
+    context! Attempting to set the primary context..." and sets it (PyTorch's own workaround,
+    harmless). That one warning is silenced; every other warning stays.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
+    if name == "cuda":
+        warnings.filterwarnings("ignore", message="Attempting to run cuBLAS, but there was no "
+                                "current CUDA context")  # fmt: skip
     return torch.device(name)
 
 
