@@ -104,7 +104,7 @@ def test_no_config_inherits_more_than_one_family_base():
 def test_the_actor_critic_family_repeats_deep_configs_fields_exactly():
     """ActorCriticConfig (A2C, PPO) repeats DeepConfig's fields (DQN, REINFORCE) instead of
     inheriting them: the same names, types, defaults, ranges, docs and cross-field rules."""
-    from bellman.algos.actor_critic import ActorCriticConfig
+    from bellman.algos.onpolicy import ActorCriticConfig
     from bellman.config import DeepConfig, TrainConfig
 
     def own(cls):

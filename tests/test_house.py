@@ -67,7 +67,7 @@ def test_no_import_cycle():
             if target.startswith(module + ".") and _package_of(module):
                 continue
             if state.get(target) == "open":
-                cycles.append(" -> ".join([*path[path.index(target):], target]))
+                cycles.append(" -> ".join([*path[path.index(target) :], target]))
             elif target not in state:
                 visit(target, [*path, target])
         state[module] = "done"

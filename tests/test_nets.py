@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bellman.algos.actor_critic import Rollout, RolloutBatch
+from bellman.algos.onpolicy import Rollout, RolloutBatch
 from bellman.nets import (
     ActorCritic,
     CategoricalHead,

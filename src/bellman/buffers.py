@@ -153,8 +153,9 @@ class ReplayMemory:
         frame_shape = self.obs_shape[1:] if frame_stack > 1 else self.obs_shape
         self.n_step, self.gamma = n_step, gamma
         shape = (n_envs, self.ring)
-        entry = (np.dtype(obs_dtype).itemsize * int(np.prod(frame_shape)) + 8 + 4 + 4
-                 + 16 * prioritized)  # frame, action, reward, flags, sum-tree leaf and node
+        entry = (
+            np.dtype(obs_dtype).itemsize * int(np.prod(frame_shape)) + 8 + 4 + 4 + 16 * prioritized
+        )  # frame, action, reward, flags, sum-tree leaf and node
         check_memory(n_envs * self.ring * entry,
                      f"a replay memory of {capacity:,} transitions ({entry} bytes each)",
                      "lower buffer_size")  # fmt: skip

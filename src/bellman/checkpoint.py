@@ -46,6 +46,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.replace(temp_name, path)
     except OSError as error:  # ENOSPC, EFBIG, EIO: name the file meant, not the temp file
         Path(temp_name).unlink(missing_ok=True)
+        if error.errno is None:
+            raise
         raise OSError(error.errno, error.strerror, str(path)) from None
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

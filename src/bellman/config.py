@@ -75,7 +75,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class DeepConfig(TrainConfig):
     """Family base of the deep algorithms that need no more (DQN, REINFORCE): evaluation during
-    training, Atari frames, torch. A2C and PPO's family base, `algos.actor_critic.
+    training, Atari frames, torch. A2C and PPO's family base, `algos.onpolicy.
     ActorCriticConfig`, has the same fields and rules (`check_deep_fields`)."""
 
     eval_every: int = field(default=0, metadata=interval("[0, inf)"))

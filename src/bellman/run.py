@@ -523,8 +523,10 @@ def check_run_state(run_dir: Path, state: dict[str, Any]) -> None:
             )
     for key in ("recent_returns", "recent_lengths"):
         if len(state[key]) > EPISODE_WINDOW:
-            raise CheckpointError(f"run '{run_dir}': its checkpoint's {key} holds "
-                                  f"{len(state[key])} episodes, at most {EPISODE_WINDOW}")  # fmt: skip
+            raise CheckpointError(
+                f"run '{run_dir}': its checkpoint's {key} holds {len(state[key])} episodes, "
+                f"at most {EPISODE_WINDOW}"
+            )
 
 
 def _data_rows(path: Path) -> int:
@@ -548,7 +550,9 @@ class RunLock:
         try:
             self._fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as error:
-            raise CheckpointError(f"cannot open run directory '{run_dir}': {error.strerror}") from None
+            raise CheckpointError(
+                f"cannot open run directory '{run_dir}': {error.strerror}"
+            ) from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

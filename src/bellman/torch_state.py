@@ -106,8 +106,9 @@ def expected_optimizer_arrays(optimizer: torch.optim.Optimizer) -> dict:
     step count."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     return {
-        f"optim/{index}/{name}": ((tuple(p.shape), _numpy_dtype(p)) if like_param
-                                  else ((), np.dtype(np.float32)))  # fmt: skip
+        f"optim/{index}/{name}": (
+            (tuple(p.shape), _numpy_dtype(p)) if like_param else ((), np.dtype(np.float32))
+        )  # fmt: skip
         for index, p in enumerate(params)
         for name, like_param in _state_names(optimizer)
     }

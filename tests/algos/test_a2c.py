@@ -12,7 +12,7 @@ import torch
 
 import bellman
 from bellman.algos.a2c import A2CConfig, actor_critic_loss
-from bellman.algos.actor_critic import Rollout, estimate_advantages
+from bellman.algos.onpolicy import Rollout, estimate_advantages
 from tests.algos.test_ppo import UNBOUNDED_CLI
 from tests.conftest import CliResult, assert_killed_run_resumes_exactly, assert_user_error
 

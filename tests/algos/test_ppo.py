@@ -20,7 +20,7 @@ import bellman
 from bellman import api
 from bellman import config as configs
 from bellman.algos import ppo
-from bellman.algos.actor_critic import (
+from bellman.algos.onpolicy import (
     Rollout,
     build_policy,
     env_actions,

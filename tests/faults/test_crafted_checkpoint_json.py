@@ -66,15 +66,19 @@ CRAFTED = {
     "algo-not-a-string": (_set("algo", 7), ("'algo'",)),
     "no-sha256": (_set("sha256", DELETE), ("'sha256'",)),
     "deep-nesting": (
-        lambda text: text.replace('"config": {', '"config": {"x": ' + "[" * DEEP + "]" * DEEP + ",", 1),
+        lambda text: text.replace('"config": {', f'"config": {{"x": {"[" * DEEP}{"]" * DEEP},', 1),
         ("nested deeper",),
     ),
-    "huge-integer": (lambda text: re.sub(r'"step": \d+', '"step": ' + "9" * 5000, text),
-                     ("corrupt",)),  # fmt: skip
+    "huge-integer": (
+        lambda text: re.sub(r'"step": \d+', '"step": ' + "9" * 5000, text),
+        ("corrupt",),
+    ),  # fmt: skip
     "top-level-list": (lambda text: "[" + text + "]", ("schema version",)),
     "state-of-another-algorithm": (_set("state", {"iterations": 3}), ("does not fit",)),
-    "garbage-agent-rng": (_set("state", "agent_rng", {"bit_generator": "PCG64", "state": 5}),
-                          ("does not fit",)),  # fmt: skip
+    "garbage-agent-rng": (
+        _set("state", "agent_rng", {"bit_generator": "PCG64", "state": 5}),
+        ("does not fit",),
+    ),  # fmt: skip
     "not-json": (lambda text: text[: len(text) // 2], ("corrupt",)),
 }
 
@@ -111,7 +115,12 @@ def test_crafted_checkpoint_json_is_refused_and_changes_nothing(
 
 
 #: Damage that only a resume meets (eval does not restore the learner's state or the logs).
-EVAL_LENIENT = {"metrics-rows-beyond-file", "window-too-long", "state-of-another-algorithm", "garbage-agent-rng"}
+EVAL_LENIENT = {
+    "metrics-rows-beyond-file",
+    "window-too-long",
+    "state-of-another-algorithm",
+    "garbage-agent-rng",
+}
 
 
 def test_a_refused_resume_then_a_good_one_continues_the_run(bellman, finished, tmp_path):

@@ -1,5 +1,5 @@
 """The deep algorithms: DQN, REINFORCE, A2C and PPO (what A2C and PPO share is in
-`actor_critic.py`), and the one check their learners' restores share."""
+`onpolicy.py`), and the one check their learners' restores share."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ A2C is the synchronous version (OpenAI baselines, 2017): the N threads become N 
 of a vector env stepped together, and step 15 is one update of theta from all N t_max samples,
 so no thread ever acts with stale parameters.
 
-Deviations and details (those PPO shares are in `algos/actor_critic.py`: the N actors, the
+Deviations and details (those PPO shares are in `algos/onpolicy.py`: the N actors, the
 time-limit bootstrap, Gaussian actions clipped only for the env, normalisation, exact resume):
     - Steps 5-8 run every actor for exactly T = n_steps steps; an actor whose episode ends inside
       the T steps starts a new one (gymnasium's same-step autoreset) and its return stops there.
@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import torch
 
-from bellman.algos.actor_critic import (
+from bellman.algos.onpolicy import (
     ActorCriticConfig,
     ActorCriticLearner,
     RolloutBatch,

@@ -27,7 +27,7 @@ and the actor-critic's combined objective (eq. 9), maximised:
 
     L^{+VF+S}(theta) = E_t[L_t(theta) - c1 (V_theta(s_t) - V_t^targ)^2 + c2 S[pi_theta](s_t)]
 
-Deviations and details (those A2C shares are in `algos/actor_critic.py`: the N actors, GAE
+Deviations and details (those A2C shares are in `algos/onpolicy.py`: the N actors, GAE
 with the time-limit bootstrap, Gaussian actions clipped only for the env, normalisation, exact
 resume):
     - Step 4: A_t is GAE(gamma, lambda); V_t^targ = A_t + V(s_t). The advantages are
@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import torch
 
-from bellman.algos.actor_critic import (
+from bellman.algos.onpolicy import (
     ActorCriticConfig,
     ActorCriticLearner,
     RolloutBatch,

@@ -51,8 +51,8 @@ import numpy as np
 import torch
 
 from bellman import seeding
-from bellman.algos import actor_critic
-from bellman.algos.actor_critic import (
+from bellman.algos import onpolicy
+from bellman.algos.onpolicy import (
     ActorCriticLearner,
     deterministic_policy,
     env_actions,
@@ -148,7 +148,7 @@ def build_policy(config: REINFORCEConfig, obs_space: gym.Space, action_space: gy
 
 def check_env(envs, config: REINFORCEConfig | None = None) -> None:
     """Discrete or finite Box actions, and observations the network takes."""
-    actor_critic.check_env(envs)
+    onpolicy.check_env(envs)
     if config is not None:
         obs_space = getattr(envs, "single_observation_space", envs.observation_space)
         action_space = getattr(envs, "single_action_space", envs.action_space)
