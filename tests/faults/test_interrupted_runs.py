@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from tests.conftest import _final_state
+from tests.conftest import _final_state, assert_killed_run_resumes_exactly
 
 #: algo -> (env, steps, checkpoint_every, the signal, settings): small runs, several iterations
 #: between two checkpoints.
@@ -124,3 +125,20 @@ def test_a_signal_at_a_random_moment_then_resume_is_the_uninterrupted_run(tmp_pa
         np.testing.assert_array_equal(arrays[key], value, err_msg=f"{key} (stopped at {at})")
     assert metrics == expected_metrics, f"metrics.csv differs (stopped at {at})"
     assert episodes == expected_episodes, f"episodes.csv differs (stopped at {at})"
+
+
+# ---- on CUDA, where a GPU is visible -----------------------------------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+@pytest.mark.parametrize("suite", ["ppo", "dqn"])
+def test_a_killed_cuda_run_resumes_bit_for_bit(bellman, tmp_path, suite):
+    """The CUDA generator is captured and restored with the rest (seeding.capture_rngs): a run
+    on the GPU killed after its first checkpoint and resumed ends bit for bit as one that never
+    stopped. Not yet run: no GPU was lent to the session that wrote it."""
+    from tests.algos import test_dqn, test_ppo
+
+    args = {"ppo": test_ppo.RESUMABLE, "dqn": test_dqn.RESUMABLE}[suite]
+    steps = {"ppo": 8192, "dqn": 8000}[suite]
+    arrays = assert_killed_run_resumes_exactly(
+        bellman, tmp_path, [*args, "--set", "device=cuda"], steps=steps
+    )
+    assert "cuda_rng" in arrays
