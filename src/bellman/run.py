@@ -37,7 +37,7 @@ import tomli_w
 
 from bellman import checkpoint
 from bellman.config import TrainConfig, to_dict
-from bellman.errors import CheckpointError, NonFiniteError
+from bellman.errors import CheckpointError, ConfigError, NonFiniteError
 
 #: Episodes behind `episode_return_mean` and `episode_length_mean`.
 EPISODE_WINDOW = 100
@@ -491,24 +491,54 @@ def check_new_run_dir(run_dir: Path, algo: str, locked: bool = False) -> None:
     check_writable_path(run_dir, "--run-dir")
 
 
+#: Longest file name (one path component) in bytes on Linux, macOS and Windows file systems.
+NAME_MAX = 255
+
+
 def check_writable_path(path: Path, what: str) -> None:
-    """Refuse, before anything is written, a path whose directory cannot be made or written:
-    a regular file on the way, a name longer than the file system allows, a read-only or
-    virtual file system (/proc, /sys)."""
-    path = Path(path).absolute()
-    for part in path.parts:
-        if len(os.fsencode(part)) > 255:
-            raise CheckpointError(f"{what} '{path}': the name '{part[:40]}...' is longer than "
-                                  "255 bytes, the most a file system allows")  # fmt: skip
-    if path.parts[1:2] in (("proc",), ("sys",)):
-        raise CheckpointError(f"{what} '{path}' is on a virtual file system; choose another path")
-    ancestor = path if path.is_dir() else path.parent
-    while not ancestor.exists() and not ancestor.is_symlink():
-        ancestor = ancestor.parent
+    """Refuse, before anything is written, a directory `path` that cannot be made or written in:
+    a name longer than file systems allow, a regular file on the way, a place that takes no new
+    files (read-only, /proc). The nearest existing directory is probed with an empty file."""
+    path = Path(path)
+    check_names(path, what)
+    label = f"{what} '{shorten(str(path))}'"
+    if path.exists():
+        if path.is_dir():
+            probe_directory(path, label)
+        return
+    ancestor = next(parent for parent in path.parents if os.path.lexists(parent))
     if not ancestor.is_dir():
-        raise CheckpointError(f"{what} '{path}': '{ancestor}' is a file, not a directory")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise CheckpointError(f"{what} '{path}': '{ancestor}' is not writable")
+        raise ConfigError(f"{label}: '{ancestor}' is a file, not a directory")
+    probe_directory(ancestor, label)
+
+
+def check_names(path: Path, what: str) -> None:
+    """Every component of `path` fits in NAME_MAX bytes."""
+    for part in Path(path).parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            raise ConfigError(
+                f"{what} '{shorten(str(path))}': the name '{shorten(part)}' is {size} bytes; "
+                f"file systems allow at most {NAME_MAX}"
+            )
+
+
+def probe_directory(directory: Path, what: str) -> None:
+    """Create and remove an empty file in `directory`: proof that files can be made there."""
+    import tempfile
+
+    try:
+        handle, name = tempfile.mkstemp(dir=directory, prefix=".bellman-probe-")
+    except OSError as error:
+        reason = error.strerror
+        raise ConfigError(f"{what}: cannot create files in '{directory}': {reason}") from None
+    os.close(handle)
+    os.unlink(name)
+
+
+def shorten(text: str, keep: int = 40) -> str:
+    """`text`, cut after `keep` characters for a one-line message."""
+    return text if len(text) <= keep else f"{text[:keep]}...({len(text)} characters)"
 
 
 def check_run_state(run_dir: Path, state: dict[str, Any]) -> None:

@@ -11,17 +11,14 @@ any work; whatever the file system refuses later (a disk that fills up) is caugh
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
-import tempfile
 import unicodedata
 from pathlib import Path
 
 from bellman.errors import ConfigError
+from bellman.run import check_names, check_writable_path, probe_directory, shorten
 
-#: Longest file name (one path component) in bytes on Linux, macOS and Windows file systems.
-NAME_MAX = 255
 #: Seeds are stored as TOML integers and fed to numpy and torch: signed 64-bit.
 SEED_LIMIT = 2**63
 #: Files a run directory keeps for itself: no command writes over them but the one that owns them.
@@ -63,54 +60,19 @@ def one_line(text: str) -> str:
 
 
 # ---- paths a command writes ------------------------------------------------------------------
-def _check_names(path: Path, what: str) -> None:
-    for part in path.parts:
-        size = len(os.fsencode(part))
-        if size > NAME_MAX:
-            raise ConfigError(
-                f"{what} '{_short(str(path))}': the name '{_short(part)}' is {size} bytes; "
-                f"file systems allow at most {NAME_MAX}"
-            )
-
-
-def _short(text: str, keep: int = 40) -> str:
-    return text if len(text) <= keep else f"{text[:keep]}...({len(text)} characters)"
-
-
-def _probe(directory: Path, what: str) -> None:
-    """Create and remove an empty file in `directory`: proof that files can be made there."""
-    try:
-        handle, name = tempfile.mkstemp(dir=directory, prefix=".bellman-probe-")
-    except OSError as error:
-        reason = error.strerror
-        raise ConfigError(f"{what}: cannot create files in '{directory}': {reason}") from None
-    os.close(handle)
-    os.unlink(name)
-
-
 def new_run_dir(path: Path | None, flag: str = "--run-dir") -> None:
     """Check that run directory `path` (None: the default under `runs/`) can be created.
 
     An existing `path` is left to the run's own check (it refuses a non-empty one).
     """
-    path = Path("runs") if path is None else Path(path)
-    what = f"{flag} '{_short(str(path))}'"
-    _check_names(path, flag)
-    if path.exists():
-        if path.is_dir():
-            _probe(path, what)
-        return
-    ancestor = next(parent for parent in path.parents if os.path.lexists(parent))
-    if not ancestor.is_dir():
-        raise ConfigError(f"{what}: '{ancestor}' is a file, not a directory")
-    _probe(ancestor, what)
+    check_writable_path(Path("runs") if path is None else Path(path), flag)
 
 
 def writable_dir(path: Path, what: str) -> None:
     """Check that files can be written in the existing directory `path` (a run a command will
     write into). A missing `path` is left to the commands' own "does not exist" errors."""
     if Path(path).is_dir():
-        _probe(Path(path), f"{what} '{path}'")
+        probe_directory(Path(path), f"{what} '{path}'")
 
 
 def output_file(path: Path, flag: str, *, may_replace: tuple[str, ...] = ()) -> None:
@@ -118,8 +80,8 @@ def output_file(path: Path, flag: str, *, may_replace: tuple[str, ...] = ()) -> 
     files, it is not a directory, and it is none of a run directory's own files (config.toml,
     metrics.csv, the checkpoints, ...) except the names in `may_replace`."""
     path = Path(path)
-    what = f"{flag} '{_short(str(path))}'"
-    _check_names(path, flag)
+    what = f"{flag} '{shorten(str(path))}'"
+    check_names(path, flag)
     if path.is_dir():
         raise ConfigError(f"{what} is a directory; give a file name")
     parent = path.parent
@@ -132,7 +94,7 @@ def output_file(path: Path, flag: str, *, may_replace: tuple[str, ...] = ()) -> 
         raise ConfigError(
             f"{what} is a file of run directory '{run_dir}', which needs it; write somewhere else"
         )
-    _probe(parent, what)
+    probe_directory(parent, what)
 
 
 def _run_dir_of(target: Path) -> Path | None:
