@@ -27,14 +27,17 @@ def make_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(AGENT_STREAM,)))
 
 
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed Python's `random` (and torch when it is loaded); return the agent's numpy generator."""
+def seed_everything(seed: int, *, own_stream: bool = False) -> np.random.Generator:
+    """Seed Python's `random` (and torch, CPU and CUDA, when it is loaded); return the run's
+    numpy generator: the agent's (`make_rng`), or with `own_stream` `default_rng(seed)`, the
+    stream the language-model steps draw batches from (they have no environments whose seeds it
+    could share words with, and their measured figures were drawn from it)."""
     random.seed(seed)
     import sys
 
     if "torch" in sys.modules:
         sys.modules["torch"].manual_seed(seed)
-    return make_rng(seed)
+    return np.random.default_rng(seed) if own_stream else make_rng(seed)
 
 
 def generator_state(rng: np.random.Generator) -> dict[str, Any]:
@@ -177,14 +180,3 @@ def _checked_generator_state(rng: np.random.Generator, state, name: str) -> dict
     except (TypeError, ValueError, KeyError, OverflowError):
         raise CheckpointError(f"checkpoint's {name} is not a state of numpy's {expected}") from None
     return state
-
-
-def seed_torch_and_numpy(seed: int) -> np.random.Generator:
-    """Seed torch's generators (CPU and every CUDA device) and return `default_rng(seed)`: the
-    streams the language-model steps draw from (dropout, batches), as their measured figures
-    were drawn. Unlike `make_rng` the numpy stream is seed's own: those steps have no
-    environments whose seeds it could share words with."""
-    import torch
-
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)

@@ -296,7 +296,7 @@ def test_a_gpt_too_big_for_the_machine_is_refused_at_once_naming_the_bytes(tmp_p
 
 # ---- seeding ---------------------------------------------------------------------------------
 def test_the_steps_seed_the_streams_their_measured_figures_were_drawn_from():
-    rng = seeding.seed_torch_and_numpy(11)
+    rng = seeding.seed_everything(11, own_stream=True)
     draws, uniform = rng.integers(0, 1000, size=5), torch.rand(3)
     torch.manual_seed(11)
     assert np.array_equal(draws, np.random.default_rng(11).integers(0, 1000, size=5))

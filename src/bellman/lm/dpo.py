@@ -204,7 +204,7 @@ def train(config: DPOConfig, run: Run, prepared: DPOPrepared | None = None) -> L
         device = next(model.parameters()).device
         model.eval()  # dropout off: pi_theta = pi_ref exactly at step 0
         optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
-        rng = seeding.seed_torch_and_numpy(config.seed)
+        rng = seeding.seed_everything(config.seed, own_stream=True)
         step, _ = runs.restore(run, {"model/": model}, optimizer, device, rng, STATE)
         runs.copy_tokenizer(prepared.lm, run)
         _loop(config, run, prepared, optimizer, rng, step)

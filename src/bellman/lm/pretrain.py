@@ -235,7 +235,7 @@ def train(
             config.dropout, tokenizer.pad_id, tokenizer.eos_id, config.seed,
         ).to(device)  # fmt: skip
         optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
-        rng = seeding.seed_torch_and_numpy(config.seed)
+        rng = seeding.seed_everything(config.seed, own_stream=True)
         step, state = runs.restore(run, {"model/": model}, optimizer, device, rng, STATE)
         if run.restored is None:  # written when the run directory is made
             run.on_open.append(lambda: tokenizer.save(run.dir / TOKENIZER_FILE))

@@ -268,7 +268,7 @@ def train(config: RewardConfig, run: Run, prepared: RewardPrepared | None = None
             torch.manual_seed(config.seed)
             reward_model = RewardModel.from_lm(prepared.lm.model).to(device)  # 2.
         optimizer = runs.adamw(reward_model, config.learning_rate, config.weight_decay)
-        rng = seeding.seed_torch_and_numpy(config.seed)
+        rng = seeding.seed_everything(config.seed, own_stream=True)
         step, _ = runs.restore(run, {"model/": reward_model}, optimizer, device, rng, STATE)
         runs.copy_tokenizer(prepared.lm, run)
         _loop(config, run, prepared, reward_model, optimizer, rng, step)

@@ -704,7 +704,7 @@ def train(config: RLHFPPOConfig, run: Run, prepared: RLHFPrepared | None = None)
             trained["critic/"] = critic
         modules = torch.nn.ModuleDict({name.strip("/"): module for name, module in trained.items()})
         optimizer = runs.adamw(modules, config.learning_rate, config.weight_decay)
-        rng = seeding.seed_torch_and_numpy(config.seed)
+        rng = seeding.seed_everything(config.seed, own_stream=True)
         generators = {"sample_rng": torch.Generator(device=policy.device).manual_seed(config.seed)}
         step, state = runs.restore(run, trained, optimizer, policy.device, rng, STATE, generators)
         if state.get("last") is not None:

@@ -12,8 +12,8 @@ RUN` needs nothing else. A checkpoint holds
 
 and its JSON the model's transformers config, the PAD/EOS ids, Python's generator and the numpy
 generator that draws batches (`numpy_rng`) and the step, so that a resumed run continues exactly.
-The steps seed with `seeding.seed_torch_and_numpy` and capture and restore every generator with
-`seeding.capture_rngs` / `restore_rngs` (`training_state`, `restore`).
+The steps seed with `seeding.seed_everything(seed, own_stream=True)` and capture and restore
+every generator with `seeding.capture_rngs` / `restore_rngs` (`training_state`, `restore`).
 
 A resumed run restores its checkpoint into the model, the optimizer and the generators before
 the run directory is opened (`Run.open`): every array is checked against what it goes into

@@ -212,7 +212,7 @@ def train(config: SFTConfig, run: Run, prepared: SFTPrepared | None = None):
         prepared = prepared or prepare(config)
         model = prepared.lm.model
         optimizer = runs.adamw(model, config.learning_rate, config.weight_decay)
-        rng = seeding.seed_torch_and_numpy(config.seed)
+        rng = seeding.seed_everything(config.seed, own_stream=True)
         step, _ = runs.restore(run, {"model/": model}, optimizer, device, rng, STATE)
         runs.copy_tokenizer(prepared.lm, run)
         _loop(config, run, prepared, optimizer, rng, step)
