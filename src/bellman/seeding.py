@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 AGENT_STREAM = 1  # spawn key of the agent's generator, apart from every `[seed, ...]` sequence
@@ -45,33 +44,10 @@ def generator_state(rng: np.random.Generator) -> dict[str, Any]:
     return rng.bit_generator.state
 
 
-def set_generator_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
-    """Restore a state captured by `generator_state` (in place)."""
-    rng.bit_generator.state = state
-
-
-def env_rng_state(env: gym.Env) -> dict[str, Any]:
-    """JSON-safe state of an environment's own generator (`env.unwrapped.np_random`)."""
-    return generator_state(env.unwrapped.np_random)
-
-
-def set_env_rng_state(env: gym.Env, state: dict[str, Any]) -> None:
-    """Give an environment a generator in the captured state, as `reset(seed=...)` would."""
-    bit_generator = getattr(np.random, state["bit_generator"])()
-    bit_generator.state = state
-    env.unwrapped.np_random = np.random.Generator(bit_generator)
-
-
 def python_random_state() -> list:
     """Python's `random` state as JSON-safe nested lists."""
     version, internal, gauss = random.getstate()
     return [version, list(internal), gauss]
-
-
-def set_python_random_state(state: list) -> None:
-    """Restore a state captured by `python_random_state`."""
-    version, internal, gauss = state
-    random.setstate((version, tuple(internal), gauss))
 
 
 def boundary_seeds(seed: int, step: int, n: int) -> list[int]:
@@ -89,12 +65,16 @@ def boundary_seeds(seed: int, step: int, n: int) -> list[int]:
 TORCH_RNG, CUDA_RNG = "torch_rng", "cuda_rng"
 
 
-def capture_rngs(device=None, **generators: np.random.Generator) -> tuple[dict, dict]:
+def capture_rngs(
+    device=None, *, uses_torch: bool = True, **generators: np.random.Generator
+) -> tuple[dict, dict]:
     """Every generator a run draws from, as (arrays, JSON state) for its checkpoint.
 
     Args:
         device: the torch device the run computes on; a CUDA device's generator is captured too
             (actions sampled on the GPU draw from it).
+        uses_torch: False for learners that draw nothing from torch (the tabular ones): torch's
+            generators are then neither captured nor expected back, loaded or not.
         generators: the run's own numpy generators by name (e.g. `numpy_rng=agent_rng`).
 
     Returns:
@@ -104,7 +84,7 @@ def capture_rngs(device=None, **generators: np.random.Generator) -> tuple[dict, 
     import sys
 
     arrays = {}
-    torch = sys.modules.get("torch")
+    torch = sys.modules.get("torch") if uses_torch else None
     if torch is not None:
         arrays[TORCH_RNG] = torch.get_rng_state().numpy()
         if device is not None and torch.device(device).type == "cuda":
@@ -114,15 +94,23 @@ def capture_rngs(device=None, **generators: np.random.Generator) -> tuple[dict, 
     return arrays, state
 
 
-def restore_rngs(arrays: dict, state: dict, device=None, **generators: np.random.Generator):
-    """Put back what `capture_rngs` captured, after checking every piece; a state that does not
-    fit (wrong length, another bit generator, garbage) is a CheckpointError and nothing is set.
+def restore_rngs(
+    arrays: dict,
+    state: dict,
+    device=None,
+    *,
+    uses_torch: bool = True,
+    **generators: np.random.Generator,
+):
+    """Put back what `capture_rngs` captured (called with the same `uses_torch`), after checking
+    every piece; a state that does not fit (wrong length, another bit generator, garbage) is a
+    CheckpointError and nothing is set.
     """
     import sys
 
     from bellman.errors import CheckpointError
 
-    torch = sys.modules.get("torch")
+    torch = sys.modules.get("torch") if uses_torch else None
     checks = []
     if torch is not None:
         checks.append((TORCH_RNG, torch.get_rng_state()))

@@ -74,11 +74,16 @@ CRAFTED = {
         ("corrupt",),
     ),  # fmt: skip
     "top-level-list": (lambda text: "[" + text + "]", ("schema version",)),
-    "state-of-another-algorithm": (_set("state", {"iterations": 3}), ("does not fit",)),
+    "state-of-another-algorithm": (_set("state", {"iterations": 3}), ("python_rng",)),
     "garbage-agent-rng": (
         _set("state", "agent_rng", {"bit_generator": "PCG64", "state": 5}),
-        ("does not fit",),
+        ("agent_rng", "numpy's PCG64"),
     ),  # fmt: skip
+    "env-rng-of-another-generator": (
+        _set("state", "env_rng", {"bit_generator": "MT19937", "state": {}}),
+        ("env_rng", "numpy's PCG64"),
+    ),
+    "no-python-rng": (_set("state", "python_rng", DELETE), ("python_rng",)),
     "not-json": (lambda text: text[: len(text) // 2], ("corrupt",)),
 }
 
@@ -120,6 +125,8 @@ EVAL_LENIENT = {
     "window-too-long",
     "state-of-another-algorithm",
     "garbage-agent-rng",
+    "env-rng-of-another-generator",
+    "no-python-rng",
 }
 
 

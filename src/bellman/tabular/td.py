@@ -133,9 +133,8 @@ class Tables:
         check_checkpoint(arrays, env)
         self.q, self.visit_counts = arrays["q"].copy(), arrays["visit_counts"].copy()
         self.step = int(meta["step"])
-        seeding.set_generator_state(self.rng, meta["state"]["agent_rng"])
-        env.reset(seed=config.seed)  # wrappers need a first reset; the generator is then restored
-        seeding.set_env_rng_state(env, meta["state"]["env_rng"])
+        env.reset(seed=config.seed)  # wrappers need a first reset; the generators are then restored
+        seeding.restore_rngs(arrays, meta["state"], uses_torch=False, **self.generators())
 
     @property
     def running(self) -> bool:
@@ -165,11 +164,13 @@ class Tables:
         if finished:
             self.run.log_episode(self.step, self.episode_return, self.length)
         if self.run.checkpoint_due(self.step) or self.step >= self.config.steps:
-            state = {
-                "agent_rng": seeding.generator_state(self.rng),
-                "env_rng": seeding.env_rng_state(self.env),
-            }
+            _, state = seeding.capture_rngs(uses_torch=False, **self.generators())
             self.run.save(self.step, {"q": self.q, "visit_counts": self.visit_counts}, state)
+
+    def generators(self) -> dict[str, np.random.Generator]:
+        """The numpy generators the run draws from, by checkpoint name: the agent's
+        (epsilon-greedy) and the environment's own (`np_random`: start states, slips)."""
+        return {"agent_rng": self.rng, "env_rng": self.env.unwrapped.np_random}
 
 
 def load_policy(arrays: dict[str, np.ndarray], env: gym.Env, config=None, seed: int = 0):
