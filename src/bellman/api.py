@@ -153,6 +153,12 @@ ALGORITHMS: dict[str, Algorithm] = {
             "proximal policy optimization, clipped or KL-penalised (Schulman et al. 2017)",
         ),
         Algorithm(
+            "trpo",
+            "bellman.algos.trpo",
+            "trust region policy optimization: conjugate gradient, KL-bounded line search "
+            "(Schulman et al. 2015)",
+        ),
+        Algorithm(
             "alphazero",
             "bellman.zero.alphazero",
             "self-play with PUCT search, one residual policy-value net (Silver et al. 2017/2018)",
