@@ -1,8 +1,10 @@
 """Search over the `Game` protocol: PUCT Monte-Carlo tree search and alpha-beta.
 
 mcts.py        `MCTS` (AlphaZero's PUCT search with batched leaf evaluation, virtual loss and
-               tree reuse), `search_wave` / `search_together` (many trees, one evaluator call
-               per wave), the `Evaluator` protocol, `RandomRolloutEvaluator`, `SearchResult`,
+               tree reuse; MuZero's edge rewards, discounts, min-max normalised Q and learned
+               models), `search_wave` / `search_together` (many trees, one evaluator call
+               per wave), the `Evaluator` and `Model` protocols, `evaluate_leaves`,
+               `MinMaxStats`, `RandomRolloutEvaluator`, `SearchResult`,
                `visit_policy`, `select_action` and `best_move` (MCTS-Solver's choice)
 alphabeta.py   `alphabeta` (depth-limited negamax), `AlphaBetaPlayer`, and the exact
                `PerfectPlayer` / `solved_values` for small games
@@ -14,11 +16,14 @@ from bellman.search.alphabeta import AlphaBetaPlayer, PerfectPlayer, alphabeta, 
 from bellman.search.mcts import (
     MCTS,
     Evaluator,
+    MinMaxStats,
+    Model,
     Node,
     RandomRolloutEvaluator,
     SearchResult,
     add_dirichlet_noise,
     best_move,
+    evaluate_leaves,
     puct_scores,
     search_together,
     search_wave,
@@ -30,6 +35,8 @@ __all__ = [
     "MCTS",
     "AlphaBetaPlayer",
     "Evaluator",
+    "MinMaxStats",
+    "Model",
     "Node",
     "PerfectPlayer",
     "RandomRolloutEvaluator",
@@ -37,6 +44,7 @@ __all__ = [
     "add_dirichlet_noise",
     "alphabeta",
     "best_move",
+    "evaluate_leaves",
     "puct_scores",
     "search_together",
     "search_wave",

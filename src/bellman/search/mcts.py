@@ -65,6 +65,32 @@ Details and deviations:
     - A node's statistics are Python lists, and `puct_scores` scores its few edges in plain
       Python: on arrays of 2-82 entries each numpy call costs more than the arithmetic.
 
+Planning with rewards, discounts and a learned model (MuZero; Schrittwieser et al., "Mastering
+Atari, Go, chess and shogi by planning with a learned model", Nature 588, 2020, Appendix B). The
+same search, with four generalisations that all default to AlphaZero's behaviour above:
+    - Rewards and discounts on edges (`discount`, a child's `reward`): step 3 backs up
+                     G = r(s_t, a_t) + gamma * sign * G_{t+1},   W(s_t, a_t) += G
+      with sign = -1 for two-player games (`two_player=True`: the next state's value is the
+      opponent's) and +1 for one-player environments. AlphaZero is r = 0, gamma = 1, sign = -1.
+    - Min-max normalised Q (`normalize_q=True`): selection uses
+                     Q_bar(s, a) = (Q(s, a) - min Q) / (max Q - min Q)
+      with min and max over the Q values backed up in this search (MuZero's MinMaxStats), so
+      values of any scale (unbounded returns) meet priors on the same footing; an unvisited edge
+      scores `fpu` (MuZero: 0) and Q is used raw until two different values have been seen.
+    - MuZero's pUCT constants (`c_base`): the exploration weight grows with the visits,
+                     c(s) = c1 + log((N(s) + c2 + 1) / c2),   c1 = `c_puct` = 1.25, c2 = 19652.
+    - A learned model as the evaluator (an evaluator with `initial_inference` and
+      `recurrent_inference`, the `Model` protocol): the root is represented from the real state
+      (h, then f), every other node is reached through the model (g from its parent's latent
+      state and the edge's action, then f), which also gives the edge's reward. Nothing is
+      terminal inside the tree, and the tree is never reused (each search starts from h of the
+      real state, as in the paper). Legal moves: at the root the game's legal moves; inside the
+      tree every action, or with `tree_legal_moves=True` the legal moves of the real states the
+      search tracks along the path (board games; once the tracked game is over, every action).
+    How leaves are evaluated is the one function `evaluate_leaves` (see `Evaluator`, `Model`):
+    an evaluator that only gives priors and values (a network, random rollouts, a mix of both)
+    plugs in without touching the search.
+
 MCTS-Solver (`solve=True`; Winands, Bjornsson and Saito, "Monte-Carlo Tree Search Solver",
 2008; OpenSpiel's MCTSBot has it too). Game-theoretic values are proven from the terminal
 states upward and then used instead of estimates:
@@ -110,6 +136,59 @@ class Evaluator(Protocol):
             at its state.
         """
         ...
+
+
+class Model(Protocol):
+    """A learned model as search's evaluator (MuZero): h and f at the root, g and f below.
+
+    Latent states are opaque to the search (a row of an array is typical); the search only
+    stores them on the nodes and hands them back to `recurrent_inference` with an action.
+    """
+
+    def initial_inference(self, states: list) -> tuple[np.ndarray, np.ndarray, list]:
+        """h then f on B real states (observations): `(priors [B, A], values [B], latents)`,
+        values from the point of view of the player to move (one-player: the agent)."""
+        ...
+
+    def recurrent_inference(
+        self, latents: list, actions: list[int]
+    ) -> tuple[np.ndarray, np.ndarray, list, np.ndarray]:
+        """g then f on B (latent, action) pairs: `(priors [B, A], values [B], next latents,
+        rewards [B])`, each reward for the player who took the action, each value for the
+        player to move after it."""
+        ...
+
+
+def evaluate_leaves(evaluator, leaves: list) -> tuple:
+    """Step 2's evaluation of `leaves` (unexpanded, non-terminal nodes), in one call per kind.
+
+    An `Evaluator` gets the leaves' states in ONE `evaluate` call and this returns its
+    `(priors [L, A], values [L])`. A `Model` gets the roots' real states in one
+    `initial_inference` call and the other leaves' (parent latent, action) pairs in one
+    `recurrent_inference` call; this returns `(priors [L, A], values [L], latents [L],
+    rewards [L])` in the leaves' order (a root's reward is 0). `MCTS.expand` takes either.
+    """
+    if not hasattr(evaluator, "recurrent_inference"):
+        return evaluator.evaluate([leaf.state for leaf in leaves])
+    roots = [i for i, leaf in enumerate(leaves) if leaf.source is None]
+    inner = [i for i, leaf in enumerate(leaves) if leaf.source is not None]
+    size = len(leaves)
+    priors: list = [None] * size
+    values = np.zeros(size, np.float64)
+    rewards = np.zeros(size, np.float64)
+    latents: list = [None] * size
+    if roots:
+        p, v, h = evaluator.initial_inference([leaves[i].state for i in roots])
+        for j, i in enumerate(roots):
+            priors[i], values[i], latents[i] = p[j], v[j], h[j]
+    if inner:
+        sources = [leaves[i].source for i in inner]
+        p, v, h, r = evaluator.recurrent_inference(
+            [latent for latent, _ in sources], [action for _, action in sources]
+        )
+        for j, i in enumerate(inner):
+            priors[i], values[i], latents[i], rewards[i] = p[j], v[j], h[j], r[j]
+    return np.stack(priors), values, latents, rewards
 
 
 class RandomRolloutEvaluator:
@@ -201,6 +280,11 @@ class Node:
             date by selection and backup, so PUCT needs no division).
         visits: N(s) = 1 + sum_b N(s, b), virtual losses included (kept up to date likewise).
         children: action -> child Node, created when the edge is first selected.
+        reward: r, the reward on the edge into this node for the player who took it (0 for
+            real games; a learned model's prediction otherwise).
+        latent: a learned model's hidden state of this node, once expanded (else None).
+        source: `(parent latent, action)` for a node a learned model has yet to reach (what
+            `recurrent_inference` takes); None for the root and for real game states.
     """
 
     __slots__ = (
@@ -215,11 +299,16 @@ class Node:
         "q_values",
         "visits",
         "children",
+        "reward",
+        "latent",
+        "source",
     )
 
-    def __init__(self, game: Game, state: Any):
+    def __init__(self, game: Game, state: Any, *, learned: bool = False, source=None):
+        """A node of `state` (for a learned model: the real state when tracked, or None, and
+        `source` below the root; such a node is never terminal)."""
         self.state = state
-        self.terminal = game.is_terminal(state)
+        self.terminal = False if learned else game.is_terminal(state)
         self.value: float | None = float(game.outcome(state)) if self.terminal else None
         self.proven: float | None = self.value
         self.actions: tuple[int, ...] | None = None
@@ -229,6 +318,9 @@ class Node:
         self.q_values: list[float] = []
         self.visits = 1.0
         self.children: dict[int, Node] = {}
+        self.reward = 0.0
+        self.latent = None
+        self.source = source
 
     @property
     def expanded(self) -> bool:
@@ -323,6 +415,15 @@ class MCTS:
         seed: seed of the generator drawing the Dirichlet noise.
         solve: MCTS-Solver: prove wins, losses and draws and back up exact values (see the
             module docstring).
+        discount: gamma of the backup G = r + gamma * sign * G' (1.0: AlphaZero).
+        two_player: players alternate, so a child's value is the opponent's (sign = -1); False
+            for one-player environments (sign = +1).
+        normalize_q: select on min-max normalised Q (MuZero); `fpu` then applies after the
+            normalisation.
+        c_base: MuZero's c2 (19652): c(s) = c_puct + log((N(s) + c2 + 1) / c2); None keeps
+            c(s) = c_puct.
+        tree_legal_moves: with a learned model, track the real states along each path and only
+            expand their legal moves (board games); False: every action below the root.
 
     Raises:
         ConfigError: a knob is out of range (the message names it and what is valid).
@@ -342,6 +443,11 @@ class MCTS:
         fpu: float = 0.0,
         seed: int = 0,
         solve: bool = False,
+        discount: float = 1.0,
+        two_player: bool = True,
+        normalize_q: bool = False,
+        c_base: float | None = None,
+        tree_legal_moves: bool = False,
     ):
         _check(
             "simulations",
@@ -367,6 +473,16 @@ class MCTS:
         )
         _check("virtual_loss", virtual_loss, lambda: 0 <= virtual_loss < math.inf, "a number >= 0")
         _check("fpu", fpu, lambda: -1 <= fpu <= 1, "a number in [-1, 1]")
+        _check("discount", discount, lambda: 0 <= discount <= 1, "a number in [0, 1]")
+        _check(
+            "c_base",
+            c_base,
+            lambda: c_base is None or (c_base > 0 and math.isfinite(c_base)),
+            "None or a finite number > 0 (MuZero: 19652)",
+        )
+        self.learned = hasattr(evaluator, "recurrent_inference")
+        if solve and self.learned:
+            raise ConfigError("solve = True needs the real rules: a learned model proves nothing")
         self.game = game
         self.evaluator = evaluator
         self.simulations = int(simulations)
@@ -377,6 +493,15 @@ class MCTS:
         self.virtual_loss = float(virtual_loss)
         self.fpu = float(fpu)
         self.solve = bool(solve)
+        self.discount = float(discount)
+        self.two_player = bool(two_player)
+        self.normalize_q = bool(normalize_q)
+        self.c_base = None if c_base is None else float(c_base)
+        self.tree_legal_moves = bool(tree_legal_moves)
+        # AlphaZero's search exactly: no rewards, no discount, alternating players, raw Q
+        self._plain = not self.learned and discount == 1.0 and two_player and not normalize_q
+        self.bounds = MinMaxStats()
+        """The min and max of the Q values backed up in the current search (`normalize_q`)."""
         self.rng = np.random.default_rng(seed)
         self.root: Node | None = None
         """The current root; kept between searches by `advance` (tree reuse)."""
@@ -415,7 +540,7 @@ class MCTS:
             while not self.done:
                 leaves = self.next_leaves()
                 if leaves:
-                    self.expand(leaves, *self.evaluator.evaluate([leaf.state for leaf in leaves]))
+                    self.expand(leaves, *evaluate_leaves(self.evaluator, leaves))
                 self.finish_round()
         except BaseException:
             self.abort()
@@ -437,10 +562,15 @@ class MCTS:
             lambda: _is_int(simulations) and simulations >= 1,
             "an integer >= 1",
         )
-        if self.root is None or self.root.state != state:
+        if self.learned:  # never reused: every search starts from h(real state)
+            if self.game.is_terminal(state):
+                raise IllegalMoveError("cannot search a finished game: the state is terminal")
+            self.root = Node(self.game, state, learned=True)
+        elif self.root is None or self.root.state != state:
             self.root = Node(self.game, state)
         if self.root.terminal:
             raise IllegalMoveError("cannot search a finished game: the state is terminal")
+        self.bounds = MinMaxStats()
         self._left = int(simulations)
         self._noise = add_noise
         self._paths, self._leaves = [], []
@@ -530,10 +660,16 @@ class MCTS:
         node = root
         loss = self.virtual_loss
         c_puct = self.c_puct
+        plain = self.c_base is None and not self.normalize_q
         while node.actions is not None:
             # argmax_a Q + c_puct P sqrt(N(s)) / (1 + N(s, a)), ties to the lowest index
             counts, q_values = node.visit_counts, node.q_values
-            scores = puct_scores(node.prior, counts, q_values, c_puct=c_puct, visits=node.visits)
+            if plain:
+                scores = puct_scores(
+                    node.prior, counts, q_values, c_puct=c_puct, visits=node.visits
+                )
+            else:  # MuZero's growing c(s) and/or min-max normalised Q
+                scores = self.scores(node)
             index = scores.index(max(scores))
             path.append((node, index))
             if loss:
@@ -544,7 +680,7 @@ class MCTS:
             action = node.actions[index]
             child = node.children.get(action)
             if child is None:
-                child = node.children[action] = Node(self.game, self.game.apply(node.state, action))
+                child = node.children[action] = self._child(node, action)
             node = child
             if node.proven is not None:  # terminal, or solved: its value is exact
                 break
@@ -553,15 +689,25 @@ class MCTS:
     def expand_and_evaluate(self, leaves: list[Node]) -> None:
         """Step 2: one evaluator call for `leaves` (non-terminal, not expanded); expand each."""
         if leaves:
-            self.expand(leaves, *self.evaluator.evaluate([leaf.state for leaf in leaves]))
+            self.expand(leaves, *evaluate_leaves(self.evaluator, leaves))
 
-    def expand(self, leaves: list[Node], priors: np.ndarray, values: np.ndarray) -> None:
-        """Step 2 after the evaluator: expand each leaf with its row of `priors` and `values`.
+    def expand(
+        self,
+        leaves: list[Node],
+        priors: np.ndarray,
+        values: np.ndarray,
+        latents: list | None = None,
+        rewards: np.ndarray | None = None,
+    ) -> None:
+        """Step 2 after the evaluator: expand each leaf with its row of `priors` and `values`
+        (what `evaluate_leaves` returns).
 
         Args:
             leaves: L non-terminal, unexpanded nodes.
             priors: `[L, A]` the evaluator's priors (masked to the legal moves here).
             values: `[L]` the evaluator's values.
+            latents: a learned model's L hidden states (None for an `Evaluator`).
+            rewards: `[L]` a learned model's rewards on the edges into the leaves.
 
         Raises:
             ValueError: the evaluator returned the wrong shapes or negative priors, or the game
@@ -580,8 +726,10 @@ class MCTS:
             raise NonFiniteError("evaluator returned a non-finite prior or value")
         if (priors < 0).any():
             raise ValueError(f"evaluator returned a negative prior ({priors.min()})")
+        if latents is not None:
+            self._learned_extras(leaves, latents, rewards)
         fpu = self.fpu
-        legal_actions = self.game.legal_actions
+        legal_actions = self._legal_actions if self.learned else self.game.legal_actions
         for leaf, prior, value in zip(leaves, priors.tolist(), values.tolist(), strict=True):
             actions = legal_actions(leaf.state)
             if not actions:
@@ -597,6 +745,39 @@ class MCTS:
             leaf.actions = tuple(actions)
             leaf.value = value
 
+    def _learned_extras(self, leaves: list[Node], latents: list, rewards) -> None:
+        """A learned model's part of step 2: each leaf's latent state and edge reward."""
+        rewards = np.asarray(rewards, dtype=np.float64)
+        if len(latents) != len(leaves) or rewards.shape != (len(leaves),):
+            raise ValueError(
+                f"model returned {len(latents)} latents and rewards {rewards.shape} for "
+                f"{len(leaves)} states"
+            )
+        if not np.isfinite(rewards).all():
+            raise NonFiniteError("model returned a non-finite reward")
+        for leaf, latent, reward in zip(leaves, latents, rewards.tolist(), strict=True):
+            leaf.latent, leaf.reward, leaf.source = latent, reward, None
+
+    def _legal_actions(self, state: Any) -> list[int]:
+        """The actions a learned model's node expands: the real state's legal moves when it is
+        known and the game not over (the root; inside the tree with `tree_legal_moves`),
+        every action otherwise."""
+        if state is None or self.game.is_terminal(state):
+            return list(range(self.game.action_size))
+        return self.game.legal_actions(state)
+
+    def _child(self, node: Node, action: int) -> Node:
+        """The node reached from `node` by `action`: the real game's next state, or for a
+        learned model a node the model will reach from `node`'s latent (tracking the real state
+        with `tree_legal_moves`)."""
+        if not self.learned:
+            return Node(self.game, self.game.apply(node.state, action))
+        state = None
+        if self.tree_legal_moves and node.state is not None:
+            if not self.game.is_terminal(node.state):
+                state = self.game.apply(node.state, action)
+        return Node(self.game, state, learned=True, source=(node.latent, action))
+
     def backup(self, path: list[tuple[Node, int]], value: float) -> None:
         """Step 3: add one visit and the value along `path`, removing its virtual loss.
 
@@ -605,14 +786,36 @@ class MCTS:
             value: the leaf's value for the player to move at the leaf.
         """
         loss = self.virtual_loss
-        for node, index in reversed(path):
-            value = -value  # now from the point of view of the player to move at `node`
-            count = node.visit_counts[index] = node.visit_counts[index] + 1.0 - loss
-            total = node.value_sums[index] = node.value_sums[index] + value + loss
-            node.q_values[index] = total / count
-            node.visits += 1.0 - loss
+        if self._plain:  # AlphaZero: G_t = -G_{t+1}
+            for node, index in reversed(path):
+                value = -value  # now from the point of view of the player to move at `node`
+                count = node.visit_counts[index] = node.visit_counts[index] + 1.0 - loss
+                total = node.value_sums[index] = node.value_sums[index] + value + loss
+                node.q_values[index] = total / count
+                node.visits += 1.0 - loss
+        else:  # G_t = r(s_t, a_t) + gamma * sign * G_{t+1}
+            sign = -1.0 if self.two_player else 1.0
+            discount, bounds = self.discount, self.bounds
+            for node, index in reversed(path):
+                value = node.children[node.actions[index]].reward + discount * sign * value
+                count = node.visit_counts[index] = node.visit_counts[index] + 1.0 - loss
+                total = node.value_sums[index] = node.value_sums[index] + value + loss
+                node.q_values[index] = q = total / count
+                node.visits += 1.0 - loss
+                bounds.update(q)
         if self.solve:
             prove(path)
+
+    def scores(self, node: Node) -> list[float]:
+        """`puct_scores` of `node`'s edges with MuZero's c(s) = c1 + log((N(s) + c2 + 1) / c2)
+        (when `c_base` is set) and min-max normalised Q (when `normalize_q` is set)."""
+        c = self.c_puct
+        if self.c_base is not None:
+            c += math.log((node.visits + self.c_base + 1.0) / self.c_base)
+        q_values = node.q_values
+        if self.normalize_q:
+            q_values = self.bounds.normalize(q_values, node.visit_counts, self.fpu)
+        return puct_scores(node.prior, node.visit_counts, q_values, c_puct=c, visits=node.visits)
 
     def _result(self, root: Node, prior) -> SearchResult:
         """The root's statistics spread over all `A` actions."""
@@ -631,6 +834,36 @@ class MCTS:
                 proven[action] = -child.proven
         value = float(sums.sum() / counts.sum())
         return SearchResult(visit_counts, q_values, value, priors, proven)
+
+
+class MinMaxStats:
+    """The smallest and largest Q backed up in a search, to normalise Q into [0, 1] (MuZero)."""
+
+    def __init__(self):
+        self.minimum = math.inf
+        self.maximum = -math.inf
+
+    def update(self, value: float) -> None:
+        """Widen the bounds to hold `value`."""
+        if value < self.minimum:
+            self.minimum = value
+        if value > self.maximum:
+            self.maximum = value
+
+    def normalize(
+        self, q_values: Sequence[float], visit_counts: Sequence[float], fpu: float
+    ) -> list[float]:
+        """`[L]` (Q - min) / (max - min) for the visited edges (Q itself until max > min), `fpu`
+        for the unvisited ones."""
+        low, high = self.minimum, self.maximum
+        scale = 1.0 / (high - low) if high > low else None
+        normalized: list[float] = []
+        for q, n in zip(q_values, visit_counts, strict=True):
+            if n <= 0:
+                normalized.append(fpu)
+            else:
+                normalized.append(q if scale is None else (q - low) * scale)
+        return normalized
 
 
 def leaf_value(leaf: Node) -> float:
@@ -686,20 +919,21 @@ def search_wave(searches: list[MCTS], evaluator: Evaluator) -> None:
     """
     try:
         wanted = [search.next_leaves() for search in searches]
-        states = [leaf.state for leaves in wanted for leaf in leaves]
-        if states:
-            priors, values = evaluator.evaluate(states)
-            priors, values = np.asarray(priors), np.asarray(values)
-            if priors.shape[:1] != (len(states),) or values.shape != (len(states),):
+        every = [leaf for leaves in wanted for leaf in leaves]
+        if every:
+            outputs = evaluate_leaves(evaluator, every)
+            priors, values = np.asarray(outputs[0]), np.asarray(outputs[1])
+            if priors.shape[:1] != (len(every),) or values.shape != (len(every),):
                 raise ValueError(
                     f"evaluator returned priors {priors.shape} and values {values.shape} for "
-                    f"{len(states)} states"
+                    f"{len(every)} states"
                 )
+            outputs = (priors, values, *outputs[2:])
         start = 0
         for search, leaves in zip(searches, wanted, strict=True):
             if leaves:
                 end = start + len(leaves)
-                search.expand(leaves, priors[start:end], values[start:end])
+                search.expand(leaves, *(output[start:end] for output in outputs))
                 start = end
             search.finish_round()
     except BaseException:
