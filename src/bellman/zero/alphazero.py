@@ -62,8 +62,6 @@ Deviations and details:
 from __future__ import annotations
 
 import math
-import multiprocessing
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +100,8 @@ from bellman.zero.selfplay import (
     ReplayWindow,
     SelfPlaySettings,
     augment,
-    self_play_games,
+    play_groups,
+    start_workers,
 )
 
 
@@ -475,19 +474,18 @@ def load_policy(
 
 
 # ---- the loop -----------------------------------------------------------------------------
-def _self_play(learner: AlphaZeroLearner, config: AlphaZeroConfig, pool) -> list[GameRecord]:
-    """Step 3 for one iteration: the games numbered games, games + 1, ... in game order."""
+def _self_play(
+    learner: AlphaZeroLearner, config: AlphaZeroConfig, run: Run, pool
+) -> list[GameRecord] | None:
+    """Step 3 for one iteration: the games numbered games, games + 1, ... in game order; None
+    when a stop was asked for before they were all played (`play_groups`)."""
     settings = SelfPlaySettings.of(config)
     numbers = list(range(learner.games, learner.games + config.games_per_iteration))
     size = config.concurrent_games  # groups by game number: the same for any `workers`
     tasks = [(learner.best, settings, config.seed, numbers[i : i + size])
              for i in range(0, len(numbers), size)]  # fmt: skip
-    if pool is None:
-        played = [pair for task in tasks for pair in self_play_games(task)]
-    else:
-        played = [pair for chunk in pool.map(self_play_games, tasks, chunksize=1)
-                  for pair in chunk]  # fmt: skip
-    return [record for _, record in sorted(played, key=lambda pair: pair[0])]
+    played = play_groups(tasks, pool, lambda: run.stop_requested)
+    return None if played is None else [record for _, record in played]
 
 
 def _evaluate(learner: AlphaZeroLearner, config: AlphaZeroConfig) -> dict[str, float]:
@@ -532,22 +530,31 @@ def train(config: AlphaZeroConfig, game: Game, run: Run) -> AlphaZeroLearner:
     1-7). After each iteration `loop.after_iteration` writes the metrics row (when log_every is
     crossed, the arena played or the run ends), then the checkpoint when one is due; a Ctrl-C or
     SIGTERM saves and stops after the iteration it came in (the whole state is in the
-    checkpoint: there are no env episodes to restart)."""
+    checkpoint: there are no env episodes to restart); one that comes during self-play gives
+    the iteration's games up (`play_groups`) and saves the state the iteration started from,
+    which is the same run: self-play changes nothing of it."""
     torch.set_num_threads(config.torch_threads)
     learner = AlphaZeroLearner(config, game)  # 1. random f_theta, best = f_theta
     if run.restored is not None:
         learner.restore(*run.restored)
-    pool = None
-    if config.workers > 1:
-        pool = multiprocessing.get_context("spawn").Pool(
-            config.workers, initializer=_ignore_interrupts
+    groups = math.ceil(config.games_per_iteration / config.concurrent_games)
+    if groups < config.workers:  # groups are by game number, whatever the workers (exactness)
+        run.notes.append(
+            f"only {groups} of the {config.workers} self-play workers had games: an iteration's "
+            f"{config.games_per_iteration} games make {groups} group(s) of concurrent_games = "
+            f"{config.concurrent_games}; set concurrent_games <= "
+            f"{max(1, config.games_per_iteration // config.workers)} to keep every worker busy"
         )
+    pool = start_workers(min(config.workers, groups)) if config.workers > 1 else None
     try:
         with run.session(start_step=learner.step):
             while learner.step < config.steps and not run.stop_requested:  # 2. iterations
                 before = learner.step
-                row, report = _iteration(learner, config, run, pool)
-                if _after_iteration(learner, run, before, row, report):
+                done = _iteration(learner, config, run, pool)
+                if done is None:  # stopped during self-play: the state of the last iteration
+                    run.save(learner.step, *learner.checkpoint())
+                    break
+                if _after_iteration(learner, run, before, *done):
                     break
     finally:
         if pool is not None:
@@ -563,18 +570,16 @@ def _train_steps(config: AlphaZeroConfig, new_positions: int) -> int:
     return config.train_steps
 
 
-def _ignore_interrupts() -> None:
-    """Self-play workers leave Ctrl-C to the learner, which stops at the end of its iteration."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _iteration(
     learner: AlphaZeroLearner, config: AlphaZeroConfig, run: Run, pool
-) -> tuple[dict[str, float], ArenaReport]:
-    """One pass of steps 3-7. Returns the metrics row's own columns and the arena's report."""
+) -> tuple[dict[str, float], ArenaReport] | None:
+    """One pass of steps 3-7. Returns the metrics row's own columns and the arena's report, or
+    None when a stop came during self-play (the learner is then as the iteration found it)."""
     game = learner.game
     started = time.perf_counter()
-    records = _self_play(learner, config, pool)  # 3. self-play with the best net
+    records = _self_play(learner, config, run, pool)  # 3. self-play with the best net
+    if records is None:
+        return None
     new_positions = 0
     for record in records:  # 4. (s, pi, z) with symmetries into the window
         planes, policies, outcomes = augment(game, record, config.symmetries)

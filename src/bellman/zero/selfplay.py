@@ -4,6 +4,8 @@ SelfPlaySettings        what a self-play worker needs besides the weights (plain
 SelfPlayGame            one game in progress; `play_self_play_games` plays many at once, the
                         leaves of all their trees evaluated in one network call per wave
 self_play_games         a worker's job: the games numbered `numbers`, with the weights given
+start_workers           the self-play processes, spawned (never forked: no CUDA context inherited)
+play_groups             an iteration's groups of games, in the workers or here; gives up at a stop
 game_seed               the seed of game g of a run: the same game in whichever process
 final_outcomes          z_t, the final result seen by the player to move at each position
 GameRecord              one finished game's (s_t, pi_t, z_t)
@@ -13,6 +15,9 @@ ReplayWindow            the last `replay_window` positions, as a ring of arrays
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,6 +246,52 @@ def self_play_games(
     evaluator = NetworkEvaluator(game, network, frozen=True)
     seeds = [game_seed(seed, n) for n in numbers]
     return list(zip(numbers, play_self_play_games(game, evaluator, settings, seeds), strict=True))
+
+
+def start_workers(workers: int):
+    """A pool of `workers` self-play processes, started with spawn: a fresh interpreter each,
+    so nothing of the learner's process is inherited (a forked CUDA context breaks the child
+    when the learner's network is on a GPU; forked locks held by other threads deadlock it).
+    The workers ignore Ctrl-C: the learner decides when to stop (`play_groups`)."""
+    return multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_interrupts)
+
+
+def _ignore_interrupts() -> None:
+    """A worker leaves Ctrl-C (sent to the whole process group by a terminal) to the learner."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def play_groups(
+    tasks: list[tuple[bytes, SelfPlaySettings, int, list[int]]],
+    pool,
+    stop_requested: Callable[[], bool],
+    poll_seconds: float = 0.1,
+) -> list[tuple[int, GameRecord]] | None:
+    """Play every task of an iteration (`self_play_games`), in the pool's workers or, without
+    a pool, here one group after the other. A stop asked for meanwhile (Ctrl-C, SIGTERM) is
+    noticed within `poll_seconds` (between groups without a pool): the iteration is given up
+    and None returned, so the caller saves the state it had before the iteration (self-play
+    changes nothing of it: the games' seeds come from their numbers) and exits in seconds,
+    instead of waiting for games that may take minutes. The workers still playing are the
+    caller's to terminate.
+
+    Returns:
+        the (number, record) pairs in game order, or None when a stop came first.
+    """
+    played: list[tuple[int, GameRecord]] = []
+    if pool is None:
+        for task in tasks:
+            if stop_requested():
+                return None
+            played.extend(self_play_games(task))
+    else:
+        pending = pool.map_async(self_play_games, tasks, chunksize=1)
+        while not pending.ready():
+            if stop_requested():
+                return None
+            pending.wait(poll_seconds)
+        played = [pair for chunk in pending.get() for pair in chunk]
+    return sorted(played, key=lambda pair: pair[0])
 
 
 def augment(game: Game, record: GameRecord, symmetries: bool):
