@@ -164,6 +164,11 @@ ALGORITHMS: dict[str, Algorithm] = {
             "self-play with PUCT search, one residual policy-value net (Silver et al. 2017/2018)",
         ),
         Algorithm(
+            "muzero",
+            "bellman.zero.muzero",
+            "planning with a learned model h, g, f searched by MCTS (Schrittwieser et al. 2020)",
+        ),
+        Algorithm(
             "lm pretrain",
             "bellman.lm.pretrain",
             "a BPE tokenizer and a small GPT by next-token prediction (Radford et al. 2018)",
