@@ -262,9 +262,7 @@ class PolicyDistance:
 
     def kl(self) -> torch.Tensor:
         """KL_bar(theta) = E_s[KL(pi_old(.|s) || pi_theta(.|s))], in closed form."""
-        return mean_kl(
-            self.head, self.old_params, self.distribution_parameters(), self.old_log_std
-        )
+        return mean_kl(self.head, self.old_params, self.distribution_parameters(), self.old_log_std)
 
     def fisher_vector_product(self, damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
         """v -> (F + damping I) v at theta_old, where F = Hessian of KL_bar (the Fisher matrix):
