@@ -7,7 +7,9 @@
                         [--max-new-tokens N] [--samples N] [--seed S]
     bellman lm demos RUN [--judge sentiment] [--out FILE] [--prompt-words W] [--response-words W]
     bellman lm sft RUN --data demos.jsonl [--config F] [--set k=v ...] [--run-dir D]
-    bellman lm label RUN --prompts N --k K --judge sentiment [--out FILE] [--seed S]
+    bellman lm label RUN --prompts N --k K --judge sentiment [--data prompts.jsonl] [--out FILE]
+                     [--seed S]
+    bellman lm task hallucination|safety|detoxification|quality --out DIR
     bellman lm reward RUN --data ranked.jsonl [--config F] [--set k=v ...] [--run-dir D]
     bellman lm ppo RUN [--reward-model RM_RUN] [--judge sentiment] [--config F] [--set k=v ...]
                    [--run-dir D]
@@ -15,7 +17,7 @@
     (sft, reward, ppo and dpo also take --resume RUN [--steps N])
 
 The training steps (pretrain, sft, reward, ppo, dpo) are entries of the one registry,
-`bellman.api.ALGORITHMS` ("lm pretrain", ...); demos, label and generate are commands only.
+`bellman.api.ALGORITHMS` ("lm pretrain", ...); demos, label, task and generate are commands only.
 `add_lm_commands(subparsers)` adds them to the `bellman` parser; `run_lm_command(args)` runs the
 parsed one. This module imports nothing heavy: torch and transformers load inside the handlers,
 after the cheap checks of the user's input (corpus paths, JSONL files, run directories, output
@@ -41,7 +43,7 @@ from bellman.config import add_training_arguments
 from bellman.errors import ConfigError
 
 #: The rule-based rewards (kept in step with `bellman.lm.rewards.REWARDS`, which loads later).
-_JUDGES = ("sentiment", "non-toxicity", "hallucination")
+_JUDGES = ("sentiment", "non-toxicity", "hallucination", "safety", "quality")
 
 
 def _training_options(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +87,13 @@ def add_lm_commands(subparsers) -> argparse.ArgumentParser:
     label.add_argument("run_dir", type=Path, metavar="RUN", help="the model that samples")
     label.add_argument("--prompts", type=at_least_one, default=200, help="prompts to label")
     label.add_argument("--k", type=int, default=4, help="responses per prompt")
-    label.add_argument("--judge", default="sentiment")
+    label.add_argument("--judge", default="sentiment", help=", ".join(_JUDGES))
+    label.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE",
+        help="JSONL of {prompt} (default: openings of the held-out corpus)",
+    )
     label.add_argument("--out", type=Path, help="JSONL file (default RUN/ranked.jsonl)")
     label.add_argument("--max-new-tokens", type=at_least_one, default=24)
     label.add_argument("--temperature", type=float, default=1.0)
@@ -102,6 +110,12 @@ def add_lm_commands(subparsers) -> argparse.ArgumentParser:
     ppo.add_argument("--reward-model", type=Path, metavar="RM_RUN", help="an lm reward run")
     ppo.add_argument("--judge", help="a rule-based reward: " + ", ".join(_JUDGES))
     _training_options(ppo)
+
+    task = commands.add_parser("task", help="write a use case's data: prompts, demos, corpus")
+    task.add_argument(
+        "name", metavar="NAME", help="hallucination, safety, detoxification or quality"
+    )
+    task.add_argument("--out", type=Path, required=True, help="the folder to write")
 
     dpo = commands.add_parser("dpo", help="direct preference optimization on ranked comparisons")
     dpo.add_argument("base", type=Path, nargs="?", metavar="RUN", help="the SFT model")
@@ -355,17 +369,24 @@ def _cmd_demos(args) -> int:
 
 
 def _cmd_label(args) -> int:
-    from bellman.lm.data import write_jsonl
-    from bellman.lm.reward_model import held_out_prompts, label_comparisons
-    from bellman.lm.rewards import reward_function
-    from bellman.lm.runs import load_lm
+    from bellman.lm.data import held_out_prompts, read_prompts, write_jsonl
+    from bellman.lm.rewards import check_prompts, reward_function
 
     reward_function(args.judge)
     values = _lm_run_values(args.run_dir, "label")
     out = args.out or args.run_dir / "ranked.jsonl"
     output_file(out, "--out")
-    prompts = held_out_prompts(values["env"], _pretrain_split(values, args.run_dir),
-                               args.prompt_words)[: args.prompts]  # fmt: skip
+    if args.data is not None:
+        read = read_prompts(args.data)[: args.prompts]
+        prompts, where = [p for p, _ in read], [f"{args.data}:{line}" for _, line in read]
+    else:
+        prompts = held_out_prompts(values["env"], _pretrain_split(values, args.run_dir),
+                                   args.prompt_words)[: args.prompts]  # fmt: skip
+        where = [f"held-out prompt {i + 1} of '{values['env']}'" for i in range(len(prompts))]
+    check_prompts(args.judge, prompts, where)  # a prompt the judge cannot score: nothing written
+    from bellman.lm.reward_model import label_comparisons
+    from bellman.lm.runs import load_lm
+
     _one_thread()
     lm = load_lm(args.run_dir)
     records, skipped = label_comparisons(
@@ -378,7 +399,35 @@ def _cmd_label(args) -> int:
     return 0
 
 
+def _cmd_task(args) -> int:
+    """`lm task NAME --out DIR`: the use case's corpus, prompts, demonstrations and task.json."""
+    from bellman.lm.tasks import TASK_FILES, TASKS, write_task
+
+    if args.name not in TASKS:
+        from bellman.errors import unknown
+
+        raise unknown("task", args.name, TASKS)
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out '{out}' is a file; give a folder for the task's files")
+    if out.is_dir():
+        for name in TASK_FILES:
+            output_file(out / name, "--out")
+    elif not out.parent.is_dir():
+        raise ConfigError(f"cannot write --out '{out}': directory '{out.parent}' does not exist")
+    else:
+        writable_dir(out.parent, "--out")
+    record = write_task(args.name, out)
+    print(
+        f"wrote the {args.name} task to {out}: corpus.txt, {record['prompts']} prompts "
+        f"({record['held_out_prompts']} held out by lm ppo), {record['demonstrations']} "
+        f"demonstrations, judge {record['judge']}; the recipe is in {out}/task.json"
+    )
+    return 0
+
+
 _HANDLERS = {
+    "task": _cmd_task,
     "pretrain": _cmd_pretrain,
     "generate": _cmd_generate,
     "demos": _cmd_demos,

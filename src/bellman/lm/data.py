@@ -310,3 +310,9 @@ def openings(documents: list[str], prompt_words: int, response_words: int) -> li
                 (prompt, " " + " ".join(words[prompt_words : prompt_words + response_words]))
             )
     return pairs
+
+
+def held_out_prompts(corpus: str, holdout_fraction: float, prompt_words: int) -> list[str]:
+    """Openings of the corpus's held-out documents (the prompts of labelling and of RL)."""
+    _, held = holdout_split(load_corpus(corpus).documents, holdout_fraction)
+    return list(dict.fromkeys(prompt for prompt, _ in openings(held, prompt_words, 0)))

@@ -46,10 +46,8 @@ from bellman.lm import runs
 from bellman.lm.batch import TokenBatch, pack
 from bellman.lm.data import (
     Comparison,
+    held_out_prompts,  # noqa: F401  (labelling's prompts; imported from here by the tour)
     holdout_indices,
-    holdout_split,
-    load_corpus,
-    openings,
     read_comparisons,
 )
 from bellman.lm.model import (
@@ -334,12 +332,6 @@ def _loop(config, run, prepared: RewardPrepared, reward_model, optimizer, rng, s
 
 
 # ---- labelling ---------------------------------------------------------------------------------
-def held_out_prompts(corpus: str, holdout_fraction: float, prompt_words: int) -> list[str]:
-    """Openings of the corpus's held-out documents (the prompts of labelling and of RL)."""
-    _, held = holdout_split(load_corpus(corpus).documents, holdout_fraction)
-    return list(dict.fromkeys(prompt for prompt, _ in openings(held, prompt_words, 0)))
-
-
 def label_comparisons(
     lm,
     prompts: list[str],

@@ -74,7 +74,13 @@ from bellman.config import TrainConfig, choices, interval
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.lm import runs
 from bellman.lm.batch import TokenBatch, context_length, pack, response_logits, select_rows
-from bellman.lm.data import holdout_indices, holdout_split, load_corpus, read_prompts
+from bellman.lm.data import (
+    held_out_prompts,
+    holdout_indices,
+    holdout_split,
+    load_corpus,
+    read_prompts,
+)
 from bellman.lm.model import (
     LanguageModel,
     RewardModel,
@@ -82,8 +88,8 @@ from bellman.lm.model import (
 )
 from bellman.lm.pretrain import held_out_loss, next_token_loss, perplexity, sample_windows
 from bellman.lm.pretrain import token_stream as corpus_stream
-from bellman.lm.reward_model import held_out_prompts, load_reward_model, reward_inputs
-from bellman.lm.rewards import reward_function
+from bellman.lm.reward_model import load_reward_model, reward_inputs
+from bellman.lm.rewards import check_prompts, reward_function
 from bellman.lm.sampling import sample, token_log_probs
 from bellman.loop import after_iteration, crossed
 from bellman.losses import approximate_kl, clipped_surrogate_loss, value_loss
@@ -379,6 +385,8 @@ def prepare(config: RLHFPPOConfig) -> RLHFPrepared:
     else:
         texts = held_out_prompts(config.env, config.holdout_fraction, config.prompt_words)
         where = [f"held-out prompt {i + 1} of '{config.env}'" for i in range(len(texts))]
+    for judge in dict.fromkeys(filter(None, (config.judge, config.true_judge))):
+        check_prompts(judge, texts, where)  # a judge that cannot score a prompt: refused now
     prompts = _check_prompts(texts, policy.tokenizer, policy.context, where)
     if len(prompts) < 2:
         raise ConfigError(f"{len(prompts)} prompt(s); RL and its held-out evaluation need >= 2")

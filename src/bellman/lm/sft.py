@@ -47,7 +47,7 @@ from bellman.lm.data import (
     read_demonstrations,
 )
 from bellman.lm.model import LanguageModel, config_dict
-from bellman.lm.rewards import reward_function
+from bellman.lm.rewards import check_prompts, reward_function
 from bellman.lm.runs import LMTrainConfig
 from bellman.lm.tokenizer import TextTokenizer, tokenize_pair
 from bellman.loop import after_iteration
@@ -111,6 +111,11 @@ def build_demonstrations(
     candidates = openings(held, prompt_words, response_words)
     if not candidates:
         raise ConfigError(f"no held-out document of '{corpus}' has more than {prompt_words} words")
+    check_prompts(
+        judge,
+        [prompt for prompt, _ in candidates],
+        [f"held-out opening {i + 1} of '{corpus}'" for i in range(len(candidates))],
+    )
     scores = [reward(prompt, response) for prompt, response in candidates]
     keep = sorted(range(len(candidates)), key=lambda i: -scores[i])
     keep = sorted(keep[: max(1, round(keep_fraction * len(candidates)))])
