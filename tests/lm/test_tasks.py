@@ -178,3 +178,18 @@ def test_demos_and_ppo_refuse_prompts_their_judge_cannot_score(tmp_path):
     with pytest.raises(ConfigError, match="prompts.jsonl:1: the prompt 'Where does"):
         rewards.check_prompts("safety", [p for p, _ in read],
                               [f"{tmp_path}/prompts.jsonl:{line}" for _, line in read])  # fmt: skip
+
+
+def test_label_refuses_k_below_2_empty_and_too_long_prompts(pretrained, lm_cli, tmp_path):
+    from bellman.lm.reward_model import label_comparisons
+    from bellman.lm.runs import load_lm
+
+    run_dir, _ = pretrained
+    assert_user_error(lm_cli("label", run_dir, "--k", "1", "--out", "r.jsonl"),
+                      "--k must be at least 2")  # fmt: skip
+    lm = load_lm(run_dir)
+    too_long = "p.jsonl:1: the prompt 'word word .* leaves no room"
+    for prompt, message in (("", "p.jsonl:1: the prompt is empty"), ("word " * 100, too_long)):
+        with pytest.raises(ConfigError, match=message):
+            label_comparisons(lm, [prompt], 2, "sentiment", where=["p.jsonl:1"])
+    assert not (tmp_path / "r.jsonl").exists()

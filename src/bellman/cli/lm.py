@@ -373,6 +373,8 @@ def _cmd_label(args) -> int:
     from bellman.lm.rewards import check_prompts, reward_function
 
     reward_function(args.judge)
+    if args.k < 2:
+        raise ConfigError(f"--k must be at least 2 (a ranking needs two responses), got {args.k}")
     values = _lm_run_values(args.run_dir, "label")
     out = args.out or args.run_dir / "ranked.jsonl"
     output_file(out, "--out")
@@ -391,7 +393,7 @@ def _cmd_label(args) -> int:
     lm = load_lm(args.run_dir)
     records, skipped = label_comparisons(
         lm, prompts, args.k, args.judge, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, seed=args.seed,
+        temperature=args.temperature, seed=args.seed, where=where,
     )  # fmt: skip
     write_jsonl(out, records)
     print(f"wrote {len(records)} ranked prompts (K = {args.k}) to {out}; "

@@ -57,7 +57,7 @@ from bellman.lm.model import (
     load_model_arrays,
     model_from_config_dict,
 )
-from bellman.lm.rewards import judge_rank, reward_function
+from bellman.lm.rewards import check_prompts, judge_rank, reward_function
 from bellman.lm.runs import LMTrainConfig
 from bellman.lm.tokenizer import TOKENIZER_FILE, TextTokenizer, tokenize_pair
 from bellman.loop import after_iteration
@@ -332,6 +332,26 @@ def _loop(config, run, prepared: RewardPrepared, reward_model, optimizer, rng, s
 
 
 # ---- labelling ---------------------------------------------------------------------------------
+def prompts_with_room(
+    prompts: list[str], tokenizer: TextTokenizer, context: int, where: list[str]
+) -> list[tuple[str, list[int]]]:
+    """(text, ids) of each prompt, checked to be non-empty and to leave room for a response.
+
+    Raises:
+        ConfigError: naming `where[i]` of the first prompt that does not fit.
+    """
+    ids = tokenizer.encode_batch(list(prompts))
+    for text, tokens, place in zip(prompts, ids, where, strict=True):
+        if not tokens:
+            raise ConfigError(f"{place}: the prompt is empty")
+        if len(tokens) >= context:
+            raise ConfigError(
+                f"{place}: the prompt {text[:40]!r} is {len(tokens)} tokens long; the model's "
+                f"context of {context} tokens leaves no room for a response"
+            )
+    return list(zip(prompts, ids, strict=True))
+
+
 def label_comparisons(
     lm,
     prompts: list[str],
@@ -342,21 +362,30 @@ def label_comparisons(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
+    where: list[str] | None = None,
 ) -> tuple[list[dict], int]:
     """Sample K responses per prompt, rank them with the judge, best first.
+
+    Args:
+        where: for each prompt, where it came from (for errors; default "prompt N").
 
     Returns:
         (records for the JSONL file, number of prompts skipped because the judge scored all K
         responses equal).
+
+    Raises:
+        ConfigError: K < 2, a prompt the judge cannot score, empty or leaving no room.
     """
     from bellman.lm.sampling import sample
 
     if k < 2:
         raise ConfigError(f"--k must be at least 2 (a ranking needs two responses), got {k}")
     reward = reward_function(judge)
+    where = where or [f"prompt {i + 1}" for i in range(len(prompts))]
+    check_prompts(judge, prompts, where)
+    prompt_ids = [ids for _, ids in prompts_with_room(prompts, lm.tokenizer, lm.context, where)]
     generator = torch.Generator(device=lm.device).manual_seed(seed)
     lm.model.eval()
-    prompt_ids = [lm.tokenizer.encode(p) for p in prompts]
     rows = [i for i in range(len(prompts)) for _ in range(k)]
     texts: list[str] = []
     for start in range(0, len(rows), batch_size):

@@ -88,7 +88,7 @@ from bellman.lm.model import (
 )
 from bellman.lm.pretrain import held_out_loss, next_token_loss, perplexity, sample_windows
 from bellman.lm.pretrain import token_stream as corpus_stream
-from bellman.lm.reward_model import load_reward_model, reward_inputs
+from bellman.lm.reward_model import load_reward_model, prompts_with_room, reward_inputs
 from bellman.lm.rewards import check_prompts, reward_function
 from bellman.lm.sampling import sample, token_log_probs
 from bellman.loop import after_iteration, crossed
@@ -347,19 +347,6 @@ class RLHFPrepared:
     held_stream: np.ndarray
 
 
-def _check_prompts(prompts, tokenizer, context: int, where: list[str]):
-    ids = tokenizer.encode_batch([text for text in prompts])
-    for text, tokens, place in zip(prompts, ids, where, strict=True):
-        if not tokens:
-            raise ConfigError(f"{place}: the prompt is empty")
-        if len(tokens) >= context:
-            raise ConfigError(
-                f"{place}: the prompt {text[:40]!r} is {len(tokens)} tokens long; the model's "
-                f"context of {context} tokens leaves no room for a response"
-            )
-    return list(zip(prompts, ids, strict=True))
-
-
 def prepare(config: RLHFPPOConfig) -> RLHFPrepared:
     """Load the models, the reward and the prompts; check them.
 
@@ -387,7 +374,7 @@ def prepare(config: RLHFPPOConfig) -> RLHFPrepared:
         where = [f"held-out prompt {i + 1} of '{config.env}'" for i in range(len(texts))]
     for judge in dict.fromkeys(filter(None, (config.judge, config.true_judge))):
         check_prompts(judge, texts, where)  # a judge that cannot score a prompt: refused now
-    prompts = _check_prompts(texts, policy.tokenizer, policy.context, where)
+    prompts = prompts_with_room(texts, policy.tokenizer, policy.context, where)
     if len(prompts) < 2:
         raise ConfigError(f"{len(prompts)} prompt(s); RL and its held-out evaluation need >= 2")
     train_idx, eval_idx = holdout_indices(texts, config.eval_fraction)
