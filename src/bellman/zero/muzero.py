@@ -1,0 +1,570 @@
+"""MuZero: planning with a learned model h, g, f, trained from its own searches.
+
+Schrittwieser et al., "Mastering Atari, Go, chess and shogi by planning with a learned model",
+Nature 588, 2020 (Methods; Appendix B, "Search"; Appendix G, "Training"). The loop:
+
+     1. Initialise h, g, f (`muzero_network`) with random weights.
+     2. Repeat (one iteration):
+     A.   Acting: play `games_per_iteration` episodes (board games against themselves). At every
+          step t, s^0 = h(o_t), then an MCTS over the learned model (`bellman.search.mcts`:
+          r^k, s^k = g(s^{k-1}, a^k) and p^k, v^k = f(s^k) at each new node, edge rewards and
+          discounts in the backup, min-max normalised Q, pUCT with c1 = 1.25, c2 = 19652,
+          Dirichlet noise at the root, the legal moves at the root) gives pi_t = N(s^0, a) /
+          sum_b N(s^0, b) and the root value nu_t; play a_t ~ pi_t^(1/tau), observe u_{t+1}.
+     B.   Store the trajectory (o_t, a_t, u_{t+1}, pi_t, nu_t) in the replay.
+     C.   Training: `train_steps` times, sample positions t uniformly and unroll the model K =
+          `unroll_steps` steps along the actions played:
+              s^0 = h(o_t);  r^k, s^k = g(s^{k-1}, a_{t+k});  p^k, v^k = f(s^k)
+              l = sum_{k=0..K} l^p(pi_{t+k}, p^k) + l^v(z_{t+k}, v^k) + [k > 0] l^r(u_{t+k}, r^k)
+                  + c ||theta||^2
+          with z_t the n-step bootstrapped value target u_{t+1} + ... + g^{n-1} u_{t+n} +
+          g^n nu_{t+n} (the game's result in board games), the gradient entering the dynamics
+          function scaled by 1/2 and each unrolled step's loss by 1/K.
+
+This file holds the config, the loss (step C), the learner and the loop; acting and the
+replay are `muzero_selfplay.py`, the networks and the value transform `muzero_network.py`.
+
+Deviations and details:
+    - Board games: value and reward are scalars in [-1, 1] with squared-error losses; the
+      reward is 0 except on the last move (the result for its mover), the value target is the
+      result for the player to move (n = infinity, gamma = 1, the sign flipping each ply).
+      Vector and Atari envs: categorical value and reward over -S..S of h(x) with cross-entropy
+      losses (Appendix F); gamma = `discount` and n = `td_steps`.
+    - `steps` counts real moves / env steps; an iteration always finishes its episodes. Metrics
+      rows, checkpoints and Ctrl-C take effect at the end of an iteration.
+    - Beyond the end of an episode the targets are an absorbing state: value and reward 0, no
+      policy loss, uniformly random actions to unroll.
+    - Episode e of a run is played with generators seeded by (seed, e), so a run is the same
+      whatever was interrupted and resumed; all its episodes are played in the learner's
+      process, many at once (`concurrent_games`: one network call per kind per search wave).
+    - Not yet here: self-play worker processes, the arena and Elo table during training,
+      prioritized replay and reanalyse, Gumbel MuZero's root.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from bellman import loop, seeding
+from bellman.checkpoint import check_schema
+from bellman.config import TrainConfig, choices, interval
+from bellman.errors import CheckpointError, ConfigError, NonFiniteError, did_you_mean
+from bellman.games import GAMES, Game, make_game
+from bellman.games.base import play_moves
+from bellman.nets import resolve_device
+from bellman.run import Run
+from bellman.search.mcts import MCTS, best_move
+from bellman.torch_state import check_arrays, load_module, load_optimizer, optimizer_arrays
+from bellman.zero.arena import OpponentEnv
+from bellman.zero.muzero_network import (
+    AtariMuZeroNetwork,
+    BoardMuZeroNetwork,
+    MuZeroModel,
+    MuZeroNetwork,
+    VectorMuZeroNetwork,
+    scalar_to_support,
+    scale_gradient,
+)
+from bellman.zero.muzero_selfplay import (
+    ActingEpisode,
+    EnvRules,
+    TrajectoryReplay,
+    play_episodes,
+    unrolled_targets,
+)
+from bellman.zero.network import check_finite
+
+
+@dataclass(frozen=True)
+class MuZeroConfig(TrainConfig):
+    """Hyperparameters of MuZero; defaults are the paper's where they apply to small problems."""
+
+    env: str = ""
+    """A board game (tictactoe, connect4, go9, go13, go19) or a gymnasium env with discrete
+    actions (CartPole-v1, ALE/Pong-v5, ...)."""
+    steps: int = field(default=1_000_000, metadata=interval("[1, inf)"))
+    """Total real moves / env steps of the run (a resumed run continues to this target)."""
+    log_every: int = field(default=1, metadata=interval("[1, inf)"))
+    """Moves between two rows of metrics.csv (1: every iteration)."""
+    simulations: int = field(default=50, metadata=interval("[1, inf)"))
+    """MCTS simulations per move (MuZero: 50 Atari, 800 board games)."""
+    c_puct: float = field(default=1.25, metadata=interval("(0, inf)"))
+    """c1 of pUCT (MuZero: 1.25)."""
+    c_base: float = field(default=19652.0, metadata=interval("(0, inf)"))
+    """c2 of pUCT: c(s) = c1 + log((N(s) + c2 + 1) / c2) (MuZero: 19652)."""
+    dirichlet_alpha: float = field(default=0.25, metadata=interval("(0, inf)"))
+    """Root noise concentration (MuZero: 0.25 Atari; 0.3 chess, 0.03 Go)."""
+    dirichlet_fraction: float = field(default=0.25, metadata=interval("[0, 1]"))
+    """Weight of the root noise (MuZero: 0.25)."""
+    temperature_moves: int = field(default=30, metadata=interval("[0, inf)"))
+    """Moves of an episode played with tau = 1 (proportional to visits)."""
+    final_temperature: float = field(default=0.0, metadata=interval("[0, inf)"))
+    """tau after temperature_moves (0: the most visited move)."""
+    search_batch_size: int = field(default=1, metadata=interval("[1, inf)"))
+    """Descents per search round of one tree (with a virtual loss); the network batch is this
+    times the episodes searching together."""
+    virtual_loss: float = field(default=1.0, metadata=interval("[0, inf)"))
+    """Virtual loss n_vl added along a pending descent."""
+    tree_legal_moves: bool = False
+    """Board games: mask the illegal moves inside the tree too (tracking the real states
+    along each path); False: only at the root, as the paper."""
+    discount: float = field(default=0.997, metadata=interval("(0, 1]"))
+    """gamma of rewards and value targets in envs (MuZero Atari: 0.997; board games use 1)."""
+    td_steps: int = field(default=10, metadata=interval("[1, inf)"))
+    """n of the n-step value target in envs (MuZero Atari: 10; board games: to the end)."""
+    unroll_steps: int = field(default=5, metadata=interval("[1, 64]"))
+    """K, steps the model is unrolled in training (MuZero: 5)."""
+    support: int = field(default=300, metadata=interval("[1, 10000]"))
+    """S of the categorical value and reward over -S..S in envs (MuZero Atari: 300)."""
+    blocks: int = field(default=2, metadata=interval("[0, 64]"))
+    """Residual blocks of h and of g (board games, Atari's dynamics and prediction)."""
+    channels: int = field(default=32, metadata=interval("[1, 1024]"))
+    """Filters of the residual towers (the latent state's planes)."""
+    value_hidden: int = field(default=32, metadata=interval("[1, 4096]"))
+    """Units of a board game's value and reward heads' hidden layer."""
+    hidden_size: int = field(default=64, metadata=interval("[1, 65536]"))
+    """Vector envs: size of the latent state."""
+    layers: str = "64"
+    """Vector envs: hidden layer sizes of every MLP, comma-separated."""
+    replay_window: int = field(default=100_000, metadata=interval("[1, inf)"))
+    """Positions kept for training (whole episodes; the oldest are dropped)."""
+    batch_size: int = field(default=256, metadata=interval("[1, inf)"))
+    """Positions per minibatch (MuZero: 2048 board games, 1024 Atari)."""
+    optimizer: str = field(default="adam", metadata=choices("sgd", "adam"))
+    """adam or sgd (with momentum, as the paper)."""
+    learning_rate: float = field(default=0.001, metadata=interval("(0, inf)"))
+    """Step size."""
+    momentum: float = field(default=0.9, metadata=interval("[0, 1)"))
+    """SGD momentum (MuZero: 0.9); unused by adam."""
+    weight_decay: float = field(default=1e-4, metadata=interval("[0, inf)"))
+    """c of the loss's c ||theta||^2 term (MuZero: 1e-4)."""
+    train_steps: int = field(default=50, metadata=interval("[0, inf)"))
+    """Gradient steps per iteration."""
+    games_per_iteration: int = field(default=16, metadata=interval("[1, inf)"))
+    """Episodes per iteration, all played at once (one network call per kind per wave)."""
+    eval_simulations: int = field(default=50, metadata=interval("[1, inf)"))
+    """Simulations per move of the trained agent (`bellman eval`, `play`, `move`)."""
+    eval_opponent: str = field(default="alphabeta", metadata=choices("random", "mcts", "alphabeta"))
+    """Board games: the fixed opponent of `bellman eval`."""
+    baseline_simulations: int = field(default=200, metadata=interval("[1, inf)"))
+    """Simulations (one random rollout each) of the classic MCTS opponent of `bellman eval`."""
+    baseline_depth: int = field(default=2, metadata=interval("[1, 64]"))
+    """Plies of the alpha-beta opponent of `bellman eval`."""
+    solve: bool = False
+    """(Kept False: a learned model proves nothing; here for the shared eval opponents.)"""
+    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
+    """Where the learner's network runs: auto uses CUDA when present."""
+    torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
+    """CPU threads of torch."""
+
+    def validate(self) -> None:
+        if self.batch_size > self.replay_window:
+            raise ConfigError(
+                f"batch_size = {self.batch_size} is larger than replay_window = "
+                f"{self.replay_window}; make replay_window >= batch_size"
+            )
+        if self.solve:
+            raise ConfigError("solve = true needs the real rules; MuZero searches a learned model")
+        try:
+            self.layer_sizes  # noqa: B018 - parses
+        except ValueError:
+            raise ConfigError(
+                f"layers = '{self.layers}' is invalid; valid: positive integers, "
+                "comma-separated, e.g. '64,64'"
+            ) from None
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        sizes = tuple(int(part) for part in self.layers.split(",") if part.strip())
+        if not sizes or min(sizes) < 1:
+            raise ValueError(self.layers)
+        return sizes
+
+    @property
+    def board(self) -> bool:
+        """True for a board game (two players, scalar value and reward)."""
+        return self.env in GAMES
+
+
+Config = MuZeroConfig
+
+
+# ---- the world: a board game or a gymnasium env ---------------------------------------------
+def make_train_env(config: MuZeroConfig):
+    """The board game, or the gymnasium env (Atari with DeepMind's preprocessing) it trains
+    on; a ConfigError naming what is valid for an unknown name."""
+    if config.board:
+        return make_game(config.env)
+    close = did_you_mean(config.env, list(GAMES))
+    if close:  # a misspelt board game, not a gymnasium id
+        raise ConfigError(
+            f"unknown environment '{config.env}'{close}; valid: a board game "
+            f"({', '.join(GAMES)}) or a gymnasium env with discrete actions (`bellman envs`)"
+        )
+    return _make_gym(config, training=True)
+
+
+def _make_gym(config: MuZeroConfig, *, training: bool, render_mode: str | None = None):
+    from bellman.envs import make_env
+    from bellman.envs.atari import is_atari, make_atari_env
+
+    if is_atari(config.env):
+        return make_atari_env(config.env, training=training, render_mode=render_mode)
+    return make_env(config.env, render_mode=render_mode)
+
+
+def make_eval_env(config: MuZeroConfig, render_mode: str | None = None):
+    """Board games: the game against `eval_opponent` (`OpponentEnv`); envs: the env itself."""
+    if config.board:
+        return OpponentEnv(make_game(config.env), config.eval_opponent, config,
+                           render_mode=render_mode)  # fmt: skip
+    return _make_gym(config, training=False, render_mode=render_mode)
+
+
+def check_env(world, config: MuZeroConfig | None = None) -> None:
+    """MuZero trains on a board game or on an env with discrete actions and array
+    observations (a vector or stacked frames)."""
+    if hasattr(world, "initial_state"):
+        if config is not None and world.name != config.env:
+            raise ConfigError(f"the game is '{world.name}' but the config's env is '{config.env}'")
+        return
+    import gymnasium as gym
+
+    name = config.env if config is not None else type(world).__name__
+    if not isinstance(world.action_space, gym.spaces.Discrete):
+        raise ConfigError(
+            f"MuZero needs discrete actions; {name} has {type(world.action_space).__name__} "
+            "actions (try CartPole-v1, an ALE game or a board game)"
+        )
+    shape = world.observation_space.shape
+    if not isinstance(world.observation_space, gym.spaces.Box) or len(shape) not in (1, 3):
+        raise ConfigError(
+            f"MuZero needs vector or image observations; {name} has "
+            f"{world.observation_space} (try CartPole-v1, an ALE game or a board game)"
+        )
+
+
+def world_spec(world) -> tuple[tuple[int, ...], Any, int]:
+    """(observation shape, observation dtype, A) of a board game or an env."""
+    if hasattr(world, "initial_state"):
+        return tuple(world.observation_shape), np.float32, world.action_size
+    space = world.observation_space
+    return tuple(space.shape), np.dtype(space.dtype), int(world.action_space.n)
+
+
+def build_network(config: MuZeroConfig, world, *, scratch: bool = False) -> MuZeroNetwork:
+    """h, g, f for this config and world (step 1); `scratch`: weights to be overwritten, leave
+    torch's generator untouched."""
+    shape, _, actions = world_spec(world)
+    with torch.random.fork_rng(devices=[], enabled=scratch):
+        if hasattr(world, "initial_state"):
+            return BoardMuZeroNetwork(
+                shape,
+                actions,
+                blocks=config.blocks,
+                channels=config.channels,
+                value_hidden=config.value_hidden,
+            )
+        if len(shape) == 3:
+            return AtariMuZeroNetwork(
+                shape,
+                actions,
+                channels=config.channels,
+                blocks=config.blocks,
+                support=config.support,
+            )
+        return VectorMuZeroNetwork(shape[0], actions, hidden_size=config.hidden_size,
+                                   layers=config.layer_sizes, support=config.support)  # fmt: skip
+
+
+def search_for(config: MuZeroConfig, world, model, *, simulations: int, seed: int) -> MCTS:
+    """The MCTS over the learned model (module docstring, step A)."""
+    board = hasattr(world, "initial_state")
+    rules = world if board else EnvRules(config.env, world_spec(world)[2])
+    return MCTS(
+        rules, model, simulations=simulations, c_puct=config.c_puct, c_base=config.c_base,
+        dirichlet_alpha=config.dirichlet_alpha, dirichlet_fraction=config.dirichlet_fraction,
+        batch_size=config.search_batch_size, virtual_loss=config.virtual_loss, seed=seed,
+        discount=1.0 if board else config.discount, two_player=board, normalize_q=True,
+        tree_legal_moves=config.tree_legal_moves and board,
+    )  # fmt: skip
+
+
+def model_for(network: MuZeroNetwork, world, device="cpu") -> MuZeroModel:
+    """The network as the search's `Model`, observing a board's planes or an env's arrays."""
+    observe = world.observation if hasattr(world, "initial_state") else np.asarray
+    return MuZeroModel(network, observe, device)
+
+
+# ---- step C: training ---------------------------------------------------------------------
+def muzero_loss(
+    network: MuZeroNetwork, batch: dict[str, torch.Tensor], unroll_steps: int
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Step C's l (without the L2 term), averaged over the batch; `batch` holds observations
+    `[B, ...]`, actions `[B, K]`, values, rewards and masks `[B, K + 1]`, policies
+    `[B, K + 1, A]` (`unrolled_targets`). Returns (l, the value, reward and policy parts)."""
+    hidden, reward, logits, value = network.initial_inference(batch["observations"])
+    parts = {"value_loss": 0.0, "reward_loss": 0.0, "policy_loss": 0.0}
+    total = torch.zeros((), device=hidden.device)
+    for k in range(unroll_steps + 1):
+        if k > 0:  # the gradient into the dynamics halved; each unrolled step's loss / K
+            hidden, reward, logits, value = network.recurrent_inference(
+                scale_gradient(hidden, 0.5), batch["actions"][:, k - 1]
+            )
+        value_loss = _scalar_loss(network, value, batch["values"][:, k])
+        policy_loss = -(batch["policies"][:, k] * torch.log_softmax(logits, dim=1)).sum(1)
+        step = value_loss + policy_loss * batch["masks"][:, k]
+        if k > 0:
+            reward_loss = _scalar_loss(network, reward, batch["rewards"][:, k])
+            step = step + reward_loss
+            parts["reward_loss"] += float(reward_loss.mean().detach())
+        parts["value_loss"] += float(value_loss.mean().detach())
+        parts["policy_loss"] += float((policy_loss * batch["masks"][:, k]).mean().detach())
+        total = total + step.mean() * (1.0 if k == 0 else 1.0 / unroll_steps)
+    return total, parts
+
+
+def _scalar_loss(network: MuZeroNetwork, raw: torch.Tensor, target: torch.Tensor):
+    """`[B]` squared error (scalar heads) or cross-entropy against the target's two-hot
+    projection on the support (categorical heads)."""
+    if not network.support:
+        return (raw - target) ** 2
+    return -(scalar_to_support(target, network.support) * torch.log_softmax(raw, dim=1)).sum(1)
+
+
+class MuZeroLearner:
+    """h, g, f, the optimizer, the replay and the counters: everything a checkpoint holds."""
+
+    def __init__(self, config: MuZeroConfig, world):
+        self.config, self.world = config, world
+        self.device = resolve_device(config.device)
+        self.rng = seeding.seed_everything(config.seed)
+        torch.manual_seed(config.seed)
+        self.network = build_network(config, world).to(self.device)  # 1. random h, g, f
+        self.parameters = list(self.network.parameters())
+        self.optimizer = make_optimizer(config, self.parameters)
+        shape, dtype, actions = world_spec(world)
+        self.replay = TrajectoryReplay(config.replay_window, shape, dtype, actions)
+        self.step = self.games = self.iteration = self.updates = 0
+
+    def sample_batch(self) -> dict[str, torch.Tensor]:
+        """B positions drawn uniformly, each with its K + 1 targets (`unrolled_targets`)."""
+        config, replay = self.config, self.replay
+        slots = self.rng.integers(0, replay.size, config.batch_size)
+        columns: list[list[np.ndarray]] = [[] for _ in range(5)]
+        for slot in slots.tolist():
+            targets = unrolled_targets(
+                replay.trajectory_from(slot), 0, unroll_steps=config.unroll_steps,
+                td_steps=None if config.board else config.td_steps,
+                discount=1.0 if config.board else config.discount, two_player=config.board,
+                rng=self.rng,
+            )  # fmt: skip
+            for column, value in zip(columns, targets, strict=True):
+                column.append(value)
+        names = ("actions", "values", "rewards", "policies", "masks")
+        batch = {name: torch.from_numpy(np.stack(column)).to(self.device)
+                 for name, column in zip(names, columns, strict=True)}  # fmt: skip
+        batch["observations"] = torch.from_numpy(replay.observations[slots]).to(self.device)
+        return batch
+
+    def train_step(self) -> tuple[float, ...]:
+        """Step C once. Returns (l, value loss, reward loss, policy loss)."""
+        batch = self.sample_batch()
+        self.network.train()
+        loss, parts = muzero_loss(self.network, batch, self.config.unroll_steps)
+        l2 = sum(p.pow(2).sum() for p in self.parameters)
+        loss = loss + self.config.weight_decay * l2
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.updates += 1
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteError(
+                f"loss is {value} at step {self.step} (gradient step {self.updates}; training "
+                "diverged: lower learning_rate)"
+            )
+        return value, parts["value_loss"], parts["reward_loss"], parts["policy_loss"]
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, state): h, g, f (BatchNorm statistics included), the optimizer, the replay,
+        the counters and every generator; the network is checked finite first."""
+        check_finite(self.network, "network", self.step)
+        rng_arrays, rng_state = seeding.capture_rngs(self.device, numpy_rng=self.rng)
+        arrays = {f"net/{k}": v.cpu().numpy() for k, v in self.network.state_dict().items()}
+        arrays.update(optimizer_arrays(self.optimizer))
+        arrays.update(self.replay.arrays())
+        arrays.update(rng_arrays)
+        state = {
+            **{name: getattr(self, name) for name in COUNTERS},
+            "replay_size": self.replay.size, "replay_position": self.replay.position,
+            **rng_state,
+        }  # fmt: skip
+        return arrays, state
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Continue from a checkpoint: every array checked against the live network, optimizer
+        and replay (key, shape, dtype), the JSON state against `STATE_SCHEMA`."""
+        where = f"checkpoint step-{meta['step']}"
+        state = meta["state"]
+        check_schema(state, STATE_SCHEMA, where)
+        load_module(self.network, arrays, "net/", self.device, where)
+        load_optimizer(self.optimizer, arrays, where)
+        self.replay.load(arrays, state["replay_size"], state["replay_position"])
+        seeding.restore_rngs(arrays, state, self.device, numpy_rng=self.rng)
+        self.step = meta["step"]
+        for name in COUNTERS:
+            setattr(self, name, state[name])
+
+
+#: The learner's counters, saved in a checkpoint's JSON state as they are.
+COUNTERS = ("games", "iteration", "updates")
+#: What `MuZeroLearner.restore` reads of a checkpoint's JSON state.
+STATE_SCHEMA = {**dict.fromkeys(COUNTERS, "count"), "replay_size": "count",
+                "replay_position": "count"}  # fmt: skip
+
+
+def make_optimizer(config: MuZeroConfig, parameters: list) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper) or Adam."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum)
+    return torch.optim.Adam(parameters, lr=config.learning_rate)
+
+
+def check_checkpoint(arrays: dict[str, np.ndarray], world, config: MuZeroConfig) -> None:
+    """Every array a resume loads fits this config's learner (h, g, f, the optimizer, the
+    replay), key for key; a CheckpointError naming the first that does not."""
+    where = f"checkpoint (for {config.env})"
+    network = build_network(config, world, scratch=True)
+    load_module(network, arrays, "net/", "cpu", where)
+    load_optimizer(make_optimizer(config, list(network.parameters())), arrays, where)
+    replay = {key: value for key, value in arrays.items() if key.startswith("replay/")}
+    shape, dtype, actions = world_spec(world)
+    check_arrays(replay, TrajectoryReplay.layout(config.replay_window, shape, dtype, actions),
+                 where)  # fmt: skip
+
+
+def load_network(arrays: dict[str, np.ndarray], config: MuZeroConfig, world) -> MuZeroNetwork:
+    """A checkpoint's trained h, g, f in eval mode on the CPU, checked key by key."""
+    network = build_network(config, world, scratch=True)
+    load_module(network, arrays, "net/", "cpu", f"checkpoint (for {config.env})")
+    return network.eval()
+
+
+def agent_act(config: MuZeroConfig, world, network: MuZeroNetwork, simulations: int):
+    """A real state -> the most visited move of a fresh search (no noise) over the model."""
+    mcts = search_for(config, world, model_for(network, world), simulations=simulations, seed=0)
+
+    def act(state) -> int:
+        mcts.reset()
+        return best_move(mcts.search(state))
+
+    act.mcts = mcts  # (for `bellman play`'s statistics)
+    return act
+
+
+def load_policy(arrays: dict[str, np.ndarray], env, config: MuZeroConfig, seed: int):
+    """obs -> the agent's move, searched with `eval_simulations` (board games: obs is the move
+    sequence of `OpponentEnv`)."""
+    torch.set_num_threads(config.torch_threads)
+    world = env.game if config.board else env
+    act = agent_act(config, world, load_network(arrays, config, world), config.eval_simulations)
+    if not config.board:
+        return lambda obs: act(np.asarray(obs))
+    return lambda obs: act(play_moves(world, [int(a) for a in np.asarray(obs) if a >= 0]))
+
+
+# ---- the loop -----------------------------------------------------------------------------
+def _acting(learner: MuZeroLearner, config: MuZeroConfig) -> list:
+    """Step A for one iteration: episodes games, games + 1, ..., seeded by (seed, number)."""
+    world = learner.world
+    network = build_network(config, world, scratch=True)
+    network.load_state_dict(learner.network.state_dict())
+    model = model_for(network, world)
+    episodes = []
+    for number in range(learner.games, learner.games + config.games_per_iteration):
+        seed = np.random.SeedSequence([config.seed, number])
+        search_seed, episode_seed = seed.spawn(2)
+        env = world if config.board else _make_gym(config, training=True)
+        mcts = search_for(config, world if config.board else env, model,
+                          simulations=config.simulations,
+                          seed=int(search_seed.generate_state(1)[0]))  # fmt: skip
+        episodes.append(ActingEpisode(env, mcts, config, episode_seed))
+    try:
+        return play_episodes(episodes, model)
+    finally:
+        if not config.board:
+            for episode in episodes:
+                episode.world.close()
+
+
+def train(config: MuZeroConfig, world, run: Run) -> MuZeroLearner:
+    """Run MuZero for `config.steps` moves (the module docstring's steps 1, A-C); after each
+    iteration `loop.after_iteration` logs and checkpoints; Ctrl-C saves and stops there."""
+    torch.set_num_threads(config.torch_threads)
+    learner = MuZeroLearner(config, world)
+    if run.restored is not None:
+        learner.restore(*run.restored)
+    with run.session(start_step=learner.step):
+        while learner.step < config.steps and not run.stop_requested:  # 2. iterations
+            before = learner.step
+            row = _iteration(learner, config, run)
+
+            def log(columns: dict[str, float], row=row) -> None:
+                run.log(learner.step, **row, **columns)
+
+            if loop.after_iteration(run, learner.step, before, save=learner.checkpoint,
+                                    log=log, policy=lambda: None):  # fmt: skip
+                break
+    return learner
+
+
+def _iteration(learner: MuZeroLearner, config: MuZeroConfig, run: Run) -> dict[str, float]:
+    """One pass of steps A-C; returns the metrics row's columns."""
+    started = time.perf_counter()
+    trajectories = _acting(learner, config)  # A. act with search over the model
+    scores = []
+    for trajectory in trajectories:  # B. store the trajectories
+        learner.replay.add(trajectory, learner.games)
+        learner.games += 1
+        learner.step += trajectory.moves
+        scores.append(trajectory.score)
+        run.log_episode(learner.step, trajectory.score, trajectory.moves)
+    acting_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    losses = []
+    if len(learner.replay) >= config.batch_size:  # C. unrolled gradient steps
+        losses = [learner.train_step() for _ in range(config.train_steps)]
+    learner.iteration += 1
+    mean = np.mean(losses, axis=0) if losses else [math.nan] * 4
+    return {
+        "iteration": learner.iteration, "games": learner.games, "loss": float(mean[0]),
+        "value_loss": float(mean[1]), "reward_loss": float(mean[2]),
+        "policy_loss": float(mean[3]), "score_mean": float(np.mean(scores)),
+        "updates": learner.updates, "replay_size": len(learner.replay),
+        "selfplay_seconds": round(acting_seconds, 3),
+        "train_seconds": round(time.perf_counter() - started, 3),
+    }  # fmt: skip
+
+
+def check_game_matches(run_config: MuZeroConfig, game_name: str, run_dir) -> None:
+    """A checkpoint is only used on the game it was trained on."""
+    if run_config.env != game_name:
+        raise CheckpointError(
+            f"run '{run_dir}' was trained on '{run_config.env}', not '{game_name}'; "
+            f"use a run trained with --env {game_name}"
+        )
+
+
+def game_of(config: MuZeroConfig) -> Game:
+    """The config's board game (ConfigError naming the valid games otherwise)."""
+    return make_game(config.env)

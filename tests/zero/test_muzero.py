@@ -1,0 +1,255 @@
+"""MuZero's pieces with exact numbers (the value transform, the categorical projection, the
+unrolled targets of a hand-made trajectory, the gradient scaling), its networks' shapes, and
+its runs: checkpoints with a bit-for-bit resume, bad input as one error line."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bellman import api, checkpoint
+from bellman.errors import CheckpointError, ConfigError
+from bellman.run import TIMING_COLUMNS
+from bellman.zero import muzero
+from bellman.zero.muzero_network import (
+    AtariMuZeroNetwork,
+    BoardMuZeroNetwork,
+    VectorMuZeroNetwork,
+    action_planes,
+    inverse_value_transform,
+    scalar_to_support,
+    scale_gradient,
+    scale_hidden,
+    support_to_scalar,
+    value_transform,
+)
+from bellman.zero.muzero_selfplay import Trajectory, TrajectoryReplay, unrolled_targets
+
+torch.set_num_threads(1)
+
+#: A run of a few seconds: 4 iterations of 8 games with 8 simulations per move.
+TINY = [
+    "steps=100", "games_per_iteration=8", "simulations=8", "batch_size=16", "train_steps=3",
+    "blocks=1", "channels=8", "value_hidden=8", "checkpoint_every=30", "replay_window=400",
+]  # fmt: skip
+
+
+# ---- the value transform and the support ----------------------------------------------------
+def test_value_transform_exact_numbers():
+    x = torch.tensor([3.0, -8.0, 0.0, 99.0], dtype=torch.float64)
+    # sign(x) (sqrt(|x| + 1) - 1) + 0.001 x
+    expected = [2 - 1 + 0.003, -(3 - 1) - 0.008, 0.0, 10 - 1 + 0.099]
+    assert value_transform(x).tolist() == pytest.approx(expected, abs=1e-15)
+    y = torch.tensor(expected, dtype=torch.float64)
+    assert inverse_value_transform(y).tolist() == pytest.approx(x.tolist(), abs=1e-9)
+    wide = torch.linspace(-1000, 1000, 2001, dtype=torch.float64)
+    assert torch.allclose(inverse_value_transform(value_transform(wide)), wide, atol=1e-7)
+
+
+def test_categorical_projection_exact_numbers():
+    # h(3) = 1.003: 0.997 on atom 1 and 0.003 on atom 2 of -2..2
+    two_hot = scalar_to_support(torch.tensor([3.0, -8.0, 0.0], dtype=torch.float64), 2)
+    assert two_hot[0].tolist() == pytest.approx([0, 0, 0, 0.997, 0.003], abs=1e-12)
+    assert two_hot[1].tolist() == [1, 0, 0, 0, 0]  # h(-8) = -2.008, clipped to -2
+    assert two_hot[2].tolist() == [0, 0, 1, 0, 0]
+    # back: the expectation of the two-hot is h(x), and h^-1 of it x (logits = log probs)
+    back = support_to_scalar(torch.log(two_hot[:1].clamp_min(1e-300)), 2)
+    assert back.item() == pytest.approx(3.0, abs=1e-9)
+    batch = scalar_to_support(torch.tensor([[1.5, 40.0]]), 10)
+    assert batch.shape == (1, 2, 21) and torch.allclose(batch.sum(-1), torch.ones(1, 2))
+
+
+def test_scale_hidden_and_scale_gradient():
+    hidden = torch.tensor([[2.0, 4.0, 3.0], [-1.0, -1.0, 1.0]])
+    assert scale_hidden(hidden).tolist() == [[0.0, 1.0, 0.5], [0.0, 0.0, 1.0]]
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    y = scale_gradient(x, 0.5)
+    assert y.tolist() == [1.0, -2.0]
+    (3 * y).sum().backward()
+    assert x.grad.tolist() == [1.5, 1.5]
+
+
+def test_action_planes():
+    cells = action_planes(torch.tensor([4, 0]), 9, (3, 3))  # tic-tac-toe: the cell
+    assert cells.shape == (2, 1, 3, 3) and cells[0, 0, 1, 1] == 1 and cells[0].sum() == 1
+    columns = action_planes(torch.tensor([2]), 7, (6, 7))  # Connect Four: the column
+    assert columns.shape == (1, 1, 6, 7) and columns[0, 0, :, 2].sum() == 6 and columns.sum() == 6
+    go = action_planes(torch.tensor([81, 3]), 82, (9, 9))  # Go: the cell, and a pass plane
+    assert go.shape == (2, 2, 9, 9) and go[0, 0].sum() == 0 and go[0, 1].sum() == 81
+    assert go[1, 0, 0, 3] == 1 and go[1, 1].sum() == 0
+
+
+# ---- the unrolled targets --------------------------------------------------------------------
+def _trajectory(rewards, terminated=True):
+    length = len(rewards)
+    policies = np.eye(length, 3, dtype=np.float32)
+    return Trajectory(
+        np.zeros((length, 2), np.float32), np.array([0, 1, 2, 1][:length], np.int64),
+        np.array(rewards, np.float32), policies, np.array([10, 20, 30, 40][:length], np.float32),
+        terminated, 0.0,
+    )  # fmt: skip
+
+
+def test_unrolled_targets_of_a_hand_made_trajectory():
+    rng = np.random.default_rng(0)
+    trajectory = _trajectory([1, 2, 3, 4])
+    knobs = dict(unroll_steps=2, td_steps=2, discount=0.5, two_player=False, rng=rng)
+    actions, values, rewards, policies, masks = unrolled_targets(trajectory, 1, **knobs)
+    assert actions.tolist() == [1, 2]
+    # z_1 = u_2 + 0.5 u_3 + 0.25 nu_3 = 2 + 1.5 + 10; z_2 = 3 + 0.5 * 4 (ends); z_3 = 4
+    assert values.tolist() == [13.5, 5.0, 4.0]
+    assert rewards.tolist() == [0.0, 2.0, 3.0]
+    assert policies.tolist() == np.eye(4, 3)[1:4].tolist() and masks.tolist() == [1, 1, 1]
+    # from the last position: beyond the end, an absorbing state and a random action
+    actions, values, rewards, policies, masks = unrolled_targets(trajectory, 3, **knobs)
+    assert actions[0] == 1 and 0 <= actions[1] < 3
+    assert values.tolist() == [4.0, 0.0, 0.0] and rewards.tolist() == [0.0, 4.0, 0.0]
+    assert masks.tolist() == [1, 0, 0] and policies[1:].sum() == 0
+    # cut by a time limit: the last root value bootstraps, z_2 = u_3 + 0.5 nu_4 = 3 + 20
+    cut = _trajectory([1, 2, 3, 4], terminated=False)
+    assert unrolled_targets(cut, 2, **knobs)[1].tolist() == [23.0, 40.0, 0.0]
+
+
+def test_board_game_targets_are_the_result_for_the_player_to_move():
+    # four moves, the last mover (player 1) wins: u = 0, 0, 0, +1
+    trajectory = _trajectory([0, 0, 0, 1])
+    values = unrolled_targets(trajectory, 0, unroll_steps=3, td_steps=None, discount=1.0,
+                              two_player=True, rng=np.random.default_rng(0))[1]  # fmt: skip
+    assert values.tolist() == [-1.0, 1.0, -1.0, 1.0]
+
+
+def test_replay_rebuilds_episodes_across_the_ring():
+    replay = TrajectoryReplay(6, (2,), np.float32, 3)
+    replay.add(_trajectory([1, 2, 3, 4]), 0)
+    replay.add(_trajectory([5, 6, 7]), 1)  # overwrites the first episode's first position
+    assert replay.size == 6 and replay.position == 1
+    assert replay.trajectory_from(1).rewards.tolist() == [2, 3, 4]
+    assert replay.trajectory_from(5).rewards.tolist() == [6, 7]  # wraps around the ring
+    assert replay.trajectory_from(0).rewards.tolist() == [7]
+
+
+# ---- the networks ---------------------------------------------------------------------------
+def test_network_shapes_and_hidden_states_in_unit_range():
+    board = BoardMuZeroNetwork((2, 3, 3), 9, blocks=1, channels=8, value_hidden=8).eval()
+    hidden, reward, logits, value = board.initial_inference(torch.rand(4, 2, 3, 3))
+    assert hidden.shape == (4, 8, 3, 3) and logits.shape == (4, 9) and value.shape == (4,)
+    flat = hidden.flatten(1)
+    assert torch.allclose(flat.min(1).values, torch.zeros(4))
+    assert torch.allclose(flat.max(1).values, torch.ones(4))
+    hidden, reward, logits, value = board.recurrent_inference(hidden, torch.tensor([0, 4, 8, 1]))
+    assert hidden.shape == (4, 8, 3, 3) and reward.shape == (4,) and value.abs().max() < 1
+    vector = VectorMuZeroNetwork(4, 2, hidden_size=16, layers=(32,), support=10)
+    hidden, reward, logits, value = vector.recurrent_inference(
+        vector.initial_inference(torch.rand(3, 4))[0], torch.tensor([0, 1, 1])
+    )
+    assert (
+        hidden.shape == (3, 16) and reward.shape == (3, 21) and vector.scalar(value).shape == (3,)
+    )
+    atari = AtariMuZeroNetwork((4, 84, 84), 6, channels=8, blocks=1, support=5)
+    frames = torch.zeros(2, 4, 84, 84, dtype=torch.uint8)
+    hidden, _, logits, value = atari.initial_inference(frames)
+    assert hidden.shape == (2, 8, 6, 6) and logits.shape == (2, 6) and value.shape == (2, 11)
+    assert atari.recurrent_inference(hidden, torch.tensor([5, 0]))[0].shape == (2, 8, 6, 6)
+
+
+# ---- runs -----------------------------------------------------------------------------------
+def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path):
+    one_go = api.train("muzero", "tictactoe", overrides=TINY, run_dir=tmp_path / "a", quiet=True)
+    arrays, meta = checkpoint.load(one_go.dir / "checkpoints")
+    assert {"net/representation.0.weight", "replay/observations", "torch_rng"} <= set(arrays)
+    short = [*TINY, "steps=40"]
+    api.train("muzero", "tictactoe", overrides=short, run_dir=tmp_path / "b", quiet=True)
+    resumed = api.resume(tmp_path / "b", steps=100, quiet=True)
+    final, final_meta = checkpoint.load(resumed.dir / "checkpoints")
+    assert final_meta["step"] == meta["step"] and set(final) == set(arrays)
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(final[key], value, err_msg=key)
+    rows_a = (one_go.dir / "metrics.csv").read_text().splitlines()
+    rows_b = (resumed.dir / "metrics.csv").read_text().splitlines()
+    header = rows_a[0].split(",")
+    timed = [i for i, name in enumerate(header) if name in TIMING_COLUMNS or "seconds" in name]
+    for a, b in zip(rows_a[1:], rows_b[1:], strict=True):
+        a, b = a.split(","), b.split(",")
+        assert [v for i, v in enumerate(a) if i not in timed] == [
+            v for i, v in enumerate(b) if i not in timed
+        ]
+
+
+def test_a_crafted_replay_is_refused(tmp_path: Path):
+    run = api.train("muzero", "tictactoe", overrides=[*TINY, "steps=20"], run_dir=tmp_path / "r",
+                    quiet=True)  # fmt: skip
+    arrays, meta = checkpoint.load(run.dir / "checkpoints")
+    _, config = api.load_run_config(run.dir)
+    game = muzero.make_train_env(config)
+    learner = muzero.MuZeroLearner(config, game)
+    size, position = meta["state"]["replay_size"], meta["state"]["replay_position"]
+    for key, change in [("replay/indices", 100), ("replay/actions", 9), ("replay/lengths", -50)]:
+        bad = {**arrays, key: arrays[key] + change}
+        with pytest.raises(CheckpointError, match="outside their episodes"):
+            learner.replay.load(bad, size, position)
+    with pytest.raises(CheckpointError, match="replay"):
+        learner.replay.load(arrays, size + 1000, position)
+    with pytest.raises(CheckpointError, match="replay/policies"):
+        muzero.check_checkpoint(
+            {**arrays, "replay/policies": arrays["replay/policies"][:, :4]}, game, config
+        )
+    with pytest.raises(CheckpointError, match="net/"):
+        muzero.check_checkpoint(
+            {k: v for k, v in arrays.items() if not k.startswith("net/value_head")}, game, config
+        )
+
+
+def test_cartpole_runs_and_evaluates(tmp_path: Path):
+    settings = ["steps=300", "games_per_iteration=4", "simulations=4", "batch_size=16",
+                "train_steps=2", "support=10", "layers=16", "hidden_size=8"]  # fmt: skip
+    run = api.train("muzero", "CartPole-v1", overrides=settings, run_dir=tmp_path / "c",
+                    quiet=True)  # fmt: skip
+    _, meta = checkpoint.load(run.dir / "checkpoints")
+    assert meta["step"] >= 300 and meta["state"]["updates"] > 0
+    report = api.evaluate_run(run.dir, episodes=2, seed=0)
+    assert report["episodes"] == 2 and len(report["returns"]) == 2
+    assert all(1 <= r <= 500 and r == int(r) for r in report["returns"])  # CartPole's returns
+    assert math.isfinite(report["mean"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--env", "Pendulum-v1"], "discrete actions"), (["--env", "tictac"], "'tictactoe'")],
+)
+def test_bad_input_is_one_error_line(tmp_path: Path, args, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "bellman", "train", "muzero", *args, "--run-dir",
+         str(tmp_path / "r")], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["layers=0"], "layers"),
+        (["layers=64,x"], "layers"),
+        (["solve=true"], "learned model"),
+        (["batch_size=10", "replay_window=5"], "replay_window"),
+        (["unroll_steps=0"], "unroll_steps"),
+        (["discount=1.5"], "discount"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path: Path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        api.train("muzero", "tictactoe", overrides=overrides, run_dir=tmp_path / "r", quiet=True)
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_errors_in_the_library():
+    with pytest.raises(ConfigError, match="replay_window"):
+        muzero.MuZeroConfig(env="tictactoe", batch_size=10, replay_window=5).validate()
