@@ -65,7 +65,13 @@ from bellman import seeding
 from bellman.algos import check_checkpoint_arrays
 from bellman.buffers import ReplayMemory
 from bellman.config import DeepConfig, choices, interval
-from bellman.envs import final_observations, log_episodes, make_env
+from bellman.envs import (
+    check_vector_settings,
+    final_observations,
+    log_episodes,
+    make_env,
+    make_vector_env,
+)
 from bellman.errors import CheckpointError, ConfigError, NonFiniteError
 from bellman.evaluation import TrainingEvaluation
 from bellman.loop import after_iteration, crossed
@@ -151,6 +157,7 @@ class DQNConfig(DeepConfig):
                 f"buffer_size = {self.buffer_size} is too small for n_envs = {self.n_envs}, "
                 f"n_step = {self.n_step} and frame_stack = {self.frame_stack}: use >= {needed}"
             )
+        check_vector_settings(self, takes_async=True)
         super().validate()
 
     @property
@@ -189,10 +196,7 @@ def make_train_env(config: DQNConfig) -> gym.vector.VectorEnv:
     """`n_envs` training environments in a vector env that resets finished ones in the same step
     (so the final observation of an episode is in `infos["final_obs"]`)."""
     make_env(config.env).close()  # a clear error for a bad id before the vector env is built
-    return gym.vector.SyncVectorEnv(
-        [lambda: _make_training_env(config)] * config.n_envs,
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    return make_vector_env(config, lambda: _make_training_env(config))
 
 
 def check_env(envs: gym.vector.VectorEnv | gym.Env, config: DQNConfig | None = None) -> None:

@@ -55,7 +55,14 @@ from bellman.advantages import generalized_advantage_estimation
 from bellman.algos import check_checkpoint_arrays
 from bellman.checkpoint import expect_array
 from bellman.config import TrainConfig, check_deep_fields, choices, interval
-from bellman.envs import RunningMeanStd, final_observations, log_episodes, make_env
+from bellman.envs import (
+    RunningMeanStd,
+    check_vector_settings,
+    final_observations,
+    log_episodes,
+    make_env,
+    make_vector_env,
+)
 from bellman.envs.atari import is_atari
 from bellman.errors import CheckpointError, ConfigError
 from bellman.evaluation import TrainingEvaluation
@@ -83,6 +90,14 @@ class ActorCriticConfig(TrainConfig):
     """Where the networks run: auto uses CUDA when present."""
     torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
     """CPU threads of torch (1 is fastest on small, shared machines)."""
+    env_threads: int = field(default=0, metadata=interval("[0, 1024]"))
+    """Atari backend: emulator threads of ale-py's vector env (0: one per core)."""
+    async_batch: int = field(default=0, metadata=interval("[0, 256]"))
+    """Atari backend: step the first async_batch of the n_envs games ready (0: all, in lockstep);
+    DQN only, and a run with it is not reproducible bit for bit."""
+    atari_backend: str = field(default="ale_vector", metadata=choices("ale_vector", "gymnasium"))
+    """ALE ids: ale_vector (ale-py's AtariVectorEnv, C++ threads) or gymnasium (one wrapped env
+    per game, stepped in turn: the readable reference)."""
     steps: int = field(default=1_000_000, metadata=interval("[1, inf)"))
     """Total number of environment steps of the run, summed over the n_envs environments."""
     n_envs: int = field(default=1, metadata=interval("[1, 256]"))
@@ -130,6 +145,7 @@ class ActorCriticConfig(TrainConfig):
 
     def validate(self) -> None:
         check_deep_fields(self)
+        check_vector_settings(self, takes_async=False)
 
     @property
     def hidden(self) -> tuple[int, ...]:
@@ -184,9 +200,12 @@ def make_train_env(config: ActorCriticConfig) -> gym.vector.VectorEnv:
             env.return_rms = shared.setdefault("return", RunningMeanStd(shape=()))
         return env
 
-    return gym.vector.SyncVectorEnv(
-        [one_env] * config.n_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-    )
+    if is_atari(config.env) and config.normalize_rewards and config.atari_backend == "ale_vector":
+        raise ConfigError(
+            "normalize_rewards wraps each env of the gymnasium path; Atari's rewards are already "
+            "clipped to {-1, 0, 1}: set normalize_rewards = false (or atari_backend = gymnasium)"
+        )
+    return make_vector_env(config, one_env)
 
 
 def make_eval_env(config: ActorCriticConfig, render_mode: str | None = None) -> gym.Env:
@@ -421,14 +440,15 @@ class ActorCriticLearner:
         fast = getattr(config, "fast", False)
         self.fast = FastPath(self.policy, self.parameters) if fast else None
         self.optimizer = make_optimizer(self.parameters)
-        first = envs.envs[0]
+        every = getattr(envs, "envs", [])  # the gymnasium path's wrapped envs (none on ale-py's)
+        first = every[0] if every else None
         observation_normalizer = _wrapper(first, gym.wrappers.NormalizeObservation)
         self.obs_rms = getattr(observation_normalizer, "obs_rms", None)
         return_normalizer = _wrapper(first, gym.wrappers.NormalizeReward)
         self.return_rms = getattr(return_normalizer, "return_rms", None)
         self.reward_normalizers = [
             wrapper
-            for wrapper in (_wrapper(env, gym.wrappers.NormalizeReward) for env in envs.envs)
+            for wrapper in (_wrapper(env, gym.wrappers.NormalizeReward) for env in every)
             if wrapper is not None
         ]
         self.step = 0

@@ -61,7 +61,7 @@ from bellman.algos.onpolicy import (
     standardize,
 )
 from bellman.config import DeepConfig, choices, interval
-from bellman.envs import final_observations, log_episodes
+from bellman.envs import check_vector_settings, final_observations, log_episodes, make_vector_env
 from bellman.errors import NonFiniteError
 from bellman.evaluation import TrainingEvaluation
 from bellman.loop import after_iteration
@@ -107,6 +107,10 @@ class REINFORCEConfig(DeepConfig):
     log_std_init: float = field(default=0.0, metadata=interval("[-10, 2]"))
     """Box actions: initial log sigma of the Gaussian policy (0: sigma = 1)."""
 
+    def validate(self) -> None:
+        check_vector_settings(self, takes_async=False)  # whole episodes of one env, in lockstep
+        super().validate()
+
     @property
     def hidden(self) -> tuple[int, ...]:
         return (self.hidden_size,) * self.hidden_layers
@@ -126,11 +130,9 @@ __all__ = [
 
 # ---- environments and the network ---------------------------------------------------------
 def make_train_env(config: REINFORCEConfig) -> gym.vector.VectorEnv:
-    """One env in a vector env that resets a finished episode in the same step."""
-    return gym.vector.SyncVectorEnv(
-        [lambda: single_env(config, training=True)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    """One env in a vector env that resets a finished episode in the same step (Atari: on
+    ale-py's backend, `envs.make_vector_env`)."""
+    return make_vector_env(config, lambda: single_env(config, training=True))
 
 
 def make_eval_env(config: REINFORCEConfig, render_mode: str | None = None) -> gym.Env:

@@ -227,6 +227,7 @@ def make_atari_env(
     frame_stack: int = 4,
     noop_max: int = 30,
     repeat_action_probability: float | None = None,
+    fire_reset: bool = True,
 ) -> gym.Env:
     """An ALE game with DeepMind's preprocessing (see the module docstring for the wrapper order).
 
@@ -240,6 +241,7 @@ def make_atari_env(
         noop_max: reset takes a uniform random 1..noop_max no-op steps (0: none).
         repeat_action_probability: sticky-action probability; None keeps ale-py's v5 default
             (0.25); 0.0 is Nature DQN's deterministic emulator.
+        fire_reset: press FIRE (then action 2) on reset in games that have it (FireResetEnv).
 
     Returns:
         The wrapped env; observations are uint8 `[frame_stack, 84, 84]`.
@@ -273,7 +275,8 @@ def make_atari_env(
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if training:
         env = EpisodicLifeEnv(env)
-    env = FireResetEnv(env)
+    if fire_reset:
+        env = FireResetEnv(env)
     env = RawRewardInfo(env)
     if training:
         env = gym.wrappers.TransformReward(env, np.sign)

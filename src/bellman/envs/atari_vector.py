@@ -1,0 +1,205 @@
+"""The Atari backend: N games in ale-py's `AtariVectorEnv` (C++ threads), DeepMind's phi.
+
+`bellman.envs.make_vector_env` picks this backend for `ALE/...` ids (every other id, and
+`atari_backend = "gymnasium"`, gets gymnasium's SyncVectorEnv of `envs.atari.make_atari_env`).
+It presents the same vector-env interface the algorithms already step: same-step autoreset with
+`infos["final_obs"]`, and `infos["final_info"]["episode"]` with the raw score of each finished
+game, so `final_observations` and `log_episodes` read it unchanged.
+
+DeepMind's phi (Mnih et al. 2015, Methods), where each item is done:
+
+    1. frame skip k = 4, the action repeated      ale-py, natively (C++), per env thread
+    2. max of the last two frames (flicker)       ale-py, natively
+    3. grey level, resized to 84 x 84             ale-py, natively (the same pixels as the
+                                                  wrapper path: tests/envs/test_atari_vector.py)
+    4. the 4 most recent frames stacked           here, in numpy: at the start of every learning
+                                                  episode the stack is 4 copies of its first frame,
+                                                  as the wrapper path and the replay memory do
+    5. 1 to 30 no-ops on reset                    ale-py, natively, from each env's seeded generator
+    6. rewards clipped to their sign (learning)   here; `infos["raw_reward"]` and the logged game
+                                                  scores are the game's own
+    7. life loss terminal (learning only)         ale-py's `life_loss_info`: `terminated` at a
+                                                  lost life, the game goes on; a game over resets
+    +  FIRE on reset                              ale-py's `use_fire_reset`
+    +  sticky actions 0.25 for v5 ids             ale-py, natively (`repeat_action_probability`)
+
+Differences from the gymnasium-wrapper path (`envs.atari.make_atari_env`), each tested:
+    - FIRE on reset: ale-py presses FIRE for one emulator frame after the no-ops; the wrapper
+      path (baselines' FireResetEnv) takes FIRE then action 2 as two agent steps (8 frames).
+      After a lost life the backend presses nothing (the game goes on from the frame where the
+      life was lost, the agent serves); the wrapper path takes a no-op step and FIRE again.
+    - Random numbers: the no-op counts and sticky actions come from ale-py's per-env generators
+      seeded by `reset(seed=...)`, not from gymnasium's, so the same seed gives other games.
+    With no-ops, sticky actions and FIRE off, the two paths give equal observations, rewards and
+    terminations for the same actions (the test).
+
+Async (`async_batch` = B < N): `step` sends actions for the B envs it last returned and returns
+the first B envs that finish their step (`infos["env_id"]` names them), so the slow envs never
+hold the fast ones back. What it changes: each call covers a different set of envs, so the
+algorithm must take transitions env by env (DQN's replay memory does; PPO, A2C and REINFORCE
+keep [T, N] rollouts and refuse it), and which envs come back depends on the threads' timing,
+so an async run is not reproducible bit for bit. Synchronous runs are (every env has its own
+seeded emulator; the thread that steps it does not change its numbers).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from bellman.errors import ConfigError
+
+#: What `env_threads = 0` means: one emulator thread per core of this machine.
+CORES = os.cpu_count() or 1
+
+
+def check_counts(n_envs: int, env_threads: int, async_batch: int) -> None:
+    """ConfigError for thread and batch counts the backend cannot take, naming what is valid."""
+    if env_threads > CORES:
+        raise ConfigError(
+            f"env_threads = {env_threads} is more than the {CORES} cores of this machine; "
+            f"use 1..{CORES}, or 0 for one thread per core"
+        )
+    if async_batch > n_envs:
+        raise ConfigError(
+            f"async_batch = {async_batch} is more than n_envs = {n_envs}: an async step returns "
+            f"async_batch of the n_envs games; use 0 (synchronous) or 1..{n_envs}"
+        )
+
+
+def check_settings(env_id: str, n_envs: int, env_threads: int, async_batch: int) -> None:
+    """ConfigError for settings the backend cannot take, naming the value and what is valid."""
+    check_counts(n_envs, env_threads, async_batch)
+    spec = gym.registry[env_id]
+    if spec.kwargs.get("obs_type", "rgb") != "rgb":
+        raise ConfigError(
+            f"'{env_id}' has {spec.kwargs['obs_type']} observations; the Atari backend and "
+            f"DeepMind's preprocessing take screens: use the id without '-ram'"
+        )
+
+
+class AtariVector(gym.vector.VectorEnv):
+    """N Atari games stepped by ale-py's C++ threads, with DeepMind's preprocessing.
+
+    Args:
+        env_id: an `ALE/<Game>-v5` id (registered: `envs.atari.register_atari`).
+        n_envs: N, the games.
+        training: True: life loss ends the learner's episode and rewards are clipped to their
+            sign; False: whole games, raw rewards.
+        frame_stack: m, frames per observation.
+        env_threads: emulator threads (0: one per core; never more than N).
+        async_batch: B < N steps the first B games ready (see the module docstring); 0 all N.
+        noop_max: reset takes 1..noop_max no-ops (0: none).
+        repeat_action_probability: sticky actions; None keeps the id's (v5: 0.25).
+        fire_reset: press FIRE on reset in games that have it.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        n_envs: int,
+        *,
+        training: bool,
+        frame_stack: int = 4,
+        env_threads: int = 0,
+        async_batch: int = 0,
+        noop_max: int = 30,
+        repeat_action_probability: float | None = None,
+        fire_reset: bool = True,
+    ):
+        from ale_py.vector_env import AtariVectorEnv
+
+        check_settings(env_id, n_envs, env_threads, async_batch)
+        self.spec = gym.registry[env_id]
+        kwargs = self.spec.kwargs
+        sticky = kwargs.get("repeat_action_probability", 0.0)
+        if repeat_action_probability is not None:
+            sticky = repeat_action_probability
+        self.ale_env = AtariVectorEnv(
+            kwargs["game"], n_envs, batch_size=async_batch,
+            num_threads=min(env_threads or CORES, n_envs),
+            max_num_frames_per_episode=kwargs.get("max_num_frames_per_episode", 108_000),
+            repeat_action_probability=float(sticky),
+            full_action_space=kwargs.get("full_action_space", False),
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+            stack_num=1, noop_max=noop_max, life_loss_info=training, reward_clipping=False,
+            use_fire_reset=fire_reset,
+        )  # fmt: skip
+        self.num_envs, self.training, self.frame_stack = n_envs, training, frame_stack
+        self.batch = async_batch or n_envs
+        self.metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+        self.single_observation_space = gym.spaces.Box(0, 255, (frame_stack, 84, 84), np.uint8)
+        self.single_action_space = self.ale_env.single_action_space
+        self.observation_space = gym.vector.utils.batch_space(
+            self.single_observation_space, self.batch
+        )
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.batch)
+        self.stacks = np.zeros((n_envs, frame_stack, 84, 84), dtype=np.uint8)
+        self.lives = np.zeros(n_envs, dtype=np.int64)
+        self.scores = np.zeros(n_envs, dtype=np.float64)  # raw score of each game so far
+        self.lengths = np.zeros(n_envs, dtype=np.int64)  # its length in agent steps
+        self.env_ids = np.arange(self.batch)  # the envs the next step's actions go to
+
+    def reset(
+        self, *, seed: int | list[int] | np.ndarray | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """New games in all N envs (one seed each, or consecutive seeds from an int)."""
+        if seed is not None:
+            seed = np.arange(seed, seed + self.num_envs) if np.isscalar(seed) else seed
+            seed = np.asarray(seed, dtype=np.int64) % (2**31)  # ale-py's seeds are int32
+        frames, info = self.ale_env.reset(seed=seed)
+        ids = info["env_id"]
+        self.stacks[ids] = frames  # 4 copies of the first frame, [B, 1, 84, 84] broadcast
+        self.lives[ids] = info["lives"]
+        self.scores[ids], self.lengths[ids] = 0.0, 0
+        self.env_ids = ids
+        return self.stacks[ids].copy(), {"env_id": ids, "lives": info["lives"]}
+
+    def step(self, actions: np.ndarray):
+        """One agent step (k frames) of the envs `env_ids` (all N when synchronous).
+
+        Returns:
+            (phi_t+1 [B, m, 84, 84] uint8, rewards [B] float32: clipped when training, raw
+             otherwise, terminated [B], truncated [B], infos) with infos "env_id", "raw_reward",
+            "lives", "final_obs"/"_final_obs" where a learner's episode ended (its last phi),
+            and "final_info" {"episode": {"r", "l"}, "_episode"} where a game ended.
+        """
+        actions = np.asarray(actions, dtype=np.int64)
+        frames, rewards, terminated, truncated, info = self.ale_env.step(actions)
+        ids = info["env_id"]
+        raw = rewards.astype(np.float64)
+        lives = info["lives"].astype(np.int64)
+        ended = terminated | truncated
+        life_lost = terminated & (lives < self.lives[ids]) & ~truncated
+        game_over = ended & ~life_lost
+        # 4. the stack: the newest frame in, the oldest out (the final frame where the game reset)
+        newest = frames[:, -1]
+        if game_over.any():
+            newest = np.where(game_over[:, None, None], info["final_obs"][:, -1], newest)
+        stacks = np.concatenate([self.stacks[ids, 1:], newest[:, None]], axis=1)
+        infos: dict[str, Any] = {"env_id": ids, "raw_reward": raw, "lives": lives}
+        if ended.any():
+            infos["final_obs"], infos["_final_obs"] = stacks, ended
+            stacks = np.where(  # a new learning episode: 4 copies of its first frame
+                ended[:, None, None, None], frames[:, -1:], stacks
+            )
+        self.stacks[ids] = stacks
+        self.scores[ids] += raw
+        self.lengths[ids] += 1
+        if game_over.any():
+            infos["final_info"] = {
+                "episode": {"r": self.scores[ids].copy(), "l": self.lengths[ids].copy()},
+                "_episode": game_over,
+            }
+            over = ids[game_over]
+            self.scores[over], self.lengths[over] = 0.0, 0
+        self.lives[ids] = lives
+        self.env_ids = ids
+        learned = np.sign(raw) if self.training else raw
+        return stacks.copy(), learned.astype(np.float32), terminated, truncated, infos
+
+    def close(self, **kwargs) -> None:
+        self.ale_env.close()

@@ -1,0 +1,201 @@
+"""The Atari backend (ale-py's AtariVectorEnv, `bellman.envs.atari_vector`) against the
+gymnasium-wrapper path (`envs.atari.make_atari_env`), its bookkeeping, its bad input, and exact
+resume of runs that train on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+import bellman
+from bellman.envs import make_vector_env
+from bellman.envs.atari import make_atari_env, register_atari
+from bellman.envs.atari_vector import CORES, AtariVector
+from bellman.errors import ConfigError
+from tests.conftest import assert_user_error
+
+torch.set_num_threads(1)
+register_atari()
+BREAKOUT, PONG = "ALE/Breakout-v5", "ALE/Pong-v5"
+#: No random numbers in either path: no no-ops, no sticky actions, no FIRE presses.
+DETERMINISTIC = {"noop_max": 0, "repeat_action_probability": 0.0, "fire_reset": False}
+
+
+def both_paths(env_id: str, training: bool, actions: np.ndarray):
+    """Step the backend (one env) and the wrapper path with the same seed and actions; yield
+    (backend step, wrapper step) as (obs, reward, terminated, truncated, info) tuples."""
+    backend = AtariVector(env_id, 1, training=training, env_threads=1, **DETERMINISTIC)
+    wrapped = make_atari_env(env_id, training=training, **DETERMINISTIC)
+    obs, _ = backend.reset(seed=7)
+    wrapped_obs, _ = wrapped.reset(seed=7)
+    yield (obs[0], 0.0, False, False, {}), (wrapped_obs, 0.0, False, False, {})
+    for action in actions:
+        obs, reward, terminated, truncated, info = backend.step(np.array([action]))
+        final = info["final_obs"][0] if info.get("_final_obs", [False])[0] else obs[0]
+        yield (final, reward[0], terminated[0], truncated[0], info), wrapped.step(int(action))
+    backend.close()
+    wrapped.close()
+
+
+@pytest.mark.parametrize("env_id", [BREAKOUT, PONG])
+def test_backend_equals_the_wrapper_path_for_the_same_seed_and_actions(env_id):
+    """Whole games (training = False): every observation, raw reward and game end equal."""
+    actions = np.random.default_rng(0).integers(0, 4, 900)
+    steps, ended = 0, False
+    for (obs, reward, terminated, _, _), (w_obs, w_reward, w_terminated, _, _) in both_paths(
+        env_id, False, actions
+    ):
+        np.testing.assert_array_equal(obs, w_obs, err_msg=f"step {steps}")
+        assert (reward, terminated) == (w_reward, w_terminated), f"step {steps}"
+        steps += 1
+        if terminated:
+            ended = True
+            break
+    assert steps > 100
+    assert ended or env_id == PONG  # random Breakout loses its 5 lives within 900 steps
+
+
+def test_life_loss_ends_the_learning_episode_in_both_paths_then_only_the_wrapper_serves():
+    """training = True: equal up to and including the first lost life (terminated, clipped
+    reward); then the documented difference: the wrapper path's reset takes a no-op step and
+    presses FIRE, the backend goes on from the frame of the loss with a fresh stack."""
+    actions = np.random.default_rng(1).integers(0, 4, 400)
+    steps = both_paths(BREAKOUT, True, actions)
+    for (obs, reward, terminated, _, info), (w_obs, w_reward, w_terminated, _, w_info) in steps:
+        np.testing.assert_array_equal(obs, w_obs)
+        assert (reward, terminated) == (w_reward, w_terminated)
+        if terminated:
+            assert info["lives"][0] == 4 and "final_info" not in info  # the game goes on
+            assert not w_info["game_over"]
+            break
+    (obs, *_), (w_obs, *_) = next(steps)
+    assert not np.array_equal(obs, w_obs)
+
+
+def test_rewards_are_clipped_for_learning_and_games_are_reported_with_raw_scores():
+    envs = AtariVector(BREAKOUT, 2, training=True, env_threads=1)
+    obs, _ = envs.reset(seed=[3, 4])
+    rng = np.random.default_rng(0)
+    raw_total, clipped_total, games, life_losses = np.zeros(2), np.zeros(2), [], 0
+    while len(games) < 3:
+        obs, rewards, terminated, truncated, infos = envs.step(rng.integers(0, 4, 2))
+        assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
+        np.testing.assert_array_equal(rewards, np.sign(infos["raw_reward"]))
+        raw_total += infos["raw_reward"]
+        clipped_total += rewards
+        done = infos.get("final_info", {}).get("_episode", np.zeros(2, bool))
+        life_losses += int((terminated & ~done).sum())
+        for e in np.flatnonzero(terminated | truncated):  # a fresh stack: 4 copies of one frame
+            assert all(np.array_equal(obs[e][0], frame) for frame in obs[e][1:])
+        for e in np.flatnonzero(done):
+            games.append((infos["final_info"]["episode"]["r"][e], raw_total[e], clipped_total[e]))
+            raw_total[e] = clipped_total[e] = 0
+    envs.close()
+    assert life_losses >= 4 * len(games)  # 5 lives a game: 4 losses end no game
+    for score, raw, _ in games:
+        assert score == raw  # the whole game, every life, unclipped
+    assert any(raw > clipped for _, raw, clipped in games) or all(s <= 5 for s, *_ in games)
+
+
+def test_seeded_runs_are_reproducible_whatever_the_number_of_threads():
+    def trajectory(threads: int) -> np.ndarray:
+        envs = AtariVector(PONG, 4, training=True, env_threads=threads)
+        envs.reset(seed=[1, 2, 3, 4])
+        rng, seen = np.random.default_rng(0), []
+        for _ in range(30):
+            obs, rewards, *_ = envs.step(rng.integers(0, 6, 4))
+            seen.append(obs[:, -1, ::8, ::8].copy())
+        envs.close()
+        return np.stack(seen)
+
+    one = trajectory(1)
+    np.testing.assert_array_equal(one, trajectory(min(2, CORES)))
+    assert not np.array_equal(one[:, 0], one[:, 1])  # the four envs play different games
+
+
+class Settings:
+    def __init__(self, **values):
+        defaults = {"env": BREAKOUT, "n_envs": 4, "frame_stack": 4, "env_threads": 0,
+                    "async_batch": 0, "atari_backend": "ale_vector"}  # fmt: skip
+        self.__dict__.update({**defaults, **values})
+
+
+def test_one_function_picks_the_backend_for_ale_ids_only():
+    envs = make_vector_env(Settings(), lambda: None)
+    assert isinstance(envs, AtariVector) and envs.num_envs == 4
+    envs.close()
+    wrapped = make_vector_env(
+        Settings(atari_backend="gymnasium"), lambda: make_atari_env(BREAKOUT, training=True)
+    )
+    assert not isinstance(wrapped, AtariVector) and wrapped.num_envs == 4
+    wrapped.close()
+    with pytest.raises(ConfigError, match="did you mean 'ALE/Breakout-v5'"):
+        make_vector_env(Settings(env="ALE/Breakoot-v5"), lambda: None)
+
+
+def test_async_batch_steps_the_first_envs_ready():
+    envs = AtariVector(PONG, 4, training=True, env_threads=min(2, CORES), async_batch=2)
+    obs, info = envs.reset(seed=[1, 2, 3, 4])
+    assert obs.shape == (2, 4, 84, 84)
+    seen = set()
+    for _ in range(200):  # which envs come back depends on the threads' timing
+        obs, rewards, terminated, truncated, infos = envs.step(np.zeros(2, dtype=np.int64))
+        assert obs.shape == (2, 4, 84, 84) and len(infos["env_id"]) == 2
+        seen.update(infos["env_id"].tolist())
+        if len(seen) == 4:
+            break
+    envs.close()
+    assert seen == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    ("algo", "sets", "fragments"),
+    [
+        ("dqn", [f"env_threads={CORES + 1}"], [f"env_threads = {CORES + 1}", f"{CORES} cores"]),
+        ("dqn", ["n_envs=2", "async_batch=3"], ["async_batch = 3", "n_envs = 2"]),
+        ("ppo", ["n_envs=4", "async_batch=2"], ["async_batch = 2", "lockstep"]),
+    ],
+)
+def test_bad_backend_settings_are_refused_before_anything_is_built(algo, sets, fragments):
+    with pytest.raises(ConfigError) as error:
+        bellman.train(algo, BREAKOUT, overrides=sets, run_dir=Path("/nonexistent/run"))
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+def test_cli_refuses_an_async_batch_off_the_backend(bellman, tmp_path):
+    result = bellman(
+        "train", "dqn", "--env", PONG, "--set", "atari_backend=gymnasium", "--set",
+        "async_batch=1", "--set", "n_envs=2", "--run-dir", "run",
+    )  # fmt: skip
+    assert_user_error(result, "async_batch = 1", "atari_backend = gymnasium")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("algo", "sets"),
+    [
+        ("dqn", ["n_envs=2", "learning_starts=32", "batch_size=8", "buffer_size=600",
+                 "train_frequency=4", "double_dqn=true", "n_step=3", "save_replay=true",
+                 "epsilon=0.3", "epsilon_end=0.3"]),
+        ("ppo", ["n_envs=2", "n_steps=16", "minibatch_size=16", "n_epochs=2", "anneal=false"]),
+    ],
+)  # fmt: skip
+def test_a_run_on_the_backend_resumes_bit_for_bit(algo, sets, tmp_path):
+    """A run stopped at its checkpoint and resumed ends where the run in one go does (constant
+    schedules: the two runs' `steps` differ, and with them any schedule over the run)."""
+    common = [*sets, "eval_every=0", "checkpoint_every=64", "log_every=32", "device=cpu"]
+    bellman.train(algo, BREAKOUT, overrides=[*common, "steps=128"], run_dir=tmp_path / "one-go",
+                  quiet=True)  # fmt: skip
+    bellman.train(algo, BREAKOUT, overrides=[*common, "steps=64"], run_dir=tmp_path / "split",
+                  quiet=True)  # fmt: skip
+    bellman.resume(tmp_path / "split", steps=128, quiet=True)
+    expected = load_file(tmp_path / "one-go" / "checkpoints" / "step-128.safetensors")
+    resumed = load_file(tmp_path / "split" / "checkpoints" / "step-128.safetensors")
+    assert set(resumed) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(resumed[key], value, err_msg=key)
