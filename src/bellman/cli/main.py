@@ -12,6 +12,8 @@
     bellman plan ENV [--gamma G] [--format table|json]
     bellman play GAME --checkpoint RUN_DIR [--simulations N] [--first|--second]
     bellman move GAME --checkpoint RUN_DIR [--simulations N]
+    bellman gtp --checkpoint RUN_DIR [--simulations N]      a Go agent speaking GTP v2
+    bellman data gnugo --games N [--level L] --out DIR      GnuGo's games as SGF files
     bellman lm pretrain|demos|sft|label|reward|ppo|dpo|generate ...   the language-model pipeline
                                                                        (`bellman.cli.lm`)
 
@@ -102,6 +104,20 @@ def _parser() -> argparse.ArgumentParser:
     move.add_argument("game", help="tictactoe, connect4, go9, go13 or go19")
     move.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_DIR")
     move.add_argument("--simulations", type=at_least_one, help="search simulations per move")
+
+    gtp = commands.add_parser("gtp", help="a Go agent as a GTP v2 engine on stdin/stdout")
+    gtp.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_DIR")
+    gtp.add_argument("--simulations", type=at_least_one, help="search simulations per move")
+
+    data = commands.add_parser("data", help="make training data (expert games)")
+    sources = data.add_subparsers(dest="source", required=True, parser_class=_Parser)
+    gnugo = sources.add_parser("gnugo", help="GnuGo against itself, one SGF file per game")
+    gnugo.add_argument("--games", type=at_least_one, required=True, help="games to play")
+    gnugo.add_argument("--level", type=int, default=1, help="GnuGo's --level, 0-10 (default 1)")
+    gnugo.add_argument("--out", type=Path, required=True, help="new directory for the files")
+    gnugo.add_argument("--size", type=int, default=9, help="board size: 9, 13 or 19")
+    gnugo.add_argument("--komi", type=float, default=7.5, help="komi (default 7.5)")
+    gnugo.add_argument("--seed", type=int, default=0, help="game n uses gnugo --seed SEED+n")
 
     from bellman.cli.lm import add_lm_commands
 
@@ -385,6 +401,24 @@ def _cmd_move(args) -> int:
     return 0
 
 
+def _cmd_gtp(args) -> int:
+    from bellman import __version__
+    from bellman.zero.gtp import GtpEngine, load_go_player, serve
+
+    player, game, _ = load_go_player(args.checkpoint, args.simulations)
+    serve(GtpEngine(player, game, version=__version__), sys.stdin, sys.stdout)
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from bellman.zero.gtp import gnugo_games
+
+    written = gnugo_games(args.out, args.games, args.level, args.size, args.komi, args.seed,
+                          report=lambda line: print(line, flush=True))  # fmt: skip
+    print(f"wrote {len(written)} SGF files to {args.out}")
+    return 0
+
+
 _COMMANDS = {
     "envs": _cmd_envs,
     "algos": _cmd_algos,
@@ -394,5 +428,7 @@ _COMMANDS = {
     "plan": _cmd_plan,
     "play": _cmd_play,
     "move": _cmd_move,
+    "gtp": _cmd_gtp,
+    "data": _cmd_data,
     "lm": _cmd_lm,
 }

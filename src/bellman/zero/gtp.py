@@ -1,0 +1,467 @@
+"""GTP, the Go Text Protocol version 2: bellman's Go agents as engines that GnuGo, GoGui, Sabaki
+or a referee can play, and a client that plays GTP engines (GnuGo) from Python.
+
+GtpEngine       one command line in, one response out (`handle`), around a player: the
+                protocol's state (board, komi, the moves for `undo`) and its errors
+serve           the engine on a pair of text streams until `quit` or the end of input
+load_go_player  the player of a run directory: AlphaZero (and AlphaGo) Go runs
+GtpClient       a GTP engine in a subprocess (`gnugo --mode gtp`), command by command
+play_match_game a game between two GTP clients (or one playing both colours), as moves and the
+                result, for `bellman data gnugo` and benchmarks/go_vs_gnugo.py
+gnugo_games     `bellman data gnugo`: GnuGo against itself, one SGF file per game
+
+The engine answers, as the specification (Farnebäck, GTP v2 draft, 2002) asks, `=[id] result`
+or `?[id] message` followed by an empty line; a malformed or unknown command, an illegal move
+(occupied, suicide, superko, out of turn, off the board), a wrong board size or a bad komi is a
+`?` answer and the engine goes on. Commands: protocol_version, name, version, known_command,
+list_commands, boardsize, clear_board, komi, play, genmove, undo, final_score, showboard, quit.
+
+Deviations, all answered with a clear `?` message:
+- Moves alternate strictly (bellman's Go counts a pass as a move): `play` or `genmove` for the
+  colour not to move is refused; a controller that wants two moves of one colour sends a pass
+  for the other in between.
+- Only the player's board size is accepted by `boardsize` (its network knows one size).
+- `komi` sets the komi of `final_score` and of the game's end; the player searches with the
+  komi it was trained with.
+- The engine never resigns; it passes when its search's game is over (its move cap) or when
+  the game is over for the rules.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from bellman.errors import BellmanError, CheckpointError
+from bellman.games import Go, IllegalMoveError
+
+COMMANDS = (
+    "protocol_version", "name", "version", "known_command", "list_commands", "boardsize",
+    "clear_board", "komi", "play", "genmove", "undo", "final_score", "showboard", "quit",
+)  # fmt: skip
+#: The engine's move cap, in board points: far more moves than a real game has (the players'
+#: own caps are lower; past theirs they pass).
+_ENGINE_CAP_PER_POINT = 4
+
+
+class GtpError(BellmanError):
+    """A GTP command that fails: answered `? message`, never fatal."""
+
+
+def parse_colour(text: str) -> int:
+    """GTP colour (`b`, `black`, `w`, `white`, any case) as player 0 (black) or 1 (white)."""
+    colour = text.lower()
+    if colour in ("b", "black"):
+        return 0
+    if colour in ("w", "white"):
+        return 1
+    raise GtpError(f"invalid color '{text}'; valid: black, white, b, w")
+
+
+def result_of_score(score: float) -> str:
+    """GTP's final_score text of black minus white: `B+3.5`, `W+0.5` or `0`."""
+    return "0" if score == 0 else f"B+{score:g}" if score > 0 else f"W+{-score:g}"
+
+
+class GtpEngine:
+    """The GTP state machine around a player.
+
+    Args:
+        player: state -> action; its game is `game` (the same size); it may see any legal
+            position, black or white to move.
+        game: the player's Go game (board size; its komi until a `komi` command).
+        name, version: the answers of `name` and `version`.
+        player_over: state -> True when the player's own game is over there (its move cap):
+            the engine then passes instead of asking it.
+    """
+
+    def __init__(
+        self,
+        player: Callable[[Any], int],
+        game: Go,
+        name: str = "bellman",
+        version: str = "",
+        player_over: Callable[[Any], bool] | None = None,
+    ):
+        self.player, self.name, self.version = player, name, version
+        self.size = game.size
+        self.player_over = player_over or game.is_terminal
+        self.game = self._rules(game.komi)
+        self.states = [self.game.initial_state()]
+        self.quit = False
+
+    def _rules(self, komi: float) -> Go:
+        return Go(self.size, komi=komi, max_moves=_ENGINE_CAP_PER_POINT * self.size * self.size)
+
+    @property
+    def state(self):
+        return self.states[-1]
+
+    # ---- one line ------------------------------------------------------------------------
+    def handle(self, line: str) -> str | None:
+        """The response to one command line (with its trailing empty line), or None for a line
+        that is empty or only a comment."""
+        text = "".join(c for c in line if c in "\t\n" or (ord(c) >= 32 and ord(c) != 127))
+        text = text.split("#", 1)[0].replace("\t", " ").strip()
+        if not text:
+            return None
+        words = text.split()
+        ident = ""
+        if words[0].isdigit():
+            ident, words = words[0], words[1:]
+        if not words:
+            return f"?{ident} missing command\n\n"
+        command, args = words[0], words[1:]
+        try:
+            if command not in COMMANDS:
+                raise GtpError("unknown command")
+            answer = getattr(self, f"_cmd_{command}")(args)
+        except GtpError as error:
+            return f"?{ident} {error}\n\n"
+        return f"={ident} {answer}".rstrip(" ") + "\n\n"
+
+    # ---- the commands --------------------------------------------------------------------
+    def _cmd_protocol_version(self, args: list[str]) -> str:
+        return "2"
+
+    def _cmd_name(self, args: list[str]) -> str:
+        return self.name
+
+    def _cmd_version(self, args: list[str]) -> str:
+        return self.version
+
+    def _cmd_known_command(self, args: list[str]) -> str:
+        _arguments(args, 1, "known_command COMMAND")
+        return "true" if args[0] in COMMANDS else "false"
+
+    def _cmd_list_commands(self, args: list[str]) -> str:
+        return "\n".join(COMMANDS)
+
+    def _cmd_boardsize(self, args: list[str]) -> str:
+        _arguments(args, 1, "boardsize SIZE")
+        if not args[0].isdigit():
+            raise GtpError(f"boardsize needs an integer, got '{args[0]}'")
+        if int(args[0]) != self.size:
+            raise GtpError(f"unacceptable size (this player plays {self.size}x{self.size} only)")
+        return self._cmd_clear_board([])
+
+    def _cmd_clear_board(self, args: list[str]) -> str:
+        self.states = [self.game.initial_state()]
+        return ""
+
+    def _cmd_komi(self, args: list[str]) -> str:
+        _arguments(args, 1, "komi FLOAT")
+        try:
+            komi = float(args[0])
+            self.game = self._rules(komi)
+        except (ValueError, BellmanError):
+            raise GtpError(f"komi needs a finite number, got '{args[0]}'") from None
+        return ""
+
+    def _cmd_play(self, args: list[str]) -> str:
+        _arguments(args, 2, "play COLOR VERTEX")
+        colour = parse_colour(args[0])
+        try:
+            action = self.game.parse_action(args[1])
+        except IllegalMoveError:
+            raise GtpError(f"invalid coordinate '{args[1]}'") from None
+        self._turn(colour)
+        try:
+            self.states.append(self.game.apply(self.state, action))
+        except IllegalMoveError as error:
+            raise GtpError(f"illegal move: {error}") from None
+        return ""
+
+    def _cmd_genmove(self, args: list[str]) -> str:
+        _arguments(args, 1, "genmove COLOR")
+        self._turn(parse_colour(args[0]))
+        state = self.state
+        if self.player_over(state):
+            action = self.game.pass_action
+        else:
+            action = int(self.player(state))
+            if not self.game.legal_mask(state)[action]:
+                action = self.game.pass_action  # (the player's game may differ in komi only)
+        self.states.append(self.game.apply(state, action))
+        return self.game.format_action(action).upper()
+
+    def _cmd_undo(self, args: list[str]) -> str:
+        if len(self.states) == 1:
+            raise GtpError("cannot undo")
+        self.states.pop()
+        return ""
+
+    def _cmd_final_score(self, args: list[str]) -> str:
+        return result_of_score(self.game.score(self.state))
+
+    def _cmd_showboard(self, args: list[str]) -> str:
+        mover = "black" if self.game.to_play(self.state) == 0 else "white"
+        return "\n" + self.game.render(self.state) + f"\n{mover} to move"
+
+    def _cmd_quit(self, args: list[str]) -> str:
+        self.quit = True
+        return ""
+
+    def _turn(self, colour: int) -> None:
+        """Refuse a move for the colour not to move, or after the game has ended."""
+        if self.game.is_terminal(self.state):
+            raise GtpError("illegal move: the game is over (two passes); clear_board starts anew")
+        mover = self.game.to_play(self.state)
+        if colour != mover:
+            names = ("black", "white")
+            raise GtpError(f"illegal move: it is {names[mover]}'s turn (moves alternate; play "
+                           f"pass for {names[mover]} first)")  # fmt: skip
+
+
+def _arguments(args: list[str], count: int, usage: str) -> None:
+    if len(args) != count:
+        raise GtpError(f"syntax error: usage: {usage}")
+
+
+def serve(engine: GtpEngine, reader: IO[str], writer: IO[str]) -> None:
+    """Answer the commands of `reader` on `writer` (flushed after each) until `quit` or EOF."""
+    for line in reader:
+        response = engine.handle(line)
+        if response is None:
+            continue
+        writer.write(response)
+        writer.flush()
+        if engine.quit:
+            return
+
+
+# ---- players from run directories -----------------------------------------------------------
+def load_go_player(run_dir: Path, simulations: int | None = None) -> tuple[Callable, Go, str]:
+    """(player, game, description) of a Go run's latest checkpoint.
+
+    Raises:
+        CheckpointError: a missing run, a run of another algorithm, or not trained on Go.
+    """
+    from bellman.run import read_run_config
+
+    values = read_run_config(Path(run_dir))
+    algo, env = values.get("algo"), values.get("env")
+    if not isinstance(env, str) or not env.startswith("go"):
+        raise CheckpointError(f"run '{run_dir}' was trained on '{env}', not Go (go9, go13, go19)")
+    loaders = _PLAYERS
+    if algo not in loaders:
+        raise CheckpointError(
+            f"run '{run_dir}' was trained with '{algo}'; GTP plays {', '.join(loaders)} Go runs"
+        )
+    return loaders[algo](Path(run_dir), env, simulations)
+
+
+def _alphazero_player(run_dir: Path, env: str, simulations: int | None):
+    from bellman.zero.play import load_agent
+
+    agent = load_agent(run_dir, env, simulations)
+    return agent.act, agent.game, f"alphazero {run_dir.name}"
+
+
+_PLAYERS: dict[str, Callable] = {"alphazero": _alphazero_player}
+"""algo -> (run_dir, env, simulations) -> (player, game, description); AlphaGo adds itself."""
+
+
+# ---- the client side -----------------------------------------------------------------------
+class GtpClient:
+    """A GTP engine in a subprocess, e.g. `GtpClient(["gnugo", "--mode", "gtp"])`.
+
+    Args:
+        command: the engine's command line.
+        timeout: seconds a response may take before the engine is taken as hung.
+
+    Raises (from `send`): GtpError for a `?` answer, or an engine that died or answered out of
+    protocol. The engine's stderr is discarded (GnuGo writes its progress there).
+    """
+
+    def __init__(self, command: list[str], timeout: float = 120.0):
+        self.command, self.timeout = command, timeout
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, bufsize=1,
+        )  # fmt: skip
+
+    def send(self, command: str) -> str:
+        """One command; its `=` answer's text (stripped)."""
+        process = self.process
+        try:
+            process.stdin.write(command + "\n")
+            process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise GtpError(f"GTP engine {self.command[0]} has exited") from None
+        lines = []
+        while True:
+            line = process.stdout.readline()
+            if line == "":
+                raise GtpError(f"GTP engine {self.command[0]} exited during '{command}'")
+            if line.strip() == "" and lines:
+                break
+            if line.strip() or lines:
+                lines.append(line.rstrip("\n"))
+        answer = "\n".join(lines)
+        match = re.match(r"([=?])\d*\s?(.*)", answer, re.DOTALL)
+        if match is None:
+            raise GtpError(f"GTP engine {self.command[0]} answered '{answer[:60]}' to {command}")
+        if match[1] == "?":
+            raise GtpError(f"GTP engine {self.command[0]}: '{command}' failed: {match[2]}")
+        return match[2].strip()
+
+    def close(self) -> None:
+        """`quit`, then wait a little; kill an engine that does not go."""
+        try:
+            self.send("quit")
+        except GtpError:
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> GtpClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class MatchGame:
+    """One game between GTP engines: the moves (actions of `game`) and SGF's result text
+    (`B+R` / `W+R` for a resignation, else the Tromp-Taylor score, `B+3.5`)."""
+
+    moves: list[int]
+    result: str
+    black_won: bool | None
+
+
+def play_match_game(
+    black: GtpClient,
+    white: GtpClient,
+    game: Go,
+    max_moves: int | None = None,
+    referee: GtpClient | None = None,
+) -> MatchGame:
+    """A game from the empty board: each engine is told the other's moves (`play`) and asked
+    for its own (`genmove`); one client for both colours is asked for both. The game ends at
+    two passes, a resignation or `max_moves` (default the game's cap). It is scored by the
+    `referee`'s `final_score` when given (an engine that played the game, e.g. GnuGo, which
+    removes dead stones first, as the players who passed expect), else by bellman's
+    Tromp-Taylor rules (every stone counts as it stands).
+    """
+    engines = [black] if black is white else [black, white]
+    for engine in engines:
+        engine.send(f"boardsize {game.size}")
+        engine.send("clear_board")
+        engine.send(f"komi {game.komi:g}")
+    limit = max_moves or game.max_moves
+    state, moves, colours = game.initial_state(), [], ("black", "white")
+    while not game.is_terminal(state) and len(moves) < limit:
+        mover = game.to_play(state)
+        engine = (black, white)[mover]
+        answer = engine.send(f"genmove {colours[mover]}").strip()
+        if answer.lower() == "resign":
+            winner = 1 - mover
+            return MatchGame(moves, "BW"[winner] + "+R", winner == 0)
+        try:
+            action = game.parse_action(answer)
+            state = game.apply(state, action)
+        except IllegalMoveError as error:
+            raise GtpError(f"GTP engine {engine.command[0]} played '{answer}': {error}") from None
+        moves.append(action)
+        for other in engines:
+            if other is not engine:
+                other.send(f"play {colours[mover]} {answer}")
+    if referee is not None:
+        result = referee.send("final_score").strip().upper()
+        if not re.fullmatch(r"0|[BW]\+\d+(\.\d+)?", result):
+            raise GtpError(f"GTP referee {referee.command[0]} scored the game '{result}'")
+        return MatchGame(moves, result, None if result == "0" else result.startswith("B"))
+    score = game.score(state)
+    return MatchGame(moves, result_of_score(score), None if score == 0 else score > 0)
+
+
+# ---- expert games: `bellman data gnugo` ----------------------------------------------------
+GNUGO_LEVELS = range(0, 11)
+"""GnuGo's --level values (0 weakest and fastest, 10 the default and strongest)."""
+
+
+def find_gnugo() -> str:
+    """The gnugo program (Debian puts it in /usr/games, often not on PATH).
+
+    Raises:
+        ConfigError: gnugo is not installed.
+    """
+    import shutil
+
+    from bellman.errors import ConfigError
+
+    found = shutil.which("gnugo") or shutil.which("gnugo", path="/usr/games:/usr/local/games")
+    if found is None:
+        raise ConfigError(
+            "gnugo is not installed; install Debian's gnugo package (apt-get install gnugo, "
+            "which `make gnugo` does as root)"
+        )
+    return found
+
+
+def gnugo_command(level: int, seed: int) -> list[str]:
+    """`gnugo --mode gtp --level L --seed S` (one engine: its own random choices by seed)."""
+    from bellman.errors import ConfigError
+
+    if isinstance(level, bool) or level not in GNUGO_LEVELS:
+        raise ConfigError(f"GnuGo level {level!r} is not valid; valid: 0-10")
+    return [find_gnugo(), "--mode", "gtp", "--level", str(level), "--seed", str(seed)]
+
+
+def gnugo_games(
+    out: Path,
+    games: int,
+    level: int,
+    size: int = 9,
+    komi: float = 7.5,
+    seed: int = 0,
+    report: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """`games` games of GnuGo against itself as SGF files `out/gnugo-L{level}-{n:05d}.sgf`
+    (game n with --seed seed + n, so each game differs and a seed gives the same files),
+    scored by GnuGo (`final_score`: dead stones removed).
+
+    Everything is checked before the first game: the level, the board, gnugo itself, and that
+    `out` can be written and holds no SGF file yet (a second run never mixes with a first).
+    Each file is written atomically once its game is over.
+
+    Raises:
+        ConfigError: a bad count, level or board; gnugo missing; `out` unusable or not empty.
+        GtpError: gnugo failed during a game.
+    """
+    from bellman.checkpoint import atomic_write_text
+    from bellman.errors import ConfigError
+    from bellman.games.sgf import to_sgf
+    from bellman.run import check_writable_path
+
+    if isinstance(games, bool) or not isinstance(games, int) or games < 1:
+        raise ConfigError(f"--games must be at least 1, got {games!r}")
+    game = Go(size, komi=komi)
+    gnugo_command(level, seed)  # the level and gnugo itself, before anything is written
+    out = Path(out)
+    check_writable_path(out, "--out")
+    if out.is_dir() and any(out.glob("*.sgf")):
+        raise ConfigError(f"--out '{out}' already holds SGF files; choose a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for number in range(games):
+        with GtpClient(gnugo_command(level, seed + number)) as engine:
+            name = f"{engine.send('name')} {engine.send('version')} level {level}"
+            played = play_match_game(engine, engine, game, referee=engine)
+        path = out / f"gnugo-L{level}-{number:05d}.sgf"
+        atomic_write_text(path, to_sgf(game, played.moves, black=name, white=name,
+                                       result=played.result))  # fmt: skip
+        written.append(path)
+        if report is not None:
+            report(f"game {number + 1}/{games}: {len(played.moves)} moves, {played.result}")
+    return written

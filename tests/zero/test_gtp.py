@@ -1,0 +1,223 @@
+"""GTP v2 conformance: the engine's answers command by command (ids, comments, errors that do
+not end the session, illegal moves of every kind), `bellman gtp` through a pipe, a full game
+against another GTP engine (GnuGo when installed, else a small fake engine), and
+`bellman data gnugo`."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bellman import api
+from bellman.games import Go
+from bellman.games.sgf import read_sgf_file
+from bellman.zero.gtp import COMMANDS, GtpClient, GtpEngine, GtpError, play_match_game
+
+GNUGO = shutil.which("gnugo") or shutil.which("gnugo", path="/usr/games")
+needs_gnugo = pytest.mark.skipif(
+    GNUGO is None, reason="gnugo is not installed (Debian's gnugo package: `make gnugo`)"
+)
+
+
+def _first_legal(game: Go):
+    return lambda state: game.legal_actions(state)[0]
+
+
+def _engine() -> GtpEngine:
+    game = Go(9)
+    return GtpEngine(_first_legal(game), game, version="0.1.0")
+
+
+def _talk(engine: GtpEngine, *lines: str) -> list[str]:
+    return [engine.handle(line) for line in lines]
+
+
+def test_the_administrative_commands():
+    engine = _engine()
+    answers = _talk(engine, "protocol_version", "7 name", "version", "known_command genmove",
+                    "known_command fly", "list_commands")  # fmt: skip
+    assert answers[:5] == ["= 2\n\n", "=7 bellman\n\n", "= 0.1.0\n\n", "= true\n\n",
+                           "= false\n\n"]  # fmt: skip
+    assert answers[5] == "= " + "\n".join(COMMANDS) + "\n\n"
+    for name in ("protocol_version", "name", "version", "known_command", "list_commands",
+                 "boardsize", "clear_board", "komi", "play", "genmove", "undo", "final_score",
+                 "showboard", "quit"):  # fmt: skip
+        assert name in COMMANDS
+
+
+def test_comments_empty_lines_and_control_characters():
+    engine = _engine()
+    assert engine.handle("") is None
+    assert engine.handle("   # only a comment") is None
+    assert engine.handle("3 name # trailing comment") == "=3 bellman\n\n"
+    assert engine.handle("\x01na\x02me\r\n") == "= bellman\n\n"
+    assert engine.handle("12") == "?12 missing command\n\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("fly away", "unknown command"),
+        ("boardsize 19", "unacceptable size"),
+        ("boardsize nine", "integer"),
+        ("komi lots", "komi needs a finite number"),
+        ("komi nan", "komi needs a finite number"),
+        ("play", "syntax error"),
+        ("play black", "syntax error"),
+        ("play red E5", "invalid color"),
+        ("play black Z99", "invalid coordinate"),
+        ("play black J10", "invalid coordinate"),
+        ("play white E5", "it is black's turn"),
+        ("genmove", "syntax error"),
+        ("genmove white", "it is black's turn"),
+        ("undo", "cannot undo"),
+    ],
+)
+def test_errors_are_answered_and_the_engine_goes_on(line: str, message: str):
+    engine = _engine()
+    answer = engine.handle("5 " + line)
+    assert answer.startswith("?5 ") and answer.endswith("\n\n"), answer
+    assert message in answer
+    assert not engine.quit
+    assert engine.handle("name") == "= bellman\n\n"
+
+
+def test_illegal_moves_occupied_suicide_superko():
+    engine = _engine()
+    # a ko: black D6 C5 D4 and white E6 F5 E4 around D5/E5; white D5, then black takes at E5
+    for move in ["B D6", "W E6", "B C5", "W F5", "B D4", "W E4", "B A1", "W D5", "B E5"]:
+        colour, vertex = move.split()
+        assert engine.handle(f"play {colour} {vertex}") == "=\n\n", move
+    assert "superko" in engine.handle("play W D5")  # the immediate retake repeats a position
+    assert "occupied" in engine.handle("play W E5")
+    assert engine.handle("play W J1") == "=\n\n"  # still white's move after the refusals
+    engine.handle("clear_board")
+    for move in ["B A1", "W H9", "B A2", "W J8"]:
+        colour, vertex = move.split()
+        engine.handle(f"play {colour} {vertex}")
+    assert "suicide" in engine.handle("play B J9")  # the corner inside white's two stones
+
+
+def test_genmove_undo_final_score_showboard_and_quit():
+    engine = _engine()
+    assert engine.handle("play b E5") == "=\n\n"
+    assert engine.handle("final_score") == "= B+73.5\n\n"  # 81 points for black, 7.5 komi
+    assert engine.handle("komi 0.5") == "=\n\n"
+    assert engine.handle("final_score") == "= B+80.5\n\n"
+    assert engine.handle("genmove w") == "= A9\n\n"  # the scripted player: first legal point
+    assert engine.handle("undo") == "=\n\n"
+    assert engine.handle("undo") == "=\n\n"
+    assert engine.handle("undo") == "? cannot undo\n\n"
+    assert engine.handle("final_score") == "= W+0.5\n\n"
+    board = engine.handle("showboard")
+    assert board.startswith("= \n   A B C D E F G H J\n 9 . . .") and "black to move" in board
+    for _ in range(2):
+        engine.handle("play b pass" if engine.game.to_play(engine.state) == 0 else "play w pass")
+    assert "game is over" in engine.handle("genmove b")
+    assert engine.handle("clear_board") == "=\n\n"
+    assert engine.handle("quit") == "=\n\n" and engine.quit
+
+
+# ---- through a pipe --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def go_run(tmp_path_factory) -> Path:
+    """A tiny AlphaZero go9 run (one self-play game of 2 simulations a move)."""
+    run_dir = tmp_path_factory.mktemp("gtp") / "run"
+    settings = ["steps=1", "simulations=2", "blocks=1", "channels=8", "value_hidden=8",
+                "games_per_iteration=1", "batch_size=8", "train_steps=1", "arena_games=0",
+                "replay_window=64", "arena_simulations=2", "search_batch_size=2",
+                "gating=false"]  # fmt: skip
+    api.train("alphazero", "go9", overrides=settings, run_dir=run_dir, quiet=True)
+    return run_dir
+
+
+def _bellman_gtp(run: Path) -> list[str]:
+    return [sys.executable, "-m", "bellman", "gtp", "--checkpoint", str(run), "--simulations",
+            "2"]  # fmt: skip
+
+
+def test_bellman_gtp_through_a_pipe(go_run: Path):
+    script = "\n".join([
+        "1 protocol_version", "2 boardsize 19", "3 boardsize 9", "4 clear_board", "5 komi 7.5",
+        "6 play black E5", "7 play white E5", "8 play black D4", "8b play white D4", "9 ???",
+        "10 genmove white", "11 final_score", "12 undo", "13 genmove w", "14 quit",
+        "15 name",
+    ]) + "\n"  # fmt: skip
+    done = subprocess.run(_bellman_gtp(go_run), input=script, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answers = done.stdout.split("\n\n")
+    assert answers[0] == "=1 2"
+    assert answers[1].startswith("?2 unacceptable size")
+    assert answers[2:5] == ["=3", "=4", "=5"]
+    assert answers[5] == "=6"
+    assert answers[6].startswith("?7 illegal move") and "occupied" in answers[6]
+    assert answers[7].startswith("?8 illegal move") and "white's turn" in answers[7]
+    assert answers[8].startswith("? unknown command")  # "8b" is not an id: the command name
+    assert answers[9].startswith("?9 unknown command")
+    assert answers[10].startswith("=10 ") and len(answers[10].split()) == 2
+    assert re.fullmatch(r"=11 (0|[BW]\+\d+(\.5)?)", answers[11])
+    assert answers[12] == "=12" and answers[13].startswith("=13 ")
+    assert answers[14] == "=14" and answers[15] == ""  # nothing after quit
+
+
+def test_bellman_gtp_refuses_runs_it_cannot_play(bellman, tmp_path: Path):
+    missing = bellman("gtp", "--checkpoint", "nowhere")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")
+    run = tmp_path / "ttt"
+    api.train("alphazero", "tictactoe", overrides=["steps=1", "simulations=2", "blocks=1",
+              "channels=8", "value_hidden=8", "games_per_iteration=1", "batch_size=8",
+              "replay_window=64", "arena_games=0", "gating=false"], run_dir=run,
+              quiet=True)  # fmt: skip
+    wrong = bellman("gtp", "--checkpoint", str(run))
+    assert wrong.returncode == 2 and "not Go" in wrong.stderr and wrong.stdout == ""
+
+
+_FAKE_ENGINE = """
+import sys
+from bellman.games import Go
+from bellman.zero.gtp import GtpEngine, serve
+game = Go(9)
+serve(GtpEngine(lambda state: game.legal_actions(state)[-2:][0], game, name="fake"),
+      sys.stdin, sys.stdout)
+"""
+
+
+def test_a_full_game_against_a_gtp_engine(go_run: Path):
+    """bellman (black) against GnuGo level 0, or the fake engine where gnugo is missing."""
+    game = Go(9)
+    opponent = ([GNUGO, "--mode", "gtp", "--level", "0"] if GNUGO
+                else [sys.executable, "-c", _FAKE_ENGINE])  # fmt: skip
+    with GtpClient(_bellman_gtp(go_run)) as black, GtpClient(opponent) as white:
+        with pytest.raises(GtpError, match="'boardsize 13' failed: unacceptable size"):
+            black.send("boardsize 13")  # a `?` answer: an exception, and the engine goes on
+        played = play_match_game(black, white, game, referee=white)
+        state = game.initial_state()
+        for action in played.moves:  # every move was legal for bellman's rules too
+            state = game.apply(state, action)
+        ours = black.send("showboard")
+    assert len(played.moves) >= 10
+    assert played.result == "0" or played.result[:2] in ("B+", "W+")
+    assert game.render(state).strip() in ours  # both sides saw the same game
+
+
+@needs_gnugo
+def test_bellman_data_gnugo(bellman, tmp_path: Path):
+    done = bellman("data", "gnugo", "--games", "2", "--level", "0", "--out", "games")
+    assert done.returncode == 0, done.stderr
+    files = sorted((tmp_path / "games").glob("*.sgf"))
+    assert [f.name for f in files] == ["gnugo-L0-00000.sgf", "gnugo-L0-00001.sgf"]
+    records = [read_sgf_file(f, "go9") for f in files]
+    assert records[0].moves != records[1].moves  # seeds 0 and 1: two different games
+    assert all(len(r.moves) >= 10 and r.properties["RE"][:2] in ("B+", "W+") for r in records)
+    assert records[0].properties["PB"].startswith("GNU Go")
+    again = bellman("data", "gnugo", "--games", "1", "--out", "games")
+    assert again.returncode == 2 and "already holds SGF files" in again.stderr
+    bad = bellman("data", "gnugo", "--games", "1", "--level", "11", "--out", "other")
+    assert bad.returncode == 2 and "valid: 0-10" in bad.stderr
+    assert not (tmp_path / "other").exists()
