@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean gnugo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,18 @@ demo: $(STAMP)
 	fi
 	$(BIN)/python demo/tour.py
 
-test: $(STAMP)
+# Go's expert games and strength benchmarks play GNU Go (`bellman data gnugo`, GTP tests,
+# benchmarks/go_vs_gnugo.py); when it is missing and we are root with apt-get, install Debian's
+# gnugo quietly; otherwise (or on failure) the tests that need it are skipped, saying why.
+gnugo:
+	@if ! command -v gnugo >/dev/null 2>&1 && [ ! -x /usr/games/gnugo ] && \
+		[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's gnugo package (Go's expert games and benchmark opponent)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnugo; \
+		} >/dev/null 2>&1 || echo "could not install gnugo; the tests that need it are skipped"; \
+	fi
+
+test: $(STAMP) gnugo
 	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q -n 2  # two workers: CI's two cores
 
 bench: $(STAMP)
