@@ -16,7 +16,14 @@ import pytest
 from bellman import api
 from bellman.games import Go
 from bellman.games.sgf import read_sgf_file
-from bellman.zero.gtp import COMMANDS, GtpClient, GtpEngine, GtpError, play_match_game
+from bellman.zero.gtp import (
+    COMMANDS,
+    GtpClient,
+    GtpEngine,
+    GtpError,
+    LocalClient,
+    play_match_game,
+)
 
 GNUGO = shutil.which("gnugo") or shutil.which("gnugo", path="/usr/games")
 needs_gnugo = pytest.mark.skipif(
@@ -221,3 +228,11 @@ def test_bellman_data_gnugo(bellman, tmp_path: Path):
     bad = bellman("data", "gnugo", "--games", "1", "--level", "11", "--out", "other")
     assert bad.returncode == 2 and "valid: 0-10" in bad.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_a_local_client_answers_as_a_pipe_would():
+    client = LocalClient(_engine())
+    assert client.send("1 name") == "bellman" and client.send("play b E5") == ""
+    with pytest.raises(GtpError, match="'play b E6' failed: illegal move: it is white's turn"):
+        client.send("play b E6")
+    assert client.send("final_score") == "B+73.5"

@@ -6,6 +6,7 @@ GtpEngine       one command line in, one response out (`handle`), around a playe
 serve           the engine on a pair of text streams until `quit` or the end of input
 load_go_player  the player of a run directory: AlphaZero (and AlphaGo) Go runs
 GtpClient       a GTP engine in a subprocess (`gnugo --mode gtp`), command by command
+LocalClient     a GtpEngine in this process behind GtpClient's interface
 play_match_game a game between two GTP clients (or one playing both colours), as moves and the
                 result, for `bellman data gnugo` and benchmarks/go_vs_gnugo.py
 gnugo_games     `bellman data gnugo`: GnuGo against itself, one SGF file per game
@@ -323,6 +324,30 @@ class GtpClient:
             self.process.wait()
 
     def __enter__(self) -> GtpClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LocalClient:
+    """A `GtpEngine` in this process behind `GtpClient`'s interface (`send`, `close`): a
+    bellman player in a match without a subprocess; the same answers as through a pipe."""
+
+    def __init__(self, engine: GtpEngine):
+        self.engine, self.command = engine, [engine.name]
+
+    def send(self, command: str) -> str:
+        answer = self.engine.handle(command) or "="
+        if answer.startswith("?"):
+            message = answer.split(" ", 1)[1].strip() if " " in answer else ""
+            raise GtpError(f"GTP engine {self.engine.name}: '{command}' failed: {message}")
+        return answer[1:].strip()
+
+    def close(self) -> None:
+        self.engine.handle("quit")
+
+    def __enter__(self) -> LocalClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,113 @@
+"""A bellman Go agent against GNU Go: win rate with its 95% interval and the Elo difference.
+
+    python benchmarks/go_vs_gnugo.py --checkpoint RUN [--games 50] [--levels 1,5,10]
+        [--simulations N] [--seed 0] [--results NAME]
+
+For each GnuGo level L, `--games` games on the run's board (komi 7.5, Tromp-Taylor for
+bellman's legality, GnuGo's `final_score` for the result: it removes dead stones, as the
+players who passed expect): bellman plays black in the even games and white in the odd ones,
+against `gnugo --mode gtp --level L --seed SEED+g` (its own random choices differ per game). The
+agent is any Go run GTP plays (`bellman gtp`: AlphaZero, AlphaGo), searched afresh each move
+with the run's arena simulations or `--simulations`.
+
+Printed per level: wins / games, the win rate with its 95% Wilson interval, and the Elo
+difference -400 log10(1 / p - 1) of bellman over GnuGo at that level (with the interval's ends
+put through the same formula; +-inf at 0% or 100%). Every game is saved as SGF under
+results/go_vs_gnugo-sgf/ (BELLMAN_BENCH_RESULTS=DIR moves results and games to DIR), and the
+record goes to results/go_vs_gnugo.json (NAME.json with --results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+from alphazero_connect4 import tally, wins_text
+from common import header, print_table, results_path, write_results
+
+from bellman import __version__
+from bellman.checkpoint import atomic_write_text
+from bellman.games.sgf import to_sgf
+from bellman.zero.gtp import (
+    GtpClient,
+    GtpEngine,
+    LocalClient,
+    gnugo_command,
+    load_go_player,
+    play_match_game,
+)
+
+
+def elo_difference(p: float) -> float:
+    """The Elo difference that makes the expected score p (+-inf at 1 and 0)."""
+    if p <= 0:
+        return -math.inf
+    if p >= 1:
+        return math.inf
+    return -400 * math.log10(1 / p - 1)
+
+
+def play_level(args, player, game, level: int, sgf_dir: Path) -> dict:
+    """`args.games` games against GnuGo at `level`, colours alternating; the games as SGF."""
+    results, lengths, started = [], [], time.perf_counter()
+    for g in range(args.games):
+        ours = LocalClient(GtpEngine(player, game, version=__version__))
+        with GtpClient(gnugo_command(level, args.seed + g)) as gnugo:
+            black, white = (ours, gnugo) if g % 2 == 0 else (gnugo, ours)
+            played = play_match_game(black, white, game, referee=gnugo)
+        bellman_black = g % 2 == 0
+        won = played.black_won if bellman_black else (
+            None if played.black_won is None else not played.black_won)  # fmt: skip
+        results.append(0.0 if won is None else 1.0 if won else -1.0)
+        lengths.append(len(played.moves))
+        names = ("bellman", f"GNU Go level {level}")
+        atomic_write_text(sgf_dir / f"L{level}-{g:03d}.sgf", to_sgf(
+            game, played.moves, black=names[0 if bellman_black else 1],
+            white=names[1 if bellman_black else 0], result=played.result,
+        ))  # fmt: skip
+        print(f"  level {level} game {g + 1}/{args.games}: bellman "
+              f"{'black' if bellman_black else 'white'}, {played.result}", flush=True)  # fmt: skip
+    tallied = tally(results)
+    low, high = tallied["win_rate_95"]
+    score = (tallied["wins"] + 0.5 * tallied["draws"]) / tallied["games"]
+    return {
+        "level": level, **tallied, "elo": elo_difference(score),
+        "elo_95": (elo_difference(low), elo_difference(high)),
+        "mean_moves": sum(lengths) / len(lengths),
+        "seconds": round(time.perf_counter() - started, 1),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a Go run directory")
+    parser.add_argument("--games", type=int, default=50)
+    parser.add_argument("--levels", default="1,5,10", help="GnuGo levels, comma-separated")
+    parser.add_argument("--simulations", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", default="go_vs_gnugo")
+    args = parser.parse_args()
+    levels = [int(level) for level in args.levels.split(",")]
+    for level in levels:
+        gnugo_command(level, 0)  # every level valid and gnugo installed, before any game
+    player, game, description = load_go_player(args.checkpoint, args.simulations)
+    sgf_dir = results_path(args.results).with_name(f"{args.results}-sgf")
+    sgf_dir.mkdir(parents=True, exist_ok=True)
+    rows = [play_level(args, player, game, level, sgf_dir) for level in levels]
+    print_table(
+        ["GnuGo level", "bellman's wins", "Elo difference (95% CI)", "mean moves", "seconds"],
+        [[r["level"], wins_text(r), f"{r['elo']:+.0f} ({r['elo_95'][0]:+.0f} to "
+          f"{r['elo_95'][1]:+.0f})", f"{r['mean_moves']:.0f}", r["seconds"]] for r in rows],
+    )  # fmt: skip
+    record = header(1, "torch") | {
+        "agent": description, "checkpoint": str(args.checkpoint), "board": game.size,
+        "komi": game.komi, "simulations": args.simulations, "levels": rows,
+        "sgf_dir": str(sgf_dir),
+    }  # fmt: skip
+    write_results(args.results, record)
+
+
+if __name__ == "__main__":
+    main()
