@@ -15,6 +15,7 @@ import torch
 
 from bellman import api, checkpoint
 from bellman.errors import CheckpointError, ConfigError
+from bellman.games.base import play_moves
 from bellman.run import TIMING_COLUMNS
 from bellman.zero import muzero
 from bellman.zero.muzero_network import (
@@ -30,6 +31,7 @@ from bellman.zero.muzero_network import (
     value_transform,
 )
 from bellman.zero.muzero_selfplay import Trajectory, TrajectoryReplay, unrolled_targets
+from bellman.zero.play import load_agent
 
 torch.set_num_threads(1)
 
@@ -181,9 +183,27 @@ def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path):
         ]
 
 
-def test_a_crafted_replay_is_refused(tmp_path: Path):
-    run = api.train("muzero", "tictactoe", overrides=[*TINY, "steps=20"], run_dir=tmp_path / "r",
-                    quiet=True)  # fmt: skip
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """A run of a few games (one checkpoint)."""
+    run_dir = tmp_path_factory.mktemp("muzero") / "r"
+    return api.train("muzero", "tictactoe", overrides=[*TINY, "steps=20"], run_dir=run_dir,
+                     quiet=True)  # fmt: skip
+
+
+def test_play_and_move_load_a_muzero_agent(short_run):
+    agent = load_agent(short_run.dir, "tictactoe", simulations=12)
+    game = agent.game
+    state = play_moves(game, [4, 0])
+    action = agent.act(state)
+    assert game.legal_mask(state)[action] and agent.last.visit_counts.sum() == 12
+    assert agent.last.visit_counts[[0, 4]].sum() == 0  # never an occupied cell
+    with pytest.raises(CheckpointError, match="trained on 'tictactoe'"):
+        load_agent(short_run.dir, "connect4")
+
+
+def test_a_crafted_replay_is_refused(short_run):
+    run = short_run
     arrays, meta = checkpoint.load(run.dir / "checkpoints")
     _, config = api.load_run_config(run.dir)
     game = muzero.make_train_env(config)

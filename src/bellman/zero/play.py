@@ -38,11 +38,13 @@ class Agent:
         simulations: simulations per move.
     """
 
-    def __init__(self, game: Game, network, config, simulations: int):
+    def __init__(self, game: Game, network, config, simulations: int, mcts=None):
         self.game = game
         self.config = config
-        evaluator = NetworkEvaluator(game, network, frozen=True)
-        self.mcts = agent_search(game, evaluator, simulations, config)
+        if mcts is None:
+            evaluator = NetworkEvaluator(game, network, frozen=True)
+            mcts = agent_search(game, evaluator, simulations, config)
+        self.mcts = mcts
         self.last: SearchResult | None = None
 
     def search(self, state: Any) -> SearchResult:
@@ -65,15 +67,18 @@ def load_agent(
 
     Raises:
         ConfigError: an unknown game or a bad number of simulations.
-        CheckpointError: not an AlphaZero run, or a run trained on another game / board size.
+        CheckpointError: not an AlphaZero or MuZero run, or a run trained on another game /
+            board size.
     """
     game = make_game(game_name)  # unknown game: one line naming the valid ones
     if simulations is not None and simulations < 1:
         raise ConfigError(f"--simulations must be >= 1, got {simulations}")
     values = read_run_config(Path(run_dir))
     algo = values.pop("algo")
+    if algo == "muzero":
+        return _load_muzero_agent(run_dir, game, values, simulations)
     if algo != "alphazero":
-        raise CheckpointError(f"run '{run_dir}' was trained with '{algo}', not alphazero")
+        raise CheckpointError(f"run '{run_dir}' was trained with '{algo}', not alphazero or muzero")
     config = configs.from_dict(
         alphazero.AlphaZeroConfig, "alphazero", values, f"'{Path(run_dir) / 'config.toml'}'"
     )
@@ -88,3 +93,23 @@ def load_agent(
     torch.set_num_threads(config.torch_threads)
     network = load_network(arrays, config, game)
     return Agent(game, network, config, simulations or config.arena_simulations)
+
+
+def _load_muzero_agent(run_dir: Path, game: Game, values: dict, simulations: int | None) -> Agent:
+    """A MuZero run's agent: its search over the learned model (`muzero.agent_act`), with
+    `simulations` (default: the run's `eval_simulations`)."""
+    from bellman.zero import muzero
+
+    config = configs.from_dict(
+        muzero.MuZeroConfig, "muzero", values, f"'{Path(run_dir) / 'config.toml'}'"
+    )
+    muzero.check_game_matches(config, game.name, run_dir)
+    arrays, meta = checkpoint.load(Path(run_dir) / "checkpoints", algo="muzero")
+    if meta.get("env") != game.name:
+        raise CheckpointError(
+            f"run '{run_dir}': its checkpoint was trained on '{meta.get('env')}', not '{game.name}'"
+        )
+    torch.set_num_threads(config.torch_threads)
+    network = muzero.load_network(arrays, config, game)
+    act = muzero.agent_act(config, game, network, simulations or config.eval_simulations)
+    return Agent(game, network, config, 0, mcts=act.mcts)
