@@ -303,13 +303,7 @@ class GtpClient:
                 break
             if line.strip() or lines:
                 lines.append(line.rstrip("\n"))
-        answer = "\n".join(lines)
-        match = re.match(r"([=?])\d*\s?(.*)", answer, re.DOTALL)
-        if match is None:
-            raise GtpError(f"GTP engine {self.command[0]} answered '{answer[:60]}' to {command}")
-        if match[1] == "?":
-            raise GtpError(f"GTP engine {self.command[0]}: '{command}' failed: {match[2]}")
-        return match[2].strip()
+        return answer_text("\n".join(lines), command, self.command[0])
 
     def close(self) -> None:
         """`quit`, then wait a little; kill an engine that does not go."""
@@ -330,6 +324,17 @@ class GtpClient:
         self.close()
 
 
+def answer_text(answer: str, command: str, engine: str) -> str:
+    """The text of a `=[id] text` answer to `command`; GtpError for a `?` answer or one out of
+    protocol."""
+    match = re.match(r"([=?])\d*(?:\s(.*))?$", answer.strip(), re.DOTALL)
+    if match is None:
+        raise GtpError(f"GTP engine {engine} answered '{answer[:60]}' to '{command}'")
+    if match[1] == "?":
+        raise GtpError(f"GTP engine {engine}: '{command}' failed: {(match[2] or '').strip()}")
+    return (match[2] or "").strip()
+
+
 class LocalClient:
     """A `GtpEngine` in this process behind `GtpClient`'s interface (`send`, `close`): a
     bellman player in a match without a subprocess; the same answers as through a pipe."""
@@ -338,11 +343,7 @@ class LocalClient:
         self.engine, self.command = engine, [engine.name]
 
     def send(self, command: str) -> str:
-        answer = self.engine.handle(command) or "="
-        if answer.startswith("?"):
-            message = answer.split(" ", 1)[1].strip() if " " in answer else ""
-            raise GtpError(f"GTP engine {self.engine.name}: '{command}' failed: {message}")
-        return answer[1:].strip()
+        return answer_text(self.engine.handle(command) or "=", command, self.engine.name)
 
     def close(self) -> None:
         self.engine.handle("quit")
