@@ -120,7 +120,7 @@ def test_seeded_runs_are_reproducible_whatever_the_number_of_threads():
 class Settings:
     def __init__(self, **values):
         defaults = {"env": BREAKOUT, "n_envs": 4, "frame_stack": 4, "env_threads": 0,
-                    "async_batch": 0, "atari_backend": "ale_vector"}  # fmt: skip
+                    "atari_backend": "ale_vector"}  # fmt: skip
         self.__dict__.update({**defaults, **values})
 
 
@@ -137,42 +137,40 @@ def test_one_function_picks_the_backend_for_ale_ids_only():
         make_vector_env(Settings(env="ALE/Breakoot-v5"), lambda: None)
 
 
-def test_async_batch_steps_the_first_envs_ready():
+def test_async_batch_returns_a_batch_of_the_envs_with_their_ids():
     envs = AtariVector(PONG, 4, training=True, env_threads=min(2, CORES), async_batch=2)
     obs, info = envs.reset(seed=[1, 2, 3, 4])
-    assert obs.shape == (2, 4, 84, 84)
+    assert obs.shape == (2, 4, 84, 84) and envs.action_space.shape == (2,)
     seen = set()
-    for _ in range(200):  # which envs come back depends on the threads' timing
+    for _ in range(10):
         obs, rewards, terminated, truncated, infos = envs.step(np.zeros(2, dtype=np.int64))
-        assert obs.shape == (2, 4, 84, 84) and len(infos["env_id"]) == 2
+        assert obs.shape == (2, 4, 84, 84) and len(set(infos["env_id"].tolist())) == 2
         seen.update(infos["env_id"].tolist())
-        if len(seen) == 4:
-            break
     envs.close()
-    assert seen == {0, 1, 2, 3}
+    assert seen <= {0, 1, 2, 3} and len(seen) >= 3  # other envs than the first batch come back
 
 
 @pytest.mark.parametrize(
     ("algo", "sets", "fragments"),
     [
         ("dqn", [f"env_threads={CORES + 1}"], [f"env_threads = {CORES + 1}", f"{CORES} cores"]),
-        ("dqn", ["n_envs=2", "async_batch=3"], ["async_batch = 3", "n_envs = 2"]),
-        ("ppo", ["n_envs=4", "async_batch=2"], ["async_batch = 2", "lockstep"]),
+        ("ppo", ["atari_backend=ale"], ["'atari_backend'", "ale_vector", "gymnasium"]),
     ],
 )
 def test_bad_backend_settings_are_refused_before_anything_is_built(algo, sets, fragments):
     with pytest.raises(ConfigError) as error:
         bellman.train(algo, BREAKOUT, overrides=sets, run_dir=Path("/nonexistent/run"))
+    assert "Traceback" not in str(error.value)
     for fragment in fragments:
         assert fragment in str(error.value)
 
 
-def test_cli_refuses_an_async_batch_off_the_backend(bellman, tmp_path):
-    result = bellman(
-        "train", "dqn", "--env", PONG, "--set", "atari_backend=gymnasium", "--set",
-        "async_batch=1", "--set", "n_envs=2", "--run-dir", "run",
-    )  # fmt: skip
-    assert_user_error(result, "async_batch = 1", "atari_backend = gymnasium")
+def test_cli_refuses_an_unknown_game_and_too_many_threads(bellman, tmp_path):
+    result = bellman("train", "ppo", "--env", "ALE/Pongg-v5", "--run-dir", "run")
+    assert_user_error(result, "ALE/Pongg-v5", "ALE/Pong-v5")
+    result = bellman("train", "dqn", "--env", PONG, "--set", f"env_threads={CORES + 1}",
+                     "--run-dir", "run")  # fmt: skip
+    assert_user_error(result, f"env_threads = {CORES + 1}", f"{CORES} cores")
     assert not (tmp_path / "run").exists()
 
 

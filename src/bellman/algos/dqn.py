@@ -157,7 +157,7 @@ class DQNConfig(DeepConfig):
                 f"buffer_size = {self.buffer_size} is too small for n_envs = {self.n_envs}, "
                 f"n_step = {self.n_step} and frame_stack = {self.frame_stack}: use >= {needed}"
             )
-        check_vector_settings(self, takes_async=True)
+        check_vector_settings(self)
         super().validate()
 
     @property

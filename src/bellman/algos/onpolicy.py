@@ -92,9 +92,6 @@ class ActorCriticConfig(TrainConfig):
     """CPU threads of torch (1 is fastest on small, shared machines)."""
     env_threads: int = field(default=0, metadata=interval("[0, 1024]"))
     """Atari backend: emulator threads of ale-py's vector env (0: one per core)."""
-    async_batch: int = field(default=0, metadata=interval("[0, 256]"))
-    """Atari backend: step the first async_batch of the n_envs games ready (0: all, in lockstep);
-    DQN only, and a run with it is not reproducible bit for bit."""
     atari_backend: str = field(default="ale_vector", metadata=choices("ale_vector", "gymnasium"))
     """ALE ids: ale_vector (ale-py's AtariVectorEnv, C++ threads) or gymnasium (one wrapped env
     per game, stepped in turn: the readable reference)."""
@@ -145,7 +142,7 @@ class ActorCriticConfig(TrainConfig):
 
     def validate(self) -> None:
         check_deep_fields(self)
-        check_vector_settings(self, takes_async=False)
+        check_vector_settings(self)
 
     @property
     def hidden(self) -> tuple[int, ...]:

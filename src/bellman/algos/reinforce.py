@@ -108,7 +108,7 @@ class REINFORCEConfig(DeepConfig):
     """Box actions: initial log sigma of the Gaussian policy (0: sigma = 1)."""
 
     def validate(self) -> None:
-        check_vector_settings(self, takes_async=False)  # whole episodes of one env, in lockstep
+        check_vector_settings(self)
         super().validate()
 
     @property

@@ -155,28 +155,12 @@ def env_catalog() -> list[tuple[str, str, str]]:
 
 
 # ---- vector envs --------------------------------------------------------------------------
-def check_vector_settings(config, *, takes_async: bool) -> None:
+def check_vector_settings(config) -> None:
     """ConfigError for vector-env settings that cannot work (called by the algorithms' config
-    validation, before anything is built): `env_threads` above this machine's cores, an
-    `async_batch` above `n_envs`, off the Atari backend, or with an algorithm that cannot take
-    envs that step out of lockstep (`takes_async` False: PPO, A2C, REINFORCE)."""
+    validation, before anything is built): `env_threads` above this machine's cores."""
     from bellman.envs.atari_vector import check_counts
 
-    n_envs, batch = getattr(config, "n_envs", 1), config.async_batch
-    check_counts(n_envs, config.env_threads, batch)
-    if not batch:
-        return
-    if not takes_async:
-        raise ConfigError(
-            f"async_batch = {batch}: this algorithm learns from all n_envs envs in lockstep "
-            f"([T, N] rollouts) and cannot use an async batch; set async_batch = 0 (DQN takes it)"
-        )
-    if not config.env.startswith("ALE/") or config.atari_backend != "ale_vector":
-        raise ConfigError(
-            f"async_batch = {batch} needs the Atari backend (an ALE/ id and atari_backend = "
-            f"ale_vector); '{config.env}' with atari_backend = {config.atari_backend} steps in "
-            f"lockstep: set async_batch = 0"
-        )
+    check_counts(getattr(config, "n_envs", 1), config.env_threads, 0)
 
 
 def make_vector_env(config, one_env, *, training: bool = True) -> gym.vector.VectorEnv:
@@ -184,14 +168,14 @@ def make_vector_env(config, one_env, *, training: bool = True) -> gym.vector.Vec
 
     `ALE/...` ids (with `atari_backend = "ale_vector"`, the default) get ale-py's
     `AtariVectorEnv` with DeepMind's preprocessing (`envs.atari_vector.AtariVector`: C++
-    threads, `env_threads`, `async_batch`); every other env, and Atari with `atari_backend =
+    threads, `env_threads`); every other env, and Atari with `atari_backend =
     "gymnasium"`, gets gymnasium's SyncVectorEnv of `one_env()` (a zero-argument env factory)
     with same-step autoreset. Both give `infos["final_obs"]` and `infos["final_info"]["episode"]`
     as `final_observations` and `log_episodes` read them.
 
     Args:
-        config: a deep config: `env`, `frame_stack`, `env_threads`, `async_batch`,
-            `atari_backend`, and `n_envs` (1 when it has none).
+        config: a deep config: `env`, `frame_stack`, `env_threads`, `atari_backend`, and
+            `n_envs` (1 when it has none).
         one_env: builds one env of the gymnasium path.
         training: life loss terminal and clipped rewards (Atari backend), as `one_env` does.
     """
@@ -202,7 +186,7 @@ def make_vector_env(config, one_env, *, training: bool = True) -> gym.vector.Vec
 
         return AtariVector(
             config.env, n_envs, training=training, frame_stack=config.frame_stack,
-            env_threads=config.env_threads, async_batch=config.async_batch,
+            env_threads=config.env_threads,
         )  # fmt: skip
     return gym.vector.SyncVectorEnv(
         [one_env] * n_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP

@@ -33,13 +33,18 @@ Differences from the gymnasium-wrapper path (`envs.atari.make_atari_env`), each 
     With no-ops, sticky actions and FIRE off, the two paths give equal observations, rewards and
     terminations for the same actions (the test).
 
-Async (`async_batch` = B < N): `step` sends actions for the B envs it last returned and returns
-the first B envs that finish their step (`infos["env_id"]` names them), so the slow envs never
-hold the fast ones back. What it changes: each call covers a different set of envs, so the
-algorithm must take transitions env by env (DQN's replay memory does; PPO, A2C and REINFORCE
-keep [T, N] rollouts and refuse it), and which envs come back depends on the threads' timing,
-so an async run is not reproducible bit for bit. Synchronous runs are (every env has its own
-seeded emulator; the thread that steps it does not change its numbers).
+Synchronous runs are reproducible bit for bit: every env has its own seeded emulator, and the
+thread that steps it does not change its numbers (tested with 1 and 2 threads).
+
+Async (`async_batch` = B < N, this class only; no algorithm uses it yet): `step` sends actions
+for the B envs it last returned and returns the first B envs that finish their step
+(`infos["env_id"]` names them), so slow envs do not hold the fast ones back. What it changes:
+each call covers another set of envs, so an algorithm must take transitions env by env (PPO,
+A2C and REINFORCE keep [T, N] rollouts and cannot), and which envs come back depends on the
+threads' timing, so a run is not reproducible. Why DQN, which could, does not take it yet:
+with ale-py 0.12.1 an env whose reset result is not in the first batch after `reset` can be
+starved (4 envs, batch 2, 2 threads: env 2 did not come back in 8 steps), and a replay memory
+fed that way would silently lose an actor; the training configs have no async setting.
 """
 
 from __future__ import annotations
