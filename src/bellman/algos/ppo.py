@@ -46,6 +46,8 @@ resume):
     - Evaluation, logging and checkpoints happen between iterations (after step 6).
     - Checkpoints hold the network, Adam's state, the normalisation statistics, torch's and
       numpy's generators, beta and the counters.
+    - `intrinsic = rnd` adds Burda et al.'s curiosity bonus (see `algos/rnd.py`): a second,
+      non-episodic value V_I and the advantages A_E + c_I A_I; the extrinsic side is unchanged.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ from bellman.algos.onpolicy import (
     standardize,
     training_evaluation,
 )
+from bellman.algos.rnd import CuriousLearner
 from bellman.config import choices, interval
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.losses import approximate_kl, clipped_surrogate_loss, value_loss
@@ -105,6 +108,18 @@ class PPOConfig(ActorCriticConfig):
     """Stop the epochs of an iteration when a minibatch's KL estimate exceeds this (0: never)."""
     clip_value_loss: bool = False
     """Clip V around the rollout's values by eps too (OpenAI baselines' PPO2)."""
+    intrinsic: str = field(default="none", metadata=choices("none", "rnd"))
+    """Curiosity bonus: rnd adds random network distillation's intrinsic advantages (rnd.py)."""
+    intrinsic_coef: float = field(default=1.0, metadata=interval("[0, inf)"))
+    """c_I of RND: the advantages are A_E + c_I A_I (0: the bonus is computed but not used)."""
+    intrinsic_gamma: float = field(default=0.99, metadata=interval("[0, 1]"))
+    """gamma_I of RND: the discount of the non-episodic intrinsic returns (gamma is gamma_E)."""
+    rnd_embedding: int = field(default=64, metadata=interval("[1, inf)"))
+    """RND: outputs of the random target f and the predictor f_hat."""
+    rnd_update_proportion: float = field(default=0.25, metadata=interval("(0, 1]"))
+    """RND: the fraction of each minibatch the predictor learns from."""
+    rnd_epochs: int = field(default=4, metadata=interval("[1, inf)"))
+    """RND: passes over each batch that train f_hat and V_I (in minibatches of M)."""
 
     def validate(self) -> None:
         batch, sizes = self.batch_size, f"n_envs x n_steps = {self.n_envs} x {self.n_steps}"
@@ -174,8 +189,10 @@ def adapt_kl_beta(beta: float, kl: float, kl_target: float) -> float:
 
 # ---- step 5 -------------------------------------------------------------------------------
 def make_learner(config: PPOConfig, envs: gym.vector.VectorEnv) -> ActorCriticLearner:
-    """pi_theta, V_theta and Adam (fused: one kernel for all parameters); beta in `scalars`."""
-    learner = ActorCriticLearner(
+    """pi_theta, V_theta and Adam (fused: one kernel for all parameters); beta in `scalars`;
+    with intrinsic = rnd, RND's networks too (`rnd.CuriousLearner`)."""
+    kind = CuriousLearner if config.intrinsic == "rnd" else ActorCriticLearner
+    learner = kind(
         config, envs,
         lambda parameters: torch.optim.Adam(
             parameters, lr=config.learning_rate, eps=config.adam_epsilon, fused=True
@@ -292,10 +309,14 @@ def train(config: PPOConfig, envs: gym.vector.VectorEnv, run: Run) -> ActorCriti
             advantages, returns = estimate_advantages(
                 experience, last_values, config.gamma, config.gae_lambda
             )
+            if config.intrinsic == "rnd":  # curiosity: A = A_E + c_I A_I (algos/rnd.py, 4-10)
+                advantages, intrinsic = learner.rnd.advantages(experience, obs, advantages)
             batch = RolloutBatch.of(experience, advantages, returns)  # the N T samples, flattened
             # 5. optimize the surrogate L wrt theta: K epochs, minibatches of M <= NT samples
             beta = learner.scalars["kl_beta"]
             stats = optimize(learner, batch, learning_rate(before), clip_range(before))
+            if config.intrinsic == "rnd":  # and the predictor f_hat and V_I (algos/rnd.py, 11)
+                stats.update(learner.rnd.update(batch.obs, intrinsic))
             if config.objective == "adaptive_kl":  # L^KLPEN: adapt beta to the measured d
                 learner.scalars["kl_beta"] = adapt_kl_beta(
                     beta, stats["approx_kl"], config.kl_target
