@@ -33,6 +33,8 @@ LECTURE_ENVS = {
     "bellman/MineField-v0": ("bellman.envs.lectures:MineFieldEnv", 100),
     "bellman/ExplorationTrap-v0": ("bellman.envs.lectures:ExplorationTrapEnv", 1),
 }
+#: id -> entry point of the hard-exploration tasks (episodes end by themselves; no P table).
+EXPLORATION_ENVS = {"bellman/DeepSea-v0": "bellman.envs.deep_sea:DeepSeaEnv"}
 
 #: Action names of gymnasium's finite envs, for readable tables (ours carry their own).
 ACTION_NAMES = {
@@ -48,6 +50,9 @@ def register_envs() -> None:
     for env_id, (entry_point, max_steps) in LECTURE_ENVS.items():
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=entry_point, max_episode_steps=max_steps)
+    for env_id, entry_point in EXPLORATION_ENVS.items():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point=entry_point)
 
 
 register_envs()
@@ -129,13 +134,16 @@ def env_catalog() -> list[tuple[str, str, str]]:
     rows = []
     for env_id in LECTURE_ENVS:
         rows.append((env_id, "lectures", "finite MDP (bellman plan works)"))
+    for env_id in EXPLORATION_ENVS:
+        rows.append((env_id, "exploration", "sparse reward: try ppo with intrinsic = rnd"))
     from bellman.games import GAMES
 
     for name in GAMES:
         rows.append((name, "board game", "two-player: alphazero, play, move"))
     has_atari = atari_available()
     for env_id, spec in sorted(gym.registry.items()):
-        if env_id in LECTURE_ENVS or not isinstance(spec.entry_point, str) or _is_ale(env_id):
+        ours = env_id in LECTURE_ENVS or env_id in EXPLORATION_ENVS
+        if ours or not isinstance(spec.entry_point, str) or _is_ale(env_id):
             continue
         module = spec.entry_point.split(":")[0]
         family = module.split(".")[2] if module.startswith("gymnasium.envs.") else module

@@ -81,7 +81,5 @@ class DeepSeaEnv(gym.Env):
         return "\n".join(rows) + "\n"
 
 
-#: The id bellman registers Deep Sea under (N = 20; gymnasium.make(ID, size=N) for others).
+#: The id `bellman.envs` registers Deep Sea under (N = 20; gymnasium.make(ID, size=N) for others).
 DEEP_SEA_ID = "bellman/DeepSea-v0"
-if DEEP_SEA_ID not in gym.registry:
-    gym.register(DEEP_SEA_ID, entry_point=DeepSeaEnv)
