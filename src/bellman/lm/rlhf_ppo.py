@@ -545,9 +545,12 @@ def optimise(
 
 
 @torch.no_grad()
-def held_out_evaluation(prepared: RLHFPrepared, config: RLHFPPOConfig) -> dict[str, float]:
+def held_out_evaluation(
+    prepared: RLHFPrepared, config: RLHFPPOConfig, responses: list | None = None
+) -> dict[str, float]:
     """True reward and KL (nats per response) of responses to the held-out prompts (the same
-    draws every time: a generator seeded with the run's seed), and the held-out perplexity."""
+    draws every time: a generator seeded with the run's seed), and the held-out perplexity;
+    `responses`, when given, receives (prompt, response, true score) of each."""
     policy = prepared.policy
     generator = torch.Generator(device=policy.device).manual_seed(config.seed + 1)
     judge = reward_function(config.true_judge or config.judge or "sentiment")
@@ -555,11 +558,14 @@ def held_out_evaluation(prepared: RLHFPrepared, config: RLHFPPOConfig) -> dict[s
     chunk = max(config.rollout_size, 1)
     for start in range(0, len(prepared.eval_prompts), chunk):
         prompts = prepared.eval_prompts[start : start + chunk]
-        batch, responses, old, ref, _, _ = generate_rollout(
+        batch, texts, old, ref, _, _ = generate_rollout(
             policy, prepared.reference, None, prompts, config, generator
         )
         kls.append(kl_penalty(old, ref, batch.response_mask).sum(1))
-        true += [judge(p, r) for (p, _), r in zip(prompts, responses, strict=True)]
+        scores = [judge(p, r) for (p, _), r in zip(prompts, texts, strict=True)]
+        true += scores
+        if responses is not None:
+            responses += [(p, r, s) for (p, _), r, s in zip(prompts, texts, scores, strict=True)]
     loss = held_out_loss(policy.model, prepared.held_stream, policy.context, config.eval_tokens,
                          max(config.ptx_batch_size, 8))  # fmt: skip
     return {
