@@ -134,6 +134,14 @@ def test_replay_rebuilds_episodes_across_the_ring():
     assert replay.trajectory_from(1).rewards.tolist() == [2, 3, 4]
     assert replay.trajectory_from(5).rewards.tolist() == [6, 7]  # wraps around the ring
     assert replay.trajectory_from(0).rewards.tolist() == [7]
+    # a window of K + n + 1 positions gives the same targets as the whole rest of the episode
+    replay.add(_trajectory([1, 2, 3, 4], terminated=False), 2)
+    for slot in range(6):
+        knobs = dict(unroll_steps=1, td_steps=1, discount=0.5, two_player=False)
+        whole = unrolled_targets(replay.trajectory_from(slot), 0, **knobs, rng=None)
+        window = unrolled_targets(replay.trajectory_from(slot, 3), 0, **knobs, rng=None)
+        for a, b in zip(whole, window, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 # ---- the networks ---------------------------------------------------------------------------

@@ -360,10 +360,12 @@ class MuZeroLearner:
         config, replay = self.config, self.replay
         slots = self.rng.integers(0, replay.size, config.batch_size)
         columns: list[list[np.ndarray]] = [[] for _ in range(5)]
+        td_steps = None if config.board else config.td_steps
+        horizon = None if td_steps is None else config.unroll_steps + td_steps + 1
         for slot in slots.tolist():
             targets = unrolled_targets(
-                replay.trajectory_from(slot), 0, unroll_steps=config.unroll_steps,
-                td_steps=None if config.board else config.td_steps,
+                replay.trajectory_from(slot, horizon), 0, unroll_steps=config.unroll_steps,
+                td_steps=td_steps,
                 discount=1.0 if config.board else config.discount, two_player=config.board,
                 rng=self.rng,
             )  # fmt: skip

@@ -289,13 +289,19 @@ class TrajectoryReplay:
         self.position = int((self.position + length) % self.capacity)
         self.size = min(self.capacity, self.size + length)
 
-    def trajectory_from(self, slot: int) -> Trajectory:
-        """The stored episode of ring slot `slot`, from that position to the episode's end."""
+    def trajectory_from(self, slot: int, horizon: int | None = None) -> Trajectory:
+        """The stored episode of ring slot `slot`, from that position to the episode's end, or
+        only its first `horizon` positions when the end is further (then marked truncated:
+        targets that need no more than `horizon` positions are the same). Its observations are
+        left out (empty): the targets do not use them."""
         rest = int(self.lengths[slot] - self.indices[slot])
+        terminated = bool(self.terminated[slot])
+        if horizon is not None and rest > horizon:
+            rest, terminated = horizon, False
         where = (slot + np.arange(rest)) % self.capacity
         return Trajectory(
-            self.observations[where], self.actions[where], self.rewards[where],
-            self.policies[where], self.root_values[where], bool(self.terminated[slot]), 0.0,
+            self.observations[:0], self.actions[where], self.rewards[where],
+            self.policies[where], self.root_values[where], terminated, 0.0,
         )  # fmt: skip
 
     def arrays(self) -> dict[str, np.ndarray]:
