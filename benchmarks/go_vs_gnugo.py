@@ -30,12 +30,12 @@ from common import header, print_table, results_path, write_results
 from bellman import __version__
 from bellman.checkpoint import atomic_write_text
 from bellman.games.sgf import to_sgf
+from bellman.zero.go_players import load_go_player
 from bellman.zero.gtp import (
     GtpClient,
     GtpEngine,
     LocalClient,
     gnugo_command,
-    load_go_player,
     play_match_game,
 )
 

@@ -169,6 +169,12 @@ ALGORITHMS: dict[str, Algorithm] = {
             "planning with a learned model h, g, f searched by MCTS (Schrittwieser et al. 2020)",
         ),
         Algorithm(
+            "alphago",
+            "bellman.zero.alphago",
+            "SL and RL policy nets, a value net, rollouts; lambda-mixed tree search "
+            "(Silver et al. 2016)",
+        ),
+        Algorithm(
             "lm pretrain",
             "bellman.lm.pretrain",
             "a BPE tokenizer and a small GPT by next-token prediction (Radford et al. 2018)",

@@ -16,6 +16,7 @@ import pytest
 from bellman import api
 from bellman.games import Go
 from bellman.games.sgf import read_sgf_file
+from bellman.zero.go_players import load_go_player
 from bellman.zero.gtp import (
     COMMANDS,
     GtpClient,
@@ -196,11 +197,14 @@ serve(GtpEngine(lambda state: game.legal_actions(state)[-2:][0], game, name="fak
 
 
 def test_a_full_game_against_a_gtp_engine(go_run: Path):
-    """bellman (black) against GnuGo level 0, or the fake engine where gnugo is missing."""
+    """bellman's GTP engine (black) against GnuGo level 0 through a pipe, or a fake engine
+    where gnugo is missing."""
     game = Go(9)
     opponent = ([GNUGO, "--mode", "gtp", "--level", "0"] if GNUGO
                 else [sys.executable, "-c", _FAKE_ENGINE])  # fmt: skip
-    with GtpClient(_bellman_gtp(go_run)) as black, GtpClient(opponent) as white:
+    player, _, _ = load_go_player(go_run, simulations=2)  # in this process: `bellman gtp`'s
+    engine = GtpEngine(player, game)  # engine, as the pipe test above drives it
+    with LocalClient(engine) as black, GtpClient(opponent) as white:
         with pytest.raises(GtpError, match="'boardsize 13' failed: unacceptable size"):
             black.send("boardsize 13")  # a `?` answer: an exception, and the engine goes on
         played = play_match_game(black, white, game, referee=white)

@@ -403,7 +403,8 @@ def _cmd_move(args) -> int:
 
 def _cmd_gtp(args) -> int:
     from bellman import __version__
-    from bellman.zero.gtp import GtpEngine, load_go_player, serve
+    from bellman.zero.go_players import load_go_player
+    from bellman.zero.gtp import GtpEngine, serve
 
     player, game, _ = load_go_player(args.checkpoint, args.simulations)
     serve(GtpEngine(player, game, version=__version__), sys.stdin, sys.stdout)

@@ -4,7 +4,6 @@ or a referee can play, and a client that plays GTP engines (GnuGo) from Python.
 GtpEngine       one command line in, one response out (`handle`), around a player: the
                 protocol's state (board, komi, the moves for `undo`) and its errors
 serve           the engine on a pair of text streams until `quit` or the end of input
-load_go_player  the player of a run directory: AlphaZero (and AlphaGo) Go runs
 GtpClient       a GTP engine in a subprocess (`gnugo --mode gtp`), command by command
 LocalClient     a GtpEngine in this process behind GtpClient's interface
 play_match_game a game between two GTP clients (or one playing both colours), as moves and the
@@ -37,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from bellman.errors import BellmanError, CheckpointError
+from bellman.errors import BellmanError
 from bellman.games import Go, IllegalMoveError
 
 COMMANDS = (
@@ -233,38 +232,6 @@ def serve(engine: GtpEngine, reader: IO[str], writer: IO[str]) -> None:
         writer.flush()
         if engine.quit:
             return
-
-
-# ---- players from run directories -----------------------------------------------------------
-def load_go_player(run_dir: Path, simulations: int | None = None) -> tuple[Callable, Go, str]:
-    """(player, game, description) of a Go run's latest checkpoint.
-
-    Raises:
-        CheckpointError: a missing run, a run of another algorithm, or not trained on Go.
-    """
-    from bellman.run import read_run_config
-
-    values = read_run_config(Path(run_dir))
-    algo, env = values.get("algo"), values.get("env")
-    if not isinstance(env, str) or not env.startswith("go"):
-        raise CheckpointError(f"run '{run_dir}' was trained on '{env}', not Go (go9, go13, go19)")
-    loaders = _PLAYERS
-    if algo not in loaders:
-        raise CheckpointError(
-            f"run '{run_dir}' was trained with '{algo}'; GTP plays {', '.join(loaders)} Go runs"
-        )
-    return loaders[algo](Path(run_dir), env, simulations)
-
-
-def _alphazero_player(run_dir: Path, env: str, simulations: int | None):
-    from bellman.zero.play import load_agent
-
-    agent = load_agent(run_dir, env, simulations)
-    return agent.act, agent.game, f"alphazero {run_dir.name}"
-
-
-_PLAYERS: dict[str, Callable] = {"alphazero": _alphazero_player}
-"""algo -> (run_dir, env, simulations) -> (player, game, description); AlphaGo adds itself."""
 
 
 # ---- the client side -----------------------------------------------------------------------

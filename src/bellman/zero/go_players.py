@@ -1,0 +1,62 @@
+"""The Go players of run directories, for `bellman gtp` and benchmarks/go_vs_gnugo.py: each Go
+algorithm's trained agent as state -> move, whatever algorithm trained it.
+
+load_go_player  (player, game, description) of a run's latest checkpoint: AlphaZero (its
+                network's search) or AlphaGo (the lambda-mixed search of its four networks)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from bellman import checkpoint
+from bellman import config as configs
+from bellman.errors import CheckpointError
+from bellman.games import Go, make_game
+from bellman.run import read_run_config
+
+
+def load_go_player(run_dir: Path, simulations: int | None = None) -> tuple[Callable, Go, str]:
+    """(player, game, description) of a Go run's latest checkpoint.
+
+    Raises:
+        CheckpointError: a missing run, a run of another algorithm, or not trained on Go.
+    """
+    values = read_run_config(Path(run_dir))
+    algo, env = values.get("algo"), values.get("env")
+    if not isinstance(env, str) or not env.startswith("go"):
+        raise CheckpointError(f"run '{run_dir}' was trained on '{env}', not Go (go9, go13, go19)")
+    loaders = _PLAYERS
+    if algo not in loaders:
+        raise CheckpointError(
+            f"run '{run_dir}' was trained with '{algo}'; GTP plays {', '.join(loaders)} Go runs"
+        )
+    return loaders[algo](Path(run_dir), env, simulations)
+
+
+def _alphazero_player(run_dir: Path, env: str, simulations: int | None):
+    from bellman.zero.play import load_agent
+
+    agent = load_agent(run_dir, env, simulations)
+    return agent.act, agent.game, f"alphazero {run_dir.name}"
+
+
+def _alphago_player(run_dir: Path, env: str, simulations: int | None):
+    from bellman.zero import alphago
+
+    values = read_run_config(run_dir)
+    values.pop("algo")
+    config = configs.from_dict(alphago.AlphaGoConfig, "alphago", values, f"'{run_dir}'")
+    if simulations is not None:
+        config = dataclasses.replace(config, simulations=simulations)
+    arrays, _ = checkpoint.load(run_dir / "checkpoints", algo="alphago")
+    game = make_game(env)
+    nets = alphago.load_nets(arrays, config, game)
+    act = alphago.search_agent(game, nets, config, config.mixing, config.seed)
+    return act, game, f"alphago {run_dir.name}"
+
+
+_PLAYERS: dict[str, Callable] = {"alphazero": _alphazero_player, "alphago": _alphago_player}
+"""algo -> (run_dir, env, simulations) -> (player, game, description)."""

@@ -1,0 +1,118 @@
+"""AlphaGo (2016): the leaf evaluation's mix, the policy gradient's direction, and the five
+stages on a tiny Connect Four budget, each past a threshold a broken stage cannot reach, then
+resumed from a middle stage bit for bit."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bellman import api, checkpoint
+from bellman.errors import ConfigError
+from bellman.games import make_game
+from bellman.zero import alphago as ag
+
+torch.set_num_threads(1)
+
+TINY = [
+    "expert_games=40", "expert_depth=2", "sl_epochs=3", "rollout_epochs=3", "rl_iterations=2",
+    "rl_games=6", "value_games=40", "value_epochs=3", "simulations=6", "arena_games=2",
+    "blocks=1", "channels=16", "batch_size=64", "keep_checkpoints=5",
+]  # fmt: skip
+
+
+def _config(**changes) -> ag.AlphaGoConfig:
+    return ag.AlphaGoConfig(env="connect4", blocks=1, channels=8, value_hidden=8, **changes)
+
+
+def test_the_leaf_value_is_the_lambda_mix_of_the_value_net_and_a_rollout():
+    game, config = make_game("connect4"), _config()
+    torch.manual_seed(0)
+    nets = {"sl": ag.build_net(config, game).eval(), "value": ag.build_net(config, game).eval()}
+    rollout = ag.RolloutPolicy(game).numpy_weights()
+    states = [game.initial_state(), game.apply(game.initial_state(), 3)]
+    _, v = ag.MixedLeafEvaluator(game, nets["sl"], nets["value"], rollout, 0.0, 0).evaluate(states)
+    with torch.inference_mode():
+        planes = torch.from_numpy(np.stack([game.observation(s) for s in states]))
+        np.testing.assert_allclose(v, nets["value"](planes)[1].numpy(), rtol=1e-6)
+    mixed = ag.MixedLeafEvaluator(game, nets["sl"], nets["value"], rollout, 0.25, 0)
+    mixed.rollout = lambda state: 1.0  # z_L = +1 for the player to move
+    priors, values = mixed.evaluate(states)
+    np.testing.assert_allclose(values, 0.75 * v + 0.25, rtol=1e-6)
+    np.testing.assert_allclose(priors.sum(axis=1), 1.0, rtol=1e-5)
+    only_rollouts = ag.MixedLeafEvaluator(game, nets["sl"], nets["value"], rollout, 1.0, 0)
+    only_rollouts.rollout = lambda state: -1.0
+    assert only_rollouts.evaluate(states)[1].tolist() == [-1.0, -1.0]
+
+
+def test_a_rollout_is_a_whole_game_seen_from_the_player_to_move():
+    game = make_game("connect4")
+    rollout = ag.RolloutPolicy(game).numpy_weights()
+    evaluator = ag.MixedLeafEvaluator(game, None, None, rollout, 1.0, 0)
+    # first player has three in column 1 and moves: a win unless the rollout misses it;
+    # over many rollouts the mean result for the mover is clearly positive
+    state = game.initial_state()
+    for action in [0, 1, 0, 1, 0, 2]:
+        state = game.apply(state, action)
+    results = [evaluator.rollout(state) for _ in range(60)]
+    assert set(results) <= {-1.0, 0.0, 1.0}
+    assert np.mean(results) > 0.05
+
+
+@pytest.mark.parametrize("z", [1.0, -1.0])
+def test_the_policy_gradient_moves_probability_towards_won_moves(z: float):
+    game, config = make_game("connect4"), _config()
+    torch.manual_seed(0)
+    net = ag.build_net(config, game).eval()
+    state = game.initial_state()
+    before = torch.softmax(ag.torch.from_numpy(ag.policy_logits(net, game, [state])), 1)[0, 3]
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+    recorded = [([state, state], [3, 3])]  # the learner (black) played column 4 twice
+    ag.reinforce_step(net, optimizer, game, recorded, np.array([z]), [0])
+    after = torch.softmax(ag.torch.from_numpy(ag.policy_logits(net, game, [state])), 1)[0, 3]
+    assert (after > before) if z > 0 else (after < before)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ConfigError, match="lambdas"):
+        ag.lambda_values("0,2")
+    with pytest.raises(ConfigError, match="not 'tictactoe'"):
+        api.train("alphago", "tictactoe", overrides=["stage=sl"], quiet=True)
+
+
+def test_the_pipeline_on_connect_four_and_its_exact_resume(tmp_path: Path):
+    run = api.train("alphago", "connect4", overrides=TINY, run_dir=tmp_path / "run", quiet=True)
+    final, meta = checkpoint.load(run.dir / "checkpoints")
+    metrics = meta["state"]["metrics"]
+    assert meta["step"] == 5 and meta["state"]["stages_done"] == 5
+    # 1. SL: the alpha-beta expert's moves, far above the 1/7 of a blind guess
+    assert metrics["sl_accuracy"] > 0.3, metrics
+    # 2. rollout: a linear policy, above a blind guess, and much faster than the network
+    assert metrics["rollout_accuracy"] > 0.17, metrics
+    assert metrics["rollout_us_per_move"] < 1000 * metrics["sl_ms_per_move"], metrics
+    # 3.-4. measured (tiny budgets: no threshold on strength)
+    assert 0 <= metrics["rl_win_rate_vs_sl"] <= 1
+    assert 0 <= metrics["value_mse"] < 4 and metrics["value_mse_of_zero"] > 0
+    # 5. the search with the SL prior beats the raw SL policy with some lambda
+    assert max(metrics[f"search_lambda{v}_vs_sl"] for v in ("0", "0.5", "1")) >= 0.5, metrics
+    for v in ("0", "0.5", "1"):
+        assert 0 <= metrics[f"search_lambda{v}_vs_expert"] <= 1
+    # resume after stage 2: the same networks and metrics as the run that went through
+    copy = tmp_path / "copy"
+    shutil.copytree(run.dir, copy)
+    for stage in (3, 4, 5):
+        for suffix in (".safetensors", ".json"):
+            (copy / "checkpoints" / f"step-{stage}{suffix}").unlink()
+    (copy / "checkpoints" / "latest").write_text("step-2\n")
+    api.resume(copy, quiet=True)
+    resumed, resumed_meta = checkpoint.load(copy / "checkpoints")
+    assert sorted(resumed) == sorted(final)
+    for key in final:
+        np.testing.assert_array_equal(resumed[key], final[key], err_msg=key)
+    timing = ("sl_ms_per_move", "rollout_us_per_move")
+    same = {k: v for k, v in metrics.items() if k not in timing}
+    assert {k: v for k, v in resumed_meta["state"]["metrics"].items() if k not in timing} == same
