@@ -37,7 +37,8 @@ bellman's alpha-beta search (`bellman.search.alphabeta`) for Connect Four, both 
 random opening moves so the games differ (`random_opening`).
 
 One run is one resumable pipeline. Its step counter is the number of stages done (1 sl ... 5
-search); `stage` names the last stage this run trains (all = search). A checkpoint is written
+search); it trains the first `steps` stages (all five by default), or up to `stage` when that
+names one; `bellman train --resume RUN --steps N` takes a run on to stage N. A checkpoint is written
 after each stage with every network trained so far, the metrics and every generator
 (`seeding.capture_rngs`), so `--resume` continues at the next stage exactly as an uninterrupted
 run would; a Ctrl-C or SIGTERM stops after the stage it came in.
@@ -91,13 +92,15 @@ class AlphaGoConfig(TrainConfig):
     env: str = ""
     """The game: connect4 (expert: alpha-beta) or go9/go13/go19 (expert: GnuGo)."""
     steps: int = field(default=5, metadata=interval("[1, 5]"))
-    """Stages in the pipeline (5); the run trains up to `stage`. Leave it at 5."""
+    """Stages this run trains, 1 (sl) to 5 (search), when `stage` is all; `bellman train
+    --resume RUN --steps N` continues a run to stage N."""
     log_every: int = field(default=1, metadata=interval("[1, inf)"))
     """Unused: every stage writes its row."""
     checkpoint_every: int = field(default=1, metadata=interval("[1, inf)"))
     """Unused: a checkpoint ends every stage."""
     stage: str = field(default="all", metadata=choices("all", *STAGES))
-    """The last stage this run trains: sl, rollout, rl, value, search, or all (= search)."""
+    """The last stage this run trains, by name (sl, rollout, rl, value, search), for the run's
+    whole life; all: the first `steps` stages."""
     expert_games: int = field(default=400, metadata=interval("[2, inf)"))
     """Expert games of the SL and rollout stages (paper: 160,000 KGS games)."""
     expert_dir: str = ""
@@ -169,7 +172,7 @@ class AlphaGoConfig(TrainConfig):
     @property
     def target(self) -> int:
         """The stages this run trains (1 sl ... 5 search)."""
-        return len(STAGES) if self.stage == "all" else STAGES.index(self.stage) + 1
+        return self.steps if self.stage == "all" else STAGES.index(self.stage) + 1
 
     # what the arena's OpponentEnv and agent_search read of a config
     solve: bool = False
