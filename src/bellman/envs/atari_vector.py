@@ -142,7 +142,9 @@ class AtariVector(gym.vector.VectorEnv):
             self.single_observation_space, self.batch
         )
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.batch)
-        self.stacks = np.zeros((n_envs, frame_stack, 84, 84), dtype=np.uint8)
+        # the m most recent frames of each env in a ring: frame slot `newest[e]` is the latest
+        self.ring = np.zeros((n_envs, frame_stack, 84, 84), dtype=np.uint8)
+        self.newest = np.zeros(n_envs, dtype=np.int64)
         self.lives = np.zeros(n_envs, dtype=np.int64)
         self.scores = np.zeros(n_envs, dtype=np.float64)  # raw score of each game so far
         self.lengths = np.zeros(n_envs, dtype=np.int64)  # its length in agent steps
@@ -157,11 +159,11 @@ class AtariVector(gym.vector.VectorEnv):
             seed = np.asarray(seed, dtype=np.int64) % (2**31)  # ale-py's seeds are int32
         frames, info = self.ale_env.reset(seed=seed)
         ids = info["env_id"]
-        self.stacks[ids] = frames  # 4 copies of the first frame, [B, 1, 84, 84] broadcast
+        self.ring[ids] = frames  # m copies of the first frame, [B, 1, 84, 84] broadcast
         self.lives[ids] = info["lives"]
         self.scores[ids], self.lengths[ids] = 0.0, 0
         self.env_ids = ids
-        return self.stacks[ids].copy(), {"env_id": ids, "lives": info["lives"]}
+        return self.ring[ids], {"env_id": ids, "lives": info["lives"]}  # (a copy: fancy index)
 
     def step(self, actions: np.ndarray):
         """One agent step (k frames) of the envs `env_ids` (all N when synchronous).
@@ -180,18 +182,21 @@ class AtariVector(gym.vector.VectorEnv):
         ended = terminated | truncated
         life_lost = terminated & (lives < self.lives[ids]) & ~truncated
         game_over = ended & ~life_lost
-        # 4. the stack: the newest frame in, the oldest out (the final frame where the game reset)
+        # 4. the stack: the newest frame over the oldest in each env's ring (where the game was
+        # reset, its final frame), then the ring read oldest first: one gather, the only copy
         newest = frames[:, -1]
         if game_over.any():
             newest = np.where(game_over[:, None, None], info["final_obs"][:, -1], newest)
-        stacks = np.concatenate([self.stacks[ids, 1:], newest[:, None]], axis=1)
+        slot = (self.newest[ids] + 1) % self.frame_stack
+        self.ring[ids, slot], self.newest[ids] = newest, slot
+        order = (slot[:, None] + 1 + np.arange(self.frame_stack)) % self.frame_stack
+        stacks = self.ring[ids[:, None], order]
         infos: dict[str, Any] = {"env_id": ids, "raw_reward": raw, "lives": lives}
-        if ended.any():
+        if ended.any():  # a new learning episode: m copies of its first frame
             infos["final_obs"], infos["_final_obs"] = stacks, ended
-            stacks = np.where(  # a new learning episode: 4 copies of its first frame
-                ended[:, None, None, None], frames[:, -1:], stacks
-            )
-        self.stacks[ids] = stacks
+            stacks = stacks.copy()
+            stacks[ended] = frames[ended]
+            self.ring[ids[ended]] = frames[ended]
         self.scores[ids] += raw
         self.lengths[ids] += 1
         if game_over.any():
@@ -204,7 +209,7 @@ class AtariVector(gym.vector.VectorEnv):
         self.lives[ids] = lives
         self.env_ids = ids
         learned = np.sign(raw) if self.training else raw
-        return stacks.copy(), learned.astype(np.float32), terminated, truncated, infos
+        return stacks, learned.astype(np.float32), terminated, truncated, infos
 
     def close(self, **kwargs) -> None:
         self.ale_env.close()
