@@ -1,32 +1,41 @@
-"""DQN training throughput on Atari Breakout: bellman against Stable-Baselines3, same settings.
+"""Atari on the CPU, bellman against Stable-Baselines3, in ONE run: raw env steps/s, PPO end to
+end, DQN end to end, all on ALE/Breakout-v5 with the same settings for both libraries.
 
-Both libraries run their *full* DQN training loop on ALE/Breakout-v5 on the CPU with one torch
-thread: DeepMind preprocessing (frame skip 4, max-pooling, 84x84 grey, 4 stacked frames, 30
-no-ops, life loss as terminal, reward clipping), epsilon-greedy acting with the Nature CNN,
-storing in and sampling from a replay memory, and a gradient step (batch 32, Adam 1e-4, Huber
-loss, gradient norm 10) every 4 env steps once `--warmup` env steps are in the memory.
+    raw   env steps/s of 8 envs under uniform random actions (`--raw-steps` per env): bellman's
+          Atari backend (ale-py's AtariVectorEnv, `env_threads = 0`: one thread per core),
+          bellman's gymnasium-wrapper path (a SyncVectorEnv of make_atari_env, the readable
+          reference, `atari_backend = gymnasium`), and SB3's make_atari_env + SubprocVecEnv +
+          VecFrameStack(4). All three: frame skip 4, max-pool, 84x84 grey, 4 frames, 30 no-ops,
+          life loss terminal, clipped rewards, sticky actions 0.25.
+    ppo   PPO end to end with the paper's Atari settings (Schulman et al. 2017, Table 5: 8 envs,
+          T = 128, 3 epochs, minibatch 256, lr 2.5e-4, clip 0.1, c1 = 1, c2 = 0.01): bellman's
+          shipped ppo-ALE-Breakout-v5.toml against SB3's PPO("CnnPolicy") on make_atari_env +
+          SubprocVecEnv. The clock runs from the end of the first iteration to the end of the
+          last (`--ppo-iterations` timed iterations of 1,024 env steps). On a CPU both are bound
+          by the Nature CNN: ~19 MFLOP per forward pass, so ~190 MFLOP per env step for PPO (one
+          forward to act, 3 epochs of forward + backward ~ 3 forwards each). The table prints the
+          GFLOP/s each library reaches that way and its share of the ceiling: the env steps/s of
+          the same network work alone (acting forwards and the 3 epochs of minibatch steps, torch,
+          no env), measured in the same run.
+    dqn   DQN end to end with Nature's settings (below) against SB3's DQN("CnnPolicy").
 
-    bellman  bellman.train("dqn", "ALE/Breakout-v5", overrides=[...]) (its public API); the clock
-             is the `wall_time` column of the run's metrics.csv, from the row at step W (the
-             end of warm-up) to the row at step W + N.
-    SB3      stable_baselines3.DQN("CnnPolicy") on make_atari_env(..., env_kwargs={"frameskip":
-             1}) + VecFrameStack(n_stack=4) (AtariWrapper frame-skips itself: without frameskip=1
-             the v5 env would skip 4 x 4 frames); the clock is read by a callback at the same
-             env steps W and W + N.
+DQN: both libraries run their *full* DQN training loop with one torch thread: epsilon-greedy
+acting with the Nature CNN, storing in and sampling from a replay memory, and a gradient step
+(batch 32, Adam 1e-4, Huber loss, gradient norm 10) every 4 env steps once `--warmup` env steps
+are in the memory. bellman: bellman.train("dqn", ...) (its public API, on its Atari backend); the
+clock is the `wall_time` column of the run's metrics.csv, from the row at step W (the end of
+warm-up) to the row at step W + N. SB3: DQN("CnnPolicy") on make_atari_env(..., env_kwargs=
+{"frameskip": 1}) + VecFrameStack(n_stack=4) (AtariWrapper frame-skips itself); the clock is read
+by a callback at the same env steps. Replay capacity `--buffer`, target update every 10,000 env
+steps, gamma 0.99, Adam epsilon 1.5e-4, epsilon fixed at `--epsilon` (0.1) in the timed phase.
 
-Only the N env steps after warm-up are timed, for both: start-up, env creation, the warm-up and
-the final checkpoint/plot are outside the clock. Same settings for both: replay capacity
-`--buffer` (numpy allocates lazily, so only the W + N transitions written cost RAM), batch 32,
-train frequency 4, one gradient step per update, target update every 10,000 env steps, gamma
-0.99, Adam lr 1e-4 with epsilon 1.5e-4, max gradient norm 10, epsilon fixed at `--epsilon`
-(0.1, what Nature's schedule holds for 90% of a run) during the timed phase, ALE v5's sticky
-actions (0.25) in both. Runs alternate between libraries (ABBA order over `--repeats`), so load
-on the machine hits both alike; the table shows the median over repeats.
+Runs alternate between libraries (ABBA over `--repeats`), so load on the machine hits both alike;
+tables show the median over repeats. Short budgets by default (the machine is 2 shared cores):
 
-    python benchmarks/atari_throughput.py [--steps 5000] [--warmup 1000] [--repeats 2]
+    python benchmarks/atari_throughput.py [--raw-steps 500] [--ppo-iterations 4]
+        [--steps 3000] [--warmup 1000] [--repeats 2] [--only raw,ppo,dqn]
 
-Run it as a script from the repository root (it imports benchmarks/common.py as `common`).
-Writes benchmarks/results/atari_throughput.json.
+Run it from the repository root. Writes benchmarks/results/atari_throughput.json.
 """
 
 from __future__ import annotations
@@ -38,11 +47,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from common import header, median, print_table, ratio, today, write_results
 
 import bellman
+from bellman.envs.atari import register_atari
 
+register_atari()  # ALE ids in gymnasium's registry, here and in forked SB3 workers
 ENV_ID = "ALE/Breakout-v5"
 # The settings both libraries share (bellman's config field names).
 SHARED = {
@@ -57,11 +69,12 @@ SHARED = {
 }
 
 
-def run_bellman(seed: int, args) -> dict:
+def dqn_bellman(seed: int, args) -> dict:
     warmup, total = args.warmup, args.warmup + args.steps
     overrides = [f"{key}={value}" for key, value in SHARED.items()] + [
         f"seed={seed}",
         f"steps={total}",
+        "n_envs=1",
         f"learning_starts={warmup}",
         f"buffer_size={args.buffer}",
         f"epsilon={args.epsilon}",
@@ -93,7 +106,7 @@ def run_bellman(seed: int, args) -> dict:
     }
 
 
-def run_sb3(seed: int, args) -> dict:
+def dqn_sb3(seed: int, args) -> dict:
     from stable_baselines3 import DQN
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_atari_env
@@ -142,81 +155,294 @@ def run_sb3(seed: int, args) -> dict:
     return {"env_steps": total - warmup, "gradient_steps": u1 - u0, "seconds": t1 - t0}
 
 
-RUNNERS = {"bellman": run_bellman, "sb3": run_sb3}
+# ---- raw env steps/s ---------------------------------------------------------------------
+N_ENVS = 8
+
+
+def raw_backend(seed: int, args) -> dict:
+    from bellman.envs.atari import register_atari
+    from bellman.envs.atari_vector import AtariVector
+
+    register_atari()
+    envs = AtariVector(ENV_ID, N_ENVS, training=True, env_threads=0)
+    return _time_random_steps(envs, seed, args.raw_steps)
+
+
+def raw_wrapper(seed: int, args) -> dict:
+    import gymnasium as gym
+
+    from bellman.envs.atari import make_atari_env
+
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: make_atari_env(ENV_ID, training=True)] * N_ENVS,
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    return _time_random_steps(envs, seed, args.raw_steps)
+
+
+def raw_sb3(seed: int, args) -> dict:
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack
+
+    envs = make_atari_env(
+        ENV_ID,
+        n_envs=N_ENVS,
+        seed=seed,
+        env_kwargs={"frameskip": 1},
+        vec_env_cls=SubprocVecEnv,
+        vec_env_kwargs={"start_method": "fork"},  # the workers inherit ale-py's registration
+    )
+    envs = VecFrameStack(envs, n_stack=4)
+    envs.reset()
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    for _ in range(args.raw_steps):
+        envs.step(rng.integers(0, 4, N_ENVS))
+    seconds = time.perf_counter() - started
+    envs.close()
+    return {"env_steps": args.raw_steps * N_ENVS, "seconds": seconds}
+
+
+def _time_random_steps(envs, seed: int, steps: int) -> dict:
+    envs.reset(seed=[seed * 100 + e for e in range(N_ENVS)])
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    for _ in range(steps):
+        envs.step(rng.integers(0, 4, N_ENVS))
+    seconds = time.perf_counter() - started
+    envs.close()
+    return {"env_steps": steps * N_ENVS, "seconds": seconds}
+
+
+# ---- PPO end to end ----------------------------------------------------------------------
+PPO = {"n_steps": 128, "minibatch_size": 256, "n_epochs": 3, "learning_rate": 2.5e-4,
+       "clip_range": 0.1, "vf_coef": 1.0, "ent_coef": 0.01, "gamma": 0.99, "gae_lambda": 0.95,
+       "max_grad_norm": 0.5}  # fmt: skip
+ITERATION = N_ENVS * PPO["n_steps"]  # env steps per PPO iteration
+#: MFLOP of one Nature-CNN forward pass on [4, 84, 84] (conv 8x8/4, 4x4/2, 3x3/1, fc 512), and
+#: per PPO env step: one forward to act + 3 epochs x (forward + backward ~ 2 forwards).
+CNN_MFLOP = 2 * (32 * 20 * 20 * 4 * 8 * 8 + 64 * 9 * 9 * 32 * 4 * 4 + 64 * 7 * 7 * 64 * 3 * 3
+                 + 3136 * 512) / 1e6  # fmt: skip
+PPO_MFLOP_PER_STEP = CNN_MFLOP * (1 + 3 * PPO["n_epochs"])
+
+
+def ppo_bellman(seed: int, args) -> dict:
+    total = ITERATION * (args.ppo_iterations + 1)
+    overrides = [f"seed={seed}", f"steps={total}", f"n_envs={N_ENVS}", "eval_every=0",
+                 f"log_every={ITERATION}", f"checkpoint_every={total + 1}", "device=cpu",
+                 "torch_threads=1", *(f"{k}={v}" for k, v in PPO.items())]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        bellman.train("ppo", ENV_ID, overrides=overrides, run_dir=Path(tmp) / "run", quiet=True)
+        with open(Path(tmp) / "run" / "metrics.csv", encoding="utf-8") as handle:
+            rows = {int(row["step"]): row for row in csv.DictReader(handle)}
+    seconds = float(rows[total]["wall_time"]) - float(rows[ITERATION]["wall_time"])
+    return {"env_steps": total - ITERATION, "seconds": seconds}
+
+
+def ppo_sb3(seed: int, args) -> dict:
+    from stable_baselines3 import PPO as SB3PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack
+
+    class Clock(BaseCallback):
+        """perf_counter at the start of every rollout (= the end of the previous iteration)."""
+
+        def __init__(self):
+            super().__init__()
+            self.starts: list[float] = []
+
+        def _on_rollout_start(self) -> None:
+            self.starts.append(time.perf_counter())
+
+        def _on_training_end(self) -> None:
+            self.starts.append(time.perf_counter())
+
+        def _on_step(self) -> bool:
+            return True
+
+    envs = make_atari_env(
+        ENV_ID,
+        n_envs=N_ENVS,
+        seed=seed,
+        env_kwargs={"frameskip": 1},
+        vec_env_cls=SubprocVecEnv,
+        vec_env_kwargs={"start_method": "fork"},  # the workers inherit ale-py's registration
+    )
+    envs = VecFrameStack(envs, n_stack=4)
+    model = SB3PPO(
+        "CnnPolicy", envs, n_steps=PPO["n_steps"], batch_size=PPO["minibatch_size"],
+        n_epochs=PPO["n_epochs"], learning_rate=PPO["learning_rate"],
+        clip_range=PPO["clip_range"], vf_coef=PPO["vf_coef"], ent_coef=PPO["ent_coef"],
+        gamma=PPO["gamma"], gae_lambda=PPO["gae_lambda"], max_grad_norm=PPO["max_grad_norm"],
+        seed=seed, device="cpu", verbose=0,
+    )  # fmt: skip
+    clock = Clock()
+    model.learn(total_timesteps=ITERATION * (args.ppo_iterations + 1), callback=clock)
+    envs.close()
+    return {"env_steps": ITERATION * args.ppo_iterations,
+            "seconds": clock.starts[-1] - clock.starts[1]}  # fmt: skip
+
+
+def ppo_network_ceiling(seed: int, args) -> dict:
+    """The env steps/s of PPO's network work alone: per iteration, 128 acting forwards on [8, 4,
+    84, 84] and 3 epochs of 4 minibatch steps of 256 (forward, backward, Adam), no env."""
+    import gymnasium as gym
+
+    from bellman.algos.onpolicy import build_policy
+    from bellman.algos.ppo import PPOConfig
+
+    torch.manual_seed(seed)
+    config = PPOConfig(env=ENV_ID, network="cnn", shared_trunk=True)
+    policy = build_policy(config, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),
+                          gym.spaces.Discrete(4))  # fmt: skip
+    optimizer = torch.optim.Adam(policy.parameters(), lr=2.5e-4)
+    obs = torch.randint(0, 255, (ITERATION, 4, 84, 84), dtype=torch.uint8)
+    actions = torch.randint(0, 4, (ITERATION,))
+    started = time.perf_counter()
+    for _ in range(args.ppo_iterations):
+        with torch.no_grad():
+            for t in range(PPO["n_steps"]):
+                policy.evaluate(obs[t * N_ENVS : (t + 1) * N_ENVS], actions[:N_ENVS])
+        for _ in range(PPO["n_epochs"]):
+            for k in range(0, ITERATION, PPO["minibatch_size"]):
+                log_probs, entropy, values = policy.evaluate(
+                    obs[k : k + PPO["minibatch_size"]], actions[k : k + PPO["minibatch_size"]]
+                )
+                loss = -log_probs.mean() + values.pow(2).mean() - 0.01 * entropy.mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    return {"env_steps": ITERATION * args.ppo_iterations,
+            "seconds": time.perf_counter() - started}  # fmt: skip
+
+
+SECTIONS = {
+    "raw": {"backend": raw_backend, "wrapper path": raw_wrapper, "sb3": raw_sb3},
+    "ppo": {"bellman": ppo_bellman, "sb3": ppo_sb3, "network alone": ppo_network_ceiling},
+    "dqn": {"bellman": dqn_bellman, "sb3": dqn_sb3},
+}
+
+
+def measure(section: str, args, started: float) -> dict[str, list[dict]]:
+    """Every runner of a section `--repeats` times, in ABBA order; the runs per runner."""
+    runners = SECTIONS[section]
+    runs: dict[str, list[dict]] = {name: [] for name in runners}
+    for repeat in range(args.repeats):
+        order = list(runners) if repeat % 2 == 0 else list(runners)[::-1]  # ABBA
+        for name in order:
+            print(f"[{time.perf_counter() - started:6.0f} s] {section}, repeat "
+                  f"{repeat + 1}/{args.repeats}: {name} ...", flush=True)  # fmt: skip
+            result = runners[name](args.seed + repeat, args)
+            result["env_steps_per_second"] = result["env_steps"] / result["seconds"]
+            if "gradient_steps" in result:
+                result["gradient_steps_per_second"] = result["gradient_steps"] / result["seconds"]
+            runs[name].append({"repeat": repeat, "seed": args.seed + repeat, **result})
+            print(f"         {result['env_steps_per_second']:.1f} env steps/s", flush=True)
+    return runs
+
+
+def summarize(runs: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    return {
+        name: {key: median(r[key] for r in rows) for key in rows[0] if key.endswith("per_second")}
+        for name, rows in runs.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=5000, help="timed env steps N")
-    parser.add_argument("--warmup", type=int, default=1000, help="learning_starts W (untimed)")
-    parser.add_argument("--buffer", type=int, default=100_000, help="replay capacity")
+    parser.add_argument("--raw-steps", type=int, default=500, help="random steps per env (raw)")
+    parser.add_argument("--ppo-iterations", type=int, default=4, help="timed PPO iterations")
+    parser.add_argument("--steps", type=int, default=3000, help="timed DQN env steps N")
+    parser.add_argument("--warmup", type=int, default=1000, help="DQN learning_starts W")
+    parser.add_argument("--buffer", type=int, default=100_000, help="DQN replay capacity")
     parser.add_argument("--epsilon", type=float, default=0.1)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", default="raw,ppo,dqn", help="sections to run")
     args = parser.parse_args()
     torch.set_num_threads(1)
-
-    runs: dict[str, list[dict]] = {name: [] for name in RUNNERS}
     started = time.perf_counter()
-    for repeat in range(args.repeats):
-        order = list(RUNNERS) if repeat % 2 == 0 else list(RUNNERS)[::-1]  # ABBA
-        for name in order:
-            elapsed = time.perf_counter() - started
-            print(
-                f"[{elapsed:6.0f} s] repeat {repeat + 1}/{args.repeats}: {name}, "
-                f"{args.warmup} warm-up + {args.steps} timed env steps ...",
-                flush=True,
-            )
-            result = RUNNERS[name](args.seed + repeat, args)
-            result["env_steps_per_second"] = result["env_steps"] / result["seconds"]
-            result["gradient_steps_per_second"] = result["gradient_steps"] / result["seconds"]
-            runs[name].append({"repeat": repeat, "seed": args.seed + repeat, **result})
-            print(
-                f"         {result['env_steps_per_second']:.1f} env steps/s, "
-                f"{result['gradient_steps_per_second']:.1f} gradient steps/s",
-                flush=True,
-            )
-
-    summary = {
-        name: {
-            "env_steps_per_second": median(r["env_steps_per_second"] for r in rows),
-            "gradient_steps_per_second": median(r["gradient_steps_per_second"] for r in rows),
-        }
-        for name, rows in runs.items()
-    }
-    speed_ratio = ratio(
-        summary["bellman"]["env_steps_per_second"], summary["sb3"]["env_steps_per_second"]
-    )
+    sections = [name for name in args.only.split(",") if name]
+    runs = {section: measure(section, args, started) for section in sections}
+    summary = {section: summarize(section_runs) for section, section_runs in runs.items()}
     record = {
-        **header(
-            torch.get_num_threads(),
-            "torch", "numpy", "gymnasium", "ale_py", "stable_baselines3", "bellman",
-        ),
-        "env": ENV_ID,
-        "args": vars(args),
-        "shared_settings": SHARED,
-        "summary": summary,
-        "ratio_env_steps_per_second": speed_ratio,
-        "runs": runs,
+        **header(torch.get_num_threads(), "torch", "numpy", "gymnasium", "ale_py",
+                 "stable_baselines3", "bellman"),
+        "env": ENV_ID, "args": vars(args), "dqn_settings": SHARED, "ppo_settings": PPO,
+        "ppo_mflop_per_env_step": PPO_MFLOP_PER_STEP, "summary": summary, "runs": runs,
         "total_seconds": time.perf_counter() - started,
     }  # fmt: skip
     machine = record["machine"]
-    print()
     print(
-        f"DQN training loop on {ENV_ID}, CPU, torch {torch.__version__} with "
-        f"{torch.get_num_threads()} thread; {args.steps} env steps timed after {args.warmup} "
-        f"warm-up, median of {args.repeats}; {today()}, {machine['platform']}, "
-        f"{machine['cpu_count']} CPUs"
+        f"\n{ENV_ID} on the CPU, torch {torch.__version__} with 1 thread, median of "
+        f"{args.repeats}; {today()}, {machine['platform']}, {machine['cpu_count']} CPUs"
     )
-    print_table(
-        ["library", "env steps/s", "gradient steps/s"],
-        [
-            [name, f"{row['env_steps_per_second']:.1f}", f"{row['gradient_steps_per_second']:.1f}"]
-            for name, row in summary.items()
-        ],
-    )
-    print(f"bellman / SB3 (env steps/s): {speed_ratio:.2f}x")
+    ratios = print_summary(summary, args)
+    record["ratios"] = ratios
     write_results("atari_throughput", record)
+
+
+def print_summary(summary: dict, args) -> dict[str, float]:
+    """The three tables and the ratios the issue's targets are stated in."""
+    ratios: dict[str, float] = {}
+    if "raw" in summary:
+        raw = summary["raw"]
+        print(f"\nraw env steps/s, {N_ENVS} envs, random actions, {args.raw_steps} steps each")
+        wrapper = raw["wrapper path"]["env_steps_per_second"]
+        rows = []
+        for name, row in raw.items():
+            speed = row["env_steps_per_second"]
+            rows.append([name, f"{speed:.0f}", f"{ratio(speed, wrapper):.2f}x"])
+        print_table(["path", "env steps/s", "/ wrapper path"], rows)
+        ratios["raw_backend_over_wrapper"] = ratio(
+            raw["backend"]["env_steps_per_second"], raw["wrapper path"]["env_steps_per_second"]
+        )
+    if "ppo" in summary:
+        ppo = summary["ppo"]
+        ceiling = ppo["network alone"]["env_steps_per_second"]
+        print(
+            f"\nPPO end to end, {N_ENVS} envs, Table 5 settings, {args.ppo_iterations} timed "
+            f"iterations of {ITERATION} env steps; {PPO_MFLOP_PER_STEP:.0f} MFLOP per env step"
+        )
+        print_table(
+            ["run", "env steps/s", "GFLOP/s", "share of ceiling"],
+            [
+                [
+                    name,
+                    f"{row['env_steps_per_second']:.0f}",
+                    f"{row['env_steps_per_second'] * PPO_MFLOP_PER_STEP / 1e3:.1f}",
+                    f"{row['env_steps_per_second'] / ceiling:.0%}",
+                ]
+                for name, row in ppo.items()
+            ],
+        )
+        ratios["ppo_bellman_over_sb3"] = ratio(
+            ppo["bellman"]["env_steps_per_second"], ppo["sb3"]["env_steps_per_second"]
+        )
+    if "dqn" in summary:
+        dqn = summary["dqn"]
+        print(
+            f"\nDQN end to end, 1 env, Nature settings, {args.steps} env steps timed after "
+            f"{args.warmup} warm-up"
+        )
+        print_table(
+            ["library", "env steps/s", "gradient steps/s"],
+            [
+                [
+                    name,
+                    f"{row['env_steps_per_second']:.1f}",
+                    f"{row['gradient_steps_per_second']:.1f}",
+                ]
+                for name, row in dqn.items()
+            ],
+        )
+        ratios["dqn_bellman_over_sb3"] = ratio(
+            dqn["bellman"]["env_steps_per_second"], dqn["sb3"]["env_steps_per_second"]
+        )
+    for name, value in ratios.items():
+        print(f"{name}: {value:.2f}x")
+    return ratios
 
 
 if __name__ == "__main__":
