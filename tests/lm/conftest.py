@@ -51,3 +51,27 @@ def pretrained(tmp_path_factory) -> tuple[Path, CliResult]:
     result = run_lm("pretrain", "--corpus", "pydoc", *sets, "--run-dir", "pt", "--quiet", cwd=root)
     assert result.returncode == 0, result
     return root / "pt", result
+
+
+def train_tiny_sft(documents: list[str], out: Path, rng, *, vocab_size: int, width: int,
+                   steps: int) -> None:  # fmt: skip
+    """A byte-level BPE tokenizer and a 1-block GPT (2 heads, context = width) trained by
+    next-token prediction on `documents` (16 windows a step, AdamW 3e-3, windows drawn from
+    `rng`), saved as a transformers folder `out`: the tiny "SFT model" of the RL tests."""
+    from bellman.lm import model as lm_model
+    from bellman.lm.pretrain import next_token_loss, sample_windows, token_stream
+    from bellman.lm.tokenizer import TOKENIZER_FILE, train_tokenizer
+
+    tokenizer = train_tokenizer(documents, vocab_size)
+    model = lm_model.build_gpt(tokenizer.vocab_size, 1, width, 2, width, 0.0, tokenizer.pad_id,
+                               tokenizer.eos_id, seed=0)  # fmt: skip
+    stream = token_stream(tokenizer, documents)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        inputs, targets = sample_windows(stream, 16, width - 1, rng)
+        loss = next_token_loss(model, inputs, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval().save_pretrained(out)
+    tokenizer.save(out / TOKENIZER_FILE)

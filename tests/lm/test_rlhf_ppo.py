@@ -20,9 +20,8 @@ from bellman import checkpoint
 from bellman.lm import batch as lm_batch
 from bellman.lm import model as lm_model
 from bellman.lm import reward_model, rlhf_ppo, runs, sampling
-from bellman.lm.pretrain import next_token_loss, sample_windows, token_stream
-from bellman.lm.tokenizer import TOKENIZER_FILE, train_tokenizer
 from tests.conftest import assert_user_error
+from tests.lm.conftest import train_tiny_sft
 
 torch.set_num_threads(1)
 
@@ -38,19 +37,7 @@ def build_word_world(root: Path) -> Path:
     words = POSITIVE + NEGATIVE + NEUTRAL
     docs = [" ".join(rng.choice(words, size=12)) for _ in range(300)]
     (root / "words.txt").write_text("\n\n".join(docs))
-    tokenizer = train_tokenizer(docs, 320)
-    model = lm_model.build_gpt(tokenizer.vocab_size, 1, 32, 2, 32, 0.0, tokenizer.pad_id,
-                               tokenizer.eos_id, seed=0)  # fmt: skip
-    stream = token_stream(tokenizer, docs)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        inputs, targets = sample_windows(stream, 16, 31, rng)
-        loss = next_token_loss(model, inputs, targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval().save_pretrained(root / "sft")
-    tokenizer.save(root / "sft" / TOKENIZER_FILE)
+    train_tiny_sft(docs, root / "sft", rng, vocab_size=320, width=32, steps=150)
     prompts = [" ".join(rng.choice(NEUTRAL, size=2)) for _ in range(40)]
     (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     return root

@@ -16,10 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from bellman.lm import model as lm_model
 from bellman.lm import rlhf_ppo, runs, tasks
-from bellman.lm.pretrain import next_token_loss, sample_windows, token_stream
-from bellman.lm.tokenizer import TOKENIZER_FILE, train_tokenizer
+from tests.lm.conftest import train_tiny_sft
 
 torch.set_num_threads(1)
 
@@ -32,20 +30,8 @@ def build_task_world(root: Path) -> Path:
         tasks.write_task(name, root / name)
         documents += [p + r for p, r in tasks.build_task(name)["demos"]]
     (root / "corpus.txt").write_text("\n\n".join(documents) + "\n")
-    tokenizer = train_tokenizer(documents, 512)
-    model = lm_model.build_gpt(tokenizer.vocab_size, 1, 48, 2, 48, 0.0, tokenizer.pad_id,
-                               tokenizer.eos_id, seed=0)  # fmt: skip
-    stream = token_stream(tokenizer, documents)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        inputs, targets = sample_windows(stream, 16, 47, rng)
-        loss = next_token_loss(model, inputs, targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval().save_pretrained(root / "sft")
-    tokenizer.save(root / "sft" / TOKENIZER_FILE)
+    train_tiny_sft(documents, root / "sft", np.random.default_rng(0), vocab_size=512, width=48,
+                   steps=300)  # fmt: skip
     return root
 
 
