@@ -1,5 +1,5 @@
-"""AlphaZero on Connect Four for a fixed wall-clock budget, then measured against fixed players
-and against exact scores.
+"""AlphaZero (or MuZero, `--algo muzero`) on Connect Four for a fixed wall-clock budget, then
+measured against fixed players and against exact scores.
 
     1. Train `bellman train alphazero --env connect4` (the shipped tuned config,
        bellman/configs/alphazero-connect4.toml) with `--workers` self-play processes; after
@@ -21,13 +21,18 @@ and against exact scores.
        Reference, result-preserving: random 58.0%, plain UCT with 1000 rollouts 91.2%.
 
 Targets (issue 5), within a 2-hour, 2-core budget: >= 90% wins against both opponents and >= 95%
-result-preserving moves.
+result-preserving moves. `--algo muzero` trains `bellman train muzero --env connect4` instead
+(bellman/configs/muzero-connect4.toml; one self-play process: MuZero has no `workers` yet) and
+evaluates its agent (search over its learned model) the same way; issue 19's target for it is
+>= 90% result-preserving.
 
-    python benchmarks/alphazero_connect4.py [--minutes 120] [--workers 2] [--games 50]
+    python benchmarks/alphazero_connect4.py [--algo alphazero|muzero] [--minutes 120]
+        [--workers 2] [--games 50]
         [--simulations 3200] [--positions 1000] [--run-dir DIR] [--skip-training] [--solve]
         [--set KEY=VALUE ...] [--results NAME]
 
-Writes benchmarks/results/alphazero_connect4.json (NAME.json with --results).
+Writes benchmarks/results/alphazero_connect4.json (muzero_connect4.json with --algo muzero,
+NAME.json with --results).
 """
 
 from __future__ import annotations
@@ -62,9 +67,9 @@ def train(args) -> float:
     started = time.perf_counter()
     stopper.start()
     try:
+        workers = [f"workers={args.workers}"] if args.algo == "alphazero" else []
         api.train(
-            "alphazero", "connect4",
-            overrides=[f"workers={args.workers}", f"seed={args.seed}", *args.set],
+            args.algo, "connect4", overrides=[*workers, f"seed={args.seed}", *args.set],
             run_dir=args.run_dir, quiet=True,
         )  # fmt: skip
     finally:
@@ -191,6 +196,7 @@ def evaluate_agent(args) -> tuple[dict, dict, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", choices=("alphazero", "muzero"), default="alphazero")
     parser.add_argument("--minutes", type=float, default=120.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -199,25 +205,30 @@ def main() -> None:
     parser.add_argument("--mcts-simulations", type=int, default=1000)
     parser.add_argument("--positions", type=int, default=1000)
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-alphazero-connect4"))
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="default: runs/bench-ALGO-connect4")  # fmt: skip
     parser.add_argument("--skip-training", action="store_true", help="evaluate --run-dir as is")
     parser.add_argument(
         "--solve",
         action="store_true",
         help="the agent searches with MCTS-Solver (whatever the run's config)",
     )
-    parser.add_argument("--results", default="alphazero_connect4",
-                        help="name of the JSON written to benchmarks/results/")  # fmt: skip
+    parser.add_argument("--results", default=None,
+                        help="name of the JSON written to benchmarks/results/ "
+                        "(default: ALGO_connect4)")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the shipped config (repeatable)")  # fmt: skip
     args = parser.parse_args()
+    args.run_dir = args.run_dir or Path(f"runs/bench-{args.algo}-connect4")
+    args.results = args.results or f"{args.algo}_connect4"
     torch.set_num_threads(1)
     seconds = None if args.skip_training else train(args)
     _, meta = checkpoint.load(args.run_dir / "checkpoints")
     started = time.perf_counter()
     versus_mcts, versus_alphabeta, positions = evaluate_agent(args)
     print(
-        f"AlphaZero on Connect Four: {meta['step']} self-play moves "
+        f"{'AlphaZero' if args.algo == 'alphazero' else 'MuZero'} on Connect Four: "
+        f"{meta['step']} self-play moves "
         f"({meta['state']['games']} games, {meta['state']['updates']} updates)"
         + (f" in {seconds / 60:.1f} min" if seconds is not None else "")
         + f"; agent {args.simulations} simulations per move"
@@ -237,6 +248,7 @@ def main() -> None:
         args.results,
         {
             **header(1, "torch", "numpy"),
+            "algo": args.algo,
             "minutes": args.minutes,
             "training_seconds": seconds,
             "workers": args.workers,
