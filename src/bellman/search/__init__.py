@@ -6,6 +6,8 @@ mcts.py        `MCTS` (AlphaZero's PUCT search with batched leaf evaluation, vir
                per wave), the `Evaluator` and `Model` protocols, `evaluate_leaves`,
                `MinMaxStats`, `RandomRolloutEvaluator`, `SearchResult`,
                `visit_policy`, `select_action` and `best_move` (MCTS-Solver's choice)
+gumbel.py      `GumbelRoot`: Gumbel MuZero's root (Gumbel-top-k, sequential halving, the
+               improved policy), an option of `MCTS` (`gumbel=True`)
 alphabeta.py   `alphabeta` (depth-limited negamax), `AlphaBetaPlayer`, and the exact
                `PerfectPlayer` / `solved_values` for small games
 """

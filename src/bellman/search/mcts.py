@@ -109,6 +109,7 @@ exactly the plain one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ import numpy as np
 
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.games.base import Game, IllegalMoveError
+from bellman.search.gumbel import GumbelRoot
 
 
 class Evaluator(Protocol):
@@ -255,6 +257,10 @@ class SearchResult:
     value: float
     priors: np.ndarray
     proven: np.ndarray
+    selected: int = -1
+    """Gumbel root (`gumbel=True`): the action sequential halving chose (A_{n+1}); else -1."""
+    improved_policy: np.ndarray | None = None
+    """Gumbel root: float64 `[A]`, the improved policy pi' (the policy target); else None."""
 
 
 class Node:
@@ -424,6 +430,11 @@ class MCTS:
             c(s) = c_puct.
         tree_legal_moves: with a learned model, track the real states along each path and only
             expand their legal moves (board games); False: every action below the root.
+        gumbel: Gumbel MuZero's root (`bellman.search.gumbel`): Gumbel-top-k and sequential
+            halving choose the root's edges (instead of PUCT and Dirichlet noise; `add_noise`
+            then draws the Gumbel noise), and the result carries the chosen action and the
+            improved policy.
+        max_considered: m, the actions the Gumbel root considers at most (the paper: 16).
 
     Raises:
         ConfigError: a knob is out of range (the message names it and what is valid).
@@ -448,6 +459,8 @@ class MCTS:
         normalize_q: bool = False,
         c_base: float | None = None,
         tree_legal_moves: bool = False,
+        gumbel: bool = False,
+        max_considered: int = 16,
     ):
         _check(
             "simulations",
@@ -498,6 +511,15 @@ class MCTS:
         self.normalize_q = bool(normalize_q)
         self.c_base = None if c_base is None else float(c_base)
         self.tree_legal_moves = bool(tree_legal_moves)
+        _check(
+            "max_considered",
+            max_considered,
+            lambda: _is_int(max_considered) and max_considered >= 1,
+            "an integer >= 1",
+        )
+        self.gumbel = bool(gumbel)
+        self.max_considered = int(max_considered)
+        self._gumbel: GumbelRoot | None = None
         # AlphaZero's search exactly: no rewards, no discount, alternating players, raw Q
         self._plain = not self.learned and discount == 1.0 and two_player and not normalize_q
         self.bounds = MinMaxStats()
@@ -571,6 +593,7 @@ class MCTS:
         if self.root.terminal:
             raise IllegalMoveError("cannot search a finished game: the state is terminal")
         self.bounds = MinMaxStats()
+        self._gumbel = None
         self._left = int(simulations)
         self._noise = add_noise
         self._paths, self._leaves = [], []
@@ -589,6 +612,13 @@ class MCTS:
         if not root.expanded:
             self._leaves = [root]
             return self._leaves
+        if self.gumbel and self._gumbel is None:  # Gumbel's root replaces the Dirichlet noise
+            self._gumbel = GumbelRoot(
+                root.prior, self._left, self.rng if self._noise else None,
+                max_considered=self.max_considered,
+            )  # fmt: skip
+            self._noise = False
+            self._clean_prior = self._used_prior = root.prior
         if self._noise:  # step 2 at the root: the first round after the root is expanded
             self._noise = False
             self._clean_prior = root.prior
@@ -619,7 +649,28 @@ class MCTS:
         """The result of the finished search; the root's own priors are restored."""
         root = self.root
         root.prior = self._clean_prior
-        return self._result(root, self._used_prior)
+        result = self._result(root, self._used_prior)
+        if self._gumbel is None:
+            return result
+        q_hat, counts = self.q_hat(root), root.visit_counts
+        improved = np.zeros(self.game.action_size)
+        value = self._normalized(root.value)
+        improved[list(root.actions)] = self._gumbel.improved_policy(q_hat, counts, value)
+        selected = root.actions[self._gumbel.selected(q_hat, counts)]
+        return dataclasses.replace(result, selected=selected, improved_policy=improved)
+
+    def q_hat(self, node: Node) -> np.ndarray:
+        """`[L]` the node's Q normalised to [0, 1] (min-max bounds with `normalize_q`, else
+        (Q + 1) / 2 for values in [-1, 1]); 0 for unvisited edges (Gumbel's sigma(q^))."""
+        counts = np.asarray(node.visit_counts)
+        q = np.array([self._normalized(v) for v in node.q_values])
+        return np.where(counts > 0, q, 0.0)
+
+    def _normalized(self, value: float) -> float:
+        if not self.normalize_q:
+            return (value + 1.0) / 2.0
+        low, high = self.bounds.minimum, self.bounds.maximum
+        return (value - low) / (high - low) if high > low else value
 
     def abort(self) -> None:
         """Drop the tree after a failed step (an interrupted round leaves virtual losses)."""
@@ -661,16 +712,20 @@ class MCTS:
         loss = self.virtual_loss
         c_puct = self.c_puct
         plain = self.c_base is None and not self.normalize_q
+        gumbel = self._gumbel
         while node.actions is not None:
             # argmax_a Q + c_puct P sqrt(N(s)) / (1 + N(s, a)), ties to the lowest index
             counts, q_values = node.visit_counts, node.q_values
-            if plain:
-                scores = puct_scores(
-                    node.prior, counts, q_values, c_puct=c_puct, visits=node.visits
-                )
-            else:  # MuZero's growing c(s) and/or min-max normalised Q
-                scores = self.scores(node)
-            index = scores.index(max(scores))
+            if gumbel is not None and node is root:  # sequential halving's next edge
+                index = gumbel.next_index(self.q_hat(node), counts)
+            else:
+                if plain:
+                    scores = puct_scores(
+                        node.prior, counts, q_values, c_puct=c_puct, visits=node.visits
+                    )
+                else:  # MuZero's growing c(s) and/or min-max normalised Q
+                    scores = self.scores(node)
+                index = scores.index(max(scores))
             path.append((node, index))
             if loss:
                 count = counts[index] = counts[index] + loss
