@@ -233,13 +233,17 @@ def test_a_crafted_replay_is_refused(short_run):
         )
 
 
-def test_cartpole_runs_and_evaluates(tmp_path: Path):
+def test_cartpole_with_a_gumbel_root_runs_and_evaluates(tmp_path: Path):
     settings = ["steps=300", "games_per_iteration=4", "simulations=4", "batch_size=16",
-                "train_steps=2", "support=10", "layers=16", "hidden_size=8"]  # fmt: skip
+                "train_steps=2", "support=10", "layers=16", "hidden_size=8",
+                "gumbel=true"]  # fmt: skip
     run = api.train("muzero", "CartPole-v1", overrides=settings, run_dir=tmp_path / "c",
                     quiet=True)  # fmt: skip
-    _, meta = checkpoint.load(run.dir / "checkpoints")
+    arrays, meta = checkpoint.load(run.dir / "checkpoints")
     assert meta["step"] >= 300 and meta["state"]["updates"] > 0
+    # the policy targets are Gumbel's improved policies: softmax, never a visit count's 0
+    stored = arrays["replay/policies"][: meta["state"]["replay_size"]]
+    assert (stored > 0).all() and np.allclose(stored.sum(1), 1.0, atol=1e-5)
     report = api.evaluate_run(run.dir, episodes=2, seed=0)
     assert report["episodes"] == 2 and len(report["returns"]) == 2
     assert all(1 <= r <= 500 and r == int(r) for r in report["returns"])  # CartPole's returns

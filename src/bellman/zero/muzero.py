@@ -38,7 +38,9 @@ Deviations and details:
       whatever was interrupted and resumed; all its episodes are played in the learner's
       process, many at once (`concurrent_games`: one network call per kind per search wave).
     - Not yet here: self-play worker processes, the arena and Elo table during training,
-      prioritized replay and reanalyse, Gumbel MuZero's root.
+      prioritized replay and reanalyse.
+    - `gumbel = true`: Gumbel MuZero's root (`bellman.search.gumbel`) chooses the moves played
+      and gives the policy targets (the improved policy); the trained agent plays its choice.
 """
 
 from __future__ import annotations
@@ -111,6 +113,12 @@ class MuZeroConfig(TrainConfig):
     times the episodes searching together."""
     virtual_loss: float = field(default=1.0, metadata=interval("[0, inf)"))
     """Virtual loss n_vl added along a pending descent."""
+    gumbel: bool = False
+    """Gumbel MuZero's root (Danihelka et al. 2022; `bellman.search.gumbel`): Gumbel-top-k
+    and sequential halving choose the move to play (instead of visit counts and Dirichlet
+    noise) and the improved policy is the policy target."""
+    max_considered: int = field(default=16, metadata=interval("[1, inf)"))
+    """Gumbel root: actions considered at most (the paper: 16)."""
     tree_legal_moves: bool = False
     """Board games: mask the illegal moves inside the tree too (tracking the real states
     along each path); False: only at the root, as the paper."""
@@ -294,7 +302,8 @@ def search_for(config: MuZeroConfig, world, model, *, simulations: int, seed: in
         dirichlet_alpha=config.dirichlet_alpha, dirichlet_fraction=config.dirichlet_fraction,
         batch_size=config.search_batch_size, virtual_loss=config.virtual_loss, seed=seed,
         discount=1.0 if board else config.discount, two_player=board, normalize_q=True,
-        tree_legal_moves=config.tree_legal_moves and board,
+        tree_legal_moves=config.tree_legal_moves and board, gumbel=config.gumbel,
+        max_considered=config.max_considered,
     )  # fmt: skip
 
 
@@ -468,7 +477,8 @@ def agent_act(config: MuZeroConfig, world, network: MuZeroNetwork, simulations: 
 
     def act(state) -> int:
         mcts.reset()
-        return best_move(mcts.search(state))
+        result = mcts.search(state)
+        return result.selected if result.selected >= 0 else best_move(result)
 
     act.mcts = mcts  # (for `bellman play`'s statistics)
     return act

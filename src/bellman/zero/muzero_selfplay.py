@@ -104,14 +104,19 @@ class ActingEpisode:
         self.mcts.begin(self.state, add_noise=True)
 
     def play_move(self) -> None:
-        """The search is done: record (o_t, pi_t, nu_t), play a_t ~ pi_t^(1/tau), observe u."""
+        """The search is done: record (o_t, pi_t, nu_t), play a_t ~ pi_t^(1/tau), observe u
+        (with a Gumbel root: play its chosen action and record its improved policy)."""
         result = self.mcts.end()
         settings = self.settings
         late = len(self.actions) >= settings.temperature_moves
         tau = settings.final_temperature if late else 1.0
-        action = select_action(result.visit_counts, tau, self.rng)
+        if result.improved_policy is not None:  # Gumbel root: its action, pi' as the target
+            action, policy = result.selected, result.improved_policy
+        else:
+            action = select_action(result.visit_counts, tau, self.rng)
+            policy = visit_policy(result.visit_counts, 1.0)
         self.observations.append(self.observation())
-        self.policies.append(visit_policy(result.visit_counts, 1.0).astype(np.float32))
+        self.policies.append(policy.astype(np.float32))
         self.root_values.append(result.value)
         self.actions.append(action)
         if self.board:

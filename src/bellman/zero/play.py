@@ -56,7 +56,10 @@ class Agent:
     def act(self, state: Any) -> int:
         """The move of a search from `state`: the most visited (with the run's `solve`, a proven
         win first, never a proven loss)."""
-        return agent_move(self.search(state), self.config)
+        result = self.search(state)
+        if result.selected >= 0:  # a Gumbel root's choice (MuZero with gumbel = true)
+            return result.selected
+        return agent_move(result, self.config)
 
 
 def load_agent(
