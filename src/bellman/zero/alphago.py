@@ -418,14 +418,14 @@ def reinforce_step(network, optimizer, game: Game, recorded, results, learner_co
             returns.append(z)
     if not planes:
         return 0.0
-    network.train()
-    logits, _ = network(torch.from_numpy(np.stack(planes)))
+    # eval mode: log p_rho(a | s) of the policy that sampled the moves (BatchNorm's running
+    # statistics, not the batch's), and the statistics are left as p_sigma learned them
+    logits, _ = network.eval()(torch.from_numpy(np.stack(planes)))
     log_p = torch.log_softmax(logits, dim=1)[torch.arange(len(actions)), torch.tensor(actions)]
     loss = -(log_p * torch.tensor(returns, dtype=torch.float32)).sum() / len(recorded)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    network.eval()
     return float(loss.item())
 
 
