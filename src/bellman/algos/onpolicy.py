@@ -134,6 +134,13 @@ class ActorCriticConfig(TrainConfig):
     fast: bool = True
     """Take the speed path (nets/fast.py: numpy acting, gradients by hand, one fused Adam call);
     false takes the plain autograd path, slower on small CPU networks, the same numbers."""
+    device_rollout: bool = False
+    """Discrete actions: keep the rollout on the network's device (observations copied there once
+    per step, actions drawn there); the same numbers as the host rollout, for GPUs."""
+    bf16_autocast: bool = False
+    """Run the network's forward passes under bfloat16 autocast (unmeasured: off by default)."""
+    compile_network: bool = False
+    """torch.compile the network's forward pass (unmeasured: off by default)."""
 
     @property
     def batch_size(self) -> int:
@@ -345,12 +352,15 @@ def sample_actions(learner: ActorCriticLearner, obs: np.ndarray):
 
 
 def run_policy(learner: ActorCriticLearner, envs, obs: np.ndarray, rollout: Rollout, run: Run):
-    """The N actors run pi_theta for T timesteps together, filling `rollout` (numpy arrays).
+    """The N actors run pi_theta for T timesteps together, filling `rollout` (numpy arrays, or
+    device tensors with `device_rollout`: `run_policy_on_device`).
 
     Returns:
         (the observations to continue from, the rollout as tensors on the learner's device,
          their values V(s_T) [N] for the bootstrap).
     """
+    if torch.is_tensor(rollout.obs):
+        return run_policy_on_device(learner, envs, obs, rollout, run)
     policy, n = learner.policy, envs.num_envs
     for t in range(rollout.obs.shape[0]):
         actions, log_probs, values = sample_actions(learner, obs)
@@ -361,6 +371,43 @@ def run_policy(learner: ActorCriticLearner, envs, obs: np.ndarray, rollout: Roll
         rollout.obs[t], rollout.actions[t] = obs, actions
         rollout.log_probs[t], rollout.values[t], rollout.rewards[t] = log_probs, values, rewards
         rollout.terminated[t], rollout.truncated[t] = terminated, truncated
+        if (truncated & ~terminated).any():  # a time limit: V(s_t+1) of the final observation
+            with torch.no_grad():
+                final_values = policy.value(learner.tensor(final_observations(next_obs, infos)))
+            rollout.final_values[t] = final_values.cpu().numpy()
+        log_episodes(run, learner.step, infos)
+        obs = next_obs
+    with torch.no_grad():
+        return obs, rollout.tensors(learner.device), policy.value(learner.tensor(obs))
+
+
+def run_policy_on_device(
+    learner: ActorCriticLearner, envs, obs: np.ndarray, rollout: Rollout, run: Run
+):
+    """`run_policy` with the rollout on the learner's device: per step, the observations go to
+    the device once (into `rollout.obs[t]`, which the network reads), a ~ pi(.|s) is drawn
+    there by inverting the CDF at u ~ U[0, 1) from the learner's numpy generator (the N
+    uniforms `CategoricalHead.sample_numpy` draws, so the same actions as the host path up to
+    float rounding), and only the N actions come back to the host for the envs. Log-probs and
+    values never leave the device; rewards and episode ends are [T, N] numbers moved once."""
+    policy, n = learner.policy, envs.num_envs
+    for t in range(rollout.obs.shape[0]):
+        rollout.obs[t].copy_(torch.as_tensor(obs), non_blocking=True)
+        with torch.no_grad():
+            logits, values = policy(rollout.obs[t])
+            log_pi = logits.float().log_softmax(dim=1)
+            cdf = log_pi.exp().cumsum(dim=1)
+            u = learner.tensor(learner.rng.random(n, dtype=np.float32))[:, None] * cdf[:, -1:]
+            actions = ((cdf <= u).sum(dim=1)).clamp_(max=logits.shape[1] - 1)
+            rollout.actions[t], rollout.values[t] = actions, values
+            rollout.log_probs[t] = log_pi.gather(1, actions[:, None])[:, 0]
+        next_obs, rewards, terminated, truncated, infos = envs.step(actions.cpu().numpy())
+        learner.step += n
+        rollout.rewards[t], rollout.terminated[t], rollout.truncated[t] = (
+            rewards,
+            terminated,
+            truncated,
+        )
         if (truncated & ~terminated).any():  # a time limit: V(s_t+1) of the final observation
             with torch.no_grad():
                 final_values = policy.value(learner.tensor(final_observations(next_obs, infos)))
@@ -387,10 +434,29 @@ def estimate_advantages(rollout: Rollout, last_values: torch.Tensor, gamma: floa
 
 
 def rollout_storage(learner: ActorCriticLearner, config: ActorCriticConfig) -> Rollout:
-    """Zeroed [T, N, ...] numpy arrays for one iteration's experience."""
+    """Zeroed [T, N, ...] numpy arrays for one iteration's experience; with `device_rollout` the
+    observations, actions, log-probabilities and values are tensors on the learner's device
+    (`run_policy_on_device` fills them) and the rest, [T, N] numbers from the envs, numpy."""
     shape = (config.n_steps, config.n_envs)
     box = isinstance(learner.action_space, gym.spaces.Box)
     action_shape = (int(np.prod(learner.action_space.shape)),) if box else ()
+    if getattr(config, "device_rollout", False):
+        if box:
+            raise ConfigError(
+                f"device_rollout draws Discrete actions on the device, but '{config.env}' has "
+                f"Box actions; set device_rollout = false"
+            )
+        device, dtype = learner.device, torch.as_tensor(np.zeros(0, learner.obs_space.dtype)).dtype
+        return Rollout(
+            obs=torch.zeros((*shape, *learner.obs_space.shape), dtype=dtype, device=device),
+            actions=torch.zeros(shape, dtype=torch.int64, device=device),
+            log_probs=torch.zeros(shape, device=device),
+            values=torch.zeros(shape, device=device),
+            rewards=np.zeros(shape, dtype=np.float32),
+            terminated=np.zeros(shape, dtype=bool),
+            truncated=np.zeros(shape, dtype=bool),
+            final_values=np.zeros(shape, dtype=np.float32),
+        )
     return Rollout(
         obs=np.zeros((*shape, *learner.obs_space.shape), dtype=learner.obs_space.dtype),
         actions=np.zeros((*shape, *action_shape), dtype=np.float32 if box else np.int64),
@@ -404,6 +470,25 @@ def rollout_storage(learner: ActorCriticLearner, config: ActorCriticConfig) -> R
 
 
 # ---- the learner --------------------------------------------------------------------------
+def speed_switches(policy: ActorCritic, config, device: torch.device) -> None:
+    """`bf16_autocast` and `compile_network`: wrap the network's forward pass in place (its
+    parameters and state_dict stay as they are, so checkpoints do not change). Both are off by
+    default: neither has been measured to pay on this project's machines yet."""
+    forward = policy.forward
+    if getattr(config, "bf16_autocast", False):
+        plain = forward
+
+        def forward(obs):  # the outputs back in float32 for the losses and the sampling
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                params, values = plain(obs)
+            return params.float(), values.float()
+
+    if getattr(config, "compile_network", False):
+        forward = torch.compile(forward)
+    if forward is not policy.forward:
+        policy.forward = forward
+
+
 class ActorCriticLearner:
     """pi_theta and V_theta, the optimiser, the normalisation statistics and the counters:
     everything a checkpoint holds. `scalars` carries an algorithm's own numbers (PPO's beta).
@@ -431,6 +516,7 @@ class ActorCriticLearner:
         build = build or build_policy
         self.policy: ActorCritic = build(config, self.obs_space, self.action_space)
         self.policy.to(self.device)
+        speed_switches(self.policy, config, self.device)
         self.parameters = list(self.policy.parameters())
         # the speed path (numpy acting, gradients by hand, flat parameters) or None: the plain one
         # (REINFORCE, which shares this learner, has no `fast` switch: it takes the plain path)
