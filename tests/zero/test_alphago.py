@@ -116,3 +116,22 @@ def test_the_pipeline_on_connect_four_and_its_exact_resume(tmp_path: Path):
     timing = ("sl_ms_per_move", "rollout_us_per_move")
     same = {k: v for k, v in metrics.items() if k not in timing}
     assert {k: v for k, v in resumed_meta["state"]["metrics"].items() if k not in timing} == same
+
+
+def test_a_stop_inside_a_stage_gives_it_up_and_resume_plays_it_again(tmp_path: Path, monkeypatch):
+    settings = ["expert_games=10", "expert_depth=1", "sl_epochs=1", "rollout_epochs=1",
+                "blocks=1", "channels=8", "steps=2"]  # fmt: skip
+    original = ag.AlphaGoPipeline.stage_rollout
+
+    def stopped_at_once(self, run):
+        run.stop_requested = True  # as Ctrl-C's handler does, just before the first minibatch
+        return original(self, run)
+
+    monkeypatch.setattr(ag.AlphaGoPipeline, "stage_rollout", stopped_at_once)
+    run = api.train("alphago", "connect4", overrides=settings, run_dir=tmp_path / "r", quiet=True)
+    assert (run.dir / "checkpoints" / "latest").read_text().strip() == "step-1"
+    assert len((run.dir / "metrics.csv").read_text().splitlines()) == 2  # header, stage 1
+    monkeypatch.setattr(ag.AlphaGoPipeline, "stage_rollout", original)
+    api.resume(run.dir, quiet=True)
+    _, meta = checkpoint.load(run.dir / "checkpoints")
+    assert meta["step"] == 2 and meta["state"]["metrics"]["rollout_accuracy"] is not None

@@ -41,7 +41,8 @@ search); it trains the first `steps` stages (all five by default), or up to `sta
 names one; `bellman train --resume RUN --steps N` takes a run on to stage N. A checkpoint is written
 after each stage with every network trained so far, the metrics and every generator
 (`seeding.capture_rngs`), so `--resume` continues at the next stage exactly as an uninterrupted
-run would; a Ctrl-C or SIGTERM stops after the stage it came in.
+run would; a Ctrl-C or SIGTERM gives the stage in progress up within a game or a minibatch and
+the run ends on its last checkpoint (step 0, the initial state, for a run stopped in stage 1).
 
 Deviations from the paper:
     - Networks: p_sigma, p_rho and v_theta are bellman's residual `AlphaZeroNetwork` (the
@@ -79,6 +80,15 @@ from bellman.search.alphabeta import AlphaBetaPlayer
 from bellman.search.mcts import MCTS
 from bellman.torch_state import load_module
 from bellman.zero.arena import OpponentEnv, arena
+
+
+class StageStopped(Exception):
+    """A stop request (Ctrl-C, SIGTERM) noticed inside a stage: the stage is given up."""
+
+
+def no_stop() -> None:
+    """The stop check of code run outside a training run: never stops."""
+
 
 STAGES = ("sl", "rollout", "rl", "value", "search")
 """The pipeline's stages, in order; the step counter is how many are done."""
@@ -254,12 +264,14 @@ def greedy_player(network: nn.Module, game: Game):
 
 
 # ---- expert data ---------------------------------------------------------------------------
-def connect4_expert_games(game: Game, config: AlphaGoConfig, rng) -> list[list[int]]:
-    """Alpha-beta against itself after `random_opening` random moves; distinct games only."""
+def connect4_expert_games(game: Game, config: AlphaGoConfig, rng, check=no_stop) -> list[list[int]]:
+    """Alpha-beta against itself after `random_opening` random moves; distinct games only
+    (`check()` before each game: it raises StageStopped on a stop request)."""
     expert = AlphaBetaPlayer(game, config.expert_depth, heuristic=game.heuristic,
                              seed=int(rng.integers(2**31)))  # fmt: skip
     games, seen, attempts = [], set(), 0
     while len(games) < config.expert_games and attempts < 20 * config.expert_games:
+        check()
         attempts += 1
         state, moves = game.initial_state(), []
         while not game.is_terminal(state):
@@ -322,9 +334,11 @@ def split(items: list, held_out: float, rng) -> tuple[list, list]:
 
 
 # ---- stages 1, 2 and 4: supervised training ------------------------------------------------
-def fit(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, loss_of, config, epochs, rng):
-    """Minibatch Adam over (inputs, targets) for `epochs` passes; returns the last epoch's
-    mean loss."""
+def fit(
+    model: nn.Module, inputs, targets, loss_of, config, epochs: int, rng, check=no_stop
+) -> float:
+    """Minibatch Adam over (inputs, targets) for `epochs` passes (`check()` before each
+    minibatch); returns the last epoch's mean loss."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     model.train()
     losses = []
@@ -332,6 +346,7 @@ def fit(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, loss_of, conf
         losses = []
         order = rng.permutation(len(targets))
         for start in range(0, len(order), config.batch_size):
+            check()
             index = order[start : start + config.batch_size]
             if len(index) < 2:
                 continue  # BatchNorm needs two samples
@@ -549,6 +564,12 @@ class AlphaGoPipeline:
         self.done = 0
         self.metrics = dict.fromkeys(metric_names(config), math.nan)
         self._expert: tuple | None = None
+        self.stop_requested = lambda: False
+
+    def check(self) -> None:
+        """Raise StageStopped when a stop was requested (polled inside the stages' loops)."""
+        if self.stop_requested():
+            raise StageStopped
 
     def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         rng_arrays, rng_state = seeding.capture_rngs(numpy_rng=self.rng)
@@ -584,7 +605,7 @@ class AlphaGoPipeline:
             if isinstance(game, Go):
                 games = go_expert_games(game, config, run.dir)
             else:
-                games = connect4_expert_games(game, config, rng)
+                games = connect4_expert_games(game, config, rng, self.check)
             training, held_out = split(games, config.held_out, rng)
             self._expert = (*expert_positions(game, training, symmetries=True),
                             *expert_positions(game, held_out, symmetries=False))  # fmt: skip
@@ -595,7 +616,7 @@ class AlphaGoPipeline:
         planes, actions, test_planes, test_actions = self.expert_data(run)
         net = self.nets["sl"]
         self.metrics["sl_loss"] = fit(net, planes, actions, policy_loss, self.config,
-                                      self.config.sl_epochs, self.rng)  # fmt: skip
+                                      self.config.sl_epochs, self.rng, self.check)  # fmt: skip
         self.metrics["expert_positions"] = float(len(actions))
         self.metrics["sl_accuracy"] = accuracy(net, test_planes, test_actions)
 
@@ -604,7 +625,7 @@ class AlphaGoPipeline:
         planes, actions, test_planes, test_actions = self.expert_data(run)
         rollout = self.nets["rollout"]
         fit(rollout, planes, actions, policy_loss, self.config, self.config.rollout_epochs,
-            self.rng)  # fmt: skip
+            self.rng, self.check)  # fmt: skip
         self.metrics["rollout_accuracy"] = accuracy(rollout, test_planes, test_actions)
         game, states = self.game, self._sample_states(32)
         weights, bias = rollout.numpy_weights()
@@ -637,6 +658,7 @@ class AlphaGoPipeline:
         opponent = build_net(config, game).eval()
         losses = []
         for iteration in range(1, config.rl_iterations + 1):
+            self.check()
             opponent.load_state_dict(pool[int(self.rng.integers(len(pool)))])
             learner, other = sampler(rl, game, self.rng), sampler(opponent, game, self.rng)
             colours = [g % 2 for g in range(config.rl_games)]  # the learner's colour
@@ -658,6 +680,7 @@ class AlphaGoPipeline:
         max_u = _typical_length(game)
         positions = []
         while len(positions) < config.value_games:
+            self.check()
             found = value_position(game, sl, rl, self.rng, max_u)
             if found is not None:
                 positions.append(found)
@@ -665,7 +688,7 @@ class AlphaGoPipeline:
         planes = np.stack([p for p, _ in training]).astype(np.float32)
         outcomes = np.array([z for _, z in training], np.float32)
         fit(self.nets["value"], planes, outcomes, value_loss, config, config.value_epochs,
-            self.rng)  # fmt: skip
+            self.rng, self.check)  # fmt: skip
         test = np.stack([p for p, _ in held_out]).astype(np.float32)
         z = np.array([z for _, z in held_out], np.float32)
         with torch.inference_mode():
@@ -684,6 +707,7 @@ class AlphaGoPipeline:
         games = max(2, config.arena_games)
         sl = greedy_player(self.nets["sl"], game)
         for a in lambdas:
+            self.check()
             self.metrics[f"search_{_tag(a)}_vs_sl"] = arena(game, agents[a], sl, games)["score"]
             self.metrics[f"search_{_tag(a)}_vs_expert"] = self._against_expert(agents[a], games)
             for b in lambdas:
@@ -713,6 +737,7 @@ class AlphaGoPipeline:
             return math.nan  # no gnugo here: the column stays empty
         scores = []
         for g in range(games):
+            self.check()
             ours = LocalClient(GtpEngine(agent, game))
             with GtpClient(command) as gnugo:
                 black, white = (ours, gnugo) if g % 2 == 0 else (gnugo, ours)
@@ -783,16 +808,25 @@ def load_nets(arrays: dict[str, np.ndarray], config: AlphaGoConfig, game: Game) 
 
 def train(config: AlphaGoConfig, game: Game, run: Run) -> AlphaGoPipeline:
     """Stages done + 1 ... `config.target` (the module docstring's 1-5), a metrics row and a
-    checkpoint after each; a stop request ends the run after the stage it came in."""
+    checkpoint after each. A new run first saves its initial state (step 0). A stop request
+    (Ctrl-C, SIGTERM) is polled inside the stages' loops: the stage in progress is given up
+    within a game or a minibatch and the run ends on its last checkpoint, from which
+    `--resume` plays that stage again exactly."""
     torch.set_num_threads(config.torch_threads)
     pipeline = AlphaGoPipeline(config, game)
     if run.restored is not None:
         pipeline.restore(*run.restored)
+    pipeline.stop_requested = lambda: run.stop_requested
     stages = (pipeline.stage_sl, pipeline.stage_rollout, pipeline.stage_rl,
               pipeline.stage_value, pipeline.stage_search)  # fmt: skip
     with run.session(start_step=pipeline.done):
+        if run.restored is None:
+            run.save(0, *pipeline.checkpoint())
         while pipeline.done < config.target and not run.stop_requested:
-            stages[pipeline.done](run)  # 1. sl  2. rollout  3. rl  4. value  5. search
+            try:
+                stages[pipeline.done](run)  # 1. sl  2. rollout  3. rl  4. value  5. search
+            except StageStopped:
+                break
             pipeline.done += 1
             pipeline.metrics["stage"] = float(pipeline.done)
             run.log(pipeline.done, **pipeline.metrics)
