@@ -152,6 +152,23 @@ def test_gaussian_kl_matches_torch_distributions():
     )
 
 
+def test_theta_is_the_policy_and_never_the_value():
+    # Stacked trunks hold both halves in one tensor (the critic's half gets no gradient from L
+    # or KL); separate trunks leave the critic's trunk out, as they leave the value head out.
+    from bellman.nets import ActorCritic, CategoricalHead, SeparateTrunks, VectorTrunk
+
+    stacked = _tiny_batch(gym.spaces.Discrete(3))[0]
+    names = {n for n, p in stacked.named_parameters() if any(p is q for q in
+             policy_parameters(stacked))}  # fmt: skip
+    assert names == {n for n, _ in stacked.named_parameters() if not n.startswith("value_head")}
+    separate = ActorCritic(SeparateTrunks(VectorTrunk(2, (3,)), VectorTrunk(2, (3,))),
+                           CategoricalHead(3, 2))  # fmt: skip
+    theta = policy_parameters(separate)
+    expected = [*separate.trunks.actor.parameters(), *separate.policy_head.parameters()]
+    assert len(theta) == len(expected)
+    assert all(a is b for a, b in zip(theta, expected, strict=True))
+
+
 # ---- the line search ----------------------------------------------------------------------
 def test_the_line_search_accepts_only_improving_steps_inside_the_trust_region():
     assert accept_step(0.1, 0.01, 0.01)  # the bound itself is inside

@@ -278,8 +278,10 @@ class PolicyDistance:
 
 
 def policy_parameters(policy: ActorCritic) -> list[torch.Tensor]:
-    """theta: every parameter of the network but the value head's (see the module docstring)."""
-    return [p for name, p in policy.named_parameters() if not name.startswith("value_head.")]
+    """theta: every parameter of the network but the value's (its head, and its trunk where the
+    trunks are separate modules; stacked trunks are one tensor each, see the module docstring)."""
+    critic = ("value_head.", "trunks.critic.")
+    return [p for name, p in policy.named_parameters() if not name.startswith(critic)]
 
 
 def flat(tensors) -> torch.Tensor:
