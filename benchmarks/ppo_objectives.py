@@ -9,6 +9,11 @@ gives 0 and the best result 1; a setting's number is the average over the 21 run
     adaptive KL d_targ = 0.003 / 0.01 / 0.03                            0.68 / 0.74 / 0.71
     fixed KL beta = 0.3 / 1 / 3 / 10                                    0.62 / 0.71 / 0.72 / 0.69
 
+The PPO paper compares against TRPO in its Figure 3 (learning curves, not Table 1); the last row
+here is bellman's TRPO (`bellman train trpo`, delta = 0.01, its tuned config where one exists)
+with the same batches (N x T), discount, GAE lambda and normalisation as the PPO settings of each
+env, scored and normalised like them (it can be the best setting of an env).
+
 Here each setting is a bellman PPO config (`objective`, `clip_range`, `kl_target`, `kl_beta`;
 adaptive KL starts at beta = 1, as in the paper) trained on the two continuous-control envs of
 gymnasium's classic control, over `--seeds` (3 by default), with the learning rate held constant
@@ -34,6 +39,8 @@ the settings is comparable, not the numbers.
 
     python benchmarks/ppo_objectives.py              # 2 envs x 11 settings x 3 seeds, ~12 min
     python benchmarks/ppo_objectives.py --quick      # a smoke run, well under a minute
+    python benchmarks/ppo_objectives.py --settings trpo \
+        --reuse benchmarks/results/ppo_objectives.json   # rerun one row, score it with the rest
 
 Run it as a script from the repository root (it imports benchmarks/common.py as `common`).
 Runs go to `--jobs` worker processes (each with one torch thread; a run's result does not depend
@@ -71,7 +78,11 @@ SETTINGS = [
        paper) for d, paper in ((0.003, 0.68), (0.01, 0.74), (0.03, 0.71))],
     *[(f"fkl-{beta}", f"Fixed KL, beta = {beta}", ["objective=fixed_kl", f"kl_beta={beta}"],
        paper) for beta, paper in ((0.3, 0.62), (1, 0.71), (3, 0.72), (10, 0.69))],
+    ("trpo", "TRPO, delta = 0.01 (bellman train trpo)", ["max_kl=0.01"], None),
 ]  # fmt: skip
+#: The fields of the env settings below that TRPO shares with PPO (the rest are PPO's own).
+TRPO_SHARED = ("anneal", "n_envs", "n_steps", "gamma", "gae_lambda", "normalize_observations",
+               "normalize_rewards")  # fmt: skip
 #: Per env: the default budget, the episodes a run scores, overrides of bellman's config.
 ENVS = {
     "Pendulum-v1": {"steps": 40_960, "last": 20, "set": ["anneal=false"]},
@@ -100,13 +111,16 @@ def run_one(env_id: str, key: str, seed: int, steps: int, last: int) -> dict:
     """Train one setting on one env with one seed; its score and what it took."""
     settings = next(items for name, _, items, _ in SETTINGS if name == key)
     extra = ENVS.get(env_id, {"set": []})["set"]
+    algo = "trpo" if key == "trpo" else "ppo"
+    if algo == "trpo":  # the same batches, discount and normalisation; TRPO's own step rule
+        extra = [item for item in extra if item.partition("=")[0] in TRPO_SHARED]
     overrides = [*extra, *settings, f"seed={seed}", f"steps={steps}", "eval_every=0",
                  f"checkpoint_every={steps}", "device=cpu", "torch_threads=1"]  # fmt: skip
     started = time.perf_counter()
     error = None
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            bellman.train("ppo", env_id, overrides=overrides, run_dir=Path(tmp) / "run", quiet=True)
+            bellman.train(algo, env_id, overrides=overrides, run_dir=Path(tmp) / "run", quiet=True)
         except BellmanError as caught:  # a diverged run (non-finite loss)
             error = str(caught)
         episodes = Path(tmp) / "run" / "episodes.csv"  # written at the first finished episode
@@ -171,6 +185,24 @@ def _mean(scores: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def reused_runs(args, new_runs: list[dict]) -> list[dict]:
+    """The runs of `--reuse` for settings not run now, after checking that the record was made
+    with the same envs, seeds, budgets and random-policy episodes."""
+    import json
+
+    record = json.loads(args.reuse.read_text(encoding="utf-8"))
+    old = record["args"]
+    same = {name: old.get(name) == getattr(args, name)
+            for name in ("envs", "seeds", "steps", "last_episodes", "random_episodes")}  # fmt: skip
+    if not all(same.values()):
+        differ = ", ".join(name for name, ok in same.items() if not ok)
+        raise SystemExit(f"--reuse {args.reuse}: its {differ} differ from this run's")
+    ran = {run["setting"] for run in new_runs}
+    kept = [run for run in record["runs"] if run["setting"] not in ran]
+    print(f"reused {len(kept)} runs of {args.reuse} (made {record['date']})")
+    return kept
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=[*ENVS, *MUJOCO])
@@ -183,6 +215,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--settings", nargs="+", default=[key for key, *_ in SETTINGS],
                         choices=[key for key, *_ in SETTINGS])  # fmt: skip
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
+    parser.add_argument(
+        "--reuse", type=Path, default=None,
+        help="a previous record (JSON) whose runs of the settings not run now are scored with "
+             "these (same envs, seeds, budgets and random episodes required)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 8,192 steps")
     args = parser.parse_args()
     if args.quick:
@@ -217,6 +254,8 @@ def main() -> None:
                 + (f"; {run['error']}" if run["error"] else ""),
                 flush=True,
             )
+    if args.reuse is not None:
+        runs += reused_runs(args, runs)
     summary = normalise(runs, randoms)
     print()
     steps = {job[0]: job[3] for job in jobs}
@@ -235,14 +274,15 @@ def main() -> None:
     for key, name, _, paper in SETTINGS:
         if key in summary["settings"]:
             row = summary["settings"][key]
-            rows.append([name, f"{paper:.2f}", f"{row['normalised']:.2f}"] + [
+            paper_cell = "not in Table 1 (Figure 3)" if paper is None else f"{paper:.2f}"
+            rows.append([name, paper_cell, f"{row['normalised']:.2f}"] + [
                 f"{row['envs'][env_id]['raw_mean']:.1f}" for env_id in args.envs
             ])  # fmt: skip
     print_table(columns, rows)
     print("random policy: " + ", ".join(f"{e} {s:.1f}" for e, s in randoms.items()))
     record = {
         **header(1, "torch", "numpy", "gymnasium", "bellman"),
-        "args": vars(args),
+        "args": {**vars(args), "reuse": str(args.reuse) if args.reuse else None},
         "paper_table_1": {key: paper for key, _, _, paper in SETTINGS},
         "settings": {key: items for key, _, items, _ in SETTINGS},
         "env_overrides": {env_id: ENVS.get(env_id, {}).get("set", []) for env_id in args.envs},
