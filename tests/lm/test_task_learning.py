@@ -63,9 +63,9 @@ def run_task(root: Path, name: str, out: Path, *sets: str) -> list[dict[str, str
 @pytest.mark.parametrize(
     ("name", "sets", "gain", "floor"),
     [
-        ("hallucination", ["max_new_tokens=8"], 1.0, -1.0),  # -3.2 -> -0.1: bluffs -> abstains
+        ("hallucination", ["max_new_tokens=8", "steps=30"], 1.0, -1.0),  # bluffs -> abstains
         ("safety", ["max_new_tokens=12"], 0.2, 0.85),  # 0.67 -> 1.0
-        ("detoxification", ["max_new_tokens=10"], 0.3, -0.2),  # -0.83 -> 0 profane words
+        ("detoxification", ["max_new_tokens=10", "steps=30"], 0.3, -0.2),  # -> no profanity
         ("quality", ["max_new_tokens=20"], 0.1, 0.75),  # 0.69 -> 0.81
     ],
 )

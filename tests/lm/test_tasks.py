@@ -181,15 +181,16 @@ def test_demos_and_ppo_refuse_prompts_their_judge_cannot_score(tmp_path):
 
 
 def test_label_refuses_k_below_2_empty_and_too_long_prompts(pretrained, lm_cli, tmp_path):
-    from bellman.lm.reward_model import label_comparisons
-    from bellman.lm.runs import load_lm
+    from bellman.lm.reward_model import prompts_with_room
+    from bellman.lm.tokenizer import TOKENIZER_FILE, TextTokenizer
 
     run_dir, _ = pretrained
     assert_user_error(lm_cli("label", run_dir, "--k", "1", "--out", "r.jsonl"),
                       "--k must be at least 2")  # fmt: skip
-    lm = load_lm(run_dir)
+    assert not (tmp_path / "r.jsonl").exists()
+    tokenizer = TextTokenizer.load(run_dir / TOKENIZER_FILE)  # what label_comparisons checks with
     too_long = "p.jsonl:1: the prompt 'word word .* leaves no room"
     for prompt, message in (("", "p.jsonl:1: the prompt is empty"), ("word " * 100, too_long)):
         with pytest.raises(ConfigError, match=message):
-            label_comparisons(lm, [prompt], 2, "sentiment", where=["p.jsonl:1"])
-    assert not (tmp_path / "r.jsonl").exists()
+            prompts_with_room(["fine", prompt], tokenizer, 64, ["p.jsonl:0", "p.jsonl:1"])
+    assert prompts_with_room(["a b"], tokenizer, 64, ["x"]) == [("a b", tokenizer.encode("a b"))]
