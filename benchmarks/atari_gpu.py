@@ -1,0 +1,171 @@
+"""The one-command GPU check of issue 18: PPO learns Pong on one GPU, and DQN's throughput.
+
+    1. PPO on ALE/Pong-v5 with the shipped GPU config (src/bellman/configs/ppo-ALE-Pong-v5-gpu.toml:
+       64 envs on ale-py's AtariVectorEnv, the rollout on the device) through `bellman train`,
+       until the mean training return of the last 20 games is at least 18 or `--minutes` (8)
+       have passed. Prints env steps/s (from metrics.csv: steps and wall_time between the first
+       and the last row), the minutes from launch to 18 (or "not reached"), and the curve
+       (minutes, env steps, mean of the last 20 games) every `--every` seconds.
+    2. DQN on ALE/Pong-v5 (Nature settings, `--dqn-envs` envs on the backend, one gradient step
+       of 32 every 4 env steps: the Nature replay ratio of 1/4 gradient steps per env step, kept
+       for any number of envs) for `--dqn-seconds`: env steps/s after the warm-up and the
+       replay ratio actually run (updates / env steps).
+
+Targets (issue 18) on one H200 with 16 cores: PPO at least 12,000 env steps/s end to end and Pong
+at 18 in under 8 minutes; DQN at least 3,000 env steps/s. The whole script ends within 9 minutes
+with the defaults. Runs are stopped with SIGKILL when the target or the time is reached: only
+the measurements matter here.
+
+    python benchmarks/atari_gpu.py [--minutes 8] [--dqn-seconds 45] [--set KEY=VALUE ...]
+
+A check of the script itself on a CPU (tiny budgets; the numbers mean nothing):
+
+    BELLMAN_BENCH_RESULTS=/tmp/out python benchmarks/atari_gpu.py --device cpu --minutes 0.5 \\
+        --dqn-seconds 20 --set n_envs=8 --set minibatch_size=256 --set log_every=1024
+
+Writes benchmarks/results/atari_gpu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import header, print_table, today, write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU_CONFIG = ROOT / "src" / "bellman" / "configs" / "ppo-ALE-Pong-v5-gpu.toml"
+ENV_ID = "ALE/Pong-v5"
+SOLVED = 18.0
+WINDOW = 20
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows written so far (a file being appended to: a half-written last line is dropped)."""
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [row for row in rows if None not in row.values()]
+
+
+def steps_per_second(run_dir: Path, after: int = 0) -> tuple[float, int]:
+    """(env steps/s between the first metrics row at a step > `after` and the last row, the
+    last row's step); NaN before two such rows."""
+    rows = [r for r in read_csv(run_dir / "metrics.csv") if int(r["step"]) > after]
+    if len(rows) < 2:
+        return float("nan"), int(rows[-1]["step"]) if rows else 0
+    first, last = rows[0], rows[-1]
+    seconds = float(last["wall_time"]) - float(first["wall_time"])
+    return (int(last["step"]) - int(first["step"])) / seconds, int(last["step"])
+
+
+def launch(args: list[str], run_dir: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "bellman", "train", *args, "--run-dir", str(run_dir)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def stop(process: subprocess.Popen) -> str:
+    """Kill the run (if it still runs) and return what it wrote on stderr."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate()
+    return stderr or ""
+
+
+def ppo_until_solved(args, tmp: Path) -> dict:
+    run_dir = tmp / "ppo"
+    sets = [f"device={args.device}", *args.set]
+    train = ["ppo", "--env", ENV_ID, "--config", str(GPU_CONFIG), "--quiet", "--steps",
+             str(args.ppo_steps), *(a for s in sets for a in ("--set", s))]  # fmt: skip
+    started = time.perf_counter()
+    process = launch(train, run_dir)
+    curve, solved_minutes = [], None
+    while process.poll() is None:
+        time.sleep(args.every)
+        minutes = (time.perf_counter() - started) / 60
+        games = read_csv(run_dir / "episodes.csv")
+        recent = [float(g["return"]) for g in games[-WINDOW:]]
+        mean = sum(recent) / len(recent) if recent else float("nan")
+        step = int(games[-1]["step"]) if games else 0
+        curve.append({"minutes": minutes, "step": step, "games": len(games), "mean_20": mean})
+        print(f"  {minutes:5.2f} min  step {step:>9,}  games {len(games):>5}  "
+              f"mean of last {WINDOW}: {mean:6.2f}", flush=True)  # fmt: skip
+        if len(recent) == WINDOW and mean >= SOLVED:
+            solved_minutes = minutes
+            break
+        if minutes >= args.minutes:
+            break
+    stderr = stop(process)
+    speed, last_step = steps_per_second(run_dir)
+    return {"env_steps_per_second": speed, "last_step": last_step, "minutes_to_18": solved_minutes,
+            "curve": curve, "stderr_tail": stderr[-2000:]}  # fmt: skip
+
+
+def dqn_throughput(args, tmp: Path) -> dict:
+    run_dir = tmp / "dqn"
+    sets = [f"device={args.device}", f"n_envs={args.dqn_envs}", "learning_starts=10000",
+            "buffer_size=200000", "train_frequency=4", "gradient_steps=1", "eval_every=0",
+            "log_every=2000", "checkpoint_every=100000000", "save_replay=false"]  # fmt: skip
+    train = ["dqn", "--env", ENV_ID, "--quiet", *(a for s in sets for a in ("--set", s))]
+    process = launch(train, run_dir)
+    deadline = time.perf_counter() + args.dqn_seconds
+    while process.poll() is None and time.perf_counter() < deadline:
+        time.sleep(1)
+    stderr = stop(process)
+    speed, last_step = steps_per_second(run_dir, after=10000)
+    rows = read_csv(run_dir / "metrics.csv")
+    updates = int(rows[-1]["updates"]) if rows else 0
+    ratio = updates / max(last_step - 10000, 1) if last_step > 10000 else float("nan")
+    return {"env_steps_per_second": speed, "last_step": last_step, "updates": updates,
+            "replay_ratio": ratio, "stderr_tail": stderr[-2000:]}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--minutes", type=float, default=8.0, help="PPO's time limit")
+    parser.add_argument("--ppo-steps", type=int, default=50_000_000, help="PPO's --steps")
+    parser.add_argument("--every", type=float, default=10.0, help="seconds between curve points")
+    parser.add_argument("--dqn-seconds", type=float, default=45.0)
+    parser.add_argument("--dqn-envs", type=int, default=16)
+    parser.add_argument("--set", action="append", default=[], help="PPO config overrides")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"PPO on {ENV_ID}, {GPU_CONFIG.name}, until the mean of the last {WINDOW} games "
+              f">= {SOLVED} or {args.minutes} min", flush=True)  # fmt: skip
+        ppo = ppo_until_solved(args, Path(tmp))
+        print(f"DQN on {ENV_ID}, {args.dqn_envs} envs, {args.dqn_seconds} s", flush=True)
+        dqn = dqn_throughput(args, Path(tmp))
+    record = {**header(None, "torch", "ale_py", "bellman"), "args": vars(args), "ppo": ppo,
+              "dqn": dqn}  # fmt: skip
+    try:
+        import torch
+
+        record["device_name"] = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    except Exception as error:  # the record must be written whatever the device says
+        record["device_name"] = f"unknown ({error})"
+    solved = ppo["minutes_to_18"]
+    print(f"\n{today()}, {record['device_name']}, {record['machine']['cpu_count']} CPUs")
+    print_table(["run", "env steps/s", "result"], [
+        ["PPO Pong (GPU config)", f"{ppo['env_steps_per_second']:.0f}",
+         f"18 in {solved:.1f} min" if solved is not None else f"not 18 in {args.minutes} min"],
+        [f"DQN Pong ({args.dqn_envs} envs)", f"{dqn['env_steps_per_second']:.0f}",
+         f"{dqn['replay_ratio']:.3f} gradient steps per env step"],
+    ])  # fmt: skip
+    for name, part in (("PPO", ppo), ("DQN", dqn)):
+        if part["stderr_tail"].strip():
+            print(f"{name} stderr: {part['stderr_tail'].strip()[-500:]}")
+    write_results("atari_gpu", record)
+
+
+if __name__ == "__main__":
+    main()
