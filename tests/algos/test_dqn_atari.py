@@ -187,3 +187,31 @@ def test_breakout_replay_stores_single_frames_and_rebuilds_the_envs_stacks(tmp_p
     assert any(padded)
     assert (batch.discounts == 0).any()
     assert len(set(batch.indices.tolist())) > 0.9 * len(memory)
+
+
+@pytest.mark.parametrize(
+    "switches", [["dueling=true", "prioritized=true"], ["double_dqn=true", "n_step=3"]]
+)
+def test_many_envs_on_the_backend_keep_the_replay_ratio(switches, tmp_path: Path):
+    """4 games on ale-py's backend feed one replay memory; a gradient step every 4 env steps
+    summed over the envs (the Nature ratio), whatever the improvements switched on."""
+    from bellman.envs.atari_vector import AtariVector
+
+    config, _ = configs.resolve(
+        dqn.Config, "dqn", BREAKOUT,
+        overrides=["steps=128", "n_envs=4", "learning_starts=32", "buffer_size=800",
+                   "batch_size=8", "eval_every=0", "log_every=64", "checkpoint_every=1000",
+                   "device=cpu", *switches],
+    )  # fmt: skip
+    envs = dqn.make_train_env(config)
+    assert isinstance(envs, AtariVector) and envs.num_envs == 4
+    run = Run.create("dqn", config, tmp_path / "run", quiet=True)
+    try:
+        learner = dqn.train(config, envs, run)
+    finally:
+        envs.close()
+    assert learner.step == 128
+    assert learner.updates == (128 - 32) // 4 + 1  # at steps 32, 36, ..., 128
+    # each env: phi_1 and 32 steps, and one more entry per episode that ended
+    assert (learner.replay_memory.stored >= 128 // 4 + 1).all()
+    assert len(learner.replay_memory) > 64
