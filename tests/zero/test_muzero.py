@@ -236,7 +236,7 @@ def test_a_crafted_replay_is_refused(short_run):
 def test_cartpole_with_a_gumbel_root_runs_and_evaluates(tmp_path: Path):
     settings = ["steps=300", "games_per_iteration=4", "simulations=4", "batch_size=16",
                 "train_steps=2", "support=10", "layers=16", "hidden_size=8",
-                "gumbel=true"]  # fmt: skip
+                "gumbel=true", "max_episode_steps=40"]  # fmt: skip
     run = api.train("muzero", "CartPole-v1", overrides=settings, run_dir=tmp_path / "c",
                     quiet=True)  # fmt: skip
     arrays, meta = checkpoint.load(run.dir / "checkpoints")
@@ -244,6 +244,10 @@ def test_cartpole_with_a_gumbel_root_runs_and_evaluates(tmp_path: Path):
     # the policy targets are Gumbel's improved policies: softmax, never a visit count's 0
     stored = arrays["replay/policies"][: meta["state"]["replay_size"]]
     assert (stored > 0).all() and np.allclose(stored.sum(1), 1.0, atol=1e-5)
+    # episodes cut at 40 steps are stored as truncated (their value targets bootstrap)
+    lengths = arrays["replay/lengths"][: meta["state"]["replay_size"]]
+    terminated = arrays["replay/terminated"][: meta["state"]["replay_size"]]
+    assert lengths.max() == 40 and not terminated[lengths == 40].any()
     report = api.evaluate_run(run.dir, episodes=2, seed=0)
     assert report["episodes"] == 2 and len(report["returns"]) == 2
     assert all(1 <= r <= 500 and r == int(r) for r in report["returns"])  # CartPole's returns

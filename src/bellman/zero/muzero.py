@@ -156,6 +156,9 @@ class MuZeroConfig(TrainConfig):
     """Gradient steps per iteration."""
     games_per_iteration: int = field(default=16, metadata=interval("[1, inf)"))
     """Episodes per iteration, all played at once (one network call per kind per wave)."""
+    max_episode_steps: int = field(default=0, metadata=interval("[0, inf)"))
+    """Envs: cut a self-play episode after this many steps (a time limit: its last value
+    target bootstraps), so that an iteration of long Atari games ends; 0: the env's own end."""
     eval_simulations: int = field(default=50, metadata=interval("[1, inf)"))
     """Simulations per move of the trained agent (`bellman eval`, `play`, `move`)."""
     eval_opponent: str = field(default="alphabeta", metadata=choices("random", "mcts", "alphabeta"))

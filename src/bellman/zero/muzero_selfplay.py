@@ -132,7 +132,8 @@ class ActingEpisode:
             self.state, reward, terminated, truncated, _ = self.world.step(action)
             reward = float(reward)
             self.score += reward
-            self.over = bool(terminated or truncated)
+            cut = len(self.actions) >= self.settings.max_episode_steps > 0
+            self.over = bool(terminated or truncated or cut)
             self.terminated = bool(terminated)
         self.rewards.append(reward)
 
