@@ -20,8 +20,9 @@ the measurements matter here.
 
 A check of the script itself on a CPU (tiny budgets; the numbers mean nothing):
 
-    BELLMAN_BENCH_RESULTS=/tmp/out python benchmarks/atari_gpu.py --device cpu --minutes 0.5 \\
-        --dqn-seconds 20 --set n_envs=8 --set minibatch_size=256 --set log_every=1024
+    BELLMAN_BENCH_RESULTS=/tmp/out python benchmarks/atari_gpu.py --device cpu --minutes 1.5 \\
+        --dqn-seconds 60 --dqn-envs 4 --dqn-warmup 64 --dqn-log-every 64 --set n_envs=8 \\
+        --set n_steps=16 --set minibatch_size=128 --set log_every=128
 
 Writes benchmarks/results/atari_gpu.json.
 """
@@ -111,19 +112,21 @@ def ppo_until_solved(args, tmp: Path) -> dict:
 
 def dqn_throughput(args, tmp: Path) -> dict:
     run_dir = tmp / "dqn"
-    sets = [f"device={args.device}", f"n_envs={args.dqn_envs}", "learning_starts=10000",
+    warmup = args.dqn_warmup
+    sets = [f"device={args.device}", f"n_envs={args.dqn_envs}", f"learning_starts={warmup}",
             "buffer_size=200000", "train_frequency=4", "gradient_steps=1", "eval_every=0",
-            "log_every=2000", "checkpoint_every=100000000", "save_replay=false"]  # fmt: skip
+            f"log_every={args.dqn_log_every}", "checkpoint_every=100000000",
+            "save_replay=false"]  # fmt: skip
     train = ["dqn", "--env", ENV_ID, "--quiet", *(a for s in sets for a in ("--set", s))]
     process = launch(train, run_dir)
     deadline = time.perf_counter() + args.dqn_seconds
     while process.poll() is None and time.perf_counter() < deadline:
         time.sleep(1)
     stderr = stop(process)
-    speed, last_step = steps_per_second(run_dir, after=10000)
+    speed, last_step = steps_per_second(run_dir, after=warmup)
     rows = read_csv(run_dir / "metrics.csv")
     updates = int(rows[-1]["updates"]) if rows else 0
-    ratio = updates / max(last_step - 10000, 1) if last_step > 10000 else float("nan")
+    ratio = updates / (last_step - warmup) if last_step > warmup else float("nan")
     return {"env_steps_per_second": speed, "last_step": last_step, "updates": updates,
             "replay_ratio": ratio, "stderr_tail": stderr[-2000:]}  # fmt: skip
 
@@ -136,6 +139,8 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=10.0, help="seconds between curve points")
     parser.add_argument("--dqn-seconds", type=float, default=45.0)
     parser.add_argument("--dqn-envs", type=int, default=16)
+    parser.add_argument("--dqn-warmup", type=int, default=10_000, help="DQN's learning_starts")
+    parser.add_argument("--dqn-log-every", type=int, default=2000)
     parser.add_argument("--set", action="append", default=[], help="PPO config overrides")
     args = parser.parse_args()
     os.chdir(ROOT)
