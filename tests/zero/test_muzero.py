@@ -169,11 +169,27 @@ def test_network_shapes_and_hidden_states_in_unit_range():
 
 
 # ---- runs -----------------------------------------------------------------------------------
+def test_prioritized_sampling_exact_numbers():
+    config = muzero.MuZeroConfig(env="tictactoe", batch_size=4000, priority_alpha=1.0,
+                                 replay_window=4000, blocks=0, channels=2)  # fmt: skip
+    learner = muzero.MuZeroLearner(config, muzero.make_train_env(config))
+    learner.replay.size = 4
+    learner.replay.priorities[:4] = [1, 1, 1, 9]
+    slots, weights = learner._prioritized_slots()
+    assert abs((slots == 3).mean() - 0.75) < 0.03  # P = 9 / 12
+    # (N P)^-1: 3 for P = 1/12, 1/3 for P = 3/4; divided by the largest
+    np.testing.assert_allclose(weights, np.where(slots == 3, 1 / 9, 1.0), rtol=1e-6)
+
+
 def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path):
-    one_go = api.train("muzero", "tictactoe", overrides=TINY, run_dir=tmp_path / "a", quiet=True)
+    # with prioritized replay: the priorities travel in the checkpoint too
+    tiny = [*TINY, "priority_alpha=1"]
+    one_go = api.train("muzero", "tictactoe", overrides=tiny, run_dir=tmp_path / "a", quiet=True)
     arrays, meta = checkpoint.load(one_go.dir / "checkpoints")
     assert {"net/representation.0.weight", "replay/observations", "torch_rng"} <= set(arrays)
-    short = [*TINY, "steps=40"]
+    stored = arrays["replay/priorities"][: meta["state"]["replay_size"]]
+    assert len(set(stored.tolist())) > 10  # |nu - z| and |v^0 - z|, not the default 1
+    short = [*tiny, "steps=40"]
     api.train("muzero", "tictactoe", overrides=short, run_dir=tmp_path / "b", quiet=True)
     resumed = api.resume(tmp_path / "b", steps=100, quiet=True)
     final, final_meta = checkpoint.load(resumed.dir / "checkpoints")
@@ -221,6 +237,9 @@ def test_a_crafted_replay_is_refused(short_run):
         bad = {**arrays, key: arrays[key] + change}
         with pytest.raises(CheckpointError, match="outside their episodes"):
             learner.replay.load(bad, size, position)
+    bad = {**arrays, "replay/priorities": arrays["replay/priorities"] * np.float32("nan")}
+    with pytest.raises(CheckpointError, match="priorities"):
+        learner.replay.load(bad, size, position)
     with pytest.raises(CheckpointError, match="replay"):
         learner.replay.load(arrays, size + 1000, position)
     with pytest.raises(CheckpointError, match="replay/policies"):

@@ -38,7 +38,10 @@ Deviations and details:
       whatever was interrupted and resumed; all its episodes are played in the learner's
       process, many at once (`concurrent_games`: one network call per kind per search wave).
     - Not yet here: self-play worker processes, the arena and Elo table during training,
-      prioritized replay and reanalyse.
+      reanalyse.
+    - `priority_alpha > 0`: prioritized replay as the paper's Appendix G (P(i) proportional to
+      p_i^alpha, p = |nu - z| when stored and |v^0 - z| after training on it, losses weighted
+      by (N P(i))^-beta).
     - `gumbel = true`: Gumbel MuZero's root (`bellman.search.gumbel`) chooses the moves played
       and gives the policy targets (the improved policy); the trained agent plays its choice.
 """
@@ -79,6 +82,7 @@ from bellman.zero.muzero_selfplay import (
     TrajectoryReplay,
     play_episodes,
     unrolled_targets,
+    value_target,
 )
 from bellman.zero.network import check_finite
 
@@ -142,6 +146,12 @@ class MuZeroConfig(TrainConfig):
     """Vector envs: hidden layer sizes of every MLP, comma-separated."""
     replay_window: int = field(default=100_000, metadata=interval("[1, inf)"))
     """Positions kept for training (whole episodes; the oldest are dropped)."""
+    priority_alpha: float = field(default=0.0, metadata=interval("[0, inf)"))
+    """Prioritized replay (MuZero: 1): sample position i with probability p_i^alpha /
+    sum_j p_j^alpha, p = |nu - z| when stored, then |v^0 - z| after each gradient step on it;
+    0: uniform sampling."""
+    priority_beta: float = field(default=1.0, metadata=interval("[0, 1]"))
+    """Exponent of the importance weights (N P(i))^-beta of prioritized replay (MuZero: 1)."""
     batch_size: int = field(default=256, metadata=interval("[1, inf)"))
     """Positions per minibatch (MuZero: 2048 board games, 1024 Atari)."""
     optimizer: str = field(default="adam", metadata=choices("sgd", "adam"))
@@ -322,9 +332,11 @@ def muzero_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Step C's l (without the L2 term), averaged over the batch; `batch` holds observations
     `[B, ...]`, actions `[B, K]`, values, rewards and masks `[B, K + 1]`, policies
-    `[B, K + 1, A]` (`unrolled_targets`). Returns (l, the value, reward and policy parts)."""
+    `[B, K + 1, A]` (`unrolled_targets`) and importance weights `[B]`. Returns (l, the value,
+    reward and policy parts summed over the K + 1 steps, and v^0 as `initial_values`)."""
     hidden, reward, logits, value = network.initial_inference(batch["observations"])
     parts = {"value_loss": 0.0, "reward_loss": 0.0, "policy_loss": 0.0}
+    parts["initial_values"] = network.scalar(value).detach()  # v^0 (prioritized replay)
     total = torch.zeros((), device=hidden.device)
     for k in range(unroll_steps + 1):
         if k > 0:  # the gradient into the dynamics halved; each unrolled step's loss / K
@@ -340,6 +352,7 @@ def muzero_loss(
             parts["reward_loss"] += float(reward_loss.mean().detach())
         parts["value_loss"] += float(value_loss.mean().detach())
         parts["policy_loss"] += float((policy_loss * batch["masks"][:, k]).mean().detach())
+        step = step * batch["weights"]  # importance weights (ones when uniform)
         total = total + step.mean() * (1.0 if k == 0 else 1.0 / unroll_steps)
     return total, parts
 
@@ -368,9 +381,14 @@ class MuZeroLearner:
         self.step = self.games = self.iteration = self.updates = 0
 
     def sample_batch(self) -> dict[str, torch.Tensor]:
-        """B positions drawn uniformly, each with its K + 1 targets (`unrolled_targets`)."""
+        """B positions drawn uniformly (or by priority), each with its K + 1 targets
+        (`unrolled_targets`), and their importance weights."""
         config, replay = self.config, self.replay
-        slots = self.rng.integers(0, replay.size, config.batch_size)
+        weights = np.ones(config.batch_size, np.float32)
+        if config.priority_alpha > 0:
+            slots, weights = self._prioritized_slots()
+        else:
+            slots = self.rng.integers(0, replay.size, config.batch_size)
         columns: list[list[np.ndarray]] = [[] for _ in range(5)]
         td_steps = None if config.board else config.td_steps
         horizon = None if td_steps is None else config.unroll_steps + td_steps + 1
@@ -387,13 +405,28 @@ class MuZeroLearner:
         batch = {name: torch.from_numpy(np.stack(column)).to(self.device)
                  for name, column in zip(names, columns, strict=True)}  # fmt: skip
         batch["observations"] = torch.from_numpy(replay.observations[slots]).to(self.device)
+        batch["weights"] = torch.from_numpy(weights).to(self.device)
+        batch["slots"] = torch.from_numpy(slots)
         return batch
+
+    def _prioritized_slots(self) -> tuple[np.ndarray, np.ndarray]:
+        """Slots drawn with P(i) = p_i^alpha / sum_j p_j^alpha and their weights
+        (N P(i))^-beta / max_j (N P(j))^-beta."""
+        config, size = self.config, self.replay.size
+        scaled = self.replay.priorities[:size].astype(np.float64) ** config.priority_alpha
+        probabilities = scaled / scaled.sum()
+        slots = self.rng.choice(size, config.batch_size, p=probabilities)
+        weights = (size * probabilities[slots]) ** -config.priority_beta
+        return slots, (weights / weights.max()).astype(np.float32)
 
     def train_step(self) -> tuple[float, ...]:
         """Step C once. Returns (l, value loss, reward loss, policy loss)."""
         batch = self.sample_batch()
         self.network.train()
         loss, parts = muzero_loss(self.network, batch, self.config.unroll_steps)
+        if self.config.priority_alpha > 0:  # p = |v^0 - z| for the positions just trained on
+            errors = (parts["initial_values"] - batch["values"][:, 0]).abs().cpu().numpy()
+            self.replay.priorities[batch["slots"].numpy()] = errors + PRIORITY_EPS
         l2 = sum(p.pow(2).sum() for p in self.parameters)
         loss = loss + self.config.weight_decay * l2
         self.optimizer.zero_grad(set_to_none=True)
@@ -438,6 +471,23 @@ class MuZeroLearner:
         self.step = meta["step"]
         for name in COUNTERS:
             setattr(self, name, state[name])
+
+
+#: Added to every priority, so no stored position becomes impossible to sample.
+PRIORITY_EPS = 1e-3
+
+
+def initial_priorities(trajectory, config: MuZeroConfig) -> np.ndarray:
+    """p_t = |nu_t - z_t| + eps for a new trajectory's positions (nu the search value, z the
+    value target), or ones when replay is uniform."""
+    if config.priority_alpha == 0:
+        return np.ones(trajectory.moves, np.float32)
+    knobs = dict(td_steps=None if config.board else config.td_steps,
+                 discount=1.0 if config.board else config.discount, two_player=config.board,
+                 terminated=trajectory.terminated)  # fmt: skip
+    targets = [value_target(trajectory.rewards, trajectory.root_values, t, **knobs)
+               for t in range(trajectory.moves)]  # fmt: skip
+    return (np.abs(trajectory.root_values - np.array(targets)) + PRIORITY_EPS).astype(np.float32)
 
 
 #: The learner's counters, saved in a checkpoint's JSON state as they are.
@@ -549,7 +599,7 @@ def _iteration(learner: MuZeroLearner, config: MuZeroConfig, run: Run) -> dict[s
     trajectories = _acting(learner, config)  # A. act with search over the model
     scores = []
     for trajectory in trajectories:  # B. store the trajectories
-        learner.replay.add(trajectory, learner.games)
+        learner.replay.add(trajectory, learner.games, initial_priorities(trajectory, config))
         learner.games += 1
         learner.step += trajectory.moves
         scores.append(trajectory.score)

@@ -270,17 +270,22 @@ class TrajectoryReplay:
         self.indices = np.zeros(capacity, np.int64)
         self.lengths = np.zeros(capacity, np.int64)
         self.terminated = np.zeros(capacity, np.uint8)
+        self.priorities = np.ones(capacity, np.float32)
         self.size = 0
         self.position = 0
 
     def __len__(self) -> int:
         return self.size
 
-    def add(self, trajectory: Trajectory, number: int) -> None:
-        """Append an episode (numbered `number`), overwriting the oldest positions."""
+    def add(self, trajectory: Trajectory, number: int, priorities=None) -> None:
+        """Append an episode (numbered `number`, its positions' replay `priorities`, default 1),
+        overwriting the oldest positions."""
         length = trajectory.moves
+        if priorities is None:
+            priorities = np.ones(length, np.float32)
         if length > self.capacity:
             trajectory = _tail(trajectory, self.capacity)
+            priorities = priorities[-self.capacity :]
             length = self.capacity
         where = (self.position + np.arange(length)) % self.capacity
         self.observations[where] = trajectory.observations
@@ -292,6 +297,7 @@ class TrajectoryReplay:
         self.indices[where] = np.arange(length)
         self.lengths[where] = length
         self.terminated[where] = trajectory.terminated
+        self.priorities[where] = priorities
         self.position = int((self.position + length) % self.capacity)
         self.size = min(self.capacity, self.size + length)
 
@@ -347,6 +353,9 @@ class TrajectoryReplay:
             (actions < 0) | (actions >= self.policies.shape[1])
         ).any():
             raise CheckpointError("checkpoint's replay holds positions outside their episodes")
+        priorities = found["replay/priorities"][stored]
+        if not (np.isfinite(priorities).all() and (priorities > 0).all()):
+            raise CheckpointError("checkpoint's replay holds priorities that are not finite > 0")
         for name in REPLAY_FIELDS:
             getattr(self, name)[...] = found[f"replay/{name}"]
         self.size, self.position = int(size), int(position)
@@ -356,6 +365,7 @@ class TrajectoryReplay:
 SCALAR_FIELDS = {
     "actions": np.int64, "rewards": np.float32, "root_values": np.float32,
     "episodes": np.int64, "indices": np.int64, "lengths": np.int64, "terminated": np.uint8,
+    "priorities": np.float32,
 }  # fmt: skip
 #: Every array of the replay, in checkpoint order.
 REPLAY_FIELDS = ("observations", "policies", *SCALAR_FIELDS)
