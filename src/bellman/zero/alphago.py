@@ -287,10 +287,15 @@ def connect4_expert_games(game: Game, config: AlphaGoConfig, rng, check=no_stop)
     return games
 
 
-def go_expert_games(game: Go, config: AlphaGoConfig, run_dir: Path) -> list[list[int]]:
-    """The SGF games of `expert_dir`, or `expert_games` GnuGo games written to run/expert/."""
+def go_expert_games(
+    game: Go, config: AlphaGoConfig, run_dir: Path, check=no_stop
+) -> list[list[int]]:
+    """The SGF games of `expert_dir`, or `expert_games` GnuGo games played into run/expert/
+    one file at a time (`check()` before each), so a resumed run reads the games it has and
+    plays only the rest (game n with GnuGo's --seed seed + n: the same games either way)."""
+    from bellman.checkpoint import atomic_write_text
     from bellman.games.sgf import read_sgf_file
-    from bellman.zero.gtp import gnugo_games
+    from bellman.zero.gtp import gnugo_file_name, gnugo_game
 
     if config.expert_dir:
         files = sorted(Path(config.expert_dir).glob("*.sgf"))
@@ -300,8 +305,16 @@ def go_expert_games(game: Go, config: AlphaGoConfig, run_dir: Path) -> list[list
                 "least 2 (bellman data gnugo --games N --out DIR)"
             )
     else:
-        files = gnugo_games(run_dir / "expert", config.expert_games, config.expert_level,
-                            game.size, game.komi, config.seed)  # fmt: skip
+        folder = run_dir / "expert"
+        folder.mkdir(exist_ok=True)
+        files = []
+        for number in range(config.expert_games):
+            path = folder / gnugo_file_name(config.expert_level, number)
+            if not path.exists():
+                check()
+                text, _ = gnugo_game(game, config.expert_level, config.seed + number)
+                atomic_write_text(path, text)
+            files.append(path)
     return [read_sgf_file(path, game.name).moves for path in files]
 
 
@@ -603,7 +616,7 @@ class AlphaGoPipeline:
             game, config = self.game, self.config
             rng = np.random.default_rng([config.seed, 1])
             if isinstance(game, Go):
-                games = go_expert_games(game, config, run.dir)
+                games = go_expert_games(game, config, run.dir, self.check)
             else:
                 games = connect4_expert_games(game, config, rng, self.check)
             training, held_out = split(games, config.held_out, rng)

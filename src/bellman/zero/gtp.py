@@ -434,7 +434,6 @@ def gnugo_games(
     """
     from bellman.checkpoint import atomic_write_text
     from bellman.errors import ConfigError
-    from bellman.games.sgf import to_sgf
     from bellman.run import check_writable_path
 
     if isinstance(games, bool) or not isinstance(games, int) or games < 1:
@@ -448,13 +447,25 @@ def gnugo_games(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for number in range(games):
-        with GtpClient(gnugo_command(level, seed + number)) as engine:
-            name = f"{engine.send('name')} {engine.send('version')} level {level}"
-            played = play_match_game(engine, engine, game, referee=engine)
-        path = out / f"gnugo-L{level}-{number:05d}.sgf"
-        atomic_write_text(path, to_sgf(game, played.moves, black=name, white=name,
-                                       result=played.result))  # fmt: skip
+        path = out / gnugo_file_name(level, number)
+        text, played = gnugo_game(game, level, seed + number)
+        atomic_write_text(path, text)
         written.append(path)
         if report is not None:
             report(f"game {number + 1}/{games}: {len(played.moves)} moves, {played.result}")
     return written
+
+
+def gnugo_file_name(level: int, number: int) -> str:
+    """The SGF file of GnuGo's game `number` at `level`: gnugo-L1-00007.sgf."""
+    return f"gnugo-L{level}-{number:05d}.sgf"
+
+
+def gnugo_game(game: Go, level: int, seed: int) -> tuple[str, MatchGame]:
+    """One game of `gnugo --level level --seed seed` against itself: (SGF text, the game)."""
+    from bellman.games.sgf import to_sgf
+
+    with GtpClient(gnugo_command(level, seed)) as engine:
+        name = f"{engine.send('name')} {engine.send('version')} level {level}"
+        played = play_match_game(engine, engine, game, referee=engine)
+    return to_sgf(game, played.moves, black=name, white=name, result=played.result), played
