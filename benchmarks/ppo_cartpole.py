@@ -152,11 +152,18 @@ def sb3_arguments(config: PPOConfig) -> dict:
 # ---- the two libraries ----------------------------------------------------------------------
 def run_bellman(env_id: str, seed: int, steps: int | None, args) -> dict:
     """bellman.train with the tuned config; evaluations and clocks from its metrics.csv."""
-    config = bellman_config(env_id, seed, steps, args)
+    return train_bellman(
+        "ppo", env_id, seed, steps, args, bellman_config(env_id, seed, steps, args)
+    )
+
+
+def train_bellman(algo: str, env_id: str, seed: int, steps: int | None, args, config) -> dict:
+    """`run_bellman` for any actor-critic `algo` whose resolved config is `config`
+    (benchmarks/trpo.py runs TRPO through it)."""
     items = overrides(env_id, seed, steps, args) + [f"checkpoint_every={config.steps}"]
     with tempfile.TemporaryDirectory() as tmp:
         started = time.time()
-        bellman.train("ppo", env_id, overrides=items, run_dir=Path(tmp) / "run", quiet=True)
+        bellman.train(algo, env_id, overrides=items, run_dir=Path(tmp) / "run", quiet=True)
         with open(Path(tmp) / "run" / "metrics.csv", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     evals = [
@@ -172,11 +179,23 @@ def run_bellman(env_id: str, seed: int, steps: int | None, args) -> dict:
 def run_sb3(env_id: str, seed: int, steps: int | None, args) -> dict:
     """SB3's PPO with the same settings; a callback evaluates where bellman does."""
     from stable_baselines3 import PPO
+
+    config = bellman_config(env_id, seed, steps, args)
+
+    def make_model(envs):
+        return PPO("MlpPolicy", envs, seed=seed, device="cpu", verbose=0, **sb3_arguments(config))
+
+    return train_peer(env_id, seed, args, config, make_model)
+
+
+def train_peer(env_id: str, seed: int, args, config, make_model) -> dict:
+    """`run_sb3` for any Stable-Baselines3-style model: `make_model(vec env)` builds it (after
+    the clock starts); its vec env has `config`'s actors and normalisation (benchmarks/trpo.py
+    runs sb3-contrib's TRPO through it)."""
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    config = bellman_config(env_id, seed, steps, args)
     eval_env = make_env(env_id)
     evals: list[tuple[int, float, float]] = []
     clock = {"eval_seconds": 0.0, "evaluated_at": 0, "solved": False}
@@ -222,7 +241,7 @@ def run_sb3(env_id: str, seed: int, steps: int | None, args) -> dict:
             clip_obs=math.inf,
             clip_reward=math.inf,
         )
-    model = PPO("MlpPolicy", envs, seed=seed, device="cpu", verbose=0, **sb3_arguments(config))
+    model = make_model(envs)
     model.learn(total_timesteps=config.steps, callback=Evaluate())
     train_seconds = clock["stopped"] - clock["started"] - clock["eval_seconds"]
     envs.close()

@@ -40,35 +40,24 @@ Writes benchmarks/results/trpo.json (trpo_stop_at_bar.json with --stop-at-bar).
 from __future__ import annotations
 
 import argparse
-import csv
 import math
-import tempfile
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 from common import header, print_table, processor, today, write_results
-from ppo_cartpole import BARS, sb3_policy, stops_at_bar, summarise_env, summarize
+from ppo_cartpole import (
+    BARS,
+    overrides,
+    summarise_env,
+    train_bellman,
+    train_peer,
+)
 
-import bellman
 from bellman.algos.trpo import TRPOConfig
 from bellman.config import resolve
-from bellman.envs import make_env
-from bellman.evaluation import evaluate
 
 LIBRARIES = ("bellman", "sb3")  # "sb3" is sb3-contrib's TRPO (ppo_cartpole's table names it)
-
-
-def overrides(env_id: str, seed: int, steps: int | None, args) -> list[str]:
-    """bellman's --set overrides on top of its tuned config: seed, budget, evaluation, CPU."""
-    items = [f"seed={seed}", f"eval_every={args.eval_every}",
-             f"eval_episodes={args.eval_episodes}", "device=cpu", "torch_threads=1"]  # fmt: skip
-    if steps is not None:
-        items.append(f"steps={steps}")
-    if stops_at_bar(env_id, args):
-        items.append("stop_when_solved=true")
-    return items
 
 
 def bellman_config(env_id: str, seed: int, steps: int | None, args) -> TRPOConfig:
@@ -107,75 +96,24 @@ def contrib_arguments(config: TRPOConfig) -> dict:
 
 
 def run_bellman(env_id: str, seed: int, steps: int | None, args) -> dict:
-    """bellman.train with the tuned config; evaluations and clocks from its metrics.csv."""
-    config = bellman_config(env_id, seed, steps, args)
-    items = overrides(env_id, seed, steps, args) + [f"checkpoint_every={config.steps}"]
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.time()
-        bellman.train("trpo", env_id, overrides=items, run_dir=Path(tmp) / "run", quiet=True)
-        with open(Path(tmp) / "run" / "metrics.csv", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    evals = [
-        (int(row["step"]), float(row["eval_return_mean"]),
-         float(row["wall_time"]) - started - float(row["eval_seconds"]))
-        for row in rows
-        if row["eval_return_mean"] and not math.isnan(float(row["eval_return_mean"]))
-    ]  # fmt: skip
-    train_seconds = float(rows[-1]["wall_time"]) - started - float(rows[-1]["eval_seconds"])
-    return summarize(evals, int(rows[-1]["step"]), train_seconds, BARS[env_id])
+    """bellman.train with the tuned TRPO config (`ppo_cartpole.train_bellman`)."""
+    return train_bellman(
+        "trpo", env_id, seed, steps, args, bellman_config(env_id, seed, steps, args)
+    )
 
 
 def run_contrib(env_id: str, seed: int, steps: int | None, args) -> dict:
-    """sb3-contrib's TRPO with the same settings; a callback evaluates where bellman does."""
+    """sb3-contrib's TRPO with the same settings (`ppo_cartpole.train_peer`: the same vec env,
+    normalisation, evaluation callback and clocks as SB3's PPO there)."""
     from sb3_contrib import TRPO
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
 
     config = bellman_config(env_id, seed, steps, args)
-    eval_env = make_env(env_id)
-    evals: list[tuple[int, float, float]] = []
-    clock = {"eval_seconds": 0.0, "evaluated_at": 0, "solved": False}
-    stop_at_bar = stops_at_bar(env_id, args)
 
-    def evaluate_now(model, step: int) -> None:
-        """After the iteration that ends at `step`, when it crossed a multiple of eval_every."""
-        if step // args.eval_every == clock["evaluated_at"] // args.eval_every:
-            return
-        clock["evaluated_at"] = step
-        paused = time.perf_counter()
-        elapsed = time.time() - clock["started"] - clock["eval_seconds"]
-        policy = sb3_policy(model, eval_env.action_space, normalizer)
-        seeds = 1_000_000 + seed * 1000  # bellman's evaluation seeds
-        mean = evaluate(policy, eval_env, episodes=args.eval_episodes, seed=seeds)["mean"]
-        clock["eval_seconds"] += time.perf_counter() - paused
-        evals.append((step, mean, elapsed))
-        clock["solved"] = stop_at_bar and mean >= BARS[env_id]
+    def make_model(envs):
+        return TRPO("MlpPolicy", envs, seed=seed, device="cpu", verbose=0,
+                    **contrib_arguments(config))  # fmt: skip
 
-    class Evaluate(BaseCallback):
-        def _on_rollout_start(self) -> None:  # the previous iteration's update is done
-            evaluate_now(self.model, self.num_timesteps)
-
-        def _on_training_end(self) -> None:
-            clock["stopped"] = time.time()
-            evaluate_now(self.model, self.num_timesteps)
-
-        def _on_step(self) -> bool:  # False ends learn (--stop-at-bar, once solved)
-            return not clock["solved"]
-
-    clock["started"] = time.time()
-    envs = make_vec_env(env_id, n_envs=config.n_envs, seed=seed)
-    normalizer = None
-    if config.normalize_observations or config.normalize_rewards:
-        envs = normalizer = VecNormalize(
-            envs, norm_obs=config.normalize_observations, norm_reward=config.normalize_rewards,
-            gamma=config.gamma, clip_obs=math.inf, clip_reward=math.inf,
-        )  # fmt: skip
-    model = TRPO("MlpPolicy", envs, seed=seed, device="cpu", verbose=0, **contrib_arguments(config))
-    model.learn(total_timesteps=config.steps, callback=Evaluate())
-    train_seconds = clock["stopped"] - clock["started"] - clock["eval_seconds"]
-    envs.close()
-    return summarize(evals, model.num_timesteps, train_seconds, BARS[env_id])
+    return train_peer(env_id, seed, args, config, make_model)
 
 
 RUNNERS = {"bellman": run_bellman, "sb3": run_contrib}
