@@ -28,8 +28,10 @@ with the time-limit bootstrap, Gaussian actions clipped only for the env, normal
 resume):
     - The policy and the value are separate MLP trunks (stacked for speed, `nets.StackedTrunks`);
       `shared_trunk` is refused, since step 9 would then move the policy outside the trust
-      region. theta is every parameter but the value head's: the critic's half of stacked
-      weights gets no gradient from L or KL_bar, so conjugate gradient never moves it.
+      region. theta is every parameter but the value's (`policy_parameters`): stacked trunks
+      keep both halves in one tensor, and the critic's half gets no gradient from L or KL_bar,
+      so conjugate gradient never moves it; separate trunks (Atari's CNNs) leave the critic's
+      trunk out.
     - Step 3: the advantages are standardised over the batch (`normalize_advantages`), as in
       the reference implementation; step 4 adds c2 E[S[pi_theta](s_t)] to L when ent_coef > 0.
     - Step 6: F + cg_damping I is inverted (damping keeps CG stable when F is nearly singular),
