@@ -68,3 +68,20 @@ def test_alphazero_with_a_gumbel_root(batch_size):
     assert result.visit_counts[4] == 0 and result.improved_policy[4] == 0
     assert result.visit_counts[result.selected] > 0
     assert result.improved_policy.sum() == pytest.approx(1.0)
+
+
+def test_alphazero_self_play_with_a_gumbel_root():
+    from bellman.zero.selfplay import SelfPlaySettings, play_self_play_game
+
+    game = make_game("tictactoe")
+    settings = SelfPlaySettings(
+        game="tictactoe", simulations=16, c_puct=1.25, dirichlet_alpha=1.0,
+        dirichlet_fraction=0.25, temperature_moves=4, search_batch_size=4, virtual_loss=1.0,
+        blocks=1, channels=8, value_hidden=8, torch_threads=1, gumbel=True, max_considered=4,
+    )  # fmt: skip
+    record = play_self_play_game(game, HashEvaluator(game), settings, np.random.SeedSequence(0))
+    # the targets are improved policies: a softmax over every legal move (visit counts would
+    # leave the unvisited moves at 0, and at most 4 moves are visited per search)
+    first = record.policies[0]
+    assert (first > 0).sum() == 9 and first.sum() == pytest.approx(1.0, abs=1e-6)
+    assert record.moves >= 5

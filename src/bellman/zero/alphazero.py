@@ -130,6 +130,12 @@ class AlphaZeroConfig(TrainConfig):
     """Leaves evaluated per network call (AlphaGo Zero: 8), with a virtual loss."""
     virtual_loss: float = field(default=1.0, metadata=interval("[0, inf)"))
     """Virtual loss n_vl added along a pending descent."""
+    gumbel: bool = False
+    """Gumbel MuZero's root in every search (Danihelka et al. 2022; `bellman.search.gumbel`):
+    Gumbel-top-k and sequential halving choose the move (self-play and the agent) and the
+    improved policy is the policy target, instead of visit counts and Dirichlet noise."""
+    max_considered: int = field(default=16, metadata=interval("[1, inf)"))
+    """Gumbel root: moves considered at most (the paper: 16)."""
     solve: bool = False
     """MCTS-Solver in every search (self-play, arena, play, move): proven wins, losses and
     draws are backed up exactly and not searched further; the agent plays a proven win and

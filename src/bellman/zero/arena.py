@@ -84,12 +84,16 @@ def agent_search(game: Game, evaluator, simulations: int, config) -> MCTS:
         batch_size=config.search_batch_size,
         virtual_loss=config.virtual_loss,
         solve=config.solve,
+        gumbel=getattr(config, "gumbel", False),
+        max_considered=getattr(config, "max_considered", 16),
     )
 
 
 def agent_move(result: SearchResult, config) -> int:
     """The agent's move from its search: the most visited; with `config.solve`, a proven win
-    first and never a proven loss (`best_move`)."""
+    first and never a proven loss (`best_move`); with a Gumbel root, its chosen move."""
+    if result.selected >= 0:
+        return result.selected
     return best_move(result) if config.solve else int(np.argmax(result.visit_counts))
 
 

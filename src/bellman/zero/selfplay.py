@@ -52,6 +52,8 @@ class SelfPlaySettings:
     full_search_prob: float = 0.25
     value_target_mix: float = 0.0
     solve: bool = False
+    gumbel: bool = False
+    max_considered: int = 16
 
     @classmethod
     def of(cls, config) -> SelfPlaySettings:
@@ -130,6 +132,8 @@ class SelfPlayGame:
             virtual_loss=settings.virtual_loss,
             seed=int(noise_seed.generate_state(1)[0]),
             solve=settings.solve,
+            gumbel=settings.gumbel,
+            max_considered=settings.max_considered,
         )
         self.state = game.initial_state()
         self.played = 0
@@ -155,13 +159,15 @@ class SelfPlayGame:
     def play_move(self) -> None:
         """The search is done: record (s_t, pi_t) if it was a full search, play a_t ~ pi_t."""
         game, result = self.game, self.mcts.end()
+        gumbel = result.improved_policy is not None  # Gumbel root: its policy and its action
         if self.full:
             self.planes.append(game.observation(self.state))
-            self.policies.append(visit_policy(result.visit_counts, 1.0).astype(np.float32))
+            target = result.improved_policy if gumbel else visit_policy(result.visit_counts, 1.0)
+            self.policies.append(target.astype(np.float32))
             self.movers.append(game.to_play(self.state))
             self.root_values.append(result.value)
         tau = 1.0 if self.played < self.settings.temperature_moves else 0.0
-        action = select_action(result.visit_counts, tau, self.rng)
+        action = result.selected if gumbel else select_action(result.visit_counts, tau, self.rng)
         self.state = game.apply(self.state, action)
         self.mcts.advance(action)
         self.played += 1
