@@ -95,6 +95,9 @@ class DeepConfig(TrainConfig):
     atari_backend: str = field(default="ale_vector", metadata=choices("ale_vector", "gymnasium"))
     """ALE ids: ale_vector (ale-py's AtariVectorEnv, C++ threads) or gymnasium (one wrapped env
     per game, stepped in turn: the readable reference)."""
+    channels_last: bool = True
+    """Nature-CNN networks take their image batches in channels-last memory order (faster
+    convolutions on CPUs; the same numbers up to float rounding). false: the plain layout."""
 
     def validate(self) -> None:
         check_deep_fields(self)

@@ -73,3 +73,34 @@ def test_bf16_autocast_keeps_float32_outputs_close_to_the_plain_forward():
         values16, values, atol=0.05
     )
     assert not torch.equal(logits16, logits)  # bfloat16 really ran
+
+
+def test_channels_last_gives_the_plain_layouts_outputs_and_gradients():
+    """The speed switch `channels_last` (nets.fast.channels_last_inputs) against the plain
+    layout, for PPO's actor-critic and DQN's Q-network: the same numbers up to float rounding."""
+    from bellman.algos import dqn
+
+    obs = torch.randint(
+        0, 256, (16, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    for fast in (True, False):
+        config = PPOConfig(env=BREAKOUT, network="cnn", shared_trunk=True, n_envs=2, n_steps=8,
+                           minibatch_size=16, channels_last=fast)  # fmt: skip
+        envs = onpolicy.make_train_env(config)
+        learner = onpolicy.ActorCriticLearner(config, envs, lambda p: torch.optim.Adam(p))
+        dqn_learner = dqn.DQNLearner(
+            dqn.DQNConfig(env=BREAKOUT, buffer_size=64, batch_size=8, channels_last=fast), envs
+        )
+        envs.close()
+        logits, values = learner.policy(obs)
+        q_values = dqn_learner.q_network(obs)
+        (logits.sum() + values.sum() + q_values.sum()).backward()
+        grads = [p.grad.clone() for p in learner.parameters + dqn_learner.parameters]
+        if fast:
+            expected = (logits.detach(), values.detach(), q_values.detach(), grads)
+            assert learner.policy.forward.__name__ == "forward"  # wrapped
+            continue
+        for found, want in zip((logits, values, q_values), expected[:3], strict=True):
+            torch.testing.assert_close(found.detach(), want, rtol=1e-4, atol=1e-5)
+        for found, want in zip(grads, expected[3], strict=True):
+            torch.testing.assert_close(found, want, rtol=1e-3, atol=1e-4)

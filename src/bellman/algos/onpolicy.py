@@ -67,8 +67,8 @@ from bellman.envs.atari import is_atari
 from bellman.errors import CheckpointError, ConfigError
 from bellman.evaluation import TrainingEvaluation
 from bellman.loop import after_iteration
-from bellman.nets import ActorCritic, actor_critic_for, resolve_device
-from bellman.nets.fast import FastPath
+from bellman.nets import ActorCritic, NatureCNN, actor_critic_for, resolve_device
+from bellman.nets.fast import FastPath, channels_last_inputs
 from bellman.run import Run
 from bellman.torch_state import check_arrays, load_module, load_optimizer, optimizer_arrays
 
@@ -95,6 +95,9 @@ class ActorCriticConfig(TrainConfig):
     atari_backend: str = field(default="ale_vector", metadata=choices("ale_vector", "gymnasium"))
     """ALE ids: ale_vector (ale-py's AtariVectorEnv, C++ threads) or gymnasium (one wrapped env
     per game, stepped in turn: the readable reference)."""
+    channels_last: bool = True
+    """Nature-CNN networks take their image batches in channels-last memory order (faster
+    convolutions on CPUs; the same numbers up to float rounding). false: the plain layout."""
     steps: int = field(default=1_000_000, metadata=interval("[1, inf)"))
     """Total number of environment steps of the run, summed over the n_envs environments."""
     n_envs: int = field(default=1, metadata=interval("[1, 256]"))
@@ -471,9 +474,12 @@ def rollout_storage(learner: ActorCriticLearner, config: ActorCriticConfig) -> R
 
 # ---- the learner --------------------------------------------------------------------------
 def speed_switches(policy: ActorCritic, config, device: torch.device) -> None:
-    """`bf16_autocast` and `compile_network`: wrap the network's forward pass in place (its
-    parameters and state_dict stay as they are, so checkpoints do not change). Both are off by
-    default: neither has been measured to pay on this project's machines yet."""
+    """`channels_last`, `bf16_autocast` and `compile_network`: wrap the network's forward pass in
+    place (its parameters and state_dict stay as they are, so checkpoints do not change). The
+    last two are off by default: neither has been measured to pay on this project's machines."""
+    cnn = any(isinstance(module, NatureCNN) for module in policy.modules())
+    if getattr(config, "channels_last", False) and cnn:
+        channels_last_inputs(policy)
     forward = policy.forward
     if getattr(config, "bf16_autocast", False):
         plain = forward

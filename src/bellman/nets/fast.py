@@ -556,3 +556,20 @@ MOMENTS = ("exp_avg", "exp_avg_sq", "step")
 def _same_tensors(tensors: list, others: list) -> bool:
     """The same tensor objects in the same order (tensors' == compares values)."""
     return len(tensors) == len(others) and all(a is b for a, b in zip(tensors, others, strict=True))
+
+
+def channels_last_inputs(network: nn.Module) -> None:
+    """Feed `network` (a Nature-CNN network) its image batches in channels-last memory order:
+    the same [B, C, H, W] tensor, laid out [B, H, W, C], which the CPU's convolutions (oneDNN)
+    run faster (measured on 2 busy cores: the Nature CNN's forward + backward on a minibatch of
+    256, 1.4x). Only the layout changes: the same numbers up to float rounding (the plain path
+    is `channels_last = false`; tests/algos/test_ppo_atari.py compares the two). The forward
+    pass is wrapped in place, so parameters and checkpoints are untouched."""
+    plain = network.forward
+
+    def forward(obs: torch.Tensor, *args, **kwargs):
+        if obs.dim() == 4:
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        return plain(obs, *args, **kwargs)
+
+    network.forward = forward
