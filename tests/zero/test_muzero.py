@@ -30,7 +30,12 @@ from bellman.zero.muzero_network import (
     support_to_scalar,
     value_transform,
 )
-from bellman.zero.muzero_selfplay import Trajectory, TrajectoryReplay, unrolled_targets
+from bellman.zero.muzero_selfplay import (
+    Trajectory,
+    TrajectoryReplay,
+    symmetric_trajectories,
+    unrolled_targets,
+)
 from bellman.zero.play import load_agent
 
 torch.set_num_threads(1)
@@ -142,6 +147,32 @@ def test_replay_rebuilds_episodes_across_the_ring():
         window = unrolled_targets(replay.trajectory_from(slot, 3), 0, **knobs, rng=None)
         for a, b in zip(whole, window, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_symmetric_copies_keep_boards_and_actions_consistent():
+    game = muzero.make_game("tictactoe")
+    state, observations, actions = game.initial_state(), [], []
+    for action in [0, 4, 5, 8, 1]:  # X top left, O centre, ...
+        observations.append(game.observation(state))
+        actions.append(action)
+        state = game.apply(state, action)
+    policies = np.eye(9, dtype=np.float32)[[1, 2, 3, 4, 5]]
+    trajectory = Trajectory(np.stack(observations), np.array(actions), np.zeros(5, np.float32),
+                            policies, np.zeros(5, np.float32), True, 0.0)  # fmt: skip
+    copies = symmetric_trajectories(game, trajectory)
+    assert len(copies) == 8 and copies[0].actions.tolist() == actions
+    assert len({tuple(c.actions.tolist()) for c in copies}) == 8  # eight different games
+    for copy in copies:
+        for t in range(4):  # o_{t+1} is o_t with the mover's stone at a_t, seen by the opponent
+            planes = copy.observations[t].reshape(2, 9)
+            after = copy.observations[t + 1].reshape(2, 9)
+            placed = planes[0].copy()
+            placed[copy.actions[t]] = 1
+            assert after[1].tolist() == placed.tolist() and after[0].tolist() == planes[1].tolist()
+        # the policies moved with the board: the cells 1, 4 and 5 of the policies at t = 0, 3
+        # and 4 went where the actions of the moves that played them went
+        cell = dict(zip(actions, copy.actions.tolist(), strict=True))
+        assert copy.policies.argmax(1)[[0, 3, 4]].tolist() == [cell[1], cell[4], cell[5]]
 
 
 # ---- the networks ---------------------------------------------------------------------------

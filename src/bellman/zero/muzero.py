@@ -37,6 +37,8 @@ Deviations and details:
     - Episode e of a run is played with generators seeded by (seed, e), so a run is the same
       whatever was interrupted and resumed; all its episodes are played in the learner's
       process, many at once (`concurrent_games`: one network call per kind per search wave).
+    - Board games store every symmetric copy of each trajectory (`symmetries`, as AlphaZero;
+      the paper's MuZero does not augment).
     - Not yet here: self-play worker processes, the arena and Elo table during training,
       reanalyse.
     - `priority_alpha > 0`: prioritized replay as the paper's Appendix G (P(i) proportional to
@@ -81,6 +83,7 @@ from bellman.zero.muzero_selfplay import (
     EnvRules,
     TrajectoryReplay,
     play_episodes,
+    symmetric_trajectories,
     unrolled_targets,
     value_target,
 )
@@ -166,6 +169,9 @@ class MuZeroConfig(TrainConfig):
     """Gradient steps per iteration."""
     games_per_iteration: int = field(default=16, metadata=interval("[1, inf)"))
     """Episodes per iteration, all played at once (one network call per kind per wave)."""
+    symmetries: bool = True
+    """Board games: store every symmetric copy of each trajectory (8 for tic-tac-toe and Go,
+    2 for Connect Four), as AlphaZero does; the paper's MuZero does not."""
     max_episode_steps: int = field(default=0, metadata=interval("[0, inf)"))
     """Envs: cut a self-play episode after this many steps (a time limit: its last value
     target bootstraps), so that an iteration of long Atari games ends; 0: the env's own end."""
@@ -598,8 +604,13 @@ def _iteration(learner: MuZeroLearner, config: MuZeroConfig, run: Run) -> dict[s
     started = time.perf_counter()
     trajectories = _acting(learner, config)  # A. act with search over the model
     scores = []
-    for trajectory in trajectories:  # B. store the trajectories
-        learner.replay.add(trajectory, learner.games, initial_priorities(trajectory, config))
+    for trajectory in trajectories:  # B. store the trajectories (and their symmetric copies)
+        priorities = initial_priorities(trajectory, config)
+        copies = [trajectory]
+        if config.board and config.symmetries:
+            copies = symmetric_trajectories(learner.world, trajectory)
+        for copy in copies:
+            learner.replay.add(copy, learner.games, priorities)
         learner.games += 1
         learner.step += trajectory.moves
         scores.append(trajectory.score)

@@ -165,6 +165,30 @@ def play_episodes(episodes: list[ActingEpisode], model) -> list[Trajectory]:
     return [episode.trajectory() for episode in episodes]
 
 
+def symmetric_trajectories(game, trajectory: Trajectory) -> list[Trajectory]:
+    """Every symmetric copy of a board game's trajectory, the identity first (8 for tic-tac-toe
+    and Go, 2 for Connect Four): observations, policies and actions mapped alike by
+    `game.symmetries` (an action through its one-hot policy), rewards and values unchanged."""
+    size = trajectory.policies.shape[1]
+    per_position = []
+    for obs, policy, action in zip(trajectory.observations, trajectory.policies,
+                                   trajectory.actions, strict=True):  # fmt: skip
+        one_hot = np.zeros(size, np.float32)
+        one_hot[action] = 1.0
+        moved = game.symmetries(obs, one_hot)
+        per_position.append([(o, p, int(np.argmax(a))) for (o, p), (_, a) in
+                             zip(game.symmetries(obs, policy), moved, strict=True)])  # fmt: skip
+    copies = []
+    for s in range(len(per_position[0])):
+        column = [position[s] for position in per_position]
+        copies.append(Trajectory(
+            np.stack([o for o, _, _ in column]), np.array([a for _, _, a in column], np.int64),
+            trajectory.rewards, np.stack([p for _, p, _ in column]).astype(np.float32),
+            trajectory.root_values, trajectory.terminated, trajectory.score,
+        ))  # fmt: skip
+    return copies
+
+
 # ---- training targets ---------------------------------------------------------------------
 def value_target(
     rewards: np.ndarray,
