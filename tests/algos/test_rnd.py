@@ -23,6 +23,7 @@ from bellman.algos.rnd import (
     RandomNetworkDistillation,
     non_episodic_advantages,
     normalize_obs,
+    rnd_obs_statistics_update,
 )
 from bellman.envs import RunningMeanStd
 from bellman.envs.deep_sea import DEEP_SEA_ID, DeepSeaEnv
@@ -77,6 +78,20 @@ def test_rnd_observations_are_standardised_and_clipped_to_five():
     rms.mean, rms.var = np.array([1.0, 0.0]), np.array([4.0, 1e-4])
     x = normalize_obs(torch.tensor([[3.0, 1.0], [-1.0, -0.0001]]), rms)
     torch.testing.assert_close(x, torch.tensor([[1.0, 5.0], [-1.0, -0.01]]), atol=1e-6, rtol=0)
+
+
+def test_observation_statistics_from_tensors_equal_gymnasiums_update():
+    # The batch's moments are taken where the batch lies (a GPU rollout stays there); the result
+    # is gymnasium's RunningMeanStd.update of the same numbers, over two batches.
+    generator = np.random.default_rng(0)
+    batches = [generator.normal(3.0, 2.0, (10, 2, 3)), generator.normal(-1.0, 0.5, (7, 2, 3))]
+    ours, theirs = RunningMeanStd(shape=(2, 3)), RunningMeanStd(shape=(2, 3))
+    for batch in batches:
+        rnd_obs_statistics_update(ours, torch.as_tensor(batch, dtype=torch.float32))
+        theirs.update(batch.astype(np.float32).astype(np.float64))
+    np.testing.assert_allclose(ours.mean, theirs.mean, rtol=1e-12)
+    np.testing.assert_allclose(ours.var, theirs.var, rtol=1e-12)
+    assert ours.count == theirs.count == pytest.approx(17 + 1e-4)
 
 
 def _rnd(overrides=()):

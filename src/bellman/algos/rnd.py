@@ -96,9 +96,13 @@ class Features(nn.Module):
         return self.head(self.trunk(obs))
 
 
-def rnd_obs_statistics_update(rms: RunningMeanStd, obs: np.ndarray) -> None:
-    """Step 10: fold a batch of observations [B, ...] into the running statistics."""
-    rms.update(np.asarray(obs, dtype=np.float64).reshape(len(obs), *rms.mean.shape))
+def rnd_obs_statistics_update(rms: RunningMeanStd, obs: torch.Tensor) -> None:
+    """Step 10: fold a batch of observations [B, ...] into the running statistics (the batch's
+    mean and variance in float64 where the batch lies, so that a GPU rollout of frames is not
+    copied to the CPU; the parallel-variance rule of `RunningMeanStd.update_from_moments`)."""
+    x = obs.reshape(len(obs), *rms.mean.shape).double()
+    mean, var = x.mean(0), x.var(0, unbiased=False)
+    rms.update_from_moments(mean.cpu().numpy(), var.cpu().numpy(), len(x))
 
 
 def normalize_obs(obs: torch.Tensor, rms: RunningMeanStd) -> torch.Tensor:
@@ -201,7 +205,7 @@ class RandomNetworkDistillation:
         steps, n = rollout.obs.shape[:2]
         last = torch.as_tensor(last_obs, device=self.device)
         next_obs = torch.cat([rollout.obs[1:], last.unsqueeze(0)])  # s_t+1 of every step t
-        rnd_obs_statistics_update(self.obs_rms, next_obs.flatten(0, 1).cpu().numpy())  # 10.
+        rnd_obs_statistics_update(self.obs_rms, next_obs.flatten(0, 1))  # 10.
         raw = self.intrinsic_reward(next_obs.flatten(0, 1)).view(steps, n)  # 4.
         rewards = torch.as_tensor(
             self.reward_filter.normalize(raw.cpu().numpy()), device=self.device
