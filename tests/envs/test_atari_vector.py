@@ -165,9 +165,9 @@ def test_bad_backend_settings_are_refused_before_anything_is_built(algo, sets, f
         assert fragment in str(error.value)
 
 
-def test_cli_refuses_an_unknown_game_and_too_many_threads(bellman, tmp_path):
-    result = bellman("train", "ppo", "--env", "ALE/Pongg-v5", "--run-dir", "run")
-    assert_user_error(result, "ALE/Pongg-v5", "ALE/Pong-v5")
+def test_cli_refuses_too_many_threads(bellman, tmp_path):
+    """One `error:` line, exit status 2, nothing written (an unknown game: the library test
+    above; through the CLI in tests/envs/test_atari.py)."""
     result = bellman("train", "dqn", "--env", PONG, "--set", f"env_threads={CORES + 1}",
                      "--run-dir", "run")  # fmt: skip
     assert_user_error(result, f"env_threads = {CORES + 1}", f"{CORES} cores")
@@ -179,17 +179,17 @@ def test_a_run_on_the_backend_resumes_bit_for_bit(tmp_path):
     in one go does (a constant epsilon: the two runs' `steps` differ, and with them any schedule
     over the run). PPO, A2C and REINFORCE reset their envs at checkpoints the same way."""
     algo = "dqn"
-    sets = ["n_envs=2", "learning_starts=32", "batch_size=8", "buffer_size=600",
+    sets = ["n_envs=2", "learning_starts=16", "batch_size=8", "buffer_size=600",
             "train_frequency=4", "double_dqn=true", "n_step=3", "save_replay=true",
             "epsilon=0.3", "epsilon_end=0.3"]  # fmt: skip
-    common = [*sets, "eval_every=0", "checkpoint_every=64", "log_every=32", "device=cpu"]
-    bellman.train(algo, BREAKOUT, overrides=[*common, "steps=128"], run_dir=tmp_path / "one-go",
+    common = [*sets, "eval_every=0", "checkpoint_every=48", "log_every=16", "device=cpu"]
+    bellman.train(algo, BREAKOUT, overrides=[*common, "steps=96"], run_dir=tmp_path / "one-go",
                   quiet=True)  # fmt: skip
-    bellman.train(algo, BREAKOUT, overrides=[*common, "steps=64"], run_dir=tmp_path / "split",
+    bellman.train(algo, BREAKOUT, overrides=[*common, "steps=48"], run_dir=tmp_path / "split",
                   quiet=True)  # fmt: skip
-    bellman.resume(tmp_path / "split", steps=128, quiet=True)
-    expected = load_file(tmp_path / "one-go" / "checkpoints" / "step-128.safetensors")
-    resumed = load_file(tmp_path / "split" / "checkpoints" / "step-128.safetensors")
+    bellman.resume(tmp_path / "split", steps=96, quiet=True)
+    expected = load_file(tmp_path / "one-go" / "checkpoints" / "step-96.safetensors")
+    resumed = load_file(tmp_path / "split" / "checkpoints" / "step-96.safetensors")
     assert set(resumed) == set(expected)
     for key, value in expected.items():
         np.testing.assert_array_equal(resumed[key], value, err_msg=key)
