@@ -207,6 +207,9 @@ class AlphaZeroConfig(TrainConfig):
     full_search_prob, else with this many simulations (no noise, not recorded). 0: off."""
     full_search_prob: float = field(default=0.25, metadata=interval("[0, 1]"))
     """Share of full, recorded searches under playout cap randomisation (KataGo: 0.25)."""
+    sgf_every: int = field(default=0, metadata=interval("[0, inf)"))
+    """Write every sgf_every-th self-play game (by number) as SGF to RUN/games/ (0: none), for
+    Go viewers and `bellman.games.sgf.read_sgf`."""
     value_target_mix: float = field(default=0.0, metadata=interval("[0, 1]"))
     """lambda of the value target (1 - lambda) z + lambda q, q the root value of the move's
     search (from the mover's point of view); 0: the papers' z."""
@@ -569,6 +572,18 @@ def train(config: AlphaZeroConfig, game: Game, run: Run) -> AlphaZeroLearner:
     return learner
 
 
+def _write_sgf(run: Run, game: Game, number: int, record: GameRecord) -> None:
+    """Self-play game `number` as RUN/games/selfplay-NNNNNNN.sgf (atomically)."""
+    from bellman.checkpoint import atomic_write_text
+    from bellman.games.sgf import to_sgf
+
+    folder = run.dir / "games"
+    folder.mkdir(exist_ok=True)
+    name = f"bellman alphazero (self-play game {number})"
+    text = to_sgf(game, record.actions, black=name, white=name)
+    atomic_write_text(folder / f"selfplay-{number:07d}.sgf", text)
+
+
 def _train_steps(config: AlphaZeroConfig, new_positions: int) -> int:
     """Step 5's number of gradient steps this iteration (`train_steps`, or by `replay_ratio`)."""
     if config.replay_ratio > 0:
@@ -591,6 +606,8 @@ def _iteration(
         planes, policies, outcomes = augment(game, record, config.symmetries)
         learner.window.add(planes, policies, outcomes)
         new_positions += len(outcomes)
+        if config.sgf_every and learner.games % config.sgf_every == 0:
+            _write_sgf(run, game, learner.games, record)
         learner.games += 1
         learner.step += record.moves
         run.log_episode(learner.step, record.first_player_result, record.moves)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -81,6 +81,8 @@ class GameRecord:
     played: int = -1
     """Moves played in the game (more than the T recorded under playout cap randomisation);
     -1: every move was recorded."""
+    actions: list[int] = field(default_factory=list)
+    """Every move of the game from the empty board (for its SGF record)."""
 
     @property
     def moves(self) -> int:
@@ -142,6 +144,7 @@ class SelfPlayGame:
         self.policies: list[np.ndarray] = []
         self.movers: list[int] = []
         self.root_values: list[float] = []
+        self.actions: list[int] = []
 
     @property
     def over(self) -> bool:
@@ -170,6 +173,7 @@ class SelfPlayGame:
         action = result.selected if gumbel else select_action(result.visit_counts, tau, self.rng)
         self.state = game.apply(self.state, action)
         self.mcts.advance(action)
+        self.actions.append(int(action))
         self.played += 1
 
     def record(self) -> GameRecord:
@@ -183,15 +187,16 @@ class SelfPlayGame:
             empty = np.zeros(0, np.float32)
             return GameRecord(
                 np.zeros(shape, np.float32), np.zeros((0, game.action_size), np.float32),
-                empty, first, self.played,
+                empty, first, self.played, list(self.actions),
             )  # fmt: skip
         outcomes = final_outcomes(game, self.movers, state)  # 4. z_t for every move
         mix = self.settings.value_target_mix
         if mix > 0:
             outcomes = ((1 - mix) * outcomes + mix * np.array(self.root_values)).astype(np.float32)
         return GameRecord(
-            np.stack(self.planes), np.stack(self.policies), outcomes, first, self.played
-        )
+            np.stack(self.planes), np.stack(self.policies), outcomes, first, self.played,
+            list(self.actions),
+        )  # fmt: skip
 
 
 def play_self_play_games(
