@@ -2,8 +2,8 @@
 
 mcts.py        `MCTS` (AlphaZero's PUCT search with batched leaf evaluation, virtual loss and
                tree reuse; MuZero's edge rewards, discounts, min-max normalised Q and learned
-               models), `search_wave` / `search_together` (many trees, one evaluator call
-               per wave), the `Evaluator` and `Model` protocols, `evaluate_leaves`,
+               models), `search_wave` / `search_together` / `play_together` (many trees, one
+               evaluator call per wave), the `Evaluator` and `Model` protocols, `evaluate_leaves`,
                `MinMaxStats`, `RandomRolloutEvaluator`, `SearchResult`,
                `visit_policy`, `select_action` and `best_move` (MCTS-Solver's choice)
 gumbel.py      `GumbelRoot`: Gumbel MuZero's root (Gumbel-top-k, sequential halving, the
@@ -26,6 +26,7 @@ from bellman.search.mcts import (
     add_dirichlet_noise,
     best_move,
     evaluate_leaves,
+    play_together,
     puct_scores,
     search_together,
     search_wave,
@@ -47,6 +48,7 @@ __all__ = [
     "alphabeta",
     "best_move",
     "evaluate_leaves",
+    "play_together",
     "puct_scores",
     "search_together",
     "search_wave",

@@ -1014,6 +1014,30 @@ def search_together(
     return [search.end() for search in searches]
 
 
+def play_together(games: list, evaluator) -> None:
+    """Play several games (or episodes) to their end, each with its own search, every wave
+    evaluating the leaves of all the games still searching in one call (`search_wave`). A
+    game whose search is done plays its move and begins its next search in the same wave.
+
+    Args:
+        games: objects with `mcts` (their `MCTS`), `over` (True once finished), `begin_move()`
+            (begin the next search) and `play_move()` (end the search and play its move):
+            AlphaZero's self-play games and MuZero's episodes.
+        evaluator: an `Evaluator` or a learned `Model` (see `evaluate_leaves`).
+    """
+    active = [game for game in games if not game.over]
+    for game in active:
+        game.begin_move()
+    while active:
+        search_wave([game.mcts for game in active], evaluator)
+        for game in active:
+            if game.mcts.done:
+                game.play_move()
+                if not game.over:
+                    game.begin_move()
+        active = [game for game in active if not game.over]
+
+
 def visit_policy(visit_counts: np.ndarray, temperature: float) -> np.ndarray:
     """Step 4's policy pi(a) = N(a)^(1/tau) / sum_b N(b)^(1/tau) over the root's visit counts.
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bellman.errors import CheckpointError
-from bellman.search.mcts import MCTS, search_wave, select_action, visit_policy
+from bellman.search.mcts import MCTS, play_together, select_action, visit_policy
 from bellman.torch_state import check_arrays
 
 
@@ -151,17 +151,7 @@ def play_episodes(episodes: list[ActingEpisode], model) -> list[Trajectory]:
     `initial_inference` call for the new roots, one `recurrent_inference` call for the rest).
     An episode whose search is done plays its move and begins its next search in the same
     wave."""
-    active = [episode for episode in episodes if not episode.over]
-    for episode in active:
-        episode.begin_move()
-    while active:
-        search_wave([episode.mcts for episode in active], model)
-        for episode in active:
-            if episode.mcts.done:
-                episode.play_move()
-                if not episode.over:
-                    episode.begin_move()
-        active = [episode for episode in active if not episode.over]
+    play_together(episodes, model)
     return [episode.trajectory() for episode in episodes]
 
 
