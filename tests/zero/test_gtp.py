@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bellman import api
+from bellman.errors import CheckpointError
 from bellman.games import Go
 from bellman.games.sgf import read_sgf_file
 from bellman.zero.go_players import load_go_player
@@ -175,19 +176,21 @@ def test_bellman_gtp_through_a_pipe(go_run: Path):
 
 
 def test_bellman_gtp_refuses_runs_it_cannot_play(bellman, tmp_path: Path):
-    missing = bellman("gtp", "--checkpoint", "nowhere")
-    assert missing.returncode == 2 and missing.stderr.startswith("error: ")
-    run = tmp_path / "ttt"
-    api.train("alphazero", "tictactoe", overrides=["steps=1", "simulations=2", "blocks=1",
-              "channels=8", "value_hidden=8", "games_per_iteration=1", "batch_size=8",
-              "replay_window=64", "arena_games=0", "gating=false"], run_dir=run,
-              quiet=True)  # fmt: skip
-    wrong = bellman("gtp", "--checkpoint", str(run))
-    assert wrong.returncode == 2 and "not Go" in wrong.stderr and wrong.stdout == ""
+    for name, algo, env in [("ttt", "alphazero", "tictactoe"), ("dqn", "dqn", "go9")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.toml").write_text(f'algo = "{algo}"\nenv = "{env}"\n')
+    wrong = bellman("gtp", "--checkpoint", "ttt")
+    assert wrong.returncode == 2 and wrong.stdout == ""
+    assert wrong.stderr == "error: run 'ttt' was trained on 'tictactoe', not Go (go9, go13, go19)\n"
+    with pytest.raises(CheckpointError, match="trained with 'dqn'; GTP plays alphazero, alphago"):
+        load_go_player(tmp_path / "dqn")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_go_player(tmp_path / "nowhere")
 
 
 _FAKE_ENGINE = """
 import sys
+from bellman.errors import CheckpointError
 from bellman.games import Go
 from bellman.zero.gtp import GtpEngine, serve
 game = Go(9)
