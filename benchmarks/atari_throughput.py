@@ -286,9 +286,11 @@ def ppo_sb3(seed: int, args) -> dict:
 
 def ppo_network_ceiling(seed: int, args) -> dict:
     """The env steps/s of PPO's network work alone: per iteration, 128 acting forwards on [8, 4,
-    84, 84] and 3 epochs of 4 minibatch steps of 256 (forward, backward, Adam), no env."""
+    84, 84] and 3 epochs of 4 minibatch steps of 256 (forward, backward, Adam), no env; the
+    network as bellman's PPO builds it (channels-last inputs, the default)."""
     import gymnasium as gym
 
+    from bellman.algos import onpolicy
     from bellman.algos.onpolicy import build_policy
     from bellman.algos.ppo import PPOConfig
 
@@ -296,6 +298,7 @@ def ppo_network_ceiling(seed: int, args) -> dict:
     config = PPOConfig(env=ENV_ID, network="cnn", shared_trunk=True)
     policy = build_policy(config, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),
                           gym.spaces.Discrete(4))  # fmt: skip
+    onpolicy.speed_switches(policy, config, torch.device("cpu"))
     optimizer = torch.optim.Adam(policy.parameters(), lr=2.5e-4)
     obs = torch.randint(0, 255, (ITERATION, 4, 84, 84), dtype=torch.uint8)
     actions = torch.randint(0, 4, (ITERATION,))
