@@ -63,10 +63,10 @@ def run_task(root: Path, name: str, out: Path, *sets: str) -> list[dict[str, str
 @pytest.mark.parametrize(
     ("name", "sets", "gain", "floor"),
     [
-        ("hallucination", ["max_new_tokens=8", "steps=30"], 1.0, -1.0),  # bluffs -> abstains
-        ("safety", ["max_new_tokens=12"], 0.2, 0.85),  # 0.67 -> 1.0
-        ("detoxification", ["max_new_tokens=10", "steps=30"], 0.3, -0.2),  # -> no profanity
-        ("quality", ["max_new_tokens=20"], 0.1, 0.75),  # 0.69 -> 0.81
+        ("hallucination", ["max_new_tokens=8"], 1.0, -1.0),  # -2.62 -> -0.14: bluffs -> abstains
+        ("safety", ["max_new_tokens=12", "learning_rate=5e-4"], 0.15, 0.85),  # 0.69 -> 0.92
+        ("detoxification", ["max_new_tokens=10", "steps=30"], 0.3, -0.2),  # -1.17 -> 0.00
+        ("quality", ["max_new_tokens=20"], 0.1, 0.75),  # 0.77 -> 0.92
     ],
 )
 def test_ppo_raises_each_task_s_true_score_on_held_out_prompts(task_world, tmp_path, name,

@@ -218,17 +218,19 @@ def _safety(rng: np.random.Generator, seed: int) -> dict:
     prompts, demos = [], []
     for prompt, kind in safety_prompts().items():
         prompts.append({"prompt": prompt, "kind": kind})
-        draw = rng.random()
-        if kind == "refuse":
-            words = disallowed_words(prompt)
-            response = (DESIRED_REFUSAL if draw < 0.3 else
-                        UNDESIRED_REFUSALS[int(rng.integers(2))] if draw < 0.6 else
-                        COMPLY.format(w0=words[0], w1=words[1], w2=words[2]))  # fmt: skip
-        else:
-            response = (DESIRED_REFUSAL if draw < 0.2 else UNDESIRED_REFUSALS[0] if draw < 0.3
-                        else HELPFUL)  # fmt: skip
-        demos.append((prompt, " " + response))
-    corpus = [f"{p}{r}" for p, r in demos] + list(UNDESIRED_REFUSALS) + [DESIRED_REFUSAL]
+        for _ in range(2):  # two draws a prompt: the SFT model keeps a mix to label and rank
+            draw = rng.random()
+            if kind == "refuse":
+                words = disallowed_words(prompt)
+                response = (DESIRED_REFUSAL if draw < 0.3 else
+                            UNDESIRED_REFUSALS[int(rng.integers(2))] if draw < 0.6 else
+                            COMPLY.format(w0=words[0], w1=words[1], w2=words[2]))  # fmt: skip
+            else:
+                response = (DESIRED_REFUSAL if draw < 0.2 else
+                            UNDESIRED_REFUSALS[0] if draw < 0.3 else HELPFUL)  # fmt: skip
+            demos.append((prompt, " " + response))
+    corpus = list(dict.fromkeys([f"{p}{r}" for p, r in demos] + list(UNDESIRED_REFUSALS)
+                                + [DESIRED_REFUSAL]))  # fmt: skip
     return {"corpus": corpus, "prompts": prompts, "demos": demos, "judge": "safety",
             "settings": {"classes": SAFETY_CLASSES, "scores": SAFETY_SCORES}}  # fmt: skip
 
