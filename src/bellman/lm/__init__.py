@@ -5,7 +5,9 @@
     batch.py         the one (prompt, response) batch layout: `TokenBatch`, `pack`
     model.py         a small GPT-2 (`transformers`), checkpoint arrays, RewardModel, generate
     sampling.py      greedy/temperature/top-k/top-p sampling, response log-probs
-    rewards.py       rule-based judges: sentiment, non-toxicity, hallucination; `judge_rank`
+    rewards.py       rule-based judges: sentiment, non-toxicity, hallucination, safety,
+                     quality; `judge_rank`, `check_prompts` (a judge's prompts only)
+    tasks.py         `bellman lm task`: the use cases' data (prompts, demonstrations, corpus)
     pretrain.py      `bellman lm pretrain`: next-token prediction, held-out perplexity
     sft.py           `bellman lm demos`, `bellman lm sft`: loss on response tokens only
     reward_model.py  `bellman lm label`, `bellman lm reward`: -log sigmoid(r_w - r_l)
