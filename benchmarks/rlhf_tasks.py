@@ -8,8 +8,9 @@ For each task, through the CLI:
     3. `bellman lm sft` on DIR/demos.jsonl (no demonstration of a held-out prompt).
     4. `bellman lm label --data` (the train-side prompts only, K responses each, ranked by the
        task's judge) and `bellman lm reward`: the reward model.
-    5. `bellman lm ppo --reward-model` (PPO with GAE, the judge only measured), the same with
-       PPO-ptx (`ptx_coef`), and GRPO (`advantage=grpo`, groups of 4, the same reward model).
+    5. `bellman lm ppo --reward-model` (PPO with GAE against the learned reward, the judge only
+       measured); then with the judge itself as the reward (as GPT-4's rule-based reward models
+       are used): PPO, PPO-ptx (`ptx_coef`) and GRPO (`advantage=grpo`, groups of 4).
     6. `bellman lm dpo` on the same rankings.
 
 Every model then answers the held-out prompts (those `lm ppo` holds out; each prompt REPEAT
@@ -34,14 +35,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 from common import header, print_table, write_results
+from rlhf_sentiment import bellman, last_value, sets
 
 TASKS = ("hallucination", "safety", "detoxification", "quality")
 #: The sizes of each step (`--set` overrides); QUICK replaces some for a smoke run.
@@ -54,8 +54,8 @@ FULL = {
     "reward": dict(steps=100, batch_prompts=8, learning_rate=5e-4, warmup_steps=10,
                    log_every=50),
     "ppo": dict(
-        steps=40, batch_prompts=16, max_new_tokens=20, minibatch_size=16, learning_rate=1e-3,
-        kl_coef=0.02, adaptive_kl="false", eval_every=20, eval_tokens=2048, value_init="sft",
+        steps=40, batch_prompts=16, max_new_tokens=20, minibatch_size=16, learning_rate=5e-4,
+        kl_coef=0.05, adaptive_kl="false", eval_every=20, eval_tokens=2048, value_init="sft",
     ),
     "dpo": dict(steps=100, batch_prompts=8, learning_rate=5e-4, warmup_steps=10, log_every=50),
 }  # fmt: skip
@@ -63,28 +63,15 @@ QUICK = {
     "pretrain": dict(steps=60), "sft": dict(steps=20), "reward": dict(steps=20),
     "ppo": dict(steps=4, eval_every=2), "dpo": dict(steps=20),
 }  # fmt: skip
-LABEL_K = 4
+LABEL_K = 8
 PTX_COEF = 1.0
 GRPO = {"advantage": "grpo", "group_size": 4, "batch_prompts": 4}
 REPEAT = 4
-MODELS = ("sft", "ppo", "ppo-ptx", "grpo", "dpo")
-LABELS = {"sft": "SFT (start)", "ppo": "PPO, learned reward", "ppo-ptx": "PPO-ptx",
-          "grpo": "GRPO, learned reward", "dpo": "DPO"}  # fmt: skip
-
-
-def sets(values: dict) -> list[str]:
-    return [item for key, value in values.items() for item in ("--set", f"{key}={value}")]
-
-
-def bellman(*args: str) -> str:
-    """`bellman ARGS` in a subprocess; its output echoed; stops the benchmark on failure."""
-    print(f"$ bellman {' '.join(args)}", flush=True)
-    result = subprocess.run([sys.executable, "-m", "bellman", *args], stdout=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    print(result.stdout, end="", flush=True)
-    if result.returncode != 0:
-        sys.exit(f"`bellman {' '.join(args)}` exited {result.returncode}")
-    return result.stdout
+MODELS = ("sft", "ppo", "ppo-judge", "ppo-ptx", "grpo", "dpo")
+LABELS = {
+    "sft": "SFT (start)", "ppo": "PPO, learned reward", "ppo-judge": "PPO, judge reward",
+    "ppo-ptx": "PPO-ptx, judge reward", "grpo": "GRPO, judge reward", "dpo": "DPO",
+}  # fmt: skip
 
 
 def task_numbers(task: str, responses: list[tuple[str, str, float]]) -> dict[str, float]:
@@ -171,23 +158,18 @@ def run_task(task: str, root: Path, sizes: dict) -> dict:
     timed("reward", "lm", "reward", str(run["sft"]), "--data", ranked, *sets(sizes["reward"]),
           "--run-dir", str(run["reward"]), "--quiet")  # fmt: skip
     ppo_common = {**sizes["ppo"], "prompts": str(data / "prompts.jsonl"), "true_judge": judge}
-    for name, extra in (("ppo", {}), ("ppo-ptx", {"ptx_coef": PTX_COEF}), ("grpo", GRPO)):
-        timed(name, "lm", "ppo", str(run["sft"]), "--reward-model", str(run["reward"]),
+    timed("ppo", "lm", "ppo", str(run["sft"]), "--reward-model", str(run["reward"]),
+          *sets(ppo_common), "--run-dir", str(run["ppo"]), "--quiet")  # fmt: skip
+    # the judge itself as the reward, as GPT-4's rule-based reward models are used
+    for name, extra in (("ppo-judge", {}), ("ppo-ptx", {"ptx_coef": PTX_COEF}), ("grpo", GRPO)):
+        timed(name, "lm", "ppo", str(run["sft"]), "--judge", judge,
               *sets({**ppo_common, **extra}), "--run-dir", str(run[name]), "--quiet")  # fmt: skip
     timed("dpo", "lm", "dpo", str(run["sft"]), "--data", ranked, *sets(sizes["dpo"]),
           "--run-dir", str(run["dpo"]), "--quiet")  # fmt: skip
     results = {name: measure(task, run[name], run["sft"], data, sizes["ppo"]) for name in MODELS}
     return {"judge": judge, "label": label.strip(), "results": results, "seconds": seconds,
-            "reward_model": _last(run["reward"], "held_out_accuracy"),
-            "pretrain_perplexity": _last(run["pretrain"], "held_out_perplexity")}  # fmt: skip
-
-
-def _last(run_dir: Path, column: str) -> float:
-    import csv
-
-    with open(run_dir / "metrics.csv", encoding="utf-8", newline="") as handle:
-        values = [row[column] for row in csv.DictReader(handle) if row.get(column)]
-    return float(values[-1])
+            "reward_model": last_value(run["reward"], "held_out_accuracy"),
+            "pretrain_perplexity": last_value(run["pretrain"], "held_out_perplexity")}  # fmt: skip
 
 
 #: The task's own columns in the printed table: (key, heading, format).
