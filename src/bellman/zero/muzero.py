@@ -14,7 +14,7 @@ Nature 588, 2020 (Methods; Appendix B, "Search"; Appendix G, "Training"). The lo
      B.   Store the trajectory (o_t, a_t, u_{t+1}, pi_t, nu_t) in the replay.
      C.   Training: `train_steps` times, sample positions t uniformly and unroll the model K =
           `unroll_steps` steps along the actions played:
-              s^0 = h(o_t);  r^k, s^k = g(s^{k-1}, a_{t+k});  p^k, v^k = f(s^k)
+              s^0 = h(o_t);  r^k, s^k = g(s^{k-1}, a_{t+k-1});  p^k, v^k = f(s^k)
               l = sum_{k=0..K} l^p(pi_{t+k}, p^k) + l^v(z_{t+k}, v^k) + [k > 0] l^r(u_{t+k}, r^k)
                   + c ||theta||^2
           with z_t the n-step bootstrapped value target u_{t+1} + ... + g^{n-1} u_{t+n} +
@@ -36,7 +36,7 @@ Deviations and details:
       policy loss, uniformly random actions to unroll.
     - Episode e of a run is played with generators seeded by (seed, e), so a run is the same
       whatever was interrupted and resumed; all its episodes are played in the learner's
-      process, many at once (`concurrent_games`: one network call per kind per search wave).
+      process, all of an iteration's at once (one network call per kind per search wave).
     - Board games store every symmetric copy of each trajectory (`symmetries`, as AlphaZero;
       the paper's MuZero does not augment).
     - Not yet here: self-play worker processes, the arena and Elo table during training,
