@@ -87,6 +87,9 @@ same search, with four generalisations that all default to AlphaZero's behaviour
       real state, as in the paper). Legal moves: at the root the game's legal moves; inside the
       tree every action, or with `tree_legal_moves=True` the legal moves of the real states the
       search tracks along the path (board games; once the tracked game is over, every action).
+    Gumbel MuZero's root (`gumbel=True`; Danihelka et al. 2022, `bellman.search.gumbel`)
+    replaces PUCT at the root only: Gumbel-top-k and sequential halving choose the root's edges,
+    and the result carries the chosen action and the improved policy.
     How leaves are evaluated is the one function `evaluate_leaves` (see `Evaluator`, `Model`):
     an evaluator that only gives priors and values (a network, random rollouts, a mix of both)
     plugs in without touching the search.
