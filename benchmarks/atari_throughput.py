@@ -180,19 +180,22 @@ def raw_wrapper(seed: int, args) -> dict:
     return _time_random_steps(envs, seed, args.raw_steps)
 
 
-def raw_sb3(seed: int, args) -> dict:
+def sb3_envs(seed: int):
+    """SB3's Atari envs: make_atari_env (AtariWrapper; the v5 env with frameskip 1, since the
+    wrapper skips frames itself) in a SubprocVecEnv, 4 frames stacked."""
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack
 
     envs = make_atari_env(
-        ENV_ID,
-        n_envs=N_ENVS,
-        seed=seed,
-        env_kwargs={"frameskip": 1},
-        vec_env_cls=SubprocVecEnv,
+        ENV_ID, n_envs=N_ENVS, seed=seed, env_kwargs={"frameskip": 1}, vec_env_cls=SubprocVecEnv,
         vec_env_kwargs={"start_method": "fork"},  # the workers inherit ale-py's registration
-    )
-    envs = VecFrameStack(envs, n_stack=4)
+    )  # fmt: skip
+    return VecFrameStack(envs, n_stack=4)
+
+
+def raw_sb3(seed: int, args) -> dict:
+
+    envs = sb3_envs(seed)
     envs.reset()
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
@@ -242,8 +245,6 @@ def ppo_bellman(seed: int, args) -> dict:
 def ppo_sb3(seed: int, args) -> dict:
     from stable_baselines3 import PPO as SB3PPO
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_atari_env
-    from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack
 
     class Clock(BaseCallback):
         """perf_counter at the start of every rollout (= the end of the previous iteration)."""
@@ -261,15 +262,7 @@ def ppo_sb3(seed: int, args) -> dict:
         def _on_step(self) -> bool:
             return True
 
-    envs = make_atari_env(
-        ENV_ID,
-        n_envs=N_ENVS,
-        seed=seed,
-        env_kwargs={"frameskip": 1},
-        vec_env_cls=SubprocVecEnv,
-        vec_env_kwargs={"start_method": "fork"},  # the workers inherit ale-py's registration
-    )
-    envs = VecFrameStack(envs, n_stack=4)
+    envs = sb3_envs(seed)
     model = SB3PPO(
         "CnnPolicy", envs, n_steps=PPO["n_steps"], batch_size=PPO["minibatch_size"],
         n_epochs=PPO["n_epochs"], learning_rate=PPO["learning_rate"],

@@ -364,24 +364,28 @@ def run_policy(learner: ActorCriticLearner, envs, obs: np.ndarray, rollout: Roll
     """
     if torch.is_tensor(rollout.obs):
         return run_policy_on_device(learner, envs, obs, rollout, run)
-    policy, n = learner.policy, envs.num_envs
     for t in range(rollout.obs.shape[0]):
         actions, log_probs, values = sample_actions(learner, obs)
-        next_obs, rewards, terminated, truncated, infos = envs.step(
-            env_actions(actions, learner.action_space)
-        )
-        learner.step += n
         rollout.obs[t], rollout.actions[t] = obs, actions
-        rollout.log_probs[t], rollout.values[t], rollout.rewards[t] = log_probs, values, rewards
-        rollout.terminated[t], rollout.truncated[t] = terminated, truncated
-        if (truncated & ~terminated).any():  # a time limit: V(s_t+1) of the final observation
-            with torch.no_grad():
-                final_values = policy.value(learner.tensor(final_observations(next_obs, infos)))
-            rollout.final_values[t] = final_values.cpu().numpy()
-        log_episodes(run, learner.step, infos)
-        obs = next_obs
+        rollout.log_probs[t], rollout.values[t] = log_probs, values
+        step = envs.step(env_actions(actions, learner.action_space))
+        record_step(learner, rollout, t, step, run)
+        obs = step[0]
     with torch.no_grad():
-        return obs, rollout.tensors(learner.device), policy.value(learner.tensor(obs))
+        return obs, rollout.tensors(learner.device), learner.policy.value(learner.tensor(obs))
+
+
+def record_step(learner: ActorCriticLearner, rollout: Rollout, t: int, step, run: Run) -> None:
+    """After the envs' step t: count it, store r_t and the episode ends, V(final observation)
+    where a time limit cut an episode, and hand the finished games to the run."""
+    next_obs, rewards, terminated, truncated, infos = step
+    learner.step += len(rewards)
+    rollout.rewards[t], rollout.terminated[t], rollout.truncated[t] = rewards, terminated, truncated
+    if (truncated & ~terminated).any():  # a time limit: V(s_t+1) of the final observation
+        with torch.no_grad():
+            final_obs = learner.tensor(final_observations(next_obs, infos))
+            rollout.final_values[t] = learner.policy.value(final_obs).cpu().numpy()
+    log_episodes(run, learner.step, infos)
 
 
 def run_policy_on_device(
@@ -404,19 +408,9 @@ def run_policy_on_device(
             actions = ((cdf <= u).sum(dim=1)).clamp_(max=logits.shape[1] - 1)
             rollout.actions[t], rollout.values[t] = actions, values
             rollout.log_probs[t] = log_pi.gather(1, actions[:, None])[:, 0]
-        next_obs, rewards, terminated, truncated, infos = envs.step(actions.cpu().numpy())
-        learner.step += n
-        rollout.rewards[t], rollout.terminated[t], rollout.truncated[t] = (
-            rewards,
-            terminated,
-            truncated,
-        )
-        if (truncated & ~terminated).any():  # a time limit: V(s_t+1) of the final observation
-            with torch.no_grad():
-                final_values = policy.value(learner.tensor(final_observations(next_obs, infos)))
-            rollout.final_values[t] = final_values.cpu().numpy()
-        log_episodes(run, learner.step, infos)
-        obs = next_obs
+        step = envs.step(actions.cpu().numpy())
+        record_step(learner, rollout, t, step, run)
+        obs = step[0]
     with torch.no_grad():
         return obs, rollout.tensors(learner.device), policy.value(learner.tensor(obs))
 
