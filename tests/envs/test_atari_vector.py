@@ -155,6 +155,7 @@ def test_async_batch_returns_a_batch_of_the_envs_with_their_ids():
     [
         ("dqn", [f"env_threads={CORES + 1}"], [f"env_threads = {CORES + 1}", f"{CORES} cores"]),
         ("ppo", ["atari_backend=ale"], ["'atari_backend'", "ale_vector", "gymnasium"]),
+        ("ppo", ["normalize_rewards=true"], ["normalize_rewards", "atari_backend = gymnasium"]),
     ],
 )
 def test_bad_backend_settings_are_refused_before_anything_is_built(algo, sets, fragments):
