@@ -80,6 +80,13 @@ def play_level(args, player, game, level: int, sgf_dir: Path) -> dict:
     }  # fmt: skip
 
 
+def json_safe(row: dict) -> dict:
+    """A level's row for the JSON record: an infinite Elo difference (a score of 0 or 1) becomes
+    null, since JSON has no infinity."""
+    finite = lambda x: x if math.isfinite(x) else None  # noqa: E731
+    return row | {"elo": finite(row["elo"]), "elo_95": [finite(x) for x in row["elo_95"]]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a Go run directory")
@@ -103,7 +110,7 @@ def main() -> None:
     )  # fmt: skip
     record = header(1, "torch") | {
         "agent": description, "checkpoint": str(args.checkpoint), "board": game.size,
-        "komi": game.komi, "simulations": args.simulations, "levels": rows,
+        "komi": game.komi, "simulations": args.simulations, "levels": [json_safe(r) for r in rows],
         "sgf_dir": str(sgf_dir),
     }  # fmt: skip
     write_results(args.results, record)

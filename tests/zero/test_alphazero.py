@@ -128,7 +128,8 @@ def train_with_one_and_two_workers(tmp_path: Path, settings: list[str]):
 
 
 def test_two_workers_match_one(tmp_path: Path):
-    settings = [*TINY[1:], "steps=12", "arena_games=0"]
+    # 4 games in groups of 2: two groups, so both workers play
+    settings = [*TINY[1:], "steps=12", "arena_games=0", "concurrent_games=2"]
     (a, _), (b, _) = train_with_one_and_two_workers(tmp_path, settings)
     np.testing.assert_array_equal(a["replay/policies"], b["replay/policies"])
     np.testing.assert_allclose(a["net/policy_fc.weight"], b["net/policy_fc.weight"], atol=1e-6)
