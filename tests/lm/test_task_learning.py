@@ -77,3 +77,21 @@ def test_ppo_raises_each_task_s_true_score_on_held_out_prompts(task_world, tmp_p
           f"KL {float(rows[-1]['eval_kl']):.2f}")  # fmt: skip
     assert float(rows[0]["eval_kl"]) == 0.0
     assert after > before + gain and after > floor, rows
+
+
+def test_labelling_the_hallucination_task_ranks_its_responses_by_the_judge(task_world):
+    """`lm label --judge hallucination` on the task's own questions, with a model that has read
+    its demonstrations: rankings best first, each score the judge's own."""
+    from bellman.lm.data import read_prompts
+    from bellman.lm.reward_model import label_comparisons
+    from bellman.lm.rewards import hallucination
+
+    prompts = [p for p, _ in read_prompts(task_world / "hallucination" / "prompts.jsonl")][:12]
+    lm = runs.load_lm(task_world / "sft")
+    records, skipped = label_comparisons(lm, prompts, 4, "hallucination", max_new_tokens=12)
+    assert len(records) >= 3 and len(records) + skipped == 12, (len(records), skipped)
+    for record in records:
+        assert record["scores"] == [hallucination(record["prompt"], r)
+                                    for r in record["responses"]]  # fmt: skip
+        assert record["scores"] == sorted(record["scores"], reverse=True)
+        assert record["scores"][0] > record["scores"][-1]

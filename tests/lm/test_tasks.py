@@ -146,25 +146,23 @@ def test_label_with_the_hallucination_judge_refuses_corpus_prompts_and_takes_the
     pretrained, lm_cli, tmp_path
 ):
     """The issue's crash: `lm label RUN --judge hallucination` on the corpus's openings was a
-    ValueError traceback; now one error line, exit 2, nothing written; the task's prompts work."""
+    ValueError traceback; now one error line, exit 2, nothing written; the task's prompts pass."""
     run_dir, _ = pretrained
     result = lm_cli("label", run_dir, "--judge", "hallucination", "--prompts", "4", "--k", "2",
                     "--out", "ranked.jsonl")  # fmt: skip
     assert_user_error(result, "held-out prompt 1 of 'pydoc'", "not a question of the "
                       "hallucination task", "bellman lm task hallucination --out DIR")  # fmt: skip
     assert not (tmp_path / "ranked.jsonl").exists()
+    # the task's questions pass the check; a model pretrained on pydoc knows nothing of the
+    # world, so every response is a confident wrong answer: nothing to rank, nothing written
+    # (test_task_learning labels them with a model that has read the task's demonstrations)
     tasks.write_task("hallucination", tmp_path / "hal")
     result = lm_cli("label", run_dir, "--judge", "hallucination", "--data", "hal/prompts.jsonl",
                     "--prompts", "6", "--k", "2", "--max-new-tokens", "4", "--out",
                     "ranked.jsonl")  # fmt: skip
-    assert result.returncode == 0, result
-    records = [json.loads(line) for line in (tmp_path / "ranked.jsonl").read_text().splitlines()]
-    assert f"wrote {len(records)} ranked prompts (K = 2) to ranked.jsonl; {6 - len(records)} " \
-        "skipped" in result.stdout  # fmt: skip
-    for record in records:  # the judge's scores of the task's questions, best first
-        assert record["scores"] == [rewards.hallucination(record["prompt"], r)
-                                    for r in record["responses"]]  # fmt: skip
-        assert record["scores"][0] > record["scores"][1]
+    assert_user_error(result, "scored all 2 responses equal for each of the 6 prompts",
+                      "nothing written", "--temperature")  # fmt: skip
+    assert not (tmp_path / "ranked.jsonl").exists()
 
 
 def test_demos_and_ppo_refuse_prompts_their_judge_cannot_score(tmp_path):

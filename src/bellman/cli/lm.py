@@ -395,6 +395,13 @@ def _cmd_label(args) -> int:
         lm, prompts, args.k, args.judge, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, seed=args.seed, where=where,
     )  # fmt: skip
+    if not records:  # an empty file would only fail later, in lm reward or lm dpo
+        raise ConfigError(
+            f"the judge '{args.judge}' scored all {args.k} responses equal for each of the "
+            f"{len(prompts)} prompts: nothing to rank, nothing written to {out} (sample more "
+            "varied responses: a higher --temperature, a larger --k or --max-new-tokens, more "
+            "--prompts)"
+        )
     write_jsonl(out, records)
     print(f"wrote {len(records)} ranked prompts (K = {args.k}) to {out}; "
           f"{skipped} skipped because the judge scored all responses equal")  # fmt: skip
