@@ -191,6 +191,13 @@ def test_min_max_stats():
     stats.update(-1.0)
     stats.update(3.0)
     assert stats.normalize([3.0, 1.0, -1.0, 7.0], [1, 2, 1, 0], fpu=0.25) == [1.0, 0.5, 0.0, 0.25]
+    # known bounds (board games: -1, 1): two close values are not stretched to 0 and 1
+    known = MinMaxStats((-1.0, 1.0))
+    known.update(0.1)
+    known.update(0.2)
+    assert known.normalize([0.1, 0.2], [1, 1], fpu=0.0) == pytest.approx([0.55, 0.6])
+    known.update(3.0)  # a value outside widens them
+    assert known.normalize([3.0, -1.0], [1, 1], fpu=0.0) == [1.0, 0.0]
 
 
 class MaskedRules(Rules):

@@ -431,6 +431,9 @@ class MCTS:
             normalisation.
         c_base: MuZero's c2 (19652): c(s) = c_puct + log((N(s) + c2 + 1) / c2); None keeps
             c(s) = c_puct.
+        known_bounds: with `normalize_q`, the value range known in advance (MuZero's board
+            games: (-1, 1)), so that the first close values of a search are not stretched to
+            [0, 1]; None: the min and max seen (MuZero's Atari).
         tree_legal_moves: with a learned model, track the real states along each path and only
             expand their legal moves (board games); False: every action below the root.
         gumbel: Gumbel MuZero's root (`bellman.search.gumbel`): Gumbel-top-k and sequential
@@ -464,6 +467,7 @@ class MCTS:
         tree_legal_moves: bool = False,
         gumbel: bool = False,
         max_considered: int = 16,
+        known_bounds: tuple[float, float] | None = None,
     ):
         _check(
             "simulations",
@@ -514,6 +518,7 @@ class MCTS:
         self.normalize_q = bool(normalize_q)
         self.c_base = None if c_base is None else float(c_base)
         self.tree_legal_moves = bool(tree_legal_moves)
+        self.known_bounds = known_bounds
         _check(
             "max_considered",
             max_considered,
@@ -595,7 +600,7 @@ class MCTS:
             self.root = Node(self.game, state)
         if self.root.terminal:
             raise IllegalMoveError("cannot search a finished game: the state is terminal")
-        self.bounds = MinMaxStats()
+        self.bounds = MinMaxStats(self.known_bounds)
         self._gumbel = None
         self._left = int(simulations)
         self._noise = add_noise
@@ -895,11 +900,15 @@ class MCTS:
 
 
 class MinMaxStats:
-    """The smallest and largest Q backed up in a search, to normalise Q into [0, 1] (MuZero)."""
+    """The smallest and largest Q backed up in a search, to normalise Q into [0, 1] (MuZero).
 
-    def __init__(self):
-        self.minimum = math.inf
-        self.maximum = -math.inf
+    Args:
+        known: bounds known in advance (MuZero's board games: (-1, 1)); the values seen widen
+            them only where they fall outside. None: learned from the values alone.
+    """
+
+    def __init__(self, known: tuple[float, float] | None = None):
+        self.minimum, self.maximum = (math.inf, -math.inf) if known is None else known
 
     def update(self, value: float) -> None:
         """Widen the bounds to hold `value`."""

@@ -322,7 +322,7 @@ def search_for(config: MuZeroConfig, world, model, *, simulations: int, seed: in
         batch_size=config.search_batch_size, virtual_loss=config.virtual_loss, seed=seed,
         discount=1.0 if board else config.discount, two_player=board, normalize_q=True,
         tree_legal_moves=config.tree_legal_moves and board, gumbel=config.gumbel,
-        max_considered=config.max_considered,
+        max_considered=config.max_considered, known_bounds=(-1.0, 1.0) if board else None,
     )  # fmt: skip
 
 
