@@ -11,6 +11,10 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+# every `bellman` subprocess a test starts computes on one thread too: two pytest workers whose
+# subprocesses each ran torch on 2 threads oversubscribed CI's 2 cores, and a Pong evaluation
+# took 35 s instead of 3 s (convolutions 30x slower)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 if "torch" in sys.modules:  # pragma: no cover - tabular tests never import torch
     sys.modules["torch"].set_num_threads(1)
 
