@@ -143,7 +143,7 @@ def run_task(task: str, root: Path, sizes: dict) -> dict:
     judge = json.loads((data / "task.json").read_text())["judge"]
     # label only the prompts lm ppo trains on: the held-out ones stay unseen by every model
     lines = (data / "prompts.jsonl").read_text().splitlines()
-    held = set(tasks._eval_prompts([json.loads(line)["prompt"] for line in lines]))
+    held = set(tasks.eval_prompts([json.loads(line)["prompt"] for line in lines]))
     train_lines = [line for line in lines if json.loads(line)["prompt"] not in held]
     (root / "label-prompts.jsonl").write_text("\n".join(train_lines) + "\n")
     timed("pretrain", "lm", "pretrain", "--corpus", str(data / "corpus.txt"),

@@ -10,8 +10,11 @@ Stops so far:
     7. AlphaZero on tic-tac-toe: a minute of self-play, then games against a perfect player.
     8. The ChatGPT recipe in miniature: pretrain a small GPT on Debian's fortunes, SFT, a reward
        model from a judge's rankings, PPO against it, DPO; VADER sentiment is the true score.
+       With `--task NAME` (hallucination, safety, detoxification, quality) the same recipe runs
+       on that use case's own data (`bellman lm task`), its judge the true score.
 Later issues add their stops at the end. Run directories go to runs/ (printed at the end).
-`python demo/tour.py 3 8` runs only stops 3 and 8.
+`python demo/tour.py 3 8` runs only stops 3 and 8; `python demo/tour.py 8 --task safety` runs
+stop 8 on the safety task.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs"
 STAMP = time.strftime("%Y%m%d-%H%M%S")
 run_dirs: list[Path] = []
+TASK: str | None = None  # stop 8's use case (`--task NAME`); None: sentiment on fortunes
 
 
 def bellman(*args: str, show: bool = True) -> str:
@@ -194,12 +198,12 @@ def sets(values: dict) -> list[str]:
     return [item for key, value in values.items() for item in ("--set", f"{key}={value}")]
 
 
-def true_scores(run_dir: Path, prompts: list[str], seed: int, chunk: int):
-    """Responses of a run's model to `prompts` and their VADER scores, drawn as `lm ppo` draws
+def true_scores(run_dir: Path, prompts: list[str], seed: int, chunk: int, judge: str):
+    """Responses of a run's model to `prompts` and the judge's scores, drawn as `lm ppo` draws
     its held-out evaluation (a generator seeded with seed + 1, `chunk` prompts at a time)."""
     import torch
 
-    from bellman.lm.rewards import sentiment
+    from bellman.lm.rewards import reward_function
     from bellman.lm.runs import load_lm
 
     torch.set_num_threads(1)
@@ -210,11 +214,51 @@ def true_scores(run_dir: Path, prompts: list[str], seed: int, chunk: int):
     for start in range(0, len(prompts), chunk):
         texts += lm.generate(prompts[start : start + chunk], LM_PPO["max_new_tokens"],
                              generator=generator)  # fmt: skip
-    return texts, [sentiment(p, t) for p, t in zip(prompts, texts, strict=True)]
+    judge = reward_function(judge)
+    return texts, [judge(p, t) for p, t in zip(prompts, texts, strict=True)]
 
 
 def stop_rlhf() -> None:
-    heading("8. The ChatGPT recipe in miniature: pretrain, SFT, reward model, PPO, DPO")
+    task = TASK
+    heading("8. The ChatGPT recipe in miniature: pretrain, SFT, reward model, PPO, DPO"
+            + (f", on the {task} use case" if task else ""))  # fmt: skip
+    names = ("pretrain", "sft", "reward", "ppo", "dpo")
+    dirs = {name: RUNS / f"demo-{STAMP}-lm-{name}" for name in names}
+    rel = {name: str(path.relative_to(ROOT)) for name, path in dirs.items()}
+    recipe = task_recipe(task, rel) if task else sentiment_recipe(rel)
+    bellman("lm", "pretrain", "--corpus", recipe["corpus"], *sets(LM_PRETRAIN), "--run-dir",
+            rel["pretrain"], "--quiet")  # fmt: skip
+    if task is None:
+        bellman("lm", "demos", rel["pretrain"], "--response-words", "8")
+    bellman("lm", "sft", rel["pretrain"], "--data", recipe["demos"], *sets(LM_SFT), "--run-dir",
+            rel["sft"], "--quiet")  # fmt: skip
+    bellman("lm", "label", rel["sft"], "--judge", recipe["judge"], *recipe["label"], *LM_LABEL)
+    ranked = f"{rel['sft']}/ranked.jsonl"
+    bellman("lm", "reward", rel["sft"], "--data", ranked, *sets(LM_REWARD), "--run-dir",
+            rel["reward"], "--quiet")  # fmt: skip
+    bellman("lm", "ppo", rel["sft"], "--reward-model", rel["reward"], *sets(recipe["ppo"]),
+            "--run-dir", rel["ppo"], "--quiet")  # fmt: skip
+    bellman("lm", "dpo", rel["sft"], "--data", ranked, *sets(LM_DPO), "--run-dir", rel["dpo"],
+            "--quiet")  # fmt: skip
+    run_dirs.extend(dirs.values())
+
+    prompts, chunk = recipe["held_out"](), LM_PPO["batch_prompts"]
+    texts, scores = {}, {}
+    for name in ("sft", "ppo", "dpo"):
+        texts[name], scores[name] = true_scores(dirs[name], prompts, 0, chunk, recipe["judge"])
+    mean = {name: float(np.mean(values)) for name, values in scores.items()}
+    print(f"-> mean true score ({recipe['judge']}) on the {len(prompts)} held-out prompts: SFT "
+          f"{mean['sft']:+.3f} -> PPO {mean['ppo']:+.3f}, DPO {mean['dpo']:+.3f}")  # fmt: skip
+    print("The first three of those prompts, each model's response and its true score:")
+    for i in range(3):
+        print(f"  {shown(prompts[i])} ...")
+        for name in ("sft", "ppo", "dpo"):
+            print(f"    {name.upper():<4}{scores[name][i]:+.2f}  ... {shown(texts[name][i])}")
+    print(f"-> curves: runs/demo-{STAMP}-lm-{{{','.join(names)}}}/plot.png")
+
+
+def sentiment_recipe(rel: dict) -> dict:
+    """Stop 8's sentiment case: fortunes (or pydoc), `lm demos`, VADER as the judge."""
     from bellman.lm.data import FORTUNES_DIR, holdout_indices
     from bellman.lm.reward_model import held_out_prompts
 
@@ -229,41 +273,42 @@ def stop_rlhf() -> None:
         "The true judge is VADER sentiment in [-1, 1]: it ranks sampled responses for the "
         "reward model and DPO and scores the models; PPO sees only the learned reward."
     )
-    names = ("pretrain", "sft", "reward", "ppo", "dpo")
-    dirs = {name: RUNS / f"demo-{STAMP}-lm-{name}" for name in names}
-    rel = {name: str(path.relative_to(ROOT)) for name, path in dirs.items()}
-    bellman("lm", "pretrain", "--corpus", corpus, *sets(LM_PRETRAIN), "--run-dir", rel["pretrain"],
-            "--quiet")  # fmt: skip
-    bellman("lm", "demos", rel["pretrain"], "--response-words", "8")
-    bellman("lm", "sft", rel["pretrain"], "--data", f"{rel['pretrain']}/demos.jsonl",
-            *sets(LM_SFT), "--run-dir", rel["sft"], "--quiet")  # fmt: skip
-    bellman("lm", "label", rel["sft"], "--judge", "sentiment", *LM_LABEL)
-    ranked = f"{rel['sft']}/ranked.jsonl"
-    bellman("lm", "reward", rel["sft"], "--data", ranked, *sets(LM_REWARD), "--run-dir",
-            rel["reward"], "--quiet")  # fmt: skip
-    bellman("lm", "ppo", rel["sft"], "--reward-model", rel["reward"], *sets(LM_PPO),
-            "--run-dir", rel["ppo"], "--quiet")  # fmt: skip
-    bellman("lm", "dpo", rel["sft"], "--data", ranked, *sets(LM_DPO), "--run-dir", rel["dpo"],
-            "--quiet")  # fmt: skip
-    run_dirs.extend(dirs.values())
 
-    # the held-out prompts of `lm ppo` (openings of 4 words of the documents that pretraining
-    # held out, 10% by default), each model's responses drawn as PPO's evaluation draws them
-    prompts = held_out_prompts(corpus, 0.1, 4)
-    prompts = [prompts[i] for i in holdout_indices(prompts, LM_PPO["eval_fraction"])[1]]
-    chunk = LM_PPO["batch_prompts"]
-    texts, scores = {}, {}
-    for name in ("sft", "ppo", "dpo"):
-        texts[name], scores[name] = true_scores(dirs[name], prompts, 0, chunk)
-    mean = {name: float(np.mean(values)) for name, values in scores.items()}
-    print(f"-> mean true score (VADER) on the {len(prompts)} held-out prompts: SFT "
-          f"{mean['sft']:+.3f} -> PPO {mean['ppo']:+.3f}, DPO {mean['dpo']:+.3f}")  # fmt: skip
-    print("The first three of those prompts, each model's response and its true score:")
-    for i in range(3):
-        print(f"  {shown(prompts[i])} ...")
-        for name in ("sft", "ppo", "dpo"):
-            print(f"    {name.upper():<4}{scores[name][i]:+.2f}  ... {shown(texts[name][i])}")
-    print(f"-> curves: runs/demo-{STAMP}-lm-{{{','.join(names)}}}/plot.png")
+    def held_out() -> list[str]:
+        # the held-out prompts of `lm ppo` (openings of 4 words of the documents that
+        # pretraining held out, 10% by default), each model's responses drawn as PPO's are
+        prompts = held_out_prompts(corpus, 0.1, 4)
+        return [prompts[i] for i in holdout_indices(prompts, LM_PPO["eval_fraction"])[1]]
+
+    return {"corpus": corpus, "demos": f"{rel['pretrain']}/demos.jsonl", "judge": "sentiment",
+            "label": (), "ppo": LM_PPO, "held_out": held_out}  # fmt: skip
+
+
+def task_recipe(task: str, rel: dict) -> dict:
+    """Stop 8 on a use case of `bellman lm task`: its corpus, demonstrations and prompts, its
+    judge as the true score; `lm ppo` holds out the task's fifth of prompts without a
+    demonstration (the task's eval fraction) and the tour scores each model on those."""
+    from bellman.lm import tasks
+    from bellman.lm.data import read_prompts
+
+    out = str((RUNS / f"demo-{STAMP}-lm-task").relative_to(ROOT))
+    bellman("lm", "task", task, "--out", out)
+    judge = json.loads((ROOT / out / "task.json").read_text())["judge"]
+    print(
+        f"The true judge is the {task} task's ({judge}): it ranks sampled responses for the "
+        "reward model and DPO and scores the models; PPO sees only the learned reward."
+    )
+    prompts = f"{out}/prompts.jsonl"
+    ppo = {**LM_PPO, "prompts": prompts, "true_judge": judge,
+           "eval_fraction": tasks.PPO_EVAL_FRACTION}  # fmt: skip
+    return {
+        "corpus": f"{out}/corpus.txt",
+        "demos": f"{out}/demos.jsonl",
+        "judge": judge,
+        "label": ("--data", prompts),
+        "ppo": ppo,
+        "held_out": lambda: tasks.eval_prompts([p for p, _ in read_prompts(ROOT / prompts)]),
+    }
 
 
 def shown(text: str) -> str:
@@ -278,10 +323,21 @@ STOPS = (
 
 
 def main() -> None:
+    global TASK
+    from bellman.lm.tasks import TASKS
+
     started = time.perf_counter()
-    chosen = sys.argv[1:] or [str(number) for number in range(1, len(STOPS) + 1)]
+    args, task = sys.argv[1:], None
+    if "--task" in args:
+        at = args.index("--task")
+        task = args[at + 1] if at + 1 < len(args) else ""
+        del args[at : at + 2]
+    chosen = args or [str(number) for number in range(1, len(STOPS) + 1)]
+    if task is not None and task not in TASKS:
+        sys.exit(f"error: --task must be one of {', '.join(TASKS)}, got '{task}'")
     if not all(arg.isdigit() and 1 <= int(arg) <= len(STOPS) for arg in chosen):
-        sys.exit(f"usage: python demo/tour.py [STOP ...], stops 1 to {len(STOPS)}")
+        sys.exit(f"usage: python demo/tour.py [STOP ...] [--task NAME], stops 1 to {len(STOPS)}")
+    TASK = task
     for number in map(int, chosen):
         STOPS[number - 1]()
     heading("Run directories")

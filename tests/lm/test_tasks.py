@@ -107,7 +107,7 @@ def test_every_task_s_prompts_and_demonstrations_fit_its_judge():
         judge = rewards.reward_function(task["judge"])
         prompts = [p["prompt"] for p in task["prompts"]]
         rewards.check_prompts(task["judge"], prompts)  # raises on a misfit
-        held = set(tasks._eval_prompts(prompts))
+        held = set(tasks.eval_prompts(prompts))
         assert len(held) >= 6 and not held & {p for p, _ in task["demos"]}, name
         scores = {judge(p, r) for p, r in task["demos"]}
         assert len(scores) >= 2, (name, scores)  # the demonstrations leave RL something to do

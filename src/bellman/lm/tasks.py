@@ -328,12 +328,12 @@ def build_task(name: str, seed: int = 0) -> dict:
     if name not in TASKS:
         raise unknown("task", name, TASKS)
     task = TASKS[name](np.random.default_rng(seed), seed)
-    eval_side = set(_eval_prompts([p["prompt"] for p in task["prompts"]]))
+    eval_side = set(eval_prompts([p["prompt"] for p in task["prompts"]]))
     task["demos"] = [(p, r) for p, r in task["demos"] if p not in eval_side]
     return task
 
 
-def _eval_prompts(prompts: list[str]) -> list[str]:
+def eval_prompts(prompts: list[str]) -> list[str]:
     """The prompts `lm ppo` holds out at its default eval_fraction (no demonstration of them)."""
     from bellman.lm.data import holdout_indices
 
@@ -356,7 +356,7 @@ def write_task(name: str, out: Path, seed: int = 0) -> dict:
     record = {
         "task": name, "seed": seed, "judge": task["judge"], "settings": task["settings"],
         "prompts": len(task["prompts"]), "demonstrations": len(task["demos"]),
-        "held_out_prompts": len(_eval_prompts([p["prompt"] for p in task["prompts"]])),
+        "held_out_prompts": len(eval_prompts([p["prompt"] for p in task["prompts"]])),
         "commands": recipe(name, out, task["judge"]),
     }  # fmt: skip
     atomic_write_text(out / "task.json", json.dumps(record, indent=2) + "\n")
