@@ -369,17 +369,16 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = parse_args()
-    torch.set_num_threads(1)
-    warm_up(args)
-    started = time.perf_counter()
+def run_interleaved(runners: dict, args, started: float) -> dict[str, dict[str, list[dict]]]:
+    """Every (env, seed) run of each library, the libraries' order alternating from seed to seed
+    (ABBA, so that drift in the machine's speed falls on both); runs[env_id][library] lists
+    each seed's result."""
     runs: dict[str, dict[str, list[dict]]] = {}
     for env_id in args.envs:
         for index, seed in enumerate(args.seeds):
             order = args.libraries if index % 2 == 0 else args.libraries[::-1]  # ABBA
             for library in order:
-                result = RUNNERS[library](env_id, seed, args.steps, args)
+                result = runners[library](env_id, seed, args.steps, args)
                 runs.setdefault(env_id, {}).setdefault(library, []).append({"seed": seed, **result})
                 print(
                     f"[{time.perf_counter() - started:5.0f} s] {env_id} {library:7s} seed {seed}:"
@@ -388,6 +387,15 @@ def main() -> None:
                     f" final eval {result['final_eval']:.1f}",
                     flush=True,
                 )
+    return runs
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    warm_up(args)
+    started = time.perf_counter()
+    runs = run_interleaved(RUNNERS, args, started)
     summaries = {env_id: summarise_env(by_library, len(args.seeds)) for env_id, by_library in
                  runs.items()}  # fmt: skip
     print_summary(summaries, args)

@@ -49,6 +49,7 @@ from common import header, print_table, processor, today, write_results
 from ppo_cartpole import (
     BARS,
     overrides,
+    run_interleaved,
     summarise_env,
     train_bellman,
     train_peer,
@@ -178,20 +179,7 @@ def main() -> None:
     for library in args.libraries:  # untimed warm-up: imports and first calls off the clocks
         RUNNERS[library]("CartPole-v1", 0, 1024, args)
     started = time.perf_counter()
-    runs: dict[str, dict[str, list[dict]]] = {}
-    for env_id in args.envs:
-        for index, seed in enumerate(args.seeds):
-            order = args.libraries if index % 2 == 0 else args.libraries[::-1]  # ABBA
-            for library in order:
-                result = RUNNERS[library](env_id, seed, args.steps, args)
-                runs.setdefault(env_id, {}).setdefault(library, []).append({"seed": seed, **result})
-                print(
-                    f"[{time.perf_counter() - started:5.0f} s] {env_id} {library:7s} seed {seed}:"
-                    f" steps to {BARS[env_id]:g} {result['steps_to_bar']}, seconds "
-                    f"{result['seconds_to_bar']:.1f}, {result['steps_per_second']:.0f} steps/s,"
-                    f" final eval {result['final_eval']:.1f}",
-                    flush=True,
-                )
+    runs = run_interleaved(RUNNERS, args, started)
     summaries = {env_id: summarise_env(by_library, len(args.seeds)) for env_id, by_library in
                  runs.items()}  # fmt: skip
     print_summary(summaries, args)
