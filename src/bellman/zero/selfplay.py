@@ -27,7 +27,7 @@ import torch
 from bellman.errors import CheckpointError
 from bellman.games import Game, make_game
 from bellman.nets import AlphaZeroNetwork
-from bellman.search.mcts import MCTS, search_wave, select_action, visit_policy
+from bellman.search.mcts import MCTS, play_together, select_action, visit_policy
 from bellman.torch_state import check_arrays
 from bellman.zero.network import NetworkEvaluator, build_network, load_weights
 
@@ -203,8 +203,8 @@ def play_self_play_games(
     game: Game, evaluator, settings: SelfPlaySettings, seeds: list[np.random.SeedSequence]
 ) -> list[GameRecord]:
     """Step 3 for several games at once: each game has its own tree, and every wave evaluates
-    the leaves of all the games still searching in ONE evaluator call (`search_wave`). A game
-    that finishes its search plays its move and starts the next search in the same wave.
+    the leaves of all the games still searching in ONE evaluator call; a game that finishes its
+    search plays its move and starts the next search in the same wave (`search.play_together`).
 
     With an evaluator whose outputs do not depend on the rest of the batch, each game is the
     same as when played alone; with a network that holds up to floating-point rounding, so the
@@ -212,17 +212,7 @@ def play_self_play_games(
     `_self_play`).
     """
     games = [SelfPlayGame(game, evaluator, settings, seed) for seed in seeds]
-    active = [g for g in games if not g.over]
-    for g in active:
-        g.begin_move()
-    while active:
-        search_wave([g.mcts for g in active], evaluator)
-        for g in active:
-            if g.mcts.done:
-                g.play_move()
-                if not g.over:
-                    g.begin_move()
-        active = [g for g in active if not g.over]
+    play_together(games, evaluator)
     return [g.record() for g in games]
 
 
