@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean gnugo
+.PHONY: demo test lint bench clean gnugo chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,ray,serve]'
 	touch $(STAMP)
 
 # The tour's language-model stop pretrains on Debian's fortunes; when they are missing and we
@@ -37,7 +37,18 @@ gnugo:
 		} >/dev/null 2>&1 || echo "could not install gnugo; the tests that need it are skipped"; \
 	fi
 
-test: $(STAMP) gnugo
+# The web app's browser tests drive Debian's chromium headless through Playwright (never a
+# downloaded browser); when it is missing and we are root with apt-get, install it quietly;
+# otherwise the browser tests are skipped, saying why.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && \
+		[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium package (the web app's browser tests)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		} >/dev/null 2>&1 || echo "could not install chromium; the browser tests are skipped"; \
+	fi
+
+test: $(STAMP) gnugo chromium
 	PYTHONHASHSEED=0 $(BIN)/python -m pytest -q -n 2  # two workers: CI's two cores
 
 bench: $(STAMP)
