@@ -14,6 +14,8 @@
     bellman move GAME --checkpoint RUN_DIR [--simulations N]
     bellman gtp --checkpoint RUN_DIR [--simulations N]      a Go agent speaking GTP v2
     bellman data gnugo --games N [--level L] --out DIR      GnuGo's games as SGF files
+    bellman serve [RUN_DIR ...] [--agent NAME ...] [--labels FILE] [--host H] [--port P]
+                                         the web app: arena, watch, runs, chat, labels
     bellman lm pretrain|demos|sft|label|reward|ppo|dpo|generate ...   the language-model pipeline
                                                                        (`bellman.cli.lm`)
 
@@ -118,6 +120,15 @@ def _parser() -> argparse.ArgumentParser:
     gnugo.add_argument("--size", type=int, default=9, help="board size: 9, 13 or 19")
     gnugo.add_argument("--komi", type=float, default=7.5, help="komi (default 7.5)")
     gnugo.add_argument("--seed", type=int, default=0, help="game n uses gnugo --seed SEED+n")
+
+    serve = commands.add_parser("serve", help="the web app: arena, watch an agent, browse runs")
+    serve.add_argument("run_dirs", type=Path, nargs="*", metavar="RUN_DIR")
+    serve.add_argument("--agent", action="append", default=[], metavar="NAME",
+                       help="a shipped agent (see `bellman agents`); repeatable")  # fmt: skip
+    serve.add_argument("--labels", type=Path, metavar="FILE",
+                       help="JSONL file the labelling page appends rankings to")  # fmt: skip
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
 
     from bellman.cli.lm import add_lm_commands
 
@@ -420,6 +431,14 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from bellman.serve import make_state, serve
+
+    state = make_state(args.run_dirs, args.agent, args.labels)
+    serve(state, args.host, args.port, log=lambda line: print(line, flush=True))
+    return 0
+
+
 _COMMANDS = {
     "envs": _cmd_envs,
     "algos": _cmd_algos,
@@ -431,5 +450,6 @@ _COMMANDS = {
     "move": _cmd_move,
     "gtp": _cmd_gtp,
     "data": _cmd_data,
+    "serve": _cmd_serve,
     "lm": _cmd_lm,
 }
