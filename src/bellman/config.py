@@ -98,6 +98,13 @@ class DeepConfig(TrainConfig):
     channels_last: bool = True
     """Nature-CNN networks take their image batches in channels-last memory order (faster
     convolutions on CPUs; the same numbers up to float rounding). false: the plain layout."""
+    backend: str = field(default="local", metadata=choices("local", "ray"))
+    """local: one process, exactly as before; ray: actors on a Ray cluster (see ray_address)."""
+    workers: int = field(default=0, metadata=interval("[0, 1024]"))
+    """backend = ray: Ray actors the work is spread over (0: one per environment, n_envs)."""
+    ray_address: str = ""
+    """backend = ray: HOST:PORT of a running cluster (`ray start --head`); empty: a local Ray on
+    this machine's cores."""
 
     def validate(self) -> None:
         check_deep_fields(self)
@@ -113,6 +120,19 @@ def check_deep_fields(config) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
+
+
+#: The algorithms with a Ray path (`backend = ray`); every other one refuses it.
+RAY_ALGORITHMS = ("a2c", "ppo")
+
+
+def check_backend(config, algo: str) -> None:
+    """ConfigError when `backend = ray` is asked of an algorithm without a Ray path."""
+    if getattr(config, "backend", "local") == "ray" and algo not in RAY_ALGORITHMS:
+        raise ConfigError(
+            f"{algo} has no Ray path (backend = ray); the algorithms with one: "
+            f"{', '.join(RAY_ALGORITHMS)}; set backend = local"
+        )
 
 
 def add_training_arguments(parser, steps_help: str) -> None:
@@ -321,6 +341,7 @@ def resolve(
         sources.append(f"--set {key}")
     config = cls(**values)
     check_fields(config, origins)
+    check_backend(config, algo)
     return config, sources
 
 
@@ -336,4 +357,5 @@ def from_dict(cls: type, algo: str, values: dict[str, Any], source: str) -> Trai
     apply(checked, values, cls, algo, source, origins)
     config = cls(**checked)
     check_fields(config, origins)
+    check_backend(config, algo)
     return config

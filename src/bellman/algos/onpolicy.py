@@ -76,7 +76,8 @@ from bellman.torch_state import check_arrays, load_module, load_optimizer, optim
 @dataclass(frozen=True)
 class ActorCriticConfig(TrainConfig):
     """The family base of A2C and PPO: the fields they share, the defaults PPO's (each algorithm
-    sets its own). The first six are those of every deep algorithm (`config.DeepConfig`)."""
+    sets its own). The fields up to ray_address are those of every deep algorithm
+    (`config.DeepConfig`)."""
 
     eval_every: int = field(default=0, metadata=interval("[0, inf)"))
     """Env steps between evaluations during training (0: none); logged as eval_return_mean."""
@@ -98,6 +99,13 @@ class ActorCriticConfig(TrainConfig):
     channels_last: bool = True
     """Nature-CNN networks take their image batches in channels-last memory order (faster
     convolutions on CPUs; the same numbers up to float rounding). false: the plain layout."""
+    backend: str = field(default="local", metadata=choices("local", "ray"))
+    """local: one process, exactly as before; ray: actors on a Ray cluster (see ray_address)."""
+    workers: int = field(default=0, metadata=interval("[0, 1024]"))
+    """backend = ray: Ray actors the work is spread over (0: one per environment, n_envs)."""
+    ray_address: str = ""
+    """backend = ray: HOST:PORT of a running cluster (`ray start --head`); empty: a local Ray on
+    this machine's cores."""
     steps: int = field(default=1_000_000, metadata=interval("[1, inf)"))
     """Total number of environment steps of the run, summed over the n_envs environments."""
     n_envs: int = field(default=1, metadata=interval("[1, 256]"))
