@@ -275,9 +275,11 @@ def _cmd_ppo(args) -> int:
 
     if args.judge is not None:
         reward_function(args.judge)
+    from bellman.lm.runs import pretrain_holdout
+
     items = [f"base={args.base.resolve()}"]
     if base["algo"] != "transformers":
-        items.append(f"holdout_fraction={_pretrain_split(base, args.base)}")
+        items.append(f"holdout_fraction={pretrain_holdout(base)}")
     if args.reward_model is not None:
         items.append(_reward_model_override(args.reward_model))
     if args.judge is not None:
@@ -334,28 +336,16 @@ def _lm_run_values(path: Path, command: str) -> dict:
     return values
 
 
-def _pretrain_split(values: dict, path: Path) -> float:
-    """The held-out fraction of the pretraining run behind `values` (an SFT run's base)."""
-    from bellman.lm.runs import run_values
-
-    while values["algo"] != "lm-pretrain":
-        base = Path(values.get("base", ""))
-        if not (base / "config.toml").is_file():
-            return 0.1
-        values = run_values(base)
-    return float(values["holdout_fraction"])
-
-
 def _cmd_demos(args) -> int:
     from bellman.lm.data import write_jsonl
-    from bellman.lm.runs import load_lm
+    from bellman.lm.runs import load_lm, pretrain_holdout
     from bellman.lm.sft import build_demonstrations, fitting
 
     values = _lm_run_values(args.run_dir, "demos")
     out = args.out or args.run_dir / "demos.jsonl"
     output_file(out, "--out")
     demos = build_demonstrations(
-        values["env"], _pretrain_split(values, args.run_dir), args.judge, args.prompt_words,
+        values["env"], pretrain_holdout(values), args.judge, args.prompt_words,
         args.response_words, args.keep,
     )  # fmt: skip
     lm = load_lm(args.run_dir)
@@ -371,6 +361,7 @@ def _cmd_demos(args) -> int:
 def _cmd_label(args) -> int:
     from bellman.lm.data import held_out_prompts, read_prompts, write_jsonl
     from bellman.lm.rewards import check_prompts, reward_function
+    from bellman.lm.runs import pretrain_holdout
 
     reward_function(args.judge)
     if args.k < 2:
@@ -382,7 +373,7 @@ def _cmd_label(args) -> int:
         read = read_prompts(args.data)[: args.prompts]
         prompts, where = [p for p, _ in read], [f"{args.data}:{line}" for _, line in read]
     else:
-        prompts = held_out_prompts(values["env"], _pretrain_split(values, args.run_dir),
+        prompts = held_out_prompts(values["env"], pretrain_holdout(values),
                                    args.prompt_words)[: args.prompts]  # fmt: skip
         where = [f"held-out prompt {i + 1} of '{values['env']}'" for i in range(len(prompts))]
     check_prompts(args.judge, prompts, where)  # a prompt the judge cannot score: nothing written

@@ -255,31 +255,37 @@ def read_demonstrations(path: Path) -> list[Demonstration]:
 
 def read_comparisons(path: Path) -> list[Comparison]:
     """Comparisons from a JSONL file of {"prompt", "responses": [best..worst], "scores"?}."""
-    comparisons = []
-    for number, record in _records(path):
-        where = f"{path}:{number}"
-        prompt = _string_field(record, "prompt", where)
-        if "responses" not in record:
-            raise ConfigError(f"{where}: missing field 'responses'")
-        responses = record["responses"]
-        if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
-            raise ConfigError(f"{where}: field 'responses' must be a list of strings")
-        if len(responses) < 2:
-            raise ConfigError(
-                f"{where}: 'responses' has {len(responses)} response(s); a comparison needs at "
-                "least 2, ranked best first"
-            )
-        scores = record.get("scores")
-        if scores is not None:
-            if (
-                not isinstance(scores, list)
-                or len(scores) != len(responses)
-                or not all(isinstance(s, int | float) and not isinstance(s, bool) for s in scores)
-            ):
-                raise ConfigError(f"{where}: 'scores' must be {len(responses)} numbers")
-            scores = tuple(float(s) for s in scores)
-        comparisons.append(Comparison(prompt, tuple(responses), scores, number))
-    return comparisons
+    return [comparison(record, f"{path}:{number}", number) for number, record in _records(path)]
+
+
+def comparison(record: dict, where: str, line: int = 0) -> Comparison:
+    """The checked Comparison of one ranked JSONL record (`read_comparisons`'s check of each
+    line; `bellman serve`'s labelling page checks what it appends with it).
+
+    Raises:
+        ConfigError: naming `where` ("ranked.jsonl:7") and what is wrong.
+    """
+    prompt = _string_field(record, "prompt", where)
+    if "responses" not in record:
+        raise ConfigError(f"{where}: missing field 'responses'")
+    responses = record["responses"]
+    if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+        raise ConfigError(f"{where}: field 'responses' must be a list of strings")
+    if len(responses) < 2:
+        raise ConfigError(
+            f"{where}: 'responses' has {len(responses)} response(s); a comparison needs at "
+            "least 2, ranked best first"
+        )
+    scores = record.get("scores")
+    if scores is not None:
+        if (
+            not isinstance(scores, list)
+            or len(scores) != len(responses)
+            or not all(isinstance(s, int | float) and not isinstance(s, bool) for s in scores)
+        ):
+            raise ConfigError(f"{where}: 'scores' must be {len(responses)} numbers")
+        scores = tuple(float(s) for s in scores)
+    return Comparison(prompt, tuple(responses), scores, line)
 
 
 def read_prompts(path: Path) -> list[tuple[str, int]]:

@@ -125,6 +125,19 @@ def run_values(run_dir: Path) -> dict[str, Any]:
     return read_run_config(Path(run_dir))
 
 
+def pretrain_holdout(values: dict[str, Any]) -> float:
+    """The held-out fraction of the pretraining run behind a run's config.toml `values` (its
+    `base` followed back to the `lm pretrain` run); 0.1, pretraining's default, when the chain
+    ends at a transformers folder. The held-out openings of the corpus at that split are the
+    prompts of `lm label`, `lm ppo` and `bellman serve`'s labelling page."""
+    while values["algo"] != "lm-pretrain":
+        base = Path(values.get("base", ""))
+        if not (base / "config.toml").is_file():
+            return 0.1
+        values = run_values(base)
+    return float(values["holdout_fraction"])
+
+
 def cosine_learning_rate(step: int, peak: float, warmup: int, total: int, floor: float) -> float:
     """Linear warmup to `peak` over `warmup` steps, then cosine decay to `floor * peak`."""
     if step < warmup:
