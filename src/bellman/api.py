@@ -394,8 +394,12 @@ def record_run(run_dir: Path, path: Path, seed: int = 0, max_frames: int = 2000)
         env.close()
 
 
-def evaluate_run(run_dir: Path, episodes: int, seed: int) -> dict[str, Any]:
-    """Evaluate a run's greedy policy on `episodes` seeded episodes and write `eval.json`."""
+def evaluate_run(
+    run_dir: Path, episodes: int, seed: int, out: Path | None = None, write: bool = True
+) -> dict[str, Any]:
+    """Evaluate a run's greedy policy on `episodes` seeded episodes and write the result to
+    `out` (default: the run's `eval.json`); with `write` false, write nothing (a shipped agent's
+    directory is part of the installed package)."""
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     if seed < 0:
@@ -406,5 +410,7 @@ def evaluate_run(run_dir: Path, episodes: int, seed: int) -> dict[str, Any]:
     finally:
         env.close()
     result = {"env": config.env, **result}
-    checkpoint.atomic_write_text(Path(run_dir) / "eval.json", json.dumps(result, indent=1))
+    if write:
+        out = Path(run_dir) / "eval.json" if out is None else Path(out)
+        checkpoint.atomic_write_text(out, json.dumps(result, indent=1))
     return result
