@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file
 
 import bellman
 from bellman import config as configs
@@ -90,7 +91,8 @@ def _flat_grad(output, parameters):
     ])  # fmt: skip
 
 
-def test_fisher_vector_product_equals_the_explicit_fisher_of_a_tiny_categorical_policy():
+@pytest.mark.parametrize("by_hand", [False, True])
+def test_fisher_vector_product_equals_the_explicit_fisher_of_a_tiny_categorical_policy(by_hand):
     # F = E_s[sum_a pi(a|s) grad log pi(a|s) grad log pi(a|s)^T], built explicitly from the
     # scores of every (s, a) of a 4-state batch with 3 actions; F v must match for any v.
     policy, obs, actions, log_probs = _tiny_batch(gym.spaces.Discrete(3))
@@ -104,8 +106,8 @@ def test_fisher_vector_product_equals_the_explicit_fisher_of_a_tiny_categorical_
         for a in range(3):
             score = _flat_grad(log_p[s, a], parameters)
             fisher += log_p[s, a].exp().detach() * torch.outer(score, score) / 4
-    product = problem.fisher_vector_product(damping=0.0)
-    damped = problem.fisher_vector_product(damping=0.1)
+    product = problem.fisher_vector_product(damping=0.0, by_hand=by_hand)
+    damped = problem.fisher_vector_product(damping=0.1, by_hand=by_hand)
     generator = torch.Generator().manual_seed(1)
     for _ in range(3):
         v = torch.randn(n, generator=generator)
@@ -113,7 +115,8 @@ def test_fisher_vector_product_equals_the_explicit_fisher_of_a_tiny_categorical_
         torch.testing.assert_close(damped(v), fisher @ v + 0.1 * v, atol=1e-6, rtol=1e-5)
 
 
-def test_fisher_vector_product_equals_the_explicit_fisher_of_a_tiny_gaussian_policy():
+@pytest.mark.parametrize("by_hand", [False, True])
+def test_fisher_vector_product_equals_the_explicit_fisher_of_a_tiny_gaussian_policy(by_hand):
     # For N(mu(s), diag(sigma^2)) the Fisher is block-diagonal: J_mu^T diag(1/sigma^2) J_mu
     # (averaged over s) for the parameters of mu, and 2 I for log sigma.
     policy, obs, actions, log_probs = _tiny_batch(gym.spaces.Box(-1.0, 1.0, (2,), np.float32))
@@ -132,11 +135,38 @@ def test_fisher_vector_product_equals_the_explicit_fisher_of_a_tiny_gaussian_pol
         if p is policy.policy_head.log_std:
             fisher[offset : offset + 2, offset : offset + 2] += 2 * torch.eye(2)
         offset += p.numel()
-    product = problem.fisher_vector_product(damping=0.0)
+    product = problem.fisher_vector_product(damping=0.0, by_hand=by_hand)
     generator = torch.Generator().manual_seed(2)
     for _ in range(3):
         v = torch.randn(n, generator=generator)
         torch.testing.assert_close(product(v), fisher @ v, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "action_space", [gym.spaces.Discrete(4), gym.spaces.Box(-1.0, 1.0, (3,), np.float32)]
+)
+def test_the_fisher_product_by_hand_equals_double_backpropagation_on_a_real_mlp(action_space):
+    # The speed path's J^T M J v against autograd's grad(grad KL . v) on 64x64 stacked trunks
+    # and 256 states: the same vector up to float rounding, with damping, for any v.
+    torch.manual_seed(5)
+    obs_space = gym.spaces.Box(-2.0, 2.0, (5,), np.float32)
+    policy = actor_critic_for(obs_space, action_space, network="mlp", hidden=(64, 64),
+                              shared=False, log_std_init=-0.5, env_id="tiny")  # fmt: skip
+    for p in policy.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))
+    obs = torch.randn(256, 5)
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    actions = torch.zeros(256, dtype=torch.long) if discrete else torch.zeros(256, 3)
+    with torch.no_grad():
+        log_probs, _, _ = policy.evaluate(obs, actions)
+    problem = PolicyDistance(policy, obs, actions, log_probs, torch.ones(256), 0.0)
+    plain = problem.fisher_vector_product(damping=0.1)
+    by_hand = problem.fisher_vector_product(damping=0.1, by_hand=True)
+    generator = torch.Generator().manual_seed(4)
+    n = sum(p.numel() for p in problem.parameters)
+    for _ in range(3):
+        v = torch.randn(n, generator=generator)
+        torch.testing.assert_close(by_hand(v), plain(v), atol=1e-6, rtol=1e-4)
 
 
 def test_gaussian_kl_matches_torch_distributions():
@@ -255,6 +285,42 @@ def test_trpo_solves_cartpole(tmp_path):
     assert all(float(row["approx_kl"]) <= 0.02 for row in rows)
     unseen = bellman.evaluate_run(run.dir, episodes=20, seed=100)
     assert unseen["mean"] >= 475, unseen
+
+
+@pytest.mark.parametrize(
+    ("env_id", "switches", "tolerance"),
+    [("CartPole-v1", ["steps=256"], 1e-6), ("CartPole-v1", ["steps=2048"], 2e-4),
+     ("Pendulum-v1", ["steps=256", "normalize_rewards=true"], 1e-5)],
+)  # fmt: skip
+def test_the_fast_and_the_plain_path_train_to_the_same_weights(
+    tmp_path, env_id, switches, tolerance
+):
+    """TRPO from one seed with fast = true (the Fisher products and the value steps by hand,
+    nets/fast.py) and fast = false (autograd): the same episodes and, at the end, the same
+    weights and Adam moments up to float rounding: 2e-7 (CartPole) and 2e-6 (Pendulum) after one
+    iteration; conjugate gradient amplifies the rounding a little each iteration (6e-5 after
+    eight). Pendulum's continuous
+    actions carry the rounding into the env's state, so that run is one iteration long."""
+    common = ["n_envs=4", "n_steps=64", "value_minibatch_size=64", "value_epochs=3",
+              "hidden_size=16", "eval_every=0", "log_every=256", "seed=0"]  # fmt: skip
+    arrays, rows = {}, {}
+    for fast in ("true", "false"):
+        run = bellman.train("trpo", env_id, overrides=[*common, *switches, f"fast={fast}"],
+                            run_dir=tmp_path / fast, quiet=True)  # fmt: skip
+        (last,) = (run.dir / "checkpoints").glob("*.safetensors")
+        arrays[fast], rows[fast] = load_file(last), _metrics(run.dir)
+    if env_id == "CartPole-v1":  # the same episodes, returns to the last digit
+        returns = {fast: [row["episode_return_mean"] for row in rows[fast]] for fast in rows}
+        assert returns["true"] == returns["false"] and any(returns["true"])
+    trained = [key for key in arrays["false"] if key.startswith(("policy/", "optim/"))]
+    assert set(arrays["false"]) <= set(arrays["true"]) and len(trained) > 10
+    for key in trained:
+        np.testing.assert_allclose(arrays["true"][key], arrays["false"][key], rtol=0,
+                                   atol=tolerance, err_msg=key)  # fmt: skip
+    # Adam over one flat buffer also keeps moments for theta's head, which the value loss never
+    # reaches (autograd leaves its gradient None, so the plain Adam keeps no state): all zero
+    for key in set(arrays["true"]) - set(arrays["false"]):
+        assert key.startswith("optim/") and (key.endswith("/step") or not arrays["true"][key].any())
 
 
 # ---- resume and the CLI -------------------------------------------------------------------

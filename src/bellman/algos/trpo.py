@@ -41,6 +41,10 @@ resume):
     - Step 9: `value_epochs` passes of Adam (`learning_rate`) over the batch in minibatches of
       `value_minibatch_size`, on 0.5 (V - V^targ)^2, gradient norm clipped at max_grad_norm
       (the GAE paper solves a trust-region problem for V instead). vf_coef is not used.
+    - The speed path (`fast`, on by default; nets/fast.py): with stacked MLP trunks the
+      Fisher-vector products of step 6 are J^T M J v worked out by hand (one forward-mode and
+      one backward pass, no double backpropagation) and step 9's value steps backpropagate by
+      hand through the critic alone; the same numbers up to float rounding (tests).
     - The numbers logged: the surrogate's improvement, the KL_bar reached, the line search's
       backtracks (-1 when no step was taken), the norm of g and the step's fraction of beta.
 """
@@ -76,6 +80,8 @@ from bellman.config import interval
 from bellman.errors import ConfigError, NonFiniteError
 from bellman.losses import value_loss
 from bellman.nets import ActorCritic, CategoricalHead
+from bellman.nets.fast import fisher_vector_product as fast_fisher_vector_product
+from bellman.nets.fast import supports_fisher_by_hand
 from bellman.run import Run
 from bellman.schedules import make_schedule
 
@@ -266,9 +272,15 @@ class PolicyDistance:
         """KL_bar(theta) = E_s[KL(pi_old(.|s) || pi_theta(.|s))], in closed form."""
         return mean_kl(self.head, self.old_params, self.distribution_parameters(), self.old_log_std)
 
-    def fisher_vector_product(self, damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    def fisher_vector_product(
+        self, damping: float, by_hand: bool = False
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         """v -> (F + damping I) v at theta_old, where F = Hessian of KL_bar (the Fisher matrix):
-        F v = grad (grad KL_bar . v), by double backpropagation (F is never built)."""
+        F v = grad (grad KL_bar . v), by double backpropagation (F is never built). With
+        `by_hand` (the speed path, stacked MLP trunks only) the same product as J^T M J v,
+        worked out without autograd (`nets.fast.fisher_vector_product`)."""
+        if by_hand:
+            return fast_fisher_vector_product(self.policy, self.obs, self.parameters, damping)
         grads = torch.autograd.grad(self.kl(), self.parameters, create_graph=True)
         flat = torch.cat([g.reshape(-1) for g in grads])
 
@@ -317,7 +329,8 @@ def trust_region_step(learner: ActorCriticLearner, batch: RolloutBatch) -> dict[
     g = flat(torch.autograd.grad(surrogate_old, parameters))
     surrogate_old = float(surrogate_old.detach())
     # 6. s ~= (F + damping I)^-1 g by conjugate gradient on Fisher-vector products
-    fisher = problem.fisher_vector_product(config.cg_damping)
+    by_hand = learner.fast is not None and supports_fisher_by_hand(learner.policy)
+    fisher = problem.fisher_vector_product(config.cg_damping, by_hand)
     s = conjugate_gradient(fisher, g, config.cg_iterations)
     # 7. beta = sqrt(2 delta / s^T F s): the quadratic model of the KL reaches delta
     curvature = float(s @ fisher(s))
@@ -374,10 +387,15 @@ def fit_value(learner: ActorCriticLearner, batch: RolloutBatch, learning_rate: f
     losses = []
     for _ in range(config.value_epochs):
         for minibatch in batch.minibatches(config.value_minibatch_size):
-            learner.zero_grad()
-            loss = value_loss(learner.policy.value(minibatch.obs), minibatch.returns)
-            loss.backward()
-            learner.update(config.max_grad_norm)
+            if learner.fast is not None:  # the same step, gradients by hand (nets/fast.py)
+                loss = learner.fast.value_step(
+                    learner.optimizer, minibatch.obs, minibatch.returns, config.max_grad_norm
+                )
+            else:
+                learner.zero_grad()
+                loss = value_loss(learner.policy.value(minibatch.obs), minibatch.returns)
+                loss.backward()
+                learner.update(config.max_grad_norm)
             losses.append(loss.detach())
     mean_loss = float(torch.stack(losses).mean())
     if not math.isfinite(mean_loss):

@@ -16,6 +16,9 @@ up to float rounding, and whole PPO runs that end with the same weights.
                           `log_prob_entropy_backward`), then backpropagated by hand through
                           stacked MLP trunks (`stacked_backward`) or by autograd from the outputs
                           (other trunks): on a small MLP the graph costs more than the network
+    Fisher products       TRPO's F v as J^T M J v (`fisher_vector_product`): one forward-mode and
+                          one backward pass by hand through the actor's MLP instead of autograd's
+                          double backpropagation (`algos.trpo.PolicyDistance`'s plain product)
     optimiser steps       `FlatParameters` (parameters and gradients in one buffer each: zeroing,
                           the clip and Adam are one call each), `step_optimizer` (the fused Adam
                           kernel called directly), `clip_grad_norm` (torch's clip, less overhead)
@@ -136,6 +139,38 @@ class FastPath:
         self.flat.clip_grad_norm(config.max_grad_norm)
         self.flat.step(optimizer)
         return policy_loss, critic_loss, entropy.mean(), clip_fraction
+
+
+    def value_step(self, optimizer, obs, returns, max_grad_norm: float) -> torch.Tensor:
+        """One minibatch step of a value regression (TRPO's step 9) as the plain path takes it:
+        the loss 0.5 (V - R)^2 (`losses.value_loss`) of V = `ActorCritic.value`, its gradients,
+        a clip of their norm, Adam. dL/dV by hand (`value_loss_gradient`); through stacked
+        trunks, only the critic's half is computed and backpropagated by hand (the actor's
+        half gets zeros, as autograd gives it); other trunks go through autograd.
+        Returns the loss."""
+        policy, value = self.policy, self.policy.value_head
+        trunks = policy.trunks
+        if not isinstance(trunks, StackedTrunks):
+            params, values, tape = outputs_for_backward(policy, obs)
+            with torch.no_grad():
+                critic_loss = value_loss(values, returns)
+                values_grad = value_loss_gradient(values, returns)
+                self.flat.zero_grad()
+            backward_from_outputs(policy, tape, torch.zeros_like(params), values_grad)
+        else:
+            with torch.no_grad():
+                activation = INPLACE_ACTIVATIONS[trunks.activation]
+                features = [vector_inputs(obs, trunks.one_hot)]
+                for weight, bias in zip(trunks.weights, trunks.biases, strict=True):
+                    features.append(activation(torch.addmm(bias[1], features[-1], weight[1])))
+                values = nn.functional.linear(features[-1], value.weight, value.bias).squeeze(-1)
+                critic_loss = value_loss(values, returns)
+                values_grad = value_loss_gradient(values, returns)
+                self.flat.zero_grad()
+                critic_backward(trunks, value, features, values_grad)
+        self.flat.clip_grad_norm(max_grad_norm)
+        self.flat.step(optimizer)
+        return critic_loss
 
 
 # ---- numpy acting -------------------------------------------------------------------------
@@ -267,6 +302,25 @@ def stacked_backward(trunks: StackedTrunks, activations: list[torch.Tensor], gra
         write_grad(bias, torch.sum, grad, 1, keepdim=True)
         if index:
             grad = torch.bmm(grad, weight.transpose(1, 2))
+
+
+@torch.no_grad()
+def critic_backward(trunks: StackedTrunks, value: nn.Linear, features: list, values_grad) -> None:
+    """`stacked_backward` for the critic's half alone: the gradients of a loss whose gradient wrt
+    V = value(critic features) is values_grad [B], into the value head's and the critic half's
+    .grad (which must be zero before), given the critic's activations `features` (input first).
+    """
+    write_grad(value.weight, torch.mm, values_grad.unsqueeze(0), features[-1])
+    write_grad(value.bias, torch.sum, values_grad, 0, keepdim=True)
+    derivative = ACTIVATION_BACKWARDS[trunks.activation]
+    grad = values_grad.unsqueeze(1) * value.weight  # [B, H]
+    for index in reversed(range(len(trunks.weights))):
+        weight, bias = trunks.weights[index], trunks.biases[index]
+        grad = derivative(grad, features[index + 1])
+        torch.mm(features[index].t(), grad, out=weight.grad[1])
+        torch.sum(grad, 0, keepdim=True, out=bias.grad[1])
+        if index:
+            grad = grad @ weight[1].t()
 
 
 def policy_layer(policy: ActorCritic) -> nn.Linear:
@@ -401,6 +455,95 @@ def value_loss_gradient(values, returns, old_values=None, clip_range: float | No
     larger = torch.where(squared > clipped_squared, error, clipped_error)
     tie = (error + clipped_error) / 2
     return torch.where(squared == clipped_squared, tie, larger).mul_(scale)
+
+
+# ---- Fisher-vector products ---------------------------------------------------------------
+def supports_fisher_by_hand(policy: ActorCritic) -> bool:
+    """Whether `fisher_vector_product` handles the policy: stacked MLP trunks (whose actor half
+    it differentiates by hand) and a categorical or diagonal Gaussian head."""
+    return isinstance(policy.trunks, StackedTrunks)
+
+
+@torch.no_grad()
+def fisher_vector_product(policy: ActorCritic, obs: torch.Tensor, parameters: list, damping: float):
+    """v -> (F + damping I) v, F the Hessian at theta_old of KL_bar(theta) = E_s[KL(pi_old(.|s) ||
+    pi_theta(.|s))] over the batch `obs` (TRPO's step 6), without autograd.
+
+    At theta = theta_old the KL's Hessian is the Gauss-Newton matrix F = J^T M J: J the Jacobian
+    of the distribution's parameters z(s) (logits, or means) wrt theta, M the Hessian of the KL
+    wrt z at z_old, averaged over the B states: for a categorical, (diag(p) - p p^T) / B; for a
+    diagonal Gaussian, diag(1/sigma^2) / B for the means and 2 I for log sigma (no cross term).
+    So F v = J^T (M (J v)): J v is one forward-mode pass through the actor's MLP and its head
+    (for y = f(x W + b): dy = f'(.) (dx W + x dW + db)), J^T u one backward pass
+    (`stacked_backward`'s rule). The critic's parameters get F v = 0 (plus damping v): KL_bar
+    does not depend on them. The same product as autograd's double backpropagation
+    (`algos.trpo.PolicyDistance.fisher_vector_product`) up to float rounding (tests/algos/
+    test_trpo.py), several times cheaper on small MLPs.
+
+    Args:
+        policy: an ActorCritic with StackedTrunks (`supports_fisher_by_hand`), at theta_old.
+        obs: [B, ...] the batch's observations.
+        parameters: theta, in the order of v (`algos.trpo.policy_parameters`).
+        damping: added to F's diagonal.
+    """
+    trunks, head, layer = policy.trunks, policy.policy_head, policy_layer(policy)
+    activation = INPLACE_ACTIVATIONS[trunks.activation]
+    derivative = ACTIVATION_BACKWARDS[trunks.activation]  # (dy, y) -> f'(x) dy, as in backward
+    weights = [w[0] for w in trunks.weights]  # the actor's half: [in, out]
+    biases = [b[0] for b in trunks.biases]  # [1, out]
+    features = [vector_inputs(obs, trunks.one_hot)]
+    for weight, bias in zip(weights, biases, strict=True):
+        features.append(activation(torch.addmm(bias, features[-1], weight)))
+    z = nn.functional.linear(features[-1], layer.weight, layer.bias)
+    batch = z.shape[0]
+    categorical = isinstance(head, CategoricalHead)
+    curvature = z.softmax(-1) if categorical else torch.exp(-2 * head.log_std).expand_as(z)
+    slices, offset = {}, 0
+    for parameter in parameters:
+        slices[id(parameter)] = (offset, parameter)
+        offset += parameter.numel()
+
+    @torch.no_grad()
+    def product(v: torch.Tensor) -> torch.Tensor:
+        def part(parameter):
+            start, _ = slices[id(parameter)]
+            return v[start : start + parameter.numel()].view_as(parameter)
+
+        # J v: forward mode through the actor's layers and the head
+        tangent = None
+        for index, weight in enumerate(weights):
+            d_pre = torch.addmm(part(trunks.biases[index])[0], features[index],
+                                part(trunks.weights[index])[0])  # fmt: skip
+            if tangent is not None:
+                d_pre.addmm_(tangent, weight)
+            tangent = derivative(d_pre, features[index + 1])
+        dz = nn.functional.linear(features[-1], part(layer.weight), part(layer.bias))
+        dz.addmm_(tangent, layer.weight.t())
+        # M (J v)
+        if categorical:
+            u = curvature * dz
+            u.sub_(curvature * u.sum(-1, keepdim=True)).div_(batch)
+        else:
+            u = dz.mul_(curvature).div_(batch)
+        # J^T u: backward through the head and the actor's layers
+        out = {id(layer.weight): u.t() @ features[-1], id(layer.bias): u.sum(0)}
+        grad = u @ layer.weight
+        for index in reversed(range(len(weights))):
+            grad = derivative(grad, features[index + 1])
+            weight_out = torch.zeros_like(trunks.weights[index])
+            bias_out = torch.zeros_like(trunks.biases[index])
+            torch.mm(features[index].t(), grad, out=weight_out[0])
+            bias_out[0] = grad.sum(0, keepdim=True)
+            out[id(trunks.weights[index])], out[id(trunks.biases[index])] = weight_out, bias_out
+            if index:
+                grad = grad @ weights[index].t()
+        if not categorical:
+            out[id(head.log_std)] = 2.0 * part(head.log_std)
+        fv = torch.cat([out[id(p)].reshape(-1) if id(p) in out else torch.zeros(p.numel())
+                        for p in parameters])  # fmt: skip
+        return fv.add_(v, alpha=damping)
+
+    return product
 
 
 # ---- optimiser steps ----------------------------------------------------------------------
