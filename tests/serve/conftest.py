@@ -114,3 +114,38 @@ def artifacts(request, tmp_path: Path) -> Path:
     folder = Path(root) / request.node.name.replace("/", "_")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+#: A tiny AlphaZero run: one iteration of self-play, a network of one block of 8 channels.
+TINY_ALPHAZERO = [
+    "steps=30", "simulations=8", "blocks=1", "channels=8", "value_hidden=8", "batch_size=16",
+    "replay_window=2000", "train_steps=2", "games_per_iteration=4", "arena_games=0",
+    "arena_simulations=16", "optimizer=adam",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def connect4_run(tmp_path_factory) -> Path:
+    """A Connect Four AlphaZero run trained for one iteration (about 2 s), once per session."""
+    import torch
+
+    from bellman import api
+
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("serve") / "alphazero-connect4"
+    api.train("alphazero", "connect4", overrides=TINY_ALPHAZERO, run_dir=run_dir, quiet=True)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def cartpole_run(tmp_path_factory) -> Path:
+    """A CartPole DQN run of 600 env steps (six metrics rows), once per session."""
+    import torch
+
+    from bellman import api
+
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("serve") / "dqn-cartpole"
+    settings = ["steps=600", "learning_starts=100", "log_every=100", "eval_every=0"]
+    api.train("dqn", "CartPole-v1", overrides=settings, run_dir=run_dir, quiet=True)
+    return run_dir

@@ -17,6 +17,7 @@ import string
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -69,6 +70,18 @@ def page(
         title=html.escape(title), nav=nav, body=body_html, scripts=tags
     )
     return HTMLResponse(text, status_code=status_code)
+
+
+def href(prefix: str, name: str) -> str:
+    """The escaped, quoted link `PREFIX/NAME` to a run or agent's page."""
+    return html.escape(f"{prefix}/{quote(name, safe='')}")
+
+
+def known(name: str, valid, what: str) -> str:
+    """`name` when it is one of `valid`, else a 404 naming what is valid."""
+    if name not in valid:
+        raise HTTPException(404, f"unknown {what} '{name}'; valid: {', '.join(valid) or 'none'}")
+    return name
 
 
 def json_data(value: Any) -> str:
