@@ -161,10 +161,25 @@ class ActorCriticConfig(TrainConfig):
     def validate(self) -> None:
         check_deep_fields(self)
         check_vector_settings(self)
+        check_ray_settings(self)
 
     @property
     def hidden(self) -> tuple[int, ...]:
         return (self.hidden_size,) * self.hidden_layers
+
+
+def check_ray_settings(config: ActorCriticConfig) -> None:
+    """backend = ray: no normalisation (its running statistics are shared by the N envs of one
+    process); `RayVectorEnv` checks the number of workers."""
+    if config.backend != "ray":
+        return
+    for name in ("normalize_observations", "normalize_rewards"):
+        if getattr(config, name):
+            raise ConfigError(
+                f"{name} shares one set of running statistics between the envs of one "
+                f"process, but backend = ray steps them in separate actors; set {name} = false "
+                f"or backend = local"
+            )
 
 
 # ---- environments -------------------------------------------------------------------------
@@ -220,6 +235,10 @@ def make_train_env(config: ActorCriticConfig) -> gym.vector.VectorEnv:
             "normalize_rewards wraps each env of the gymnasium path; Atari's rewards are already "
             "clipped to {-1, 0, 1}: set normalize_rewards = false (or atari_backend = gymnasium)"
         )
+    if config.backend == "ray":  # the same N envs, each stepped in a Ray actor
+        from bellman.distributed.rollout import RayVectorEnv
+
+        return RayVectorEnv(one_env, config.n_envs, config.workers, config.ray_address)
     return make_vector_env(config, one_env)
 
 

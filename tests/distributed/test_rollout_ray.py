@@ -1,0 +1,107 @@
+"""PPO and A2C with their envs on Ray actors: bit for bit the single-process run with the same
+n_envs, through a killed actor and through a checkpoint and --resume. One local Ray (2 CPUs at
+most) serves the whole module."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+
+import pytest
+import torch
+
+from bellman import api
+from bellman.errors import ConfigError
+from tests.conftest import _final_state
+
+ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'bellman[ray]'")
+
+from bellman.distributed import cluster  # noqa: E402
+from bellman.distributed.rollout import RayVectorEnv  # noqa: E402
+
+torch.set_num_threads(1)
+
+STEPS = 1024
+PPO = ["n_envs=4", "n_steps=32", "minibatch_size=64", "n_epochs=2", "hidden_size=16",
+       "anneal=false", "log_every=128", "checkpoint_every=512"]  # fmt: skip
+ON_RAY = ["backend=ray", "workers=2"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (a second `connect` with the same address is a no-op)."""
+    cluster.connect("", 2)
+    yield
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory):
+    """The reference: PPO on CartPole, 4 envs in one process, 1024 steps."""
+    run_dir = tmp_path_factory.mktemp("local") / "run"
+    api.train("ppo", "CartPole-v1", overrides=[*PPO, f"steps={STEPS}"], run_dir=run_dir,
+              quiet=True)  # fmt: skip
+    return _final_state(run_dir, STEPS)
+
+
+def assert_same_run(state, expected) -> None:
+    """Every array of the final checkpoint equal (torch.equal), metrics.csv rows equal except the
+    timing columns, episodes.csv equal."""
+    arrays, metrics, episodes = state
+    assert set(arrays) == set(expected[0])
+    for key, value in expected[0].items():
+        assert torch.equal(torch.from_numpy(arrays[key]), torch.from_numpy(value)), key
+    assert metrics == expected[1]
+    assert episodes == expected[2]
+
+
+def test_ppo_on_ray_actors_is_the_single_process_run_bit_for_bit(
+    local_ray, single_process, tmp_path
+):
+    run = api.train("ppo", "CartPole-v1", overrides=[*PPO, *ON_RAY, f"steps={STEPS}"],
+                    run_dir=tmp_path / "ray", quiet=True)  # fmt: skip
+    assert run.config.backend == "ray"
+    assert_same_run(_final_state(tmp_path / "ray", STEPS), single_process)
+    cluster.connect("", 2)  # connected already: a no-op
+    with pytest.raises(ConfigError, match="workers = 3 but the Ray cluster has 2 CPUs"):
+        cluster.connect("", 3)
+
+
+def test_a_killed_actor_is_restarted_and_the_run_goes_on_unchanged(
+    local_ray, single_process, tmp_path, monkeypatch, capfd
+):
+    step, calls = RayVectorEnv.step, itertools.count()
+
+    def step_and_kill(self, actions):  # SIGKILL actor 1's process before the 100th step
+        if next(calls) == 100:
+            os.kill(self.actor_pids()[1], signal.SIGKILL)
+        return step(self, actions)
+
+    monkeypatch.setattr(RayVectorEnv, "step", step_and_kill)
+    api.train("ppo", "CartPole-v1", overrides=[*PPO, *ON_RAY, f"steps={STEPS}"],
+              run_dir=tmp_path / "ray", quiet=True)  # fmt: skip
+    assert "warning: Ray actor 1 (envs 2-3) was lost" in capfd.readouterr().err
+    # its envs were reset with their seeds and replayed: the run is the one nothing happened to
+    assert_same_run(_final_state(tmp_path / "ray", STEPS), single_process)
+
+
+def test_a_ray_run_resumed_from_its_checkpoint_ends_as_the_run_that_never_stopped(
+    local_ray, single_process, tmp_path
+):
+    run_dir = tmp_path / "ray"
+    api.train("ppo", "CartPole-v1", overrides=[*PPO, *ON_RAY, f"steps={STEPS // 2}"],
+              run_dir=run_dir, quiet=True)  # fmt: skip
+    api.resume(run_dir, steps=STEPS, quiet=True)
+    # the uninterrupted Ray run is the single-process run (the first test)
+    assert_same_run(_final_state(run_dir, STEPS), single_process)
+
+
+def test_a2c_steps_its_envs_on_ray_as_in_one_process(local_ray, tmp_path):
+    # 3 envs on 2 actors: blocks of 2 and 1 envs, put back together in env order
+    overrides = ["n_envs=3", "n_steps=8", "hidden_size=16", "steps=480", "log_every=240",
+                 "checkpoint_every=480"]  # fmt: skip
+    api.train("a2c", "CartPole-v1", overrides=overrides, run_dir=tmp_path / "one", quiet=True)
+    api.train("a2c", "CartPole-v1", overrides=[*overrides, "backend=ray", "workers=2"],
+              run_dir=tmp_path / "ray", quiet=True)  # fmt: skip
+    assert_same_run(_final_state(tmp_path / "ray", 480), _final_state(tmp_path / "one", 480))
