@@ -192,7 +192,7 @@ def principal_variation(root, depth: int) -> list[int]:
 
 _ARENA_BODY = """
 <div class="row">
-  <div>
+  <div class="play">
     <div class="controls">
       <label>Agent <select id="agent"></select></label>
       <label>You play <select id="side"><option value="0">first</option>

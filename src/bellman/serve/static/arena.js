@@ -95,6 +95,8 @@
       : Array.from({ length: rows }, () => Array(cols).fill(0));
     const total = search ? search.visits.reduce((a, b) => a + b, 0) : 0;
     const share = (a) => (search && total > 0 ? search.visits[a] / total : 0);
+    const most = search ? Math.max(...search.visits) : 0;
+    const heat = (a) => (most > 0 ? 0.1 + 0.8 * search.visits[a] / most : 0); // darkest: most visited
     const tip = (a) => (search
       ? `N=${search.visits[a]}  Q=${search.q[a].toFixed(3)}  prior=${search.priors[a].toFixed(3)}`
       : "");
@@ -102,19 +104,22 @@
     if (kind === "columns") {
       el("rect", { x: 0, y: top, width: width, height: rows * cell, fill: "#2b5fad", rx: 8 }, svg);
       for (let c = 0; c < cols; c++) {
-        const heat = el("rect", { x: c * cell + 4, y: 2, width: cell - 8, height: top - 6,
-          fill: "#ff7a00", "fill-opacity": share(c), stroke: "#ccc", class: "heat",
-          "data-action": c }, svg);
-        el("title", {}, heat).textContent = tip(c);
+        const bar = el("rect", { x: c * cell + 4, y: 2, width: cell - 8, height: top - 6,
+          fill: "#ff7a00", "fill-opacity": heat(c), stroke: "#ccc", class: "heat",
+          "data-action": c, "data-share": share(c) }, svg);
+        el("title", {}, bar).textContent = tip(c);
         if (search && search.visits[c] > 0) {
           const label = el("text", { x: c * cell + cell / 2, y: top - 12, "text-anchor": "middle",
             "font-size": 12 }, svg);
           label.textContent = search.visits[c];
         }
+        const landed = cells.findIndex((row) => row[c] !== 0); // the top disc of the column
         for (let r = 0; r < rows; r++) {
           const v = cells[r][c];
+          const last = search && search.move === c && r === landed;
           el("circle", { cx: c * cell + cell / 2, cy: top + r * cell + cell / 2, r: cell * 0.4,
-            fill: v === 1 ? "#e33" : v === 2 ? "#f5d300" : "#f6f7f9" }, svg);
+            fill: v === 1 ? "#e33" : v === 2 ? "#f5d300" : "#f6f7f9",
+            stroke: last ? "#0a7" : "none", "stroke-width": 4 }, svg);
         }
         const hit = el("rect", { x: c * cell, y: 0, width: cell, height: height, fill: "transparent",
           class: "column", "data-action": c, cursor: "pointer" }, svg);
@@ -137,10 +142,10 @@
               stroke: "#99a" }, svg);
           }
           if (v === 0 && share(a) > 0) {
-            const heat = el("rect", { x: x + 3, y: y + 3, width: cell - 6, height: cell - 6,
-              fill: "#ff7a00", "fill-opacity": 0.15 + 0.75 * share(a), class: "heat",
-              "data-action": a }, svg);
-            el("title", {}, heat).textContent = tip(a);
+            const square = el("rect", { x: x + 3, y: y + 3, width: cell - 6, height: cell - 6,
+              fill: "#ff7a00", "fill-opacity": heat(a), class: "heat", "data-action": a,
+              "data-share": share(a) }, svg);
+            el("title", {}, square).textContent = tip(a);
           }
           if (v !== 0 && kind === "cells") {
             const mark = el("text", { x: x + cell / 2, y: y + cell * 0.68, "text-anchor": "middle",
