@@ -230,8 +230,12 @@ def answer(state: ServeState, values: dict[str, Any]) -> dict[str, Any]:
             learned = None
             if scorer is not None:
                 model, tokenizer = scorer
-                inputs = reward_inputs(tokenizer, [prompt], texts, lm.device, context_of(model))
-                learned = float(model(inputs)[0])
+                try:
+                    inputs = reward_inputs(tokenizer, [prompt], texts, lm.device, context_of(model))
+                    learned = float(model(inputs)[0])
+                except ConfigError:  # the text re-tokenized is longer than the reward model reads
+                    notes.append(f"no learned reward for {name}: prompt and response, tokenized "
+                                 "again, are longer than the reward model's context")  # fmt: skip
         answers.append({
             "run": name, "algo": algo, "response": texts[0],
             "tokens": int(batch.response_lengths[0]),
