@@ -341,3 +341,97 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path: Path, ove
 def test_config_errors_in_the_library():
     with pytest.raises(ConfigError, match="replay_window"):
         muzero.MuZeroConfig(env="tictactoe", batch_size=10, replay_window=5).validate()
+
+
+def test_the_dynamics_predicts_at_search_time_what_it_was_trained_to():
+    # training unrolls g one batch per step k, search calls it one state at a time in eval
+    # mode: g's outputs must not depend on the batch nor on train/eval mode (no BatchNorm)
+    torch.manual_seed(0)
+    board = BoardMuZeroNetwork((2, 3, 3), 9, blocks=1, channels=8, value_hidden=8)
+    hidden = board.initial_inference(torch.rand(6, 2, 3, 3))[0].detach()
+    actions = torch.tensor([0, 4, 8, 1, 2, 3])
+    trained = board.train().recurrent_inference(hidden, actions)
+    alone = board.eval().recurrent_inference(hidden[2:3], actions[2:3])
+    for a, b in zip(trained, alone, strict=True):
+        torch.testing.assert_close(a[2:3], b, rtol=1e-5, atol=1e-6)
+
+
+# ---- Reanalyse ------------------------------------------------------------------------------
+def _learner(env: str, **overrides) -> muzero.MuZeroLearner:
+    knobs = dict(blocks=0, channels=4, value_hidden=4, hidden_size=8, layers="8", support=5,
+                 simulations=6, unroll_steps=2, batch_size=8, replay_window=40, seed=0)  # fmt: skip
+    config = muzero.MuZeroConfig(env=env, **{**knobs, **overrides})
+    return muzero.MuZeroLearner(config, muzero.make_train_env(config))
+
+
+def test_reanalysed_policy_targets_are_a_fresh_searchs():
+    learner = _learner("tictactoe", reanalyse_fraction=1.0, tree_legal_moves=True)
+    game, config = learner.world, learner.config
+    moves = [4, 0, 8, 2, 1, 7, 3]  # X wins on the last move
+    states = [play_moves(game, moves[:t]) for t in range(len(moves))]
+    stored = np.full((7, 9), 1 / 9, np.float32)  # targets a fresh search cannot give
+    rewards = np.zeros(7, np.float32)
+    rewards[-1] = 1.0
+    trajectory = Trajectory(np.stack([game.observation(s) for s in states]), np.array(moves),
+                            rewards, stored, np.zeros(7, np.float32), True, 1.0)  # fmt: skip
+    learner.replay.add(trajectory, 0)
+    batch = learner.sample_batch()
+    model = muzero.model_for(learner.network, game)
+    for row, slot in enumerate(batch["slots"].tolist()):
+        for k in range(3):  # the policy targets of t..t+K: visits of a fresh search at each
+            if slot + k < 7:
+                mcts = muzero.search_for(config, game, model, simulations=6, seed=0)
+                counts = mcts.search(states[slot + k]).visit_counts
+                assert batch["policies"][row, k].tolist() == pytest.approx(counts / 6)
+                assert counts[[m for m in moves[: slot + k]]].sum() == 0  # legal moves only
+            else:
+                assert batch["policies"][row, k].sum() == 0
+        # the value targets stay the game's result for the player to move
+        assert batch["values"][row, 0] == (1.0 if slot % 2 == 0 else -1.0)
+
+
+def test_reanalysed_value_targets_bootstrap_from_a_fresh_search():
+    learner = _learner("CartPole-v1", reanalyse_fraction=1.0, td_steps=2, discount=0.5,
+                       batch_size=4)  # fmt: skip
+    observations = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    trajectory = Trajectory(observations, np.array([0, 1, 1, 0, 1, 0]), np.ones(6, np.float32),
+                            np.full((6, 2), 0.5, np.float32), np.full(6, 99, np.float32), True,
+                            6.0)  # fmt: skip
+    learner.replay.add(trajectory, 0)
+    batch = learner.sample_batch()
+    model = muzero.model_for(learner.network, learner.world)
+
+    def fresh(index: int):
+        search = muzero.search_for(learner.config, learner.world, model, simulations=6, seed=0)
+        return search.search(observations[index])
+
+    for row, slot in enumerate(batch["slots"].tolist()):
+        for k in range(3):
+            t = slot + k
+            if t + 2 < 6:  # z = u + 0.5 u' + 0.25 nu^fresh_{t+2}: not the stored 99
+                expected = 1.5 + 0.25 * fresh(t + 2).value
+            else:  # the episode ends first: no bootstrap
+                expected = sum(0.5**i for i in range(max(0, 6 - t)))
+            assert batch["values"][row, k].item() == pytest.approx(expected, abs=1e-5)
+            if t < 6:
+                counts = fresh(t).visit_counts
+                assert batch["policies"][row, k].tolist() == pytest.approx(counts / 6)
+
+
+def test_reanalyse_off_samples_the_stored_targets_with_the_same_draws():
+    learner = _learner("tictactoe", batch_size=5, games_per_iteration=3)
+    episodes = muzero._acting(learner, learner.config)
+    for number, trajectory in enumerate(episodes):
+        learner.replay.add(trajectory, number)
+    rng = np.random.default_rng(7)
+    learner.rng = np.random.default_rng(7)
+    batch = learner.sample_batch()
+    slots = rng.integers(0, learner.replay.size, 5)
+    assert batch["slots"].tolist() == slots.tolist()
+    for row, slot in enumerate(slots.tolist()):
+        targets = unrolled_targets(learner.replay.trajectory_from(slot), 0, unroll_steps=2,
+                                   td_steps=None, discount=1.0, two_player=True, rng=rng)  # fmt: skip
+        for name, target in zip(("actions", "values", "rewards", "policies", "masks"), targets,
+                                strict=True):  # fmt: skip
+            np.testing.assert_array_equal(batch[name][row].numpy(), target, err_msg=name)
+    assert learner.rng.random() == rng.random()  # no extra draw

@@ -39,20 +39,41 @@ Deviations and details:
       process, all of an iteration's at once (one network call per kind per search wave).
     - Board games store every symmetric copy of each trajectory (`symmetries`, as AlphaZero;
       the paper's MuZero does not augment).
-    - Not yet here: self-play worker processes, the arena and Elo table during training,
-      reanalyse.
+    - Not yet here: self-play worker processes, the arena and Elo table during training.
     - `priority_alpha > 0`: prioritized replay as the paper's Appendix G (P(i) proportional to
       p_i^alpha, p = |nu - z| when stored and |v^0 - z| after training on it, losses weighted
       by (N P(i))^-beta).
     - `gumbel = true`: Gumbel MuZero's root (`bellman.search.gumbel`) chooses the moves played
       and gives the policy targets (the improved policy); the trained agent plays its choice.
+
+Reanalyse (`reanalyse_fraction` = f > 0; MuZero Reanalyze, the paper's Appendix H): step C
+revisits stored positions with the latest network. For each sampled position t, with
+probability f:
+
+     C'.  for k = 0..K with t + k < T: search again from o_{t+k} with the current h, g, f (no
+          noise, `simulations` as when acting) and take its visit distribution (a Gumbel root:
+          its improved policy) as the new pi_{t+k};
+          envs: search again at every position t + k + n whose root value the n-step value
+          target bootstraps from and use the fresh nu_{t+k+n}:
+              z_{t+k} = u_{t+k+1} + ... + g^{n-1} u_{t+k+n} + g^n nu^fresh_{t+k+n}
+          (board games: z is the game's result, which no search changes);
+     C.   then the targets and the loss as above.
+
+All the fresh searches of a minibatch run together (`search_together`: one network call per
+kind per wave). The fresh targets are used for that gradient step only; the replay keeps what
+acting stored. A board position's real state (the search's root legal moves, and the tracked
+states of `tree_legal_moves`) is rebuilt by replaying its episode's moves from the initial
+state, so positions whose episode start has left the replay window keep their stored targets.
+Deviation: the paper bootstraps the fresh value from a target network; here the latest network.
+f = 0 (the default) draws no extra random numbers: runs are the same bit for bit as without the
+option.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -66,7 +87,7 @@ from bellman.games import GAMES, Game, make_game
 from bellman.games.base import play_moves
 from bellman.nets import resolve_device
 from bellman.run import Run
-from bellman.search.mcts import MCTS, best_move
+from bellman.search.mcts import MCTS, best_move, search_together
 from bellman.torch_state import check_arrays, load_module, load_optimizer, optimizer_arrays
 from bellman.zero.arena import OpponentEnv
 from bellman.zero.muzero_network import (
@@ -83,6 +104,7 @@ from bellman.zero.muzero_selfplay import (
     EnvRules,
     TrajectoryReplay,
     play_episodes,
+    search_policy,
     symmetric_trajectories,
     unrolled_targets,
     value_target,
@@ -120,6 +142,10 @@ class MuZeroConfig(TrainConfig):
     times the episodes searching together."""
     virtual_loss: float = field(default=1.0, metadata=interval("[0, inf)"))
     """Virtual loss n_vl added along a pending descent."""
+    reanalyse_fraction: float = field(default=0.0, metadata=interval("[0, 1]"))
+    """Reanalyse (module docstring): the probability that a sampled position's policy targets
+    (and, in envs, the bootstrapped values of its value targets) are recomputed by fresh
+    searches with the latest network (MuZero Reanalyze: 0.8); 0: the targets stored by acting."""
     gumbel: bool = False
     """Gumbel MuZero's root (Danihelka et al. 2022; `bellman.search.gumbel`): Gumbel-top-k
     and sequential halving choose the move to play (instead of visit counts and Dirichlet
@@ -398,10 +424,13 @@ class MuZeroLearner:
         columns: list[list[np.ndarray]] = [[] for _ in range(5)]
         td_steps = None if config.board else config.td_steps
         horizon = None if td_steps is None else config.unroll_steps + td_steps + 1
-        for slot in slots.tolist():
+        trajectories = [replay.trajectory_from(slot, horizon) for slot in slots.tolist()]
+        if config.reanalyse_fraction > 0:  # C'. fresh searches' targets
+            chosen = self.rng.random(len(slots)) < config.reanalyse_fraction
+            trajectories = self.reanalyse(slots[chosen], trajectories, np.flatnonzero(chosen))
+        for trajectory in trajectories:
             targets = unrolled_targets(
-                replay.trajectory_from(slot, horizon), 0, unroll_steps=config.unroll_steps,
-                td_steps=td_steps,
+                trajectory, 0, unroll_steps=config.unroll_steps, td_steps=td_steps,
                 discount=1.0 if config.board else config.discount, two_player=config.board,
                 rng=self.rng,
             )  # fmt: skip
@@ -414,6 +443,54 @@ class MuZeroLearner:
         batch["weights"] = torch.from_numpy(weights).to(self.device)
         batch["slots"] = torch.from_numpy(slots)
         return batch
+
+    def reanalyse(self, slots: np.ndarray, trajectories: list, rows: np.ndarray) -> list:
+        """Step C' (module docstring) for the sampled positions of ring `slots`, rows `rows` of
+        `trajectories` (each from its position on, `TrajectoryReplay.trajectory_from`):
+        returns `trajectories` with those rows' policies and root values replaced where a fresh
+        search gives them."""
+        config = self.config
+        wanted: list[tuple[int, int, Any]] = []  # (row, position in its trajectory, real state)
+        for slot, row in zip(slots.tolist(), rows.tolist(), strict=True):
+            positions = reanalysed_positions(trajectories[row], config)
+            states = self._real_states(slot, positions)
+            wanted += [(row, i, state) for i, state in zip(positions, states or [], strict=False)]
+        if not wanted:
+            return trajectories
+        model = model_for(self.network, self.world, self.device)  # (puts h, g, f in eval mode)
+        searches = [search_for(config, self.world, model, simulations=config.simulations,
+                               seed=0) for _ in wanted]  # fmt: skip
+        results = search_together(searches, [state for _, _, state in wanted])
+        fresh = {}
+        for (row, index, _), result in zip(wanted, results, strict=True):
+            if row not in fresh:
+                old = trajectories[row]
+                fresh[row] = replace(old, policies=old.policies.copy(),
+                                                 root_values=old.root_values.copy())  # fmt: skip
+            fresh[row].policies[index] = search_policy(result)
+            fresh[row].root_values[index] = result.value
+        return [fresh.get(row, trajectory) for row, trajectory in enumerate(trajectories)]
+
+    def _real_states(self, slot: int, positions: list[int]) -> list | None:
+        """The states a fresh search starts from at `positions` (offsets from ring `slot`):
+        an env's stored observations; a board game's states, rebuilt by replaying the episode's
+        moves from the initial state (None when its first position has left the replay)."""
+        replay = self.replay
+        where = [(slot + i) % replay.capacity for i in positions]
+        if not self.config.board:
+            return list(replay.observations[where])
+        start = replay.episode_start(slot)
+        if start is None:
+            return None
+        game, offset = self.world, int(replay.indices[slot])
+        moves = replay.actions[(start + np.arange(offset + max(positions))) % replay.capacity]
+        state, states, needed = game.initial_state(), {}, set(positions)
+        for played, action in enumerate(moves.tolist() + [None]):
+            if played - offset in needed:
+                states[played - offset] = state
+            if action is not None:
+                state = game.apply(state, action)
+        return [states[i] for i in positions]
 
     def _prioritized_slots(self) -> tuple[np.ndarray, np.ndarray]:
         """Slots drawn with P(i) = p_i^alpha / sum_j p_j^alpha and their weights
@@ -477,6 +554,23 @@ class MuZeroLearner:
         self.step = meta["step"]
         for name in COUNTERS:
             setattr(self, name, state[name])
+
+
+def reanalysed_positions(trajectory, config: MuZeroConfig) -> list[int]:
+    """The positions of `trajectory` (from a sampled position t on) that step C' searches
+    again: t + k for k = 0..K (policy targets) and, in envs, the positions the value targets
+    of those steps bootstrap from (`value_target`'s end, or the last position of an episode
+    cut by a time limit)."""
+    length = trajectory.moves
+    positions = set(range(min(config.unroll_steps + 1, length)))
+    if not config.board:
+        for k in range(min(config.unroll_steps + 1, length)):
+            end = k + config.td_steps
+            if end < length:
+                positions.add(end)
+            elif not trajectory.terminated:
+                positions.add(length - 1)
+    return sorted(positions)
 
 
 #: Added to every priority, so no stored position becomes impossible to sample.

@@ -28,6 +28,15 @@ Nature 588, 2020 (Methods and Appendix F, "Network architecture"):
 Deviations: the paper's Atari h also takes the last 32 actions as planes; here h sees the
 preprocessed frames only (the dynamics still takes the action planes). The board-game dynamics
 has `blocks` residual blocks like h (the paper uses 16 in both for Go).
+
+Normalisation. h's towers keep AlphaZero's BatchNorm (h only ever sees observations), but the
+layers that also see latent states reached by g (g's tower, and Atari's f tower) normalise each
+state by itself (`LayerNorm2d`, over its channels and cells): training unrolls g K times, one
+batch per step k, so BatchNorm there normalises every k by its own batch statistics while
+search, one state at a time, uses the running averages over all k. On tic-tac-toe that
+mismatch made g's predictions at search time far from the ones trained (a non-final move's
+reward 0.24 instead of 0.008 on average over all positions, |v(g(s, a)) - v(h(o'))| 0.54
+instead of 0.13), so that search over the model played no better than the raw policy.
 """
 
 from __future__ import annotations
@@ -88,6 +97,20 @@ def scale_hidden(hidden: torch.Tensor) -> torch.Tensor:
     high = flat.max(dim=1, keepdim=True).values
     scaled = (flat - low) / (high - low).clamp_min(1e-5)
     return scaled.view_as(hidden)
+
+
+def LayerNorm2d(channels: int) -> nn.GroupNorm:  # noqa: N802 - a layer's name
+    """Per-state normalisation of `[B, C, H, W]` over (C, H, W), with a learned scale and shift
+    per channel (layer normalisation for planes)."""
+    return nn.GroupNorm(1, channels)
+
+
+def state_residual_block(channels: int) -> ResidualBlock:
+    """AlphaGo Zero's `ResidualBlock` with its two BatchNorms replaced by `LayerNorm2d`: the
+    block of the layers that see latent states (module docstring, Normalisation)."""
+    block = ResidualBlock(channels)
+    block.bn1, block.bn2 = LayerNorm2d(channels), LayerNorm2d(channels)
+    return block
 
 
 def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -186,13 +209,14 @@ class BoardMuZeroNetwork(MuZeroNetwork):
         self.action_size, self.board_shape = action_size, (height, width)
         cells = height * width
 
-        def tower(inputs: int) -> nn.Sequential:
-            stem = [nn.Conv2d(inputs, channels, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(channels), nn.ReLU()]  # fmt: skip
-            return nn.Sequential(*stem, *(ResidualBlock(channels) for _ in range(blocks)))
+        def tower(inputs: int, norm, block) -> nn.Sequential:
+            stem = [nn.Conv2d(inputs, channels, 3, padding=1, bias=False), norm(channels),
+                    nn.ReLU()]  # fmt: skip
+            return nn.Sequential(*stem, *(block(channels) for _ in range(blocks)))
 
-        self.representation = tower(in_channels)
-        self.dynamics_tower = tower(channels + action_plane_count(action_size, (height, width)))
+        self.representation = tower(in_channels, nn.BatchNorm2d, ResidualBlock)
+        self.dynamics_tower = tower(channels + action_plane_count(action_size, (height, width)),
+                                    LayerNorm2d, state_residual_block)  # fmt: skip
         self.reward_head = nn.Sequential(
             nn.Conv2d(channels, 1, 1), nn.ReLU(), nn.Flatten(),
             nn.Linear(cells, value_hidden), nn.ReLU(), nn.Linear(value_hidden, 1),
@@ -271,8 +295,8 @@ class AtariMuZeroNetwork(MuZeroNetwork):
         half = max(1, channels // 2)
         self.action_size, self.support = action_size, support
 
-        def blocks_of(size: int, count: int) -> list[nn.Module]:
-            return [ResidualBlock(size) for _ in range(count)]
+        def blocks_of(size: int, count: int, block=ResidualBlock) -> list[nn.Module]:
+            return [block(size) for _ in range(count)]
 
         self.representation = nn.Sequential(
             nn.Conv2d(in_channels, half, 3, stride=2, padding=1), nn.ReLU(), *blocks_of(half, 2),
@@ -286,12 +310,12 @@ class AtariMuZeroNetwork(MuZeroNetwork):
         self.latent_shape = tuple(latent)
         self.dynamics_tower = nn.Sequential(
             nn.Conv2d(channels + action_size, channels, 3, padding=1), nn.ReLU(),
-            *blocks_of(channels, blocks),
+            *blocks_of(channels, blocks, state_residual_block),
         )  # fmt: skip
         atoms = 2 * support + 1
         self.reward_head = nn.Sequential(nn.Conv2d(channels, 1, 1), nn.ReLU(), nn.Flatten(),
                                          nn.Linear(cells, atoms))  # fmt: skip
-        self.prediction = nn.Sequential(*blocks_of(channels, blocks))
+        self.prediction = nn.Sequential(*blocks_of(channels, blocks, state_residual_block))
         self.policy_head = nn.Sequential(nn.Conv2d(channels, 2, 1), nn.ReLU(), nn.Flatten(),
                                          nn.Linear(2 * cells, action_size))  # fmt: skip
         self.value_head = nn.Sequential(nn.Conv2d(channels, 1, 1), nn.ReLU(), nn.Flatten(),

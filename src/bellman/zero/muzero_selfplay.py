@@ -110,11 +110,11 @@ class ActingEpisode:
         settings = self.settings
         late = len(self.actions) >= settings.temperature_moves
         tau = settings.final_temperature if late else 1.0
+        policy = search_policy(result)
         if result.improved_policy is not None:  # Gumbel root: its action, pi' as the target
-            action, policy = result.selected, result.improved_policy
+            action = result.selected
         else:
             action = select_action(result.visit_counts, tau, self.rng)
-            policy = visit_policy(result.visit_counts, 1.0)
         self.observations.append(self.observation())
         self.policies.append(policy.astype(np.float32))
         self.root_values.append(result.value)
@@ -143,6 +143,14 @@ class ActingEpisode:
             np.array(self.rewards, np.float32), np.stack(self.policies),
             np.array(self.root_values, np.float32), self.terminated, self.score,
         )  # fmt: skip
+
+
+def search_policy(result) -> np.ndarray:
+    """pi_t, the policy target of a finished search: its visit distribution (tau = 1), or a
+    Gumbel root's improved policy."""
+    if result.improved_policy is not None:
+        return result.improved_policy
+    return visit_policy(result.visit_counts, 1.0)
 
 
 def play_episodes(episodes: list[ActingEpisode], model) -> list[Trajectory]:
@@ -329,6 +337,15 @@ class TrajectoryReplay:
             self.observations[:0], self.actions[where], self.rewards[where],
             self.policies[where], self.root_values[where], terminated, 0.0,
         )  # fmt: skip
+
+    def episode_start(self, slot: int) -> int | None:
+        """The ring slot of the first position of ring `slot`'s episode, or None when it has
+        been overwritten (the ring drops the oldest positions first, so every position from
+        there to `slot` is then stored too)."""
+        start = int((slot - self.indices[slot]) % self.capacity)
+        if self.episodes[start] != self.episodes[slot] or self.indices[start] != 0:
+            return None
+        return start
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {f"replay/{name}": getattr(self, name) for name in REPLAY_FIELDS}
