@@ -50,6 +50,12 @@ Deviations and details:
       root's search value (`value_target_mix`); gradient steps per iteration set by a replay
       ratio (`replay_ratio`); a linear learning-rate decay over `steps` (`lr_final_fraction`).
     - Weights travel to the self-play workers as safetensors bytes, never as pickled modules.
+    - backend = ray: the self-play workers are Ray actors that call the same group function
+      (`bellman.distributed.selfplay`), the weights put in the object store once per version.
+      max_policy_lag = 0 keeps step 3 synchronous (the same run as the process pool's); with
+      L > 0 the actors play the next L iterations' games with the net of the moment while the
+      learner trains (AlphaZero's asynchronous self-play), so a game's net is up to L
+      iterations old.
     - The arena's Elo table anchors the random player at 0; ratings move by the Elo rule with
       K = `elo_k` after every arena game, both players (except the anchor) being updated.
     - A NaN or an infinity stops the run with NonFiniteError naming the step and the value or
@@ -101,6 +107,7 @@ from bellman.zero.selfplay import (
     SelfPlaySettings,
     augment,
     play_groups,
+    self_play_games,
     start_workers,
 )
 
@@ -187,7 +194,16 @@ class AlphaZeroConfig(TrainConfig):
     eval_opponent: str = field(default="alphabeta", metadata=choices("random", "mcts", "alphabeta"))
     """The fixed opponent of `bellman eval` (the reward is the game's result for the agent)."""
     workers: int = field(default=1, metadata=interval("[1, 256]"))
-    """Self-play processes (spawned); 1 plays in the learner's process."""
+    """Self-play processes (spawned; 1 plays in the learner's process), or Ray actors."""
+    backend: str = field(default="local", metadata=choices("local", "ray"))
+    """local: self-play in this machine's processes, exactly as before; ray: `workers` self-play
+    actors on a Ray cluster (`bellman.distributed.selfplay`)."""
+    ray_address: str = ""
+    """backend = ray: HOST:PORT of a Ray cluster to join; empty starts a local Ray."""
+    max_policy_lag: int = field(default=0, metadata=interval("[0, 1024]"))
+    """backend = ray: how many versions old the self-play net may be. 0: every game uses the
+    latest best net (reproducible: the same run as the process pool's); L > 0: the actors play
+    the next L iterations' games while the learner trains (asynchronous)."""
     device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
     """Where the learner's network runs: auto uses CUDA when present (self-play uses the CPU)."""
     torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
@@ -237,6 +253,11 @@ class AlphaZeroConfig(TrainConfig):
             )
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
+        if self.backend == "local" and (self.max_policy_lag or self.ray_address):
+            raise ConfigError(
+                "max_policy_lag and ray_address are settings of Ray self-play actors: "
+                "set backend = ray, or leave them at 0 and ''"
+            )
 
     @property
     def baseline_names(self) -> list[str]:
@@ -488,13 +509,23 @@ def _self_play(
 ) -> list[GameRecord] | None:
     """Step 3 for one iteration: the games numbered games, games + 1, ... in game order; None
     when a stop was asked for before they were all played (`play_groups`)."""
-    settings = SelfPlaySettings.of(config)
-    numbers = list(range(learner.games, learner.games + config.games_per_iteration))
-    size = config.concurrent_games  # groups by game number: the same for any `workers`
-    tasks = [(learner.best, settings, config.seed, numbers[i : i + size])
-             for i in range(0, len(numbers), size)]  # fmt: skip
+    tasks = _self_play_tasks(learner, config, 0)
+    if config.max_policy_lag:  # Ray actors play the next L iterations' games meanwhile
+        pool.prefetch(self_play_games, tasks)
+        for ahead in range(1, config.max_policy_lag + 1):
+            pool.prefetch(self_play_games, _self_play_tasks(learner, config, ahead))
     played = play_groups(tasks, pool, lambda: run.stop_requested)
     return None if played is None else [record for _, record in played]
+
+
+def _self_play_tasks(learner: AlphaZeroLearner, config: AlphaZeroConfig, ahead: int) -> list:
+    """The self-play tasks of the iteration `ahead` iterations from now, with the best net."""
+    settings = SelfPlaySettings.of(config)
+    first = learner.games + ahead * config.games_per_iteration
+    numbers = list(range(first, first + config.games_per_iteration))
+    size = config.concurrent_games  # groups by game number: the same for any `workers`
+    return [(learner.best, settings, config.seed, numbers[i : i + size])
+            for i in range(0, len(numbers), size)]  # fmt: skip
 
 
 def _evaluate(learner: AlphaZeroLearner, config: AlphaZeroConfig) -> dict[str, float]:
@@ -554,7 +585,7 @@ def train(config: AlphaZeroConfig, game: Game, run: Run) -> AlphaZeroLearner:
             f"{config.concurrent_games}; set concurrent_games <= "
             f"{max(1, config.games_per_iteration // config.workers)} to keep every worker busy"
         )
-    pool = start_workers(min(config.workers, groups)) if config.workers > 1 else None
+    pool = _start_self_play(config, groups)
     try:
         with run.session(start_step=learner.step):
             while learner.step < config.steps and not run.stop_requested:  # 2. iterations
@@ -570,6 +601,19 @@ def train(config: AlphaZeroConfig, game: Game, run: Run) -> AlphaZeroLearner:
             pool.terminate()
             pool.join()
     return learner
+
+
+def _start_self_play(config: AlphaZeroConfig, groups: int):
+    """The self-play workers: Ray actors (backend = ray), a process pool (workers > 1), or
+    none (self-play in this process)."""
+    if config.backend == "ray":
+        from bellman.distributed.cluster import connect
+        from bellman.distributed.selfplay import SelfPlayActors
+
+        connect(config.ray_address, config.workers)
+        ahead = config.max_policy_lag + 1  # iterations whose groups may be in flight at once
+        return SelfPlayActors(min(config.workers, groups * ahead), config.max_policy_lag)
+    return start_workers(min(config.workers, groups)) if config.workers > 1 else None
 
 
 def _write_sgf(run: Run, game: Game, number: int, record: GameRecord) -> None:
