@@ -17,6 +17,7 @@ from bellman import api, checkpoint
 from bellman.errors import CheckpointError, ConfigError
 from bellman.games.base import play_moves
 from bellman.run import TIMING_COLUMNS
+from bellman.search import best_move
 from bellman.zero import muzero
 from bellman.zero.muzero_network import (
     AtariMuZeroNetwork,
@@ -429,9 +430,45 @@ def test_reanalyse_off_samples_the_stored_targets_with_the_same_draws():
     slots = rng.integers(0, learner.replay.size, 5)
     assert batch["slots"].tolist() == slots.tolist()
     for row, slot in enumerate(slots.tolist()):
-        targets = unrolled_targets(learner.replay.trajectory_from(slot), 0, unroll_steps=2,
-                                   td_steps=None, discount=1.0, two_player=True, rng=rng)  # fmt: skip
+        knobs = dict(unroll_steps=2, td_steps=None, discount=1.0, two_player=True, rng=rng)
+        targets = unrolled_targets(learner.replay.trajectory_from(slot), 0, **knobs)
         for name, target in zip(("actions", "values", "rewards", "policies", "masks"), targets,
                                 strict=True):  # fmt: skip
             np.testing.assert_array_equal(batch[name][row].numpy(), target, err_msg=name)
     assert learner.rng.random() == rng.random()  # no extra draw
+
+
+# ---- search over a model that knows the rules -------------------------------------------------
+class RulesModel:
+    """Tic-tac-toe's real rules as a MuZero model: the latent state is the real state, the
+    reward the move's result for its mover, every value 0 and every prior uniform; after the
+    game's end an absorbing state (reward 0)."""
+
+    def __init__(self, game):
+        self.game = game
+
+    def initial_inference(self, states):
+        return np.full((len(states), 9), 1 / 9), np.zeros(len(states)), list(states)
+
+    def recurrent_inference(self, latents, actions):
+        game, following, rewards = self.game, [], []
+        for state, action in zip(latents, actions, strict=True):
+            over = state is None or game.is_terminal(state) or not game.legal_mask(state)[action]
+            after = None if over else game.apply(state, action)
+            following.append(after)
+            rewards.append(-game.outcome(after) if after and game.is_terminal(after) else 0.0)
+        size = len(latents)
+        return np.full((size, 9), 1 / 9), np.zeros(size), following, np.array(rewards)
+
+
+@pytest.mark.parametrize(("moves", "expected"), [
+    ([0, 1, 4, 2], 8),  # X to move wins on the diagonal (a reward on the first edge)
+    ([8, 4, 7], 6),  # O must block the bottom row (X's reward two plies down counts for O)
+])  # fmt: skip
+def test_search_over_a_model_of_the_rules_wins_and_blocks(moves, expected):
+    game = muzero.make_game("tictactoe")
+    config = muzero.MuZeroConfig(env="tictactoe", tree_legal_moves=True)
+    mcts = muzero.search_for(config, game, RulesModel(game), simulations=200, seed=0)
+    result = mcts.search(play_moves(game, moves))
+    assert best_move(result) == expected
+    assert result.q_values[expected] == max(result.q_values)
