@@ -152,19 +152,14 @@ def check_request(data: Any, known_judges) -> dict[str, Any]:
     Raises:
         ConfigError: not an object, an unknown field, or a value out of range (named).
     """
-    if not isinstance(data, dict):
-        raise ConfigError("the request must be a JSON object with a 'prompt'")
-    unknown = sorted(set(data) - set(FIELDS))
-    if unknown:
-        raise ConfigError(f"unknown field '{unknown[0]}'; the fields are {', '.join(FIELDS)}")
-    values = {key: data.get(key, default) for key, (default, _) in FIELDS.items()}
+    values = request_fields(data, {key: default for key, (default, _) in FIELDS.items()})
     prompt, seed = values["prompt"], values["seed"]
     tokens, temperature = values["max_new_tokens"], values["temperature"]
     checks = {
         "prompt": isinstance(prompt, str) and 0 < len(prompt.strip()) and
         len(prompt) <= MAX_PROMPT_CHARS,
-        "seed": _integer(seed) and 0 <= seed < 2**32,
-        "max_new_tokens": _integer(tokens) and 1 <= tokens <= 64,
+        "seed": is_integer(seed) and 0 <= seed < 2**32,
+        "max_new_tokens": is_integer(tokens) and 1 <= tokens <= 64,
         "temperature": _number(temperature) and 0 < temperature <= 5,
         "judge": values["judge"] is None or values["judge"] in known_judges,
     }  # fmt: skip
@@ -175,7 +170,23 @@ def check_request(data: Any, known_judges) -> dict[str, Any]:
     return values
 
 
-def _integer(value: Any) -> bool:
+def request_fields(data: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """The JSON request object's `fields` (name -> default), defaults filled in.
+
+    Raises:
+        ConfigError: `data` is not an object, or has a field not in `fields` (the API of the
+            chat and labelling pages).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"the request must be a JSON object with {', '.join(fields)}")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown field '{unknown[0]}'; the fields are {', '.join(fields)}")
+    return {key: data.get(key, default) for key, default in fields.items()}
+
+
+def is_integer(value: Any) -> bool:
+    """True for a JSON integer (not a boolean, which Python counts as one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 

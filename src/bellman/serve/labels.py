@@ -46,7 +46,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bellman.errors import BellmanError, ConfigError
-from bellman.serve.chat import language_model
+from bellman.serve.chat import is_integer, language_model, request_fields
 from bellman.serve.layout import json_data, page, read_json
 from bellman.serve.state import ServeState
 
@@ -156,21 +156,21 @@ class Labelling:
         import numpy as np
         import torch
 
-        values = _fields(data, {"run": None, "k": K_DEFAULT, "prompt": None, "seed": None})
+        values = request_fields(data, {"run": None, "k": K_DEFAULT, "prompt": None, "seed": None})
         run, k = values["run"], values["k"]
         self.check_run(run)
-        if not _integer(k) or not K_RANGE[0] <= k <= K_RANGE[1]:
+        if not is_integer(k) or not K_RANGE[0] <= k <= K_RANGE[1]:
             raise ConfigError(f"'k' must be an integer in [{K_RANGE[0]}, {K_RANGE[1]}], got {k!r}")
         seed = values["seed"]
         if seed is None:
             seed = secrets.randbelow(2**32)
-        if not _integer(seed) or not 0 <= seed < 2**32:
+        if not is_integer(seed) or not 0 <= seed < 2**32:
             raise ConfigError(f"'seed' must be an integer in [0, 2**32), got {seed!r}")
         prompts = self.prompt_set(run)
         number = values["prompt"]
         if number is None:
             number = int(np.random.default_rng(seed).integers(len(prompts)))
-        if not _integer(number) or not 0 <= number < len(prompts):
+        if not is_integer(number) or not 0 <= number < len(prompts):
             raise ConfigError(f"'prompt' must be a prompt number in [0, {len(prompts)}) of run "
                               f"'{run}', got {number!r}")  # fmt: skip
         prompt = prompts[number]
@@ -213,7 +213,7 @@ class Labelling:
         """
         from bellman.lm.data import comparison
 
-        values = _fields(data, {"id": None, "ranking": None})
+        values = request_fields(data, {"id": None, "ranking": None})
         if self.state.labels is None:
             raise HTTPException(409, NO_LABELS)
         key, ranking = values["id"], values["ranking"]
@@ -255,20 +255,6 @@ NO_LABELS = (
     "no --labels FILE was given to `bellman serve`, so rankings are not saved: restart it with "
     "`bellman serve RUN ... --labels ranked.jsonl`"
 )
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _fields(data: Any, fields: dict[str, Any]) -> dict[str, Any]:
-    """The request object's `fields` (defaults filled in); ConfigError for anything else."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"the request must be a JSON object with {', '.join(fields)}")
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown field '{unknown[0]}'; the fields are {', '.join(fields)}")
-    return {key: data.get(key, default) for key, default in fields.items()}
 
 
 def routes(state: ServeState) -> list[Route]:
