@@ -93,7 +93,8 @@ def serve(state: ServeState, host: str = "127.0.0.1", port: int = 8000, log=prin
 
     sock = listen(host, port)
     bound = sock.getsockname()[1]
-    log(f"bellman serve: http://{host}:{bound}/ ({len(state.runs)} runs, "
-        f"{len(state.agents)} agents); Ctrl-C stops")  # fmt: skip
+    counts = ", ".join(f"{n} {what}{'' if n == 1 else 's'}"
+                       for n, what in ((len(state.runs), "run"), (len(state.agents), "agent")))
+    log(f"bellman serve: http://{host}:{bound}/ ({counts}); Ctrl-C stops")
     config = uvicorn.Config(create_app(state), log_level="warning", lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])

@@ -142,7 +142,9 @@
               stroke: "#99a" }, svg);
           }
           if (v === 0 && share(a) > 0) {
-            const square = el("rect", { x: x + 3, y: y + 3, width: cell - 6, height: cell - 6,
+            const pad = kind === "points" ? cell * 0.22 : 3; // Go: keep the lines visible
+            const square = el("rect", { x: x + pad, y: y + pad, width: cell - 2 * pad,
+              height: cell - 2 * pad,
               fill: "#ff7a00", "fill-opacity": heat(a), class: "heat", "data-action": a,
               "data-share": share(a) }, svg);
             el("title", {}, square).textContent = tip(a);
