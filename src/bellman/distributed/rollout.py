@@ -135,7 +135,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         self._actions = [[] for _ in self.blocks]
         pairs = zip(self.actors, self._seeds, strict=True)
         refs = [actor.reset.remote(seeds, options) for actor, seeds in pairs]
-        results = [pair for j, ref in enumerate(refs) for pair in self._result(j, ref, None)]
+        results = self._gather(refs, [None] * len(refs))
         infos: dict[str, Any] = {}
         for i, (_, info) in enumerate(results):
             infos = self._add_info(infos, info, i)
@@ -145,7 +145,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         """Send each actor its envs' actions, and put their results together in env order."""
         chunks = [actions[block[0] : block[-1] + 1] for block in self.blocks]
         refs = [actor.step.remote(chunk) for actor, chunk in zip(self.actors, chunks, strict=True)]
-        results = [row for j, ref in enumerate(refs) for row in self._result(j, ref, chunks[j])]
+        results = self._gather(refs, chunks)
         for j, chunk in enumerate(chunks):
             self._actions[j].append(chunk)
         infos: dict[str, Any] = {}
@@ -164,19 +164,27 @@ class RayVectorEnv(gym.vector.VectorEnv):
         out = create_empty_array(self.single_observation_space, self.num_envs)
         return concatenate(self.single_observation_space, observations, out)
 
-    def _result(self, j: int, ref, chunk):
-        """Actor j's answer to a reset (`chunk` None) or a step; when the actor died or was
-        restarted meanwhile, restore it (`_recover`) and ask again."""
+    def _gather(self, refs: list, chunks: list) -> list:
+        """The actors' answers to a reset (`chunks` all None) or a step, one row per env in env
+        order, fetched with one `ray.get`; an actor that died or was restarted meanwhile is
+        restored and asked again (`_recover`)."""
         ray = import_ray()
+        lost = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
         try:
-            result = ray.get(ref)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as error:
-            result, reason = None, type(error).__name__
-        else:
-            reason = "restarted"
-        if result is not None:
-            return result
-        return self._recover(j, chunk, reason)
+            answers, reasons = ray.get(refs), ["restarted"] * len(refs)
+        except lost:
+            answers, reasons = [], []
+            for ref in refs:
+                try:
+                    answers.append(ray.get(ref))
+                    reasons.append("restarted")
+                except lost as error:
+                    answers.append(None)
+                    reasons.append(type(error).__name__)
+        rows = []
+        for j, answer in enumerate(answers):
+            rows.extend(answer if answer is not None else self._recover(j, chunks[j], reasons[j]))
+        return rows
 
     def _recover(self, j: int, chunk, reason: str):
         """Restore actor j's envs (reset with the last seeds, replay the actions since) and
