@@ -99,7 +99,7 @@
       const result = await post("/api/labels/submit", { id: current.id, ranking: ranking });
       current = null;
       await next();
-      say("saved to " + result.file + "; next prompt: rank its responses, best first");
+      if (status.className !== "error") say("saved to " + result.file + "; " + status.textContent);
     } catch (error) {
       submitButton.disabled = false;
       say(String(error.message || error), true);
