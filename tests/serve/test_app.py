@@ -47,6 +47,21 @@ def test_arena_answers_a_move_with_its_search(client):
     assert sum(fewer.json()["search"]["visits"]) == 3
 
 
+def test_arena_plays_an_alphago_run(tmp_path):
+    """AlphaGo's search agent (SL stage only, a tiny net): its move is its search's most
+    visited, with the run's simulations."""
+    from bellman import api
+
+    settings = ["stage=sl", "expert_games=4", "expert_depth=1", "sl_epochs=1", "blocks=1",
+                "channels=8", "value_hidden=8", "simulations=16", "arena_games=0"]  # fmt: skip
+    api.train("alphago", "connect4", overrides=settings, run_dir=tmp_path / "ag", quiet=True)
+    client = TestClient(create_app(make_state([tmp_path / "ag"])))
+    answer = client.post("/api/arena/ag/move", json={"moves": [3, 3]}).json()
+    visits = answer["search"]["visits"]
+    assert sum(visits) == 16 and visits[answer["move"]] == max(visits)
+    assert answer["search"]["pv"][0] == answer["move_text"]
+
+
 def test_arena_a_finished_game_gets_no_move(client):
     won = [0, 1, 0, 1, 0, 1, 0]  # four in column 1 for the first player
     answer = client.post("/api/arena/alphazero-connect4/move", json={"moves": won})

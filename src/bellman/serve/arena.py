@@ -11,13 +11,14 @@ or malformed move is a 400 naming it). If the game is not over, the agent search
 and answers its move with its search: the root's visit counts N(s, a), values Q(s, a) and
 priors, its value, the principal variation (the most visited path down the tree), the board
 before and after its move and what is legal next. Agents are loaded through
-`bellman.zero.play.load_agent` (AlphaZero and MuZero runs on a board game) into the state's
-bounded cache; one search at a time per agent.
+`load_player` (AlphaZero and MuZero runs through `bellman.zero.play.load_agent`, AlphaGo runs
+through its search agent) into the state's bounded cache; one search at a time per agent.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,12 @@ MAX_MOVES = 2 * 19 * 19 + 1
 MAX_SIMULATIONS = 2000
 #: How deep the principal variation goes.
 PV_DEPTH = 12
+#: The config field (and its default) that sets an algorithm's simulations in the arena.
+DEFAULT_SIMULATIONS = {
+    "alphazero": ("arena_simulations", 100),
+    "muzero": ("eval_simulations", 50),
+    "alphago": ("simulations", 64),
+}
 #: How the page draws each game: squares, columns where a disc drops, or Go's points.
 BOARD_KIND = {"tictactoe": "cells", "connect4": "columns"}
 
@@ -87,10 +94,9 @@ def playable(state: ServeState) -> list[dict[str, Any]]:
         except BellmanError:  # a run deleted or broken since start-up: not offered
             continue
         algo, game = config.get("algo"), config.get("env")
-        if algo not in ("alphazero", "muzero") or game not in GAMES:
+        if algo not in DEFAULT_SIMULATIONS or game not in GAMES:
             continue
-        key = "arena_simulations" if algo == "alphazero" else "eval_simulations"
-        default = 100 if algo == "alphazero" else 50
+        key, default = DEFAULT_SIMULATIONS[algo]
         simulations = int(config.get(key, default))
         players.append({"name": name, "game": game, "algo": algo, "simulations": simulations,
                         "kind": BOARD_KIND.get(game, "points")})  # fmt: skip
@@ -118,8 +124,6 @@ def answer_move(
 ) -> dict[str, Any]:
     """Replay `moves`; when the game goes on, the agent's move and its search (see the module
     docstring). Raises IllegalMoveError (a 400) for an illegal or malformed move list."""
-    from bellman.zero.play import load_agent
-
     game = make_game(game_name)
     position = play_moves(game, moves)
     answer: dict[str, Any] = {"before": describe(game, position, moves)}
@@ -127,8 +131,9 @@ def answer_move(
         answer["after"] = answer["before"]
         return answer
     source = state.sources()[name]
+    algo = state.algo(name)
     agent, lock = state.cache.get(
-        ("arena", name, simulations), lambda: load_agent(source, game_name, simulations)
+        ("arena", name, simulations), lambda: load_player(source, algo, game_name, simulations)
     )
     with lock:
         start = time.perf_counter()
@@ -150,6 +155,33 @@ def answer_move(
         "pv": [game.format_action(a) for a in pv],
     }
     return answer
+
+
+def load_player(source: Path, algo: str, game_name: str, simulations: int):
+    """The searching agent of a run: `act(state)`, then `last` (its SearchResult) and `mcts`
+    (its tree). AlphaZero and MuZero: `bellman.zero.play.load_agent`; AlphaGo: its search agent
+    (`go_players`, the one `bellman gtp` plays) with the run's lambda."""
+    if algo == "alphago":
+        from bellman.zero.go_players import _alphago_player
+
+        act, _, _ = _alphago_player(Path(source), game_name, simulations)
+        return _SearchAgent(act)
+    from bellman.zero.play import load_agent
+
+    return load_agent(source, game_name, simulations)
+
+
+class _SearchAgent:
+    """A search function that keeps its tree (`act.mcts`) and last result (`act.last`), seen
+    as `bellman.zero.play.Agent`."""
+
+    def __init__(self, act):
+        self._act, self.mcts, self.last = act, act.mcts, None
+
+    def act(self, state: Any) -> int:
+        action = self._act(state)
+        self.last = self._act.last
+        return action
 
 
 def describe(game: Game, position: Any, moves: list[int]) -> dict[str, Any]:

@@ -528,7 +528,8 @@ class MixedLeafEvaluator:
 
 
 def search_agent(game: Game, nets: dict, config: AlphaGoConfig, mixing: float, seed: int):
-    """state -> the most visited move of a fresh search with lambda = `mixing`."""
+    """state -> the most visited move of a fresh search with lambda = `mixing` (the function
+    keeps its search as `act.mcts` and the last search's SearchResult as `act.last`)."""
     evaluator = MixedLeafEvaluator(game, nets["sl"], nets["value"],
                                    nets["rollout"].numpy_weights(), mixing, seed)  # fmt: skip
     mcts = MCTS(game, evaluator, simulations=config.simulations, c_puct=config.c_puct,
@@ -536,8 +537,10 @@ def search_agent(game: Game, nets: dict, config: AlphaGoConfig, mixing: float, s
 
     def act(state) -> int:
         mcts.reset()
-        return int(np.argmax(mcts.search(state).visit_counts))
+        act.last = mcts.search(state)
+        return int(np.argmax(act.last.visit_counts))
 
+    act.mcts, act.last = mcts, None  # the tree and the last search, for a viewer (bellman serve)
     return act
 
 
