@@ -165,6 +165,8 @@ def test_watch_streams_the_greedy_episode(client, cartpole_run):
 
 def test_cli_serve_checks_its_inputs(bellman, tmp_path, connect4_run):
     assert_user_error(bellman("serve", tmp_path / "missing"), "does not exist")
+    assert_user_error(bellman("serve", "--labels", tmp_path), "is a directory")
+    assert_user_error(bellman("serve", "--port", "70000"), "--port must be in 0-65535")
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
