@@ -472,3 +472,26 @@ def test_search_over_a_model_of_the_rules_wins_and_blocks(moves, expected):
     result = mcts.search(play_moves(game, moves))
     assert best_move(result) == expected
     assert result.q_values[expected] == max(result.q_values)
+
+
+# ---- the arena --------------------------------------------------------------------------------
+def test_the_arena_rates_the_agent_and_resumes_exactly(tmp_path: Path):
+    arena = [*TINY, "steps=60", "arena_games=2", "arena_every=2", "baselines=random,alphabeta",
+             "eval_simulations=4"]  # fmt: skip
+    one_go = api.train("muzero", "tictactoe", overrides=arena, run_dir=tmp_path / "a", quiet=True)
+    arrays, meta = checkpoint.load(one_go.dir / "checkpoints")
+    ratings = meta["state"]["elo"]
+    assert set(ratings) == {"random", "alphabeta", "net-1", "net-2"} and ratings["random"] == 0
+    assert meta["state"]["best_generation"] == 2 and "best/value_head.5.weight" in arrays
+    rows = (one_go.dir / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    elo = [row.split(",")[header.index("elo")] for row in rows[1:]]
+    assert elo[1] != "" and float(elo[1]) == pytest.approx(ratings["net-2"])
+    assert {"score_vs_best", "win_vs_random", "score_vs_alphabeta"} <= set(header)
+    api.train("muzero", "tictactoe", overrides=[*arena, "steps=20"], run_dir=tmp_path / "b",
+              quiet=True)  # fmt: skip
+    resumed = api.resume(tmp_path / "b", steps=60, quiet=True)
+    final, final_meta = checkpoint.load(resumed.dir / "checkpoints")
+    assert final_meta["state"]["elo"] == ratings and set(final) == set(arrays)
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(final[key], value, err_msg=key)

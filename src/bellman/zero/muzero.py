@@ -39,7 +39,13 @@ Deviations and details:
       process, all of an iteration's at once (one network call per kind per search wave).
     - Board games store every symmetric copy of each trajectory (`symmetries`, as AlphaZero;
       the paper's MuZero does not augment).
-    - Not yet here: self-play worker processes, the arena and Elo table during training.
+    - Board games, `arena_games > 0`: every `arena_every` iterations the arena of AlphaZero
+      (`bellman.zero.arena`: `arena`, `baseline_player`, `EloTable`, and AlphaZero's
+      `ArenaReport` for the metrics columns) plays the agent (its search over its model,
+      `eval_simulations`, no noise) against the net of the previous iteration (the "best"
+      of AlphaZero without gating) and the fixed `baselines`, and updates the Elo table
+      (random anchored at 0); the table and the previous net are saved in checkpoints.
+    - Not yet here: self-play worker processes.
     - `priority_alpha > 0`: prioritized replay as the paper's Appendix G (P(i) proportional to
       p_i^alpha, p = |nu - z| when stored and |v^0 - z| after training on it, losses weighted
       by (N P(i))^-beta).
@@ -78,6 +84,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load as load_tensors
 
 from bellman import loop, seeding
 from bellman.checkpoint import check_schema
@@ -89,7 +96,9 @@ from bellman.nets import resolve_device
 from bellman.run import Run
 from bellman.search.mcts import MCTS, best_move, search_together
 from bellman.torch_state import check_arrays, load_module, load_optimizer, optimizer_arrays
-from bellman.zero.arena import OpponentEnv
+from bellman.zero.alphazero import ArenaReport
+from bellman.zero.alphazero import _checked_elo as checked_elo  # (AlphaZero's check)
+from bellman.zero.arena import BASELINES, EloTable, OpponentEnv, arena, baseline_player
 from bellman.zero.muzero_network import (
     AtariMuZeroNetwork,
     BoardMuZeroNetwork,
@@ -109,7 +118,7 @@ from bellman.zero.muzero_selfplay import (
     unrolled_targets,
     value_target,
 )
-from bellman.zero.network import check_finite
+from bellman.zero.network import check_finite, load_weights, weights_bytes
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,10 @@ class MuZeroConfig(TrainConfig):
     times the episodes searching together."""
     virtual_loss: float = field(default=1.0, metadata=interval("[0, inf)"))
     """Virtual loss n_vl added along a pending descent."""
+    fpu: float = field(default=0.0, metadata=interval("[0, 1]"))
+    """First-play urgency: the normalised Q_bar in [0, 1] an unvisited edge scores (MuZero: 0,
+    the lowest value; with a board game's known bounds (-1, 1), 0.5 is a draw, as AlphaZero's
+    search here scores an unvisited move)."""
     reanalyse_fraction: float = field(default=0.0, metadata=interval("[0, 1]"))
     """Reanalyse (module docstring): the probability that a sampled position's policy targets
     (and, in envs, the bootstrapped values of its value targets) are recomputed by fresh
@@ -203,6 +216,16 @@ class MuZeroConfig(TrainConfig):
     target bootstraps), so that an iteration of long Atari games ends; 0: the env's own end."""
     eval_simulations: int = field(default=50, metadata=interval("[1, inf)"))
     """Simulations per move of the trained agent (`bellman eval`, `play`, `move`)."""
+    arena_games: int = field(default=0, metadata=interval("[0, inf)"))
+    """Board games: arena games against each opponent (half as first player) every
+    `arena_every` iterations, as AlphaZero's; 0: no arena."""
+    arena_every: int = field(default=1, metadata=interval("[1, inf)"))
+    """Iterations between two arenas."""
+    baselines: str = "random,mcts,alphabeta"
+    """The arena's fixed opponents, comma-separated: random, mcts (classic MCTS with random
+    rollouts), alphabeta (depth-limited alpha-beta); empty for none."""
+    elo_k: float = field(default=16.0, metadata=interval("(0, inf)"))
+    """K factor of the arena's Elo updates."""
     eval_opponent: str = field(default="alphabeta", metadata=choices("random", "mcts", "alphabeta"))
     """Board games: the fixed opponent of `bellman eval`."""
     baseline_simulations: int = field(default=200, metadata=interval("[1, inf)"))
@@ -224,6 +247,12 @@ class MuZeroConfig(TrainConfig):
             )
         if self.solve:
             raise ConfigError("solve = true needs the real rules; MuZero searches a learned model")
+        unknown = [name for name in self.baseline_names if name not in BASELINES]
+        if unknown:
+            raise ConfigError(
+                f"baselines = '{self.baselines}' names unknown players {', '.join(unknown)}; "
+                f"valid: {', '.join(BASELINES)} (comma-separated)"
+            )
         try:
             self.layer_sizes  # noqa: B018 - parses
         except ValueError:
@@ -233,6 +262,16 @@ class MuZeroConfig(TrainConfig):
             ) from None
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
+
+    @property
+    def baseline_names(self) -> list[str]:
+        """The arena's fixed opponents, in order."""
+        return [name.strip() for name in self.baselines.split(",") if name.strip()]
+
+    @property
+    def arena(self) -> bool:
+        """True when the run plays arenas (a board game with arena_games > 0)."""
+        return self.board and self.arena_games > 0
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
@@ -349,6 +388,7 @@ def search_for(config: MuZeroConfig, world, model, *, simulations: int, seed: in
         discount=1.0 if board else config.discount, two_player=board, normalize_q=True,
         tree_legal_moves=config.tree_legal_moves and board, gumbel=config.gumbel,
         max_considered=config.max_considered, known_bounds=(-1.0, 1.0) if board else None,
+        fpu=config.fpu,
     )  # fmt: skip
 
 
@@ -411,6 +451,9 @@ class MuZeroLearner:
         shape, dtype, actions = world_spec(world)
         self.replay = TrajectoryReplay(config.replay_window, shape, dtype, actions)
         self.step = self.games = self.iteration = self.updates = 0
+        self.elo = EloTable(config.elo_k)
+        self.best = weights_bytes(self.network) if config.arena else None  # the arena's "best"
+        self.best_generation = 0
 
     def sample_batch(self) -> dict[str, torch.Tensor]:
         """B positions drawn uniformly (or by priority), each with its K + 1 targets
@@ -502,6 +545,12 @@ class MuZeroLearner:
         weights = (size * probabilities[slots]) ** -config.priority_beta
         return slots, (weights / weights.max()).astype(np.float32)
 
+    def promote(self) -> None:
+        """The network of this iteration becomes the next arena's "best" opponent (checked
+        finite: it is saved in checkpoints)."""
+        check_finite(self.network, "network", self.step)
+        self.best, self.best_generation = weights_bytes(self.network), self.iteration
+
     def train_step(self) -> tuple[float, ...]:
         """Step C once. Returns (l, value loss, reward loss, policy loss)."""
         batch = self.sample_batch()
@@ -531,13 +580,15 @@ class MuZeroLearner:
         check_finite(self.network, "network", self.step)
         rng_arrays, rng_state = seeding.capture_rngs(self.device, numpy_rng=self.rng)
         arrays = {f"net/{k}": v.cpu().numpy() for k, v in self.network.state_dict().items()}
+        if self.best is not None:
+            arrays.update({f"best/{k}": v.numpy() for k, v in load_tensors(self.best).items()})
         arrays.update(optimizer_arrays(self.optimizer))
         arrays.update(self.replay.arrays())
         arrays.update(rng_arrays)
         state = {
             **{name: getattr(self, name) for name in COUNTERS},
             "replay_size": self.replay.size, "replay_position": self.replay.position,
-            **rng_state,
+            "elo": self.elo.ratings, "best_generation": self.best_generation, **rng_state,
         }  # fmt: skip
         return arrays, state
 
@@ -547,13 +598,19 @@ class MuZeroLearner:
         where = f"checkpoint step-{meta['step']}"
         state = meta["state"]
         check_schema(state, STATE_SCHEMA, where)
+        elo = checked_elo(state["elo"], where)
         load_module(self.network, arrays, "net/", self.device, where)
+        if self.best is not None:
+            best = build_network(self.config, self.world, scratch=True)
+            load_module(best, arrays, "best/", "cpu", where)
+            self.best = weights_bytes(best)
         load_optimizer(self.optimizer, arrays, where)
         self.replay.load(arrays, state["replay_size"], state["replay_position"])
         seeding.restore_rngs(arrays, state, self.device, numpy_rng=self.rng)
         self.step = meta["step"]
         for name in COUNTERS:
             setattr(self, name, state[name])
+        self.elo, self.best_generation = EloTable(self.config.elo_k, elo), state["best_generation"]
 
 
 def reanalysed_positions(trajectory, config: MuZeroConfig) -> list[int]:
@@ -594,7 +651,7 @@ def initial_priorities(trajectory, config: MuZeroConfig) -> np.ndarray:
 COUNTERS = ("games", "iteration", "updates")
 #: What `MuZeroLearner.restore` reads of a checkpoint's JSON state.
 STATE_SCHEMA = {**dict.fromkeys(COUNTERS, "count"), "replay_size": "count",
-                "replay_position": "count"}  # fmt: skip
+                "replay_position": "count", "elo": dict, "best_generation": "count"}  # fmt: skip
 
 
 def make_optimizer(config: MuZeroConfig, parameters: list) -> torch.optim.Optimizer:
@@ -610,6 +667,8 @@ def check_checkpoint(arrays: dict[str, np.ndarray], world, config: MuZeroConfig)
     where = f"checkpoint (for {config.env})"
     network = build_network(config, world, scratch=True)
     load_module(network, arrays, "net/", "cpu", where)
+    if config.arena:
+        load_module(network, arrays, "best/", "cpu", where)
     load_optimizer(make_optimizer(config, list(network.parameters())), arrays, where)
     replay = {key: value for key, value in arrays.items() if key.startswith("replay/")}
     shape, dtype, actions = world_spec(world)
@@ -684,11 +743,19 @@ def train(config: MuZeroConfig, world, run: Run) -> MuZeroLearner:
             before = learner.step
             row = _iteration(learner, config, run)
 
+            report = ArenaReport(config) if config.arena else None
+            if report is not None:
+                started = time.perf_counter()
+                if learner.iteration % config.arena_every == 0:
+                    report.played(_arena(learner, config))  # the arena and Elo
+                row["arena_seconds"] = round(time.perf_counter() - started, 3)
+                learner.promote()
+
             def log(columns: dict[str, float], row=row) -> None:
                 run.log(learner.step, **row, **columns)
 
             if loop.after_iteration(run, learner.step, before, save=learner.checkpoint,
-                                    log=log, policy=lambda: None):  # fmt: skip
+                                    log=log, evaluation=report, policy=lambda: None):  # fmt: skip
                 break
     return learner
 
@@ -724,6 +791,33 @@ def _iteration(learner: MuZeroLearner, config: MuZeroConfig, run: Run) -> dict[s
         "selfplay_seconds": round(acting_seconds, 3),
         "train_seconds": round(time.perf_counter() - started, 3),
     }  # fmt: skip
+
+
+def _arena(learner: MuZeroLearner, config: MuZeroConfig) -> dict[str, float]:
+    """The arena (module docstring): the agent against the previous iteration's net and the
+    baselines, every game rated in the Elo table; AlphaZero's columns (`ArenaReport`)."""
+    game, iteration = learner.world, learner.iteration
+    name, best_name = f"net-{iteration}", f"net-{learner.best_generation}"
+    learner.elo.ratings.setdefault(name, learner.elo.get(best_name))
+    network = build_network(config, game, scratch=True)
+    network.load_state_dict(learner.network.state_dict())
+    best = build_network(config, game, scratch=True)
+    load_weights(best, learner.best)
+    opponents = {"best": agent_act(config, game, best.eval(), config.eval_simulations)}
+    for number, baseline in enumerate(config.baseline_names):
+        seed = int(np.random.SeedSequence([config.seed, iteration, number]).generate_state(1)[0])
+        opponents[baseline] = baseline_player(baseline, game, config, seed)
+    agent = agent_act(config, game, network.eval(), config.eval_simulations)
+    columns: dict[str, float] = {}
+    for label, opponent in opponents.items():
+        outcome = arena(game, agent, opponent, config.arena_games)
+        rated = best_name if label == "best" else label
+        for result in outcome["results"]:
+            learner.elo.record(name, rated, (result + 1) / 2)
+        columns[f"score_vs_{label}"] = outcome["score"]
+        columns[f"win_vs_{label}"] = outcome["win"]
+    columns["elo"] = learner.elo.ratings[name]
+    return columns
 
 
 def check_game_matches(run_config: MuZeroConfig, game_name: str, run_dir) -> None:
