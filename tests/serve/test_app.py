@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -161,6 +162,46 @@ def test_watch_streams_the_greedy_episode(client, cartpole_run):
     assert len(frames) == length + 1  # the reset frame, then one per step
     jpeg = base64.b64decode(frames[0]["frame"].split(",", 1)[1])
     assert jpeg[:3] == b"\xff\xd8\xff"
+
+
+def test_watch_refuses_an_env_without_frames(tmp_path):
+    from bellman import api
+
+    api.train("q-learning", "bellman/Recycling-v0", overrides=["steps=200"],
+              run_dir=tmp_path / "mdp", quiet=True)  # fmt: skip
+    client = TestClient(create_app(make_state([tmp_path / "mdp"])))
+    for path in ("check", "stream"):
+        answer = client.get(f"/api/watch/mdp/{path}")
+        assert answer.status_code == 400
+        assert answer.json()["error"] == (
+            "'bellman/Recycling-v0' renders no frames (rgb_array): nothing to watch"
+        )
+
+
+def test_watch_streams_are_bounded_and_freed_when_viewers_leave(live_server, cartpole_run):
+    from bellman.serve.watch import MAX_STREAMS
+
+    base = live_server(make_state([cartpole_run]))
+    stream = f"{base}/api/watch/dqn-cartpole/stream?fps=1&episodes=100"
+    viewers = [urllib.request.urlopen(stream, timeout=30) for _ in range(MAX_STREAMS)]
+    for viewer in viewers:
+        assert viewer.readline().startswith(b"data: {")  # both are playing
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(stream, timeout=30)
+    assert refused.value.code == 503
+    for viewer in viewers:
+        viewer.close()
+    deadline = time.monotonic() + 10
+    while True:  # the server sees the viewers leave and frees their slots
+        try:
+            with urllib.request.urlopen(stream, timeout=30) as again:
+                assert again.readline().startswith(b"data: {")
+            break
+        except urllib.error.HTTPError as error:
+            assert error.code == 503 and time.monotonic() < deadline
+            time.sleep(0.2)
+    answer = urllib.request.urlopen(f"{base}/api/watch/dqn-cartpole/check", timeout=30)
+    assert json.loads(answer.read()) == {"ok": True}
 
 
 def test_cli_serve_checks_its_inputs(bellman, tmp_path, connect4_run):

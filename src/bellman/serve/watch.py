@@ -2,6 +2,7 @@
 
     GET /watch                          the agents that play an env (runs and shipped agents)
     GET /watch/NAME                     the player page (static/watch.js)
+    GET /api/watch/NAME/check           {"ok": true}, or a 400 saying why the env shows no frames
     GET /api/watch/NAME/stream?seed=S&episodes=E&fps=F
                                         server-sent events, one per frame:
                                         {"episode", "step", "return", "done", "frame"}
@@ -27,10 +28,10 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from bellman.errors import BellmanError
+from bellman.errors import BellmanError, ConfigError
 from bellman.games import GAMES
 from bellman.serve.layout import href, json_data, known, page
 from bellman.serve.state import ServeState
@@ -79,16 +80,18 @@ def routes(state: ServeState) -> list[BaseRoute]:
         except BaseException:
             slots.release()
             raise
-        return StreamingResponse(
-            _events(request, episode, episodes, fps, slots),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _FrameStream(_events(request, episode, episodes, fps), episode, slots)
+
+    def check(request: Request) -> Response:
+        name = known(request.path_params["name"], watchable(state), "agent to watch")
+        _check_renders(state, name)
+        return JSONResponse({"ok": True})
 
     return [
         Route("/watch", listing),
         Route("/watch/{name}", player),
         Route("/api/watch/{name}/stream", stream),
+        Route("/api/watch/{name}/check", check),
     ]
 
 
@@ -109,15 +112,25 @@ def watchable(state: ServeState) -> dict[str, str]:
 
 
 class _Episode:
-    """A loaded policy and its env rendering RGB frames, played one step at a time."""
+    """A loaded policy and its env rendering RGB frames, played one step at a time (a lock
+    keeps `close` from closing the env under a step still running in a worker thread)."""
 
     def __init__(self, policy, env, seed: int):
         self.policy, self.env, self.seed = policy, env, seed
         self.episode, self.step, self.total, self.done = 0, 0, 0.0, True
         self.obs = None
+        self.lock = threading.Lock()
 
     def next_frame(self) -> dict[str, Any]:
         """Reset when the last episode ended, else take one step; the frame after it."""
+        with self.lock:
+            return self._next_frame()
+
+    def close(self) -> None:
+        with self.lock:
+            self.env.close()
+
+    def _next_frame(self) -> dict[str, Any]:
         from bellman.evaluation import _render
 
         if self.done:
@@ -136,34 +149,58 @@ class _Episode:
 def _load(state: ServeState, name: str, seed: int) -> _Episode:
     """The run's evaluation policy and its env with render_mode="rgb_array"; a ConfigError (a
     400) when the env renders no frames."""
-    from bellman.api import check_recordable, load_policy
+    from bellman.api import load_policy
 
     for variable in ("SDL_VIDEODRIVER", "SDL_AUDIODRIVER"):  # pygame renders off-screen
         os.environ.setdefault(variable, "dummy")
     source = state.sources()[name]
-    check_recordable(source)
+    _check_renders(state, name)
     policy, _, env = load_policy(source, seed=seed, render_mode="rgb_array")
     return _Episode(policy, env, seed)
 
 
-async def _events(request: Request, episode: _Episode, episodes: int, fps: int, slots):
-    """The frames as server-sent events, paced at `fps`, until the viewer leaves or the
-    episodes end; frees the stream's slot and closes the env however it ends."""
-    loop = asyncio.get_running_loop()
+def _check_renders(state: ServeState, name: str) -> None:
+    """A 400 when the env of run `name` renders no RGB frames (`api.check_recordable`)."""
+    from bellman.api import check_recordable
+
     try:
-        for _ in range(MAX_FRAMES):
-            start = loop.time()
-            frame = await run_in_threadpool(episode.next_frame)
-            yield f"data: {json.dumps(frame)}\n\n"
-            if frame["done"] and frame["episode"] >= episodes:
-                break
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(max(0.0, 1 / fps - (loop.time() - start)))
-        yield 'event: end\ndata: {"reason": "finished"}\n\n'
-    finally:
-        slots.release()
-        await run_in_threadpool(episode.env.close)
+        check_recordable(state.sources()[name])
+    except ConfigError:
+        message = f"'{watchable(state)[name]}' renders no frames (rgb_array): nothing to watch"
+        raise HTTPException(400, message) from None
+
+
+async def _events(request: Request, episode: _Episode, episodes: int, fps: int):
+    """The frames as server-sent events, paced at `fps`, until the viewer leaves or the
+    episodes end."""
+    loop = asyncio.get_running_loop()
+    for _ in range(MAX_FRAMES):
+        start = loop.time()
+        frame = await run_in_threadpool(episode.next_frame)
+        yield f"data: {json.dumps(frame)}\n\n"
+        if frame["done"] and frame["episode"] >= episodes:
+            break
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(max(0.0, 1 / fps - (loop.time() - start)))
+    yield 'event: end\ndata: {"reason": "finished"}\n\n'
+
+
+class _FrameStream(StreamingResponse):
+    """The event stream of one episode player: however the response ends (finished, the viewer
+    gone, even before the first frame), the env is closed and the stream's slot freed."""
+
+    def __init__(self, events, episode: _Episode, slots: threading.BoundedSemaphore):
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(events, media_type="text/event-stream", headers=headers)
+        self._episode, self._slots = episode, slots
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slots.release()
+            await run_in_threadpool(self._episode.close)
 
 
 def _jpeg(frame) -> str:

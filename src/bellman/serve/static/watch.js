@@ -36,4 +36,11 @@
 
   $("play").addEventListener("click", play);
   $("stop").addEventListener("click", () => stop("Stopped."));
+  // an env that renders no frames: say so now (an EventSource cannot read the 400's message)
+  fetch(`/api/watch/${encodeURIComponent(name)}/check`).then(async (response) => {
+    if (response.ok) return;
+    $("play").disabled = true;
+    $("watch-status").textContent = (await response.json()).error;
+    $("watch-status").className = "status error";
+  });
 })();
