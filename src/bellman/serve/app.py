@@ -88,7 +88,8 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(state: ServeState, host: str = "127.0.0.1", port: int = 8000, log=print) -> None:
-    """Run the app on `host:port` with uvicorn until Ctrl-C."""
+    """Run the app on `host:port` with uvicorn until Ctrl-C, then return (after a SIGTERM,
+    uvicorn shuts down and re-raises it: the process ends with 143)."""
     import uvicorn
 
     sock = listen(host, port)
@@ -97,4 +98,8 @@ def serve(state: ServeState, host: str = "127.0.0.1", port: int = 8000, log=prin
                        for n, what in ((len(state.runs), "run"), (len(state.agents), "agent")))
     log(f"bellman serve: http://{host}:{bound}/ ({counts}); Ctrl-C stops")
     config = uvicorn.Config(create_app(state), log_level="warning", lifespan="off")
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it stopped on: the normal way out
+        pass
+    log("bellman serve: stopped")
