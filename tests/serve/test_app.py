@@ -241,6 +241,20 @@ def test_cli_serve_serves_the_arena(tmp_path, connect4_run):
         process.wait(timeout=20)
 
 
+def test_a_shipped_agent_is_served_with_its_model_card(tmp_path, cartpole_run):
+    import shutil
+
+    from bellman import agents
+
+    shutil.copytree(cartpole_run, tmp_path / "cartpole-dqn")  # a run named like the agent
+    state = make_state([tmp_path / "cartpole-dqn"], ["cartpole-dqn"])
+    assert list(state.runs) == ["cartpole-dqn-2"] and list(state.agents) == ["cartpole-dqn"]
+    client = TestClient(create_app(state))
+    page = client.get("/runs/cartpole-dqn").text
+    assert "<h2>Model card</h2>" in page and agents.card("cartpole-dqn")["headline"] in page
+    assert "/watch/cartpole-dqn-2" in client.get("/watch").text
+
+
 def test_a_shipped_agent_name_must_exist():
     from bellman.errors import ConfigError
 

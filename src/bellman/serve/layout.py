@@ -53,13 +53,19 @@ def template(name: str) -> string.Template:
 
 
 def page(
-    title: str, body_html: str, *, scripts: tuple[str, ...] = (), status_code: int = 200
+    title: str,
+    body_html: str,
+    *,
+    scripts: tuple[str, ...] = (),
+    status_code: int = 200,
+    section: str | None = None,
 ) -> HTMLResponse:
-    """A whole HTML page: the layout with the nav bar, `title` (escaped here), `body_html`
-    (already HTML), then `<script src="/static/NAME">` for each of `scripts` (a name may be a
-    whole `/path`)."""
+    """A whole HTML page: the layout with the nav bar (the entry `section`, default `title`,
+    marked), `title` (escaped here), `body_html` (already HTML), then
+    `<script src="/static/NAME">` for each of `scripts` (a name may be a whole `/path`)."""
+    here = section or title
     nav = "".join(
-        f'<a href="{path}"{" class=here" if label == title else ""}>{label}</a>'
+        f'<a href="{path}"{" class=here" if label == here else ""}>{label}</a>'
         for label, path, _ in installed_pages()
     )
     tags = "\n".join(

@@ -55,19 +55,21 @@ def routes(state: ServeState) -> list[BaseRoute]:
     def one_run(request: Request) -> Response:
         name = known(request.path_params["name"], state.sources(), "run")
         config_text = _read_text(state, name, "config.toml")
-        evaluation = _evaluation(state, name)
-        body = (
-            _plots_div([name])
-            + f"<h2>config.toml</h2><pre id=\"config\">{html.escape(config_text)}</pre>"
-            + f"<h2>eval.json</h2>{evaluation}"
-        )
-        return page(f"Run {name}", body, scripts=("plotly.min.js", "runs.js"))
+        if name in state.agents:  # a shipped agent: its model card, no curves
+            body = _model_card(name)
+            scripts: tuple[str, ...] = ()
+        else:
+            body = _plots_div([name]) + f"<h2>eval.json</h2>{_evaluation(state, name)}"
+            scripts = ("plotly.min.js", "runs.js")
+        body += f'<h2>config.toml</h2><pre id="config">{html.escape(config_text)}</pre>'
+        kind = "Agent" if name in state.agents else "Run"
+        return page(f"{kind} {name}", body, scripts=scripts, section="Runs")
 
     def compare(request: Request) -> Response:
         names = _names(state, request)
         listed = ", ".join(f'<a href="{href("/runs", n)}">{html.escape(n)}</a>' for n in names)
         return page("Compare runs", f"<p>{listed}</p>" + _plots_div(names),
-                    scripts=("plotly.min.js", "runs.js"))  # fmt: skip
+                    scripts=("plotly.min.js", "runs.js"), section="Runs")  # fmt: skip
 
     def metrics(request: Request) -> Response:
         return JSONResponse(curves(state, _names(state, request)))
@@ -156,6 +158,22 @@ def _evaluation(state: ServeState, name: str) -> str:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         return f'<p class="error" id="eval">eval.json cannot be read: {html.escape(str(error))}</p>'
     return f'<pre id="eval">{html.escape(text)}</pre>'
+
+
+def _model_card(name: str) -> str:
+    """A shipped agent's model card (`bellman.agents.card`): headline, command, evaluation."""
+    from bellman import agents
+
+    try:
+        card = agents.card(name)
+    except BellmanError as error:
+        return f'<p class="error" id="card">{html.escape(str(error))}</p>'
+    evaluation = json.dumps(card["evaluation"], indent=1)
+    return (f'<h2>Model card</h2><p id="card">{html.escape(str(card["headline"]))} '
+            f'<span class="muted">({html.escape(str(card["date"]))}, '
+            f'{html.escape(str(card["machine"]))})</span></p>'
+            f'<p>Trained with <code>{html.escape(str(card["command"]))}</code></p>'
+            f"<h2>Evaluation</h2><pre>{html.escape(evaluation)}</pre>")  # fmt: skip
 
 
 def _list_row(state: ServeState, name: str) -> str:

@@ -66,7 +66,7 @@ def routes(state: ServeState) -> list[BaseRoute]:
         name = known(request.path_params["name"], watchable(state), "agent to watch")
         body = (f'<script id="watch-agent" type="application/json">{json_data(name)}</script>'
                 + _PLAYER_BODY.replace("$env", html.escape(watchable(state)[name])))  # fmt: skip
-        return page(f"Watch {name}", body, scripts=("watch.js",))
+        return page(f"Watch {name}", body, scripts=("watch.js",), section="Watch")
 
     async def stream(request: Request) -> Response:
         name = known(request.path_params["name"], watchable(state), "agent to watch")
