@@ -10,15 +10,20 @@ measures env steps/s in two modes and divides by W x the one-actor rate of the s
         step, the learner draws the W actions with one batched forward pass of a 4-64-64-2
         policy, sends each actor its action, and waits for all W results (synchronous, as A2C
         and PPO's rollouts on Ray are: bit for bit the single-process run).
-    actors act (`ChunkActor`, what Ape-X and IMPALA actors do): the learner puts the policy's
-        weights in the object store once per round; each actor runs its own copy of the policy
-        for a chunk of `--chunk` steps and returns the chunk's observations, actions and
-        rewards. One round trip per chunk instead of per step.
+    actors act (`ChunkActor`, what Ape-X and IMPALA actors do): each actor runs its own copy of
+        the policy for a chunk of `--chunk` steps and returns the chunk's observations, actions
+        and rewards; as soon as one returns, the learner puts its latest weights in the object
+        store and gives that actor its next chunk (asynchronous: no actor waits for another).
+        One round trip per chunk instead of per step.
 
 Ray is started with W_max = 16 logical CPUs on this machine (actors reserve one each; the
 sleeping envs use none). Torch is not used: the policy is numpy, one thread.
 
-    python benchmarks/ray_scaling.py [--seconds 4] [--chunk 100] [--actors 1,2,4,8,16]
+    python benchmarks/ray_scaling.py [--seconds 4] [--chunk 100] [--chunks 8] [--repeats 3]
+                                     [--actors 1,2,4,8,16]
+
+Each cell is the median of `--repeats` runs, the cells interleaved (1, 2, ..., 16, 1, 2, ...) so
+that a busy minute on a shared machine falls on all of them.
 
 Writes benchmarks/results/ray_scaling.json (BELLMAN_BENCH_RESULTS=DIR writes it elsewhere).
 """
@@ -32,7 +37,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import ray
-from common import header, print_table, write_results
+from common import header, median, print_table, write_results
 
 from bellman.distributed import cluster
 from bellman.distributed.rollout import RayVectorEnv
@@ -114,17 +119,25 @@ def learner_acts(workers: int, seconds: float) -> float:
     return steps / elapsed
 
 
-def actors_act(workers: int, seconds: float, chunk: int) -> float:
-    """Env steps/s of `workers` ChunkActors running the policy themselves, `chunk` steps a call."""
+def actors_act(workers: int, chunks: int, chunk: int) -> float:
+    """Env steps/s of `workers` ChunkActors that run the policy themselves, `chunk` steps a
+    call, `chunks` calls each. Asynchronous, as Ape-X and IMPALA actors are: an actor that
+    returns a chunk gets the latest weights and its next call at once, without waiting for the
+    others; the clock stops when the last chunk is in."""
     remote = ray.remote(num_cpus=1)(ChunkActor)
     actors = [remote.remote(seed) for seed in range(workers)]
     weights = ray.put(init_policy())
     ray.get([actor.run.remote(weights, 2) for actor in actors])  # warm up
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        weights = ray.put(init_policy())  # the learner publishes its weights once per round
-        chunks = ray.get([actor.run.remote(weights, chunk) for actor in actors])
-        steps += sum(len(rewards) for _, _, rewards in chunks)
+    start = time.perf_counter()
+    pending = {actor.run.remote(weights, chunk): (actor, 1) for actor in actors}
+    steps = 0
+    while pending:
+        [ready], _ = ray.wait(list(pending), num_returns=1)
+        actor, calls = pending.pop(ready)
+        steps += len(ray.get(ready)[2])
+        if calls < chunks:
+            weights = ray.put(init_policy())  # the learner publishes its latest weights
+            pending[actor.run.remote(weights, chunk)] = (actor, calls + 1)
     elapsed = time.perf_counter() - start
     for actor in actors:
         ray.kill(actor)
@@ -135,6 +148,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per cell")
     parser.add_argument("--chunk", type=int, default=100, help="steps per call, actors-act mode")
+    parser.add_argument("--chunks", type=int, default=8, help="calls per actor, actors-act mode")
+    parser.add_argument("--repeats", type=int, default=3, help="the median of this many runs")
     parser.add_argument("--actors", default="1,2,4,8,16")
     args = parser.parse_args()
     counts = [int(n) for n in args.actors.split(",")]
@@ -142,12 +157,14 @@ def main() -> None:
              log_to_driver=False, logging_level="ERROR",
              object_store_memory=cluster.LOCAL_OBJECT_STORE_BYTES)  # fmt: skip
     load = os.getloadavg()[0]
-    rates = {"learner acts": {}, "actors act": {}}
-    for workers in counts:
-        rates["learner acts"][workers] = learner_acts(workers, args.seconds)
-        rates["actors act"][workers] = actors_act(workers, args.seconds, args.chunk)
-        done = ", ".join(f"{mode} {rate[workers]:.0f}/s" for mode, rate in rates.items())
-        print(f"{workers} actors: {done}", flush=True)
+    runs = {"learner acts": {n: [] for n in counts}, "actors act": {n: [] for n in counts}}
+    for repeat in range(args.repeats):  # the cells interleaved, so a busy minute hits them all
+        for workers in counts:
+            runs["learner acts"][workers].append(learner_acts(workers, args.seconds))
+            runs["actors act"][workers].append(actors_act(workers, args.chunks, args.chunk))
+            done = ", ".join(f"{mode} {run[workers][-1]:.0f}/s" for mode, run in runs.items())
+            print(f"repeat {repeat}, {workers} actors: {done}", flush=True)
+    rates = {mode: {n: median(run[n]) for n in counts} for mode, run in runs.items()}
     load = (load + os.getloadavg()[0]) / 2
     ray.shutdown()
     rows, record_rows = [], []
@@ -156,16 +173,19 @@ def main() -> None:
         for mode, rate in rates.items():
             scaled = rate[workers] / (workers * rate[counts[0]] / counts[0])
             cells += [f"{rate[workers]:,.0f}", f"{scaled:.2f}"]
-            record_rows.append({"mode": mode, "actors": workers, "steps_per_s": rate[workers],
-                                "ratio_to_n_x_one": scaled})  # fmt: skip
+            record_rows.append({
+                "mode": mode, "actors": workers, "steps_per_s": rate[workers],
+                "runs": runs[mode][workers], "ratio_to_n_x_one": scaled,
+            })  # fmt: skip
         rows.append(cells)
     print(f"\nenv step sleeps {STEP_SECONDS * 1000:.0f} ms; one env per actor; "
           f"load average {load:.1f} on {os.cpu_count()} CPUs\n")  # fmt: skip
-    chunked = f"actors act ({args.chunk}-step chunks): steps/s"
+    chunked = f"actors act (async, {args.chunk}-step chunks): steps/s"
     print_table(["actors", "learner acts: steps/s", "/ (N x one)", chunked, "/ (N x one)"], rows)
     record = header(None, "ray", "gymnasium")
-    record.update(step_seconds=STEP_SECONDS, chunk=args.chunk, seconds=args.seconds,
-                  load_average=load, rows=record_rows)  # fmt: skip
+    record.update(step_seconds=STEP_SECONDS, chunk=args.chunk, chunks=args.chunks,
+                  seconds=args.seconds, repeats=args.repeats, load_average=load,
+                  rows=record_rows)  # fmt: skip
     write_results("ray_scaling", record)
 
 
