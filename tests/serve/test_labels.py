@@ -179,3 +179,23 @@ def test_the_page_offers_the_policies_and_checks_its_query(labelled):
     assert "labels.js" in page.text and str(labels) in page.text and '"k": 3' in page.text
     assert client.get("/labels?k=1").status_code == 400
     assert client.get("/labels?run=rm").status_code == 404
+
+
+def test_a_full_disk_leaves_whole_lines_and_the_set_can_be_submitted_again(labelled, monkeypatch):
+    client, labels = labelled
+    labels.write_text('{"prompt": "p", "responses": ["a", "b"]}\n')
+    before = labels.read_bytes()
+    served = client.post("/api/labels/sample", json={"run": "sft", "seed": 3}).json()
+    real_write = __import__("os").write
+
+    def half(fd, data):  # what a full disk does: part of the line, then no more
+        return real_write(fd, data[: len(data) // 2])
+
+    monkeypatch.setattr("bellman.serve.labels.os.write", half)
+    body = {"id": served["id"], "ranking": served["responses"]}
+    reply = client.post("/api/labels/submit", json=body)
+    assert reply.status_code == 500 and "no space left" in reply.json()["error"]
+    assert labels.read_bytes() == before  # the half line was cut off again
+    monkeypatch.undo()
+    assert client.post("/api/labels/submit", json=body).status_code == 200  # not used up
+    assert [c.responses for c in read_comparisons(labels)][1] == tuple(served["responses"])

@@ -78,7 +78,7 @@ def append_line(path: Path, line: str, lock: threading.Lock) -> None:
     one first, so the new line stays a line of its own.
 
     Raises:
-        OSError: the file cannot be opened or written (nothing, or nothing partial, written).
+        OSError: the file cannot be opened or written; a part written is cut off again.
     """
     data = line.encode("utf-8")
     with lock:
@@ -88,9 +88,13 @@ def append_line(path: Path, line: str, lock: threading.Lock) -> None:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data
-            if os.write(fd, data) != len(data):
-                raise OSError(errno.EIO, "short write")
-            os.fsync(fd)
+            try:
+                if os.write(fd, data) != len(data):  # a full disk writes part of it
+                    raise OSError(errno.ENOSPC, "short write: no space left on the device")
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)  # the part written goes: the file stays whole lines
+                raise
         finally:
             os.close(fd)  # closing releases the flock
 
