@@ -26,6 +26,11 @@ def test_click_a_connect_four_move_and_see_the_agent_answer(
     assert browser.text_content("#pv").split()[0] == moves[1]
     assert browser.locator("#search-table tr").count() >= 2
     browser.screenshot(path=str(artifacts / "arena-connect4.png"))
+    browser.select_option("#heat", "q")  # the values Q(s, a): green for the agent, red against
+    played = browser.locator(f"rect.heat[data-action='{int(moves[1]) - 1}']")
+    row = browser.locator("#search-table tr", has=browser.locator(f"td:text-is('{moves[1]}')"))
+    q = float(row.locator("td").nth(2).text_content())
+    assert played.get_attribute("fill") == ("#1a9850" if q >= 0 else "#d73027")
 
     # the agent moves first when the person plays second
     browser.select_option("#side", "1")

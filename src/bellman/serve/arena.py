@@ -232,6 +232,8 @@ _ARENA_BODY = """
       <label>Simulations <input id="simulations" type="number" min="1" max="2000"
         style="width:5em"></label>
       <button id="new-game">New game</button>
+      <label>Heat map <select id="heat"><option value="n">visits N</option>
+        <option value="q">values Q</option></select></label>
       <button id="pass" hidden>Pass</button>
     </div>
     <div id="board" class="board"></div>
@@ -243,8 +245,9 @@ _ARENA_BODY = """
     <p id="search-summary" class="muted">No search yet: make a move (or play second).</p>
     <p>Principal variation: <span id="pv"></span></p>
     <table class="list" id="search-table"></table>
-    <p class="muted">The heat map on the board shows the share of visits N(s, a) of each move;
-      hover a cell for N, Q and the prior.</p>
+    <p class="muted">The heat map on the board shows each move's share of the visits N(s, a)
+      (orange), or its value Q(s, a) for the agent (green above 0, red below); hover a cell for N,
+      Q and the prior.</p>
   </div>
 </div>
 """

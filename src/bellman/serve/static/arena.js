@@ -96,7 +96,14 @@
     const total = search ? search.visits.reduce((a, b) => a + b, 0) : 0;
     const share = (a) => (search && total > 0 ? search.visits[a] / total : 0);
     const most = search ? Math.max(...search.visits) : 0;
-    const heat = (a) => (most > 0 ? 0.1 + 0.8 * search.visits[a] / most : 0); // darkest: most visited
+    // the heat map: visits (orange, darkest the most visited) or, for visited moves, the value
+    // Q(s, a) for the agent (green above 0, red below, darker further from 0)
+    const byValue = $("heat").value === "q";
+    const heat = (a) => {
+      if (!search || search.visits[a] === 0) return 0;
+      return byValue ? 0.1 + 0.8 * Math.abs(search.q[a]) : 0.1 + 0.8 * search.visits[a] / most;
+    };
+    const hue = (a) => (!byValue ? "#ff7a00" : search.q[a] >= 0 ? "#1a9850" : "#d73027");
     const tip = (a) => (search
       ? `N=${search.visits[a]}  Q=${search.q[a].toFixed(3)}  prior=${search.priors[a].toFixed(3)}`
       : "");
@@ -105,7 +112,8 @@
       el("rect", { x: 0, y: top, width: width, height: rows * cell, fill: "#2b5fad", rx: 8 }, svg);
       for (let c = 0; c < cols; c++) {
         const bar = el("rect", { x: c * cell + 4, y: 2, width: cell - 8, height: top - 6,
-          fill: "#ff7a00", "fill-opacity": heat(c), stroke: "#ccc", class: "heat",
+          fill: search ? hue(c) : "none", "fill-opacity": heat(c), stroke: "#ccc",
+          class: "heat",
           "data-action": c, "data-share": share(c) }, svg);
         el("title", {}, bar).textContent = tip(c);
         if (search && search.visits[c] > 0) {
@@ -145,7 +153,7 @@
             const pad = kind === "points" ? cell * 0.22 : 3; // Go: keep the lines visible
             const square = el("rect", { x: x + pad, y: y + pad, width: cell - 2 * pad,
               height: cell - 2 * pad,
-              fill: "#ff7a00", "fill-opacity": heat(a), class: "heat", "data-action": a,
+              fill: hue(a), "fill-opacity": heat(a), class: "heat", "data-action": a,
               "data-share": share(a) }, svg);
             el("title", {}, square).textContent = tip(a);
           }
@@ -216,6 +224,7 @@
     return `${letters[a % n]}${n - Math.floor(a / n)}`;
   }
 
+  $("heat").addEventListener("change", () => { if (game) draw(); });
   $("new-game").addEventListener("click", newGame);
   $("agent").addEventListener("change", newGame);
   $("side").addEventListener("change", newGame);
