@@ -100,7 +100,7 @@ def _chromium():
 def browser(_chromium):
     """A new page (tab) of the session's headless chromium; closed after the test."""
     page = _chromium.new_page()
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(30_000)  # a loaded 2-core machine
     yield page
     page.close()
 
