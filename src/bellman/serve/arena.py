@@ -57,8 +57,8 @@ def routes(state: ServeState) -> list[BaseRoute]:
         players = playable(state)
         if not players:
             body = ('<p class="muted">No game agent was given: start the server with an '
-                    "AlphaZero or MuZero run of a board game, or <code>--agent NAME</code>."
-                    "</p>")  # fmt: skip
+                    "AlphaZero, MuZero or AlphaGo run of a board game, or "
+                    "<code>--agent NAME</code>.</p>")  # fmt: skip
             return page("Arena", body)
         body = (f'<script id="arena-agents" type="application/json">{json_data(players)}'
                 "</script>\n" + _ARENA_BODY)  # fmt: skip
