@@ -1,6 +1,6 @@
 """How long a person waits for the arena's agent: one move at the arena's default simulations,
-over HTTP, from a `bellman serve` process, for tic-tac-toe and Connect Four (target: under 1 s
-on 2 cores).
+over HTTP, from a `bellman serve` process, for tic-tac-toe, Connect Four and Go 9x9 (target:
+under 1 s on 2 cores).
 
     python benchmarks/serve_latency.py [--positions N] [--seed S]
 
@@ -35,7 +35,7 @@ from bellman import agents, api
 from bellman.games import make_game
 from bellman.run import read_run_config
 
-GAMES = ("tictactoe", "connect4")
+GAMES = ("tictactoe", "connect4", "go9")
 #: A fresh run's settings: the tuned config's network and arena simulations, one quick
 #: iteration of self-play (few games, few simulations) so that a checkpoint exists.
 QUICK = ["steps=30", "simulations=4", "fast_simulations=4", "games_per_iteration=2",
