@@ -200,17 +200,22 @@ class ReplayMemory:
             reset_obs: [n_envs, *obs_shape] the first observation of the next episode, used for
                 the envs whose episode ended.
         """
-        done = np.logical_or(terminated, truncated)
         for e in range(self.n_envs):
-            last = (self.position[e] - 1) % self.ring
-            self.actions[e, last] = actions[e]
-            self.rewards[e, last] = rewards[e]
-            self.terminated[e, last] = terminated[e]
-            self.has_next[e, last] = True
-            self._push(e, next_obs[e], first=False)
-            if done[e]:
-                self.end_episode(e)
-                self._push(e, reset_obs[e], first=True)
+            reset = None if reset_obs is None else reset_obs[e]
+            step = actions[e], rewards[e], terminated[e], truncated[e], next_obs[e], reset
+            self.add_step(e, *step)
+
+    def add_step(self, e: int, action, reward, terminated, truncated, next_obs, reset_obs) -> None:
+        """`add` for env e alone (Ape-X's replay shards write each actor's steps this way)."""
+        last = (self.position[e] - 1) % self.ring
+        self.actions[e, last] = action
+        self.rewards[e, last] = reward
+        self.terminated[e, last] = terminated
+        self.has_next[e, last] = True
+        self._push(e, next_obs, first=False)
+        if terminated or truncated:
+            self.end_episode(e)
+            self._push(e, reset_obs, first=True)
 
     def _push(self, e: int, obs: np.ndarray, first: bool) -> None:
         """Write entry `position[e]`, invalidating what it overwrites, and validate the
@@ -283,6 +288,13 @@ class ReplayMemory:
             probabilities = self.tree.get(flat) / total
             weights = (len(self) * probabilities) ** (-beta)
             weights = (weights / weights.max()).astype(np.float32)
+        return self.transitions(flat, weights)
+
+    def transitions(self, flat: np.ndarray, weights: np.ndarray | None = None) -> ReplayBatch:
+        """The transitions at flat entry indices `flat` (valid ones), as `sample` returns them;
+        weights default to ones (Ape-X's actors compute the priorities of theirs)."""
+        if weights is None:
+            weights = np.ones(len(flat), dtype=np.float32)
         env, index = np.divmod(flat, self.ring)
         returns, discounts, bootstrap = self._n_step(env, index)
         return ReplayBatch(

@@ -123,7 +123,7 @@ def check_deep_fields(config) -> None:
 
 
 #: The algorithms with a Ray path (`backend = ray`); every other one refuses it.
-RAY_ALGORITHMS = ("a2c", "alphazero", "ppo")
+RAY_ALGORITHMS = ("a2c", "alphazero", "dqn", "ppo")
 
 
 def check_backend(config, algo: str) -> None:

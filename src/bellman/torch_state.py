@@ -7,8 +7,21 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 
 from bellman.errors import CheckpointError
+
+
+def weights_bytes(network: torch.nn.Module) -> bytes:
+    """The network's state dict as safetensors bytes (what self-play workers and Ape-X's actors
+    receive: never a pickled module)."""
+    return save_tensors({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()})
+
+
+def load_weights(network: torch.nn.Module, blob: bytes) -> None:
+    """Load safetensors bytes made by `weights_bytes` into `network`."""
+    network.load_state_dict(load_tensors(blob))
 
 
 def state_dict_from_arrays(arrays, prefix: str, device) -> dict[str, torch.Tensor]:

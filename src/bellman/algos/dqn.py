@@ -52,6 +52,7 @@ Deviations and details:
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,7 +128,8 @@ class DQNConfig(DeepConfig):
     dueling: bool = False
     """Dueling head: Q = V + A - mean(A)."""
     prioritized: bool = False
-    """Proportional prioritized replay with importance-sampling weights."""
+    """Proportional prioritized replay with importance-sampling weights (Ape-X's replay,
+    backend = ray, always is)."""
     priority_alpha: float = field(default=0.6, metadata=interval("[0, 1]"))
     """Prioritization exponent alpha (0 = uniform)."""
     priority_beta: float = field(default=0.4, metadata=interval("[0, 1]"))
@@ -144,6 +146,19 @@ class DQNConfig(DeepConfig):
     """Number of hidden layers of the MLP trunk."""
     save_replay: bool = True
     """Store the replay memory in checkpoints (needed for an exact resume; large for Atari)."""
+    apex_epsilon: float = field(default=0.4, metadata=interval("[0, 1]"))
+    """Ape-X (backend = ray): actor i of N explores with eps_i = apex_epsilon^(1 + apex_alpha
+    i / (N - 1)), fixed for the run (Horgan et al. 2018: 0.4)."""
+    apex_alpha: float = field(default=7.0, metadata=interval("[0, inf)"))
+    """Ape-X: the exponent's spread alpha of the actors' exploration rates (the paper: 7)."""
+    actor_batch: int = field(default=50, metadata=interval("[1, inf)"))
+    """Ape-X: B, env steps an actor gathers in its local buffer before it computes their
+    priorities and sends them to its replay shard (the paper: 50)."""
+    publish_every: int = field(default=100, metadata=interval("[1, inf)"))
+    """Ape-X: K, gradient steps between two versions of the weights the actors fetch."""
+    replay_shards: int = field(default=1, metadata=interval("[1, 64]"))
+    """Ape-X: replay shards (Ray actors holding a part of D each; actor i writes to shard
+    i mod replay_shards); the learner samples across them by priority."""
 
     def validate(self) -> None:
         if self.buffer_size < self.batch_size:
@@ -157,6 +172,16 @@ class DQNConfig(DeepConfig):
                 f"buffer_size = {self.buffer_size} is too small for n_envs = {self.n_envs}, "
                 f"n_step = {self.n_step} and frame_stack = {self.frame_stack}: use >= {needed}"
             )
+        if self.backend == "ray":  # Ape-X: one ring per actor in its replay shard
+            actors = self.workers or self.n_envs
+            rings = -(-actors // min(self.replay_shards, actors))
+            needed = (self.n_step + self.frame_stack + 2) * rings * self.replay_shards
+            if self.buffer_size < needed:
+                raise ConfigError(
+                    f"buffer_size = {self.buffer_size} is too small for {actors} Ape-X actors in "
+                    f"{self.replay_shards} replay shard(s) with n_step = {self.n_step}: use >= "
+                    f"{needed}"
+                )
         check_vector_settings(self)
         super().validate()
 
@@ -276,7 +301,8 @@ def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -
 class DQNLearner:
     """Q, Q^, the optimizer, D and the counters: everything a checkpoint holds."""
 
-    def __init__(self, config: DQNConfig, envs: gym.vector.VectorEnv):
+    def __init__(self, config: DQNConfig, envs: gym.vector.VectorEnv, replay: bool = True):
+        """replay = False: no replay memory here (Ape-X's is in its replay shards)."""
         self.config = config
         self.device = resolve_device(config.device)
         obs_space = envs.single_observation_space
@@ -284,7 +310,7 @@ class DQNLearner:
         self.rng = seeding.seed_everything(config.seed)
         torch.manual_seed(config.seed)
         frame_stack = config.frame_stack if _is_atari(config.env) else 1
-        self.replay_memory = ReplayMemory(  # 1. replay memory D of capacity N
+        self.replay_memory = None if not replay else ReplayMemory(  # 1. replay memory D
             config.buffer_size,
             obs_space.shape or (),
             obs_space.dtype,
@@ -311,6 +337,8 @@ class DQNLearner:
         self.numpy_greedy = NumpyGreedy(self.q_network) if numpy_greedy else None
         self.step = 0
         self.updates = 0
+        #: Importance weights in the loss: prioritized replay, which Ape-X's always is.
+        self.prioritized = config.prioritized or config.backend == "ray"
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, device=self.device)
@@ -341,7 +369,9 @@ class DQNLearner:
             losses, q_means = [], []
             for _ in range(updates):
                 batch = self.replay_memory.sample(size, self.rng, beta)  # 11.
-                loss, q_mean = self._descend(*self._prepare(batch), batch)
+                loss, q_mean, td_errors = self.update(batch)
+                if self.config.prioritized:
+                    self.replay_memory.update_priorities(batch.indices, td_errors)
                 losses.append(loss)
                 q_means.append(q_mean)
             return losses, q_means
@@ -351,7 +381,7 @@ class DQNLearner:
             self._descend(obs[k : k + size], actions[k : k + size], targets[k : k + size], None)
             for k in range(0, size * updates, size)
         ]  # 13. one gradient step per minibatch
-        return [r[0] for r in results], [r[1] for r in results]
+        return [r[0] for r in results], [float(r[1].detach().mean()) for r in results]
 
     def _prepare(self, batch):
         """Tensors of a sampled batch and its targets y_j (step 12)."""
@@ -364,11 +394,19 @@ class DQNLearner:
                 self.tensor(batch.returns), self.tensor(batch.discounts), next_q_target,
                 next_q_online,
             )  # fmt: skip
-        weights = self.tensor(batch.weights) if self.config.prioritized else None
+        weights = self.tensor(batch.weights) if self.prioritized else None
         return obs, actions, targets, weights
 
-    def _descend(self, obs, actions, targets, weights, batch=None) -> tuple[float, float]:
-        """Step 13 once: a gradient step on the TD loss; priorities follow the new TD errors."""
+    def update(self, batch) -> tuple[float, float, np.ndarray]:
+        """Steps 12-13 on one sampled minibatch: (loss, mean Q, the TD errors delta_j, from
+        which prioritized replay sets the new priorities)."""
+        obs, actions, targets, weights = self._prepare(batch)
+        loss, q_taken = self._descend(obs, actions, targets, weights)
+        td_errors = (targets - q_taken).detach().cpu().numpy()
+        return loss, float(q_taken.detach().mean()), td_errors
+
+    def _descend(self, obs, actions, targets, weights) -> tuple[float, torch.Tensor]:
+        """Step 13 once: a gradient step on the TD loss; returns it and Q(phi_j, a_j)."""
         q_taken = self.q_network(obs).gather(1, actions).squeeze(1)
         loss = td_loss(q_taken, targets, weights, self.config.loss)
         for parameter in self.parameters:
@@ -377,10 +415,7 @@ class DQNLearner:
         clip_grad_norm(self.parameters, self.config.max_grad_norm)
         step_optimizer(self.optimizer)
         self.updates += 1
-        if batch is not None and self.config.prioritized:
-            td_errors = (targets - q_taken).detach().cpu().numpy()
-            self.replay_memory.update_priorities(batch.indices, td_errors)
-        return float(loss.detach()), float(q_taken.detach().mean())
+        return float(loss.detach()), q_taken
 
     # ---- checkpoints -----------------------------------------------------------------------
     def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -392,9 +427,10 @@ class DQNLearner:
         arrays.update(optimizer_arrays(self.optimizer))
         rng_arrays, rng_state = seeding.capture_rngs(self.device, numpy_rng=self.rng)
         arrays.update(rng_arrays)
-        if self.config.save_replay:
+        has_replay = self.config.save_replay and self.replay_memory is not None
+        if has_replay:
             arrays.update(self.replay_memory.state_arrays())
-        state = {"updates": self.updates, **rng_state, "has_replay": self.config.save_replay}
+        state = {"updates": self.updates, **rng_state, "has_replay": has_replay}
         return arrays, state
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -462,6 +498,8 @@ def _eval_policy(learner: DQNLearner, config: DQNConfig):
 def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> DQNLearner:
     """Run DQN for `config.steps` env steps (see the module docstring for the pseudocode)."""
     torch.set_num_threads(config.torch_threads)
+    if config.backend == "ray":  # Ape-X: actors and replay shards on Ray, this learner
+        return _train_apex(config, envs, run)
     learner = DQNLearner(config, envs)  # 1.-3. D, Q, Q^
     if run.restored is not None:
         learner.restore(*run.restored)
@@ -519,6 +557,20 @@ def train(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> DQNLearner
                 break
     evaluation.close()
     return learner
+
+
+def _train_apex(config: DQNConfig, envs: gym.vector.VectorEnv, run: Run) -> DQNLearner:
+    """Ape-X DQN (`bellman.distributed.apex`) with this module's learner, loss and targets."""
+    from bellman.distributed import apex
+
+    pieces = apex.DQNPieces(
+        make_env=functools.partial(_make_training_env, config),
+        build_network=functools.partial(build_q_network, config),
+        td_target=td_target, exploration_draws=exploration_draws, update_target=update_target,
+        eval_policy=functools.partial(_eval_policy, config=config),
+        make_eval_env=functools.partial(make_eval_env, config),
+    )  # fmt: skip
+    return apex.train(config, envs, run, DQNLearner(config, envs, replay=False), pieces)
 
 
 def _log(run: Run, learner: DQNLearner, epsilon, beta, losses, q_means, extra) -> None:

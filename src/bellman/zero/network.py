@@ -17,13 +17,11 @@ import warnings
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 
 from bellman.errors import NonFiniteError
 from bellman.games import Game
 from bellman.nets import AlphaZeroNetwork
-from bellman.torch_state import load_module
+from bellman.torch_state import load_module, load_weights, weights_bytes  # noqa: F401 (re-exported)
 
 
 def build_network(config, game: Game, *, scratch: bool = False) -> AlphaZeroNetwork:
@@ -104,16 +102,6 @@ def _frozen(network: AlphaZeroNetwork, game: Game):
             return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
     except (RuntimeError, TypeError):  # pragma: no cover - a torch build without TorchScript
         return network
-
-
-def weights_bytes(network: torch.nn.Module) -> bytes:
-    """The network's state dict as safetensors bytes (what self-play workers receive)."""
-    return save_tensors({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()})
-
-
-def load_weights(network: torch.nn.Module, blob: bytes) -> None:
-    """Load safetensors bytes made by `weights_bytes` into `network`."""
-    network.load_state_dict(load_tensors(blob))
 
 
 def load_network(arrays: dict[str, np.ndarray], config, game: Game) -> AlphaZeroNetwork:
