@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from bellman.lm import dpo, reward_model, rlhf_ppo, runs, sft
 from bellman.lm.batch import pack
-from bellman.lm.data import write_jsonl
+from bellman.lm.data import holdout_indices, read_prompts, write_jsonl
 from bellman.lm.rewards import sentiment
 from bellman.lm.sampling import sample
 from bellman.serve import create_app
@@ -151,6 +151,11 @@ def test_not_json_and_no_policy_and_the_page(client, lm_recipe):
     assert reply.status_code == 400 and "not JSON" in reply.json()["error"]
     page = client.get("/chat").text
     assert all(name in page for name in ("sft", "ppo", "dpo", "rm", "chat.js"))
+    # the prompts offered: those lm ppo held out of its prompts (its eval_fraction 0.2)
+    prompts = [text for text, _ in read_prompts(lm_recipe["prompts"])]
+    _, held = holdout_indices(prompts, 0.2)
+    offered = [p for p in dict.fromkeys(prompts) if f'<option value="{p}">' in page]
+    assert offered == list(dict.fromkeys(prompts[i] for i in held))
     alone = TestClient(create_app(make_state([lm_recipe["rm"]])))
     reply = alone.post("/api/chat", json={"prompt": "table"})
     assert reply.status_code == 409 and "no language-model policy" in reply.json()["error"]

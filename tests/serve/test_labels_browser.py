@@ -65,7 +65,8 @@ def test_chat_shows_every_models_answer_with_its_numbers(
     names = ("sft", "ppo", "dpo", "rm")
     base = live_server(make_state([lm_recipe[name] for name in names]))
     browser.goto(f"{base}/chat")
-    browser.fill("#prompt", "table chair")
+    browser.select_option("#suggest", index=1)  # a prompt lm ppo held out
+    assert browser.input_value("#prompt") == browser.eval_on_selector("#suggest", "s => s.value")
     browser.fill("#max_new_tokens", "8")
     browser.click("#send")
     browser.wait_for_selector(".chat-answer >> nth=2")

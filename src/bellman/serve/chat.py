@@ -145,6 +145,56 @@ def same_vocabulary(a, b) -> bool:
     return a.tokenizer.get_vocab() == b.tokenizer.get_vocab()
 
 
+#: Prompt sets by run directory, read once (`prompt_set`).
+_PROMPT_SETS: dict[Path, list[str]] = {}
+#: The most prompts the chat page offers to pick from.
+SUGGESTIONS = 50
+
+
+def prompt_set(state: ServeState, name: str) -> list[str]:
+    """The prompts of served run `name`, as `lm ppo` and `lm label` take them: its `prompts`
+    JSONL when the run has one (lm ppo runs), else the openings of its corpus's held-out
+    documents at the pretraining run's split (`lm.data.held_out_prompts`).
+
+    Raises:
+        ConfigError: the prompts file or the corpus cannot be read, or yields no prompt.
+    """
+    path = state.sources()[name]
+    if path not in _PROMPT_SETS:
+        from bellman.lm.data import held_out_prompts, read_prompts
+        from bellman.lm.runs import pretrain_holdout
+
+        values = state.config(name)
+        if values.get("prompts"):
+            prompts = [text for text, _ in read_prompts(Path(values["prompts"]))]
+        else:
+            prompts = held_out_prompts(str(values["env"]), pretrain_holdout(values),
+                                       int(values.get("prompt_words", 4)))  # fmt: skip
+        if not prompts:
+            raise ConfigError(f"run '{name}' has no prompts (its corpus's held-out documents "
+                              "are all too short)")  # fmt: skip
+        _PROMPT_SETS[path] = prompts
+    return _PROMPT_SETS[path]
+
+
+def suggestions(state: ServeState, found: Recipe) -> list[str]:
+    """Prompts the page offers: the held-out side of the first `lm ppo` run's prompts (those
+    its evaluation measures, never trained on: `holdout_indices` at its eval_fraction), else
+    the SFT model's prompt set; at most `SUGGESTIONS`; none when they cannot be read."""
+    from bellman.lm.data import holdout_indices
+
+    ppo = [name for name, algo in found.policies.items() if algo == "lm-ppo"]
+    name = (ppo or [found.reference or next(iter(found.policies))])[0]
+    try:
+        prompts = prompt_set(state, name)
+    except BellmanError:
+        return []
+    if ppo and len(prompts) > 1:
+        fraction = float(state.config(name).get("eval_fraction", 0.2))
+        prompts = [prompts[i] for i in holdout_indices(prompts, fraction)[1]]
+    return prompts[:SUGGESTIONS]
+
+
 # ---- one prompt, every policy -------------------------------------------------------------------
 def check_request(data: Any, known_judges) -> dict[str, Any]:
     """The request's values with defaults filled in.
@@ -313,6 +363,10 @@ def _body(state: ServeState) -> str:
         f"<option{' selected' if name == found.judge else ''}>{html.escape(name)}</option>"
         for name in REWARDS
     )
+    picks = "".join(
+        f'<option value="{html.escape(text)}">{html.escape(text[:80])}</option>'
+        for text in suggestions(state, found)
+    )
     settings = json_data({"judge": found.judge, "policies": list(found.policies)})
     return f"""
 <style>.chat-form textarea {{ width: 100%; box-sizing: border-box; font: inherit; }}
@@ -324,6 +378,8 @@ def _body(state: ServeState) -> str:
 </div>
 <form id="chat-form" class="panel chat-form">
 <label for="prompt">Prompt</label>
+<select id="suggest" aria-label="a held-out prompt of the recipe"><option value="">a held-out
+ prompt of the recipe&hellip;</option>{picks}</select>
 <textarea id="prompt" name="prompt" rows="2" maxlength="{MAX_PROMPT_CHARS}" required></textarea>
 <div class="row">
 <label>seed <input id="seed" type="number" min="0" value="0"></label>

@@ -5,7 +5,7 @@ from a model and ranks them, best first; a ranking of K is C(K, 2) comparisons f
 model. The page follows it:
 
     1. `POST /api/labels/sample` {"run", "k"?, "prompt"?, "seed"?}: the server takes prompt number
-       `prompt` (random when absent) of the run's prompt set (`prompt_set`) and samples K
+       `prompt` (random when absent) of the run's prompt set (`chat.prompt_set`) and samples K
        distinct responses from the run's policy with the request's seed (plain temperature
        sampling; each leaves room for the EOS lm reward adds, and one whose text tokenizes past
        the context is drawn again), and keeps (prompt, responses) server-side under a random
@@ -46,7 +46,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bellman.errors import BellmanError, ConfigError
-from bellman.serve.chat import is_integer, language_model, request_fields
+from bellman.serve.chat import is_integer, language_model, prompt_set, request_fields
 from bellman.serve.layout import json_data, page, read_json
 from bellman.serve.state import ServeState
 
@@ -117,7 +117,6 @@ class Labelling:
         self.served: OrderedDict[str, Served] = OrderedDict()
         self._served_lock = threading.Lock()
         self._file_lock = threading.Lock()
-        self._prompts: dict[str, list[str]] = {}
 
     def policies(self) -> list[str]:
         """The served runs that can sample responses, by name."""
@@ -131,24 +130,8 @@ class Labelling:
         return sorted(found)
 
     def prompt_set(self, run: str) -> list[str]:
-        """The prompts of `run`, as `lm ppo` and `lm label` take them: its `prompts` JSONL when
-        the run has one (lm ppo runs), else the openings of its corpus's held-out documents at
-        the pretraining run's split (`lm.data.held_out_prompts`)."""
-        if run not in self._prompts:
-            from bellman.lm.data import held_out_prompts, read_prompts
-            from bellman.lm.runs import pretrain_holdout
-
-            values = self.state.config(run)
-            if values.get("prompts"):
-                prompts = [text for text, _ in read_prompts(Path(values["prompts"]))]
-            else:
-                prompts = held_out_prompts(str(values["env"]), pretrain_holdout(values),
-                                           int(values.get("prompt_words", 4)))  # fmt: skip
-            if not prompts:
-                raise ConfigError(f"run '{run}' has no prompts to label (its corpus's held-out "
-                                  "documents are all too short)")  # fmt: skip
-            self._prompts[run] = prompts
-        return self._prompts[run]
+        """The prompts of `run` (`chat.prompt_set`)."""
+        return prompt_set(self.state, run)
 
     def sample(self, data: Any) -> dict[str, Any]:
         """Step 1 of the module docstring for the request's values.

@@ -50,6 +50,11 @@
     return div;
   }
 
+  const suggest = document.getElementById("suggest");
+  suggest.addEventListener("change", () => {
+    if (suggest.value) document.getElementById("prompt").value = suggest.value;
+  });
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = {
