@@ -7,12 +7,13 @@
     bellman train ALGO --env ID [--config FILE] [--set k=v ...] [--seed S] [--steps N]
                   [--run-dir D]
     bellman train --resume RUN_DIR [--steps N]
-    bellman eval RUN_DIR [--episodes N] [--seed S] [--record OUT.gif]
+    bellman eval RUN_DIR|--agent NAME [--episodes N] [--seed S] [--record OUT.gif] [--out FILE]
     bellman plot RUN_DIR [RUN_DIR ...] [--out FILE.png]
     bellman plan ENV [--gamma G] [--format table|json]
-    bellman play GAME --checkpoint RUN_DIR [--simulations N] [--first|--second]
-    bellman move GAME --checkpoint RUN_DIR [--simulations N]
-    bellman gtp --checkpoint RUN_DIR [--simulations N]      a Go agent speaking GTP v2
+    bellman play GAME --checkpoint RUN_DIR|--agent NAME [--simulations N] [--first|--second]
+    bellman move GAME --checkpoint RUN_DIR|--agent NAME [--simulations N]
+    bellman gtp --checkpoint RUN_DIR|--agent NAME [--simulations N]   a Go agent speaking GTP v2
+    bellman agents                       the trained agents that ship in the package (`--agent`)
     bellman data gnugo --games N [--level L] --out DIR      GnuGo's games as SGF files
     bellman serve [RUN_DIR ...] [--agent NAME ...] [--labels FILE] [--host H] [--port P]
                                          the web app: arena, watch, runs, chat, labels
@@ -80,7 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     add_training_arguments(train, "total env steps of the run")
 
     evaluate = commands.add_parser("eval", help="evaluate a run's greedy policy; writes eval.json")
-    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("run_dir", type=Path, nargs="?")
+    _add_agent_option(evaluate)
+    evaluate.add_argument("--out", type=Path, metavar="FILE",
+                          help="write the result here (default: RUN_DIR/eval.json; with --agent, "
+                          "nothing is written unless --out is given)")  # fmt: skip
     evaluate.add_argument("--episodes", type=int, default=100)
     evaluate.add_argument("--seed", type=seed, default=0, help="episode i starts from seed + i")
     evaluate.add_argument("--record", type=Path, metavar="OUT.gif", help="also write a GIF")
@@ -96,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
 
     play = commands.add_parser("play", help="play a board game against a trained AlphaZero agent")
     play.add_argument("game", help="tictactoe, connect4, go9, go13 or go19")
-    play.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_DIR")
+    play.add_argument("--checkpoint", type=Path, metavar="RUN_DIR")
+    _add_agent_option(play)
     play.add_argument("--simulations", type=at_least_one, help="search simulations per move")
     side = play.add_mutually_exclusive_group()
     side.add_argument("--first", action="store_true", help="you move first (the default)")
@@ -104,11 +110,15 @@ def _parser() -> argparse.ArgumentParser:
 
     move = commands.add_parser("move", help="the agent's move for each position read on stdin")
     move.add_argument("game", help="tictactoe, connect4, go9, go13 or go19")
-    move.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_DIR")
+    move.add_argument("--checkpoint", type=Path, metavar="RUN_DIR")
+    _add_agent_option(move)
     move.add_argument("--simulations", type=at_least_one, help="search simulations per move")
 
     gtp = commands.add_parser("gtp", help="a Go agent as a GTP v2 engine on stdin/stdout")
-    gtp.add_argument("--checkpoint", type=Path, required=True, metavar="RUN_DIR")
+    gtp.add_argument("--checkpoint", type=Path, metavar="RUN_DIR")
+    _add_agent_option(gtp)
+
+    commands.add_parser("agents", help="list the trained agents that ship in the package")
     gtp.add_argument("--simulations", type=at_least_one, help="search simulations per move")
 
     data = commands.add_parser("data", help="make training data (expert games)")
@@ -134,6 +144,26 @@ def _parser() -> argparse.ArgumentParser:
 
     add_lm_commands(commands)
     return parser
+
+
+def _add_agent_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agent", metavar="NAME",
+                        help="a shipped agent instead of a run (see `bellman agents`)")  # fmt: skip
+
+
+def _run_dir(args, flag: str = "--checkpoint RUN_DIR") -> Path:
+    """The run a command reads: the run directory given (`--checkpoint`, or eval's RUN_DIR) or
+    the directory of the shipped agent `--agent NAME`; exactly one of the two."""
+    from bellman import agents
+
+    given = args.run_dir if flag == "RUN_DIR" else args.checkpoint
+    if given is not None and args.agent is not None:
+        raise ConfigError(f"give {flag} or --agent NAME, not both")
+    if given is None and args.agent is None:
+        raise ConfigError(
+            f"give {flag} or --agent NAME (shipped agents: {', '.join(agents.names())})"
+        )
+    return given if args.agent is None else agents.resolve(args.agent)
 
 
 # ---- the entry point and its one error printer -----------------------------------------------
@@ -312,21 +342,27 @@ def _cmd_eval(args) -> int:
     from bellman import api
     from bellman.evaluation import check_gif_path
 
+    run_dir = _run_dir(args, "RUN_DIR")
     if args.record is not None:  # before any work, so a typo costs nothing
         check_gif_path(args.record)
         output_file(args.record, "--record")
-    writable_dir(args.run_dir, "run directory")  # eval.json goes there
+    if args.out is not None:
+        output_file(args.out, "--out", may_replace=("eval.json",))
+    elif args.agent is None:
+        writable_dir(run_dir, "run directory")  # eval.json goes there
     if args.record is not None:
-        api.check_recordable(args.run_dir)
-    result = api.evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed)
+        api.check_recordable(run_dir)
+    write = args.agent is None or args.out is not None  # never into the installed package
+    result = api.evaluate_run(run_dir, args.episodes, args.seed, out=args.out, write=write)
     print(
         f"{result['env']}: mean return {result['mean']:.3f} +/- {result['std']:.3f} "
         f"(min {result['min']:g}, max {result['max']:g}) over {result['episodes']} episodes, "
         f"seeds {result['seed']}..{result['seed'] + result['episodes'] - 1}"
     )
-    print(f"wrote {args.run_dir / 'eval.json'}")
+    if write:
+        print(f"wrote {args.out or run_dir / 'eval.json'}")
     if args.record is not None:
-        clip = api.record_run(args.run_dir, args.record, seed=args.seed)
+        clip = api.record_run(run_dir, args.record, seed=args.seed)
         print(f"wrote {clip['path']} ({clip['steps']} steps, return {clip['return']:g})")
     return 0
 
@@ -398,7 +434,7 @@ def _cmd_play(args) -> int:
     from bellman.cli.play import play_terminal
     from bellman.zero.play import load_agent
 
-    agent = load_agent(args.checkpoint, args.game, args.simulations)
+    agent = load_agent(_run_dir(args), args.game, args.simulations)
     play_terminal(agent, 1 if args.second else 0, sys.stdin, sys.stdout)
     return 0
 
@@ -407,7 +443,7 @@ def _cmd_move(args) -> int:
     from bellman.cli.play import answer_positions
     from bellman.zero.play import load_agent
 
-    agent = load_agent(args.checkpoint, args.game, args.simulations)
+    agent = load_agent(_run_dir(args), args.game, args.simulations)
     answer_positions(agent, sys.stdin, sys.stdout)
     return 0
 
@@ -417,8 +453,17 @@ def _cmd_gtp(args) -> int:
     from bellman.zero.go_players import load_go_player
     from bellman.zero.gtp import GtpEngine, serve
 
-    player, game, _ = load_go_player(args.checkpoint, args.simulations)
+    player, game, _ = load_go_player(_run_dir(args), args.simulations)
     serve(GtpEngine(player, game, version=__version__), sys.stdin, sys.stdout)
+    return 0
+
+
+def _cmd_agents(args) -> int:
+    from bellman import agents
+
+    for name in agents.names():
+        card = agents.card(name)
+        print(f"{name:<16} {card['algorithm']:<12} {card['env']:<14} {card['headline']}")
     return 0
 
 
@@ -450,6 +495,7 @@ _COMMANDS = {
     "move": _cmd_move,
     "gtp": _cmd_gtp,
     "data": _cmd_data,
+    "agents": _cmd_agents,
     "serve": _cmd_serve,
     "lm": _cmd_lm,
 }
