@@ -62,7 +62,7 @@ def test_settings_that_cannot_work_on_ray_name_the_fix():
     pytest.importorskip("ray", reason="the ray extra is not installed")
     from bellman.algos.onpolicy import make_train_env
 
-    with pytest.raises(ConfigError, match="reinforce has no Ray path.*the algorithms with one: a2c, .*ppo"):
+    with pytest.raises(ConfigError, match="reinforce has no Ray path.*with one: a2c, .*ppo"):
         configs.resolve(REINFORCEConfig, "reinforce", "CartPole-v1", None, ["backend=ray"])
     with pytest.raises(ConfigError, match="normalize_observations = false or backend = local"):
         configs.resolve(PPOConfig, "ppo", "CartPole-v1", None,

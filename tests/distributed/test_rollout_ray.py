@@ -4,14 +4,17 @@ most) serves the whole module."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import signal
 
+import gymnasium
 import pytest
 import torch
 
 from bellman import api
+from bellman.envs import make_env
 from bellman.errors import ConfigError
 from tests.conftest import _final_state
 
@@ -105,3 +108,12 @@ def test_a2c_steps_its_envs_on_ray_as_in_one_process(local_ray, tmp_path):
     api.train("a2c", "CartPole-v1", overrides=[*overrides, "backend=ray", "workers=2"],
               run_dir=tmp_path / "ray", quiet=True)  # fmt: skip
     assert_same_run(_final_state(tmp_path / "ray", 480), _final_state(tmp_path / "one", 480))
+
+
+def test_an_env_the_actors_cannot_build_is_one_error(local_ray):
+    # registered in this process only: the actors' processes do not know the id
+    env_id = "bellman-test/DriverOnly-v0"
+    gymnasium.register(env_id, entry_point="gymnasium.envs.classic_control:CartPoleEnv")
+    message = f"the Ray actors could not build the env: .*unknown environment '{env_id}'"
+    with pytest.raises(ConfigError, match=message):
+        RayVectorEnv(functools.partial(make_env, env_id), 2, 2)

@@ -115,6 +115,12 @@ class RayVectorEnv(gym.vector.VectorEnv):
         self.blocks = np.array_split(np.arange(n_envs), workers)
         remote = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=0)
         self.actors = [remote(EnvActor).remote(make_env, len(block)) for block in self.blocks]
+        try:  # wait for the actors: an env they cannot build is the user's error, said once
+            self.actor_pids()
+        except ray.exceptions.RayActorError as error:
+            self.close()
+            reason = str(error).strip().splitlines()[-1].strip()
+            raise ConfigError(f"the Ray actors could not build the env: {reason}") from None
         # what a restarted actor replays: its envs' last reset seeds and the actions since
         self._seeds: list[list] = [[None] * len(block) for block in self.blocks]
         self._options: dict | None = None
