@@ -20,6 +20,8 @@ from bellman import checkpoint
 from bellman.lm import batch as lm_batch
 from bellman.lm import model as lm_model
 from bellman.lm import reward_model, rlhf_ppo, runs, sampling
+from bellman.lm.batch import pack
+from bellman.lm.tokenizer import tokenize_pair
 from tests.conftest import assert_user_error
 from tests.lm.conftest import train_tiny_sft
 
@@ -230,6 +232,18 @@ def test_learned_and_rule_based_rewards_combine_and_the_value_starts_as_the_rewa
     torch.testing.assert_close(learned, by_hand)
     torch.testing.assert_close(scores, 2.0 * by_hand + 0.5 * judged)
     torch.testing.assert_close(true, judged)
+    # a response that ran to the context (no room for EOS) is read cut to the context, not an
+    # IndexError: the learned reward is that of the first 32 tokens
+    tokenizer = prepared.policy.tokenizer
+    long_response = " love" * 60
+    _, learned, _ = rlhf_ppo.evaluate(["table door"], [long_response], tokenizer,
+                                      prepared.reward_model, config, "cpu")  # fmt: skip
+    prompt_ids, response_ids = tokenize_pair(tokenizer, "table door", long_response)
+    cut = response_ids[: 32 - len(prompt_ids)]
+    with torch.no_grad():
+        first_32 = prepared.reward_model(pack([prompt_ids], [cut], tokenizer.pad_id))
+    assert len(prompt_ids) + len(response_ids) > 32
+    torch.testing.assert_close(learned, first_32)
 
 
 def test_a_ppo_step_calls_transformers_the_way_the_installed_release_wants(word_world):

@@ -114,10 +114,16 @@ def reward_inputs(
     responses: list[str],
     device: str | torch.device = "cpu",
     context: int | None = None,
+    cut_to: int | None = None,
 ) -> TokenBatch:
     """The one way texts become reward-model inputs (training, evaluation and RL): each pair
-    through `tokenize_pair` (EOS ends the response), then `pack`."""
+    through `tokenize_pair` (EOS ends the response), then `pack`; a pair longer than `context`
+    raises ConfigError. With `cut_to` (RL's rollouts: a response that ran to the policy's
+    context has no room left for EOS), a longer pair's response is cut at its end instead, so
+    the reward model reads the first `cut_to` tokens."""
     pairs = [tokenize_pair(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
+    if cut_to is not None:
+        pairs = [(p, r[: max(0, cut_to - len(p))]) for p, r in pairs]
     return pack([p for p, _ in pairs], [r for _, r in pairs], tokenizer.pad_id, device, context)
 
 

@@ -452,7 +452,8 @@ def evaluate(
     scores = torch.zeros(len(prompts), device=device)
     learned = None
     if reward_model is not None:
-        inputs = reward_inputs(tokenizer, prompts, responses, device)
+        context = context_length(reward_model.backbone)  # a response may fill the context
+        inputs = reward_inputs(tokenizer, prompts, responses, device, cut_to=context)
         learned = in_chunks(reward_model, inputs, config.minibatch_size).float()
         scores += config.reward_weight * learned
     if config.judge:
