@@ -2,11 +2,13 @@
 shipped agent with its model card, and measure every shipped agent with bellman's own evaluation.
 
     python benchmarks/shipped_agents.py pack NAME RUN_DIR --command "bellman train ..."
-        [--machine TEXT] [--results FILE.json] [--models ROLE=RUN_DIR ...]
+        [--machine TEXT] [--results FILE.json] [--models ROLE=RUN_DIR ...] [--set KEY=VALUE]
     python benchmarks/shipped_agents.py [NAME ...]      measure again; print the table
 
 `pack` copies the run without its training state (`bellman.agents.pack`), measures the copy and
-writes its card.json. The measures, one per kind of agent:
+writes its card.json. `--set KEY=VALUE` changes a line of the shipped config.toml that only
+acting reads (tic-tac-toe: `arena_simulations`, the agent's default search in `bellman play`);
+the card records it under `packed_with`. The measures, one per kind of agent:
     gymnasium envs  `bellman eval --agent NAME`: the greedy policy's return over EPISODES seeded
                     episodes (seeds 0..N-1), `api.evaluate_run`
     tic-tac-toe     the check of tests/zero/test_strength.py: against the perfect player from
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -149,12 +152,20 @@ def pack(args) -> None:
         role, _, run_dir = item.partition("=")
         agents.pack(Path(run_dir), destination / role)
         models[role] = role
-    config = read_run_config(args.run_dir)
+    config_path = destination / "config.toml"
+    for item in args.set:
+        key, _, value = item.partition("=")
+        text, count = re.subn(rf"(?m)^{re.escape(key)} = .*$", f"{key} = {value}",
+                              config_path.read_text(encoding="utf-8"))  # fmt: skip
+        if count != 1:
+            raise SystemExit(f"error: --set {item}: no '{key} = ' line in {config_path}")
+        config_path.write_text(text, encoding="utf-8")
+    config = read_run_config(destination)
     card = {
         "name": args.name, "algorithm": config["algo"], "env": config["env"],
         "headline": "", "command": args.command, "evaluation": {}, "config": config,
         "date": time.strftime("%Y-%m-%d"), "machine": args.machine,
-        "platform": machine(), "models": models,
+        "platform": machine(), "models": models, "packed_with": args.set,
     }  # fmt: skip
     agents.write_card(args.name, card)  # the agent exists: measure it where it ships
     evaluation = measure(args.name, config["env"], args.results)
@@ -170,6 +181,8 @@ def main() -> None:
     parser.add_argument("--machine", default="2 shared CPU cores", help="pack: where it trained")
     parser.add_argument("--results", type=Path, help="pack: the JSON of the agent's benchmark")
     parser.add_argument("--models", action="append", default=[], metavar="ROLE=RUN_DIR")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="pack: change a config.toml line that only acting reads")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.names[:1] == ["pack"]:
