@@ -182,6 +182,33 @@ def test_positional_superko_forbids_a_non_capturing_repeat():
     assert repeated.board == before.board and repeated.zobrist == before.zobrist
 
 
+def test_set_to_play_gives_the_move_without_a_move_or_a_pass():
+    """Two black stones in a row (setup stones): the board, the move count and the superko
+    history stay; a pass then answered by the same colour does not end the game."""
+    state = play("E5")
+    black_again = GO9.set_to_play(state, 0)
+    assert GO9.to_play(black_again) == 0 and GO9.set_to_play(state, 1) is state
+    assert (black_again.board, black_again.moves, black_again.history) == (
+        state.board, state.moves, state.history)  # fmt: skip
+    assert GO9.observation(black_again)[4].max() == 0.0  # black's planes, black's stones first
+    assert GO9.observation(black_again)[0].sum() == 1.0
+    two = GO9.apply(black_again, GO9.parse_action("D4"))
+    assert at(two, "E5") == at(two, "D4") == "X" and GO9.to_play(two) == 1 and two.moves == 2
+    # pass, then the same colour again and pass: one pass each time, the game goes on
+    passed = GO9.apply(two, GO9.pass_action)
+    again = GO9.apply(GO9.set_to_play(passed, 1), GO9.pass_action)
+    assert again.passes == 1 and not GO9.is_terminal(again)
+    assert GO9.is_terminal(GO9.apply(again, GO9.pass_action))  # answered by black: over
+    # superko still sees the whole history: the ko retake stays illegal for either mover
+    ko = play("D6 E6 C5 F5 D4 E4 A1 D5 E5")
+    assert_illegal(ko, "D5", "superko")
+    assert_illegal(GO9.set_to_play(GO9.set_to_play(ko, 0), 1), "D5", "superko")
+    with pytest.raises(ValueError, match="0 \\(black\\) or 1"):
+        GO9.set_to_play(state, 2)
+    with pytest.raises(IllegalMoveError, match="game is over"):
+        GO9.set_to_play(play("pass pass"), 1)
+
+
 def test_occupied_point_and_out_of_range_actions_raise():
     state = play("E5")
     assert_illegal(state, "E5", "E5 is occupied")

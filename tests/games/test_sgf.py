@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bellman.games import make_game, play_moves
+from bellman.games import IllegalMoveError, make_game, play_moves
 from bellman.games.sgf import SgfError, parse_sgf, read_sgf, read_sgf_file, to_sgf
 
 
@@ -94,7 +94,7 @@ def test_the_result_of_a_finished_game():
         ("(;GM[1]SZ[nine])", "SZ\\[nine\\]"),
         ("(;GM[1]SZ[19];B[aa])", "go19 game, not go9"),
         ("(;GM[1]SZ[9]AB[aa][bb];W[ee])", "setup stones"),
-        ("(;GM[1]SZ[9];W[ee])", "W plays out of turn"),
+        ("(;BELLMANGAME[connect4]SZ[7:6];W[df])", "W plays out of turn"),
         ("(;GM[1]SZ[9];B[ee]W[dd])", "both B and W"),
         ("(;GM[1]SZ[9];B[ee];W[ee])", "occupied"),
         ("(;GM[1]SZ[9];B[ba];W[ee];B[ab];W[aa])", "suicide"),
@@ -106,6 +106,23 @@ def test_the_result_of_a_finished_game():
 def test_malformed_or_illegal_records_are_refused(text: str, expected: str):
     with pytest.raises(SgfError, match=expected):
         read_sgf(text, "go9" if "GM[1]" in text else None)
+
+
+def test_two_go_moves_of_one_colour_in_a_row():
+    """Setup or handicap stones sent as moves: B E5, B D4 (no white pass between), then W."""
+    game = make_game("go9")
+    moves, players = game.parse_moves("E5 D4 C3"), [0, 0, 1]
+    text = to_sgf(game, moves, players=players, date="")
+    assert text.endswith(";B[ee];B[df];W[cg])\n")
+    record = read_sgf(text, "go9")
+    assert (record.moves, record.players) == (moves, players)
+    state = game.set_to_play(game.apply(game.initial_state(), moves[0]), 0)
+    state = game.apply(game.apply(state, moves[1]), moves[2])
+    assert state.board.count(1) == 2 and state.board.count(2) == 1 and state.moves == 3
+    with pytest.raises(IllegalMoveError, match="move 2 \\(E5\\) is illegal"):
+        to_sgf(game, [40, 40], players=[0, 0])
+    with pytest.raises(SgfError, match="W plays out of turn"):
+        read_sgf("(;BELLMANGAME[tictactoe]SZ[3];W[bb])")
 
 
 def test_superko_in_a_record_is_refused():
@@ -121,7 +138,7 @@ def test_files(tmp_path):
     path = tmp_path / "game.sgf"
     path.write_text(to_sgf(make_game("go9"), [40, 41]))
     assert read_sgf_file(path, "go9").moves == [40, 41]
-    path.write_text("(;GM[1]SZ[9];W[ee])")
+    path.write_text("(;GM[1]SZ[9];B[zz])")
     with pytest.raises(SgfError, match="game.sgf: SGF move 1"):
         read_sgf_file(path)
     with pytest.raises(OSError):

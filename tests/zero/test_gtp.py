@@ -81,9 +81,7 @@ def test_comments_empty_lines_and_control_characters():
         ("play red E5", "invalid color"),
         ("play black Z99", "invalid coordinate"),
         ("play black J10", "invalid coordinate"),
-        ("play white E5", "it is black's turn"),
         ("genmove", "syntax error"),
-        ("genmove white", "it is black's turn"),
         ("undo", "cannot undo"),
     ],
 )
@@ -104,6 +102,11 @@ def test_illegal_moves_occupied_suicide_superko():
         assert engine.handle(f"play {colour} {vertex}") == "=\n\n", move
     assert "superko" in engine.handle("play W D5")  # the immediate retake repeats a position
     assert "occupied" in engine.handle("play W E5")
+    assert engine.handle("play B J1") == "=\n\n"  # black again: white's turn given away
+    assert engine.handle("play W D5") == "=\n\n"  # J1 is new on the board: no repetition
+    assert engine.handle("undo") == engine.handle("undo") == "=\n\n"
+    assert "superko" in engine.handle("play W D5")  # back to the ko, white to move, exactly
+    assert "white to move" in engine.handle("showboard")
     assert engine.handle("play W J1") == "=\n\n"  # still white's move after the refusals
     engine.handle("clear_board")
     for move in ["B A1", "W H9", "B A2", "W J8"]:
@@ -151,11 +154,14 @@ def _bellman_gtp(run: Path) -> list[str]:
 
 
 def test_bellman_gtp_through_a_pipe(go_run: Path):
+    """Errors answered and survived; two black moves in a row (setup stones) then white's
+    genmove, each taken back by undo; white moving twice; nothing after quit."""
     script = "\n".join([
         "1 protocol_version", "2 boardsize 19", "3 boardsize 9", "4 clear_board", "5 komi 7.5",
         "6 play black E5", "7 play white E5", "8 play black D4", "8b play white D4", "9 ???",
-        "10 genmove white", "11 final_score", "12 undo", "13 genmove w", "14 quit",
-        "15 name",
+        "10 genmove white", "11 final_score", "12 undo", "13 undo", "14 showboard", "15 undo",
+        "16 showboard", "17 undo", "18 play white C3", "19 genmove w", "20 showboard",
+        "21 quit", "22 name",
     ]) + "\n"  # fmt: skip
     done = subprocess.run(_bellman_gtp(go_run), input=script, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
@@ -166,13 +172,21 @@ def test_bellman_gtp_through_a_pipe(go_run: Path):
     assert answers[2:5] == ["=3", "=4", "=5"]
     assert answers[5] == "=6"
     assert answers[6].startswith("?7 illegal move") and "occupied" in answers[6]
-    assert answers[7].startswith("?8 illegal move") and "white's turn" in answers[7]
+    assert answers[7] == "=8"  # black again: legal GTP (a setup stone), no pass invented
     assert answers[8].startswith("? unknown command")  # "8b" is not an id: the command name
     assert answers[9].startswith("?9 unknown command")
-    assert answers[10].startswith("=10 ") and len(answers[10].split()) == 2
-    assert re.fullmatch(r"=11 (0|[BW]\+\d+(\.5)?)", answers[11])
-    assert answers[12] == "=12" and answers[13].startswith("=13 ")
-    assert answers[14] == "=14" and answers[15] == ""  # nothing after quit
+    assert re.fullmatch(r"=10 [A-HJ][1-9]", answers[10]) and answers[10][4:] not in "E5 D4"
+    assert answers[11] == "=11 W+6.5"  # 2 black stones, 1 white, the rest dame, komi 7.5
+    assert answers[12:14] == ["=12", "=13"]  # white's move, then black's D4, taken back
+    rows = Go(9).render(Go(9).apply(Go(9).initial_state(), 40))  # black E5 alone
+    assert answers[14] == f"=14 \n{rows}\nwhite to move"
+    assert answers[15] == "=15"
+    assert answers[16] == f"=16 \n{Go(9).render(Go(9).initial_state())}\nblack to move"
+    assert answers[17] == "?17 cannot undo"
+    assert answers[18] == "=18"  # white first: a board edit
+    assert re.fullmatch(r"=19 [A-HJ][1-9]", answers[19]) and answers[19] != "=19 C3"
+    assert answers[20].count("O") == 2 and "X" not in answers[20] and "black to move" in answers[20]
+    assert answers[21] == "=21" and answers[22] == ""  # nothing after quit
 
 
 def test_bellman_gtp_refuses_runs_it_cannot_play(bellman, tmp_path: Path):
@@ -240,6 +254,7 @@ def test_bellman_data_gnugo(bellman, tmp_path: Path):
 def test_a_local_client_answers_as_a_pipe_would():
     client = LocalClient(_engine())
     assert client.send("1 name") == "bellman" and client.send("play b E5") == ""
-    with pytest.raises(GtpError, match="'play b E6' failed: illegal move: it is white's turn"):
-        client.send("play b E6")
+    with pytest.raises(GtpError, match="'play w E5' failed: illegal move: E5 is occupied"):
+        client.send("play w E5")
+    assert client.send("play b E6") == ""  # black twice
     assert client.send("final_score") == "B+73.5"

@@ -2,16 +2,18 @@
 
 Rules implemented:
 
-- Black (player 0) moves first; players alternate, and a pass is a move.
+- Black (player 0) moves first; players alternate, and a pass is a move. `set_to_play` gives
+  the move to either colour without a move (setup and handicap stones, GTP's `play` for the
+  colour not to move); it does not count as a move or a pass.
 - A stone is placed on an empty point. Opponent groups left without liberties are removed
   (captured) first; a move that then leaves its own group without liberties is suicide and
   illegal (so a move that captures is never suicide).
 - Positional superko: a move may not recreate any whole-board position that occurred earlier in
   the game (whoever was to move then). Positions are compared by 64-bit Zobrist hashes; a hash
   collision, which would forbid one legal move, has probability about 2^-64 per comparison.
-- Passing is always legal and never breaks superko. The game ends after two consecutive passes,
-  or when `max_moves` moves (passes included; default `2 * N * N`) have been played, so that
-  self-play always finishes; either way the board is scored as it stands.
+- Passing is always legal and never breaks superko. The game ends after two consecutive passes
+  (one by each colour), or when `max_moves` moves (passes included; default `2 * N * N`) have
+  been played, so that self-play always finishes; either way the board is scored as it stands.
 - Tromp-Taylor area scoring: a player's score is their stones on the board plus the empty points
   in regions that reach only their colour; white adds `komi`. `score(state)` is black minus white
   including komi; `outcome(state)` is +1 / -1 / 0 for the player to move (0 only with a tie,
@@ -26,8 +28,9 @@ Conventions (see `bellman.games.base` for those every game shares):
   and `pass`; case-insensitive. `parse_moves("D4 E5 pass")` reads a whitespace- or
   comma-separated sequence.
 - State: `GoState`, an immutable, hashable value: the board as `bytes` (0 empty, 1 black,
-  2 white), move and consecutive-pass counters, the Zobrist hash of the board, the frozenset of
-  the hashes of every position so far (for superko) and the prisoners each player has taken.
+  2 white), the player to move, move and consecutive-pass counters, the Zobrist hash of the
+  board, the frozenset of the hashes of every position so far (for superko) and the prisoners
+  each player has taken.
 - `observation(state)` is float32 `[6, N, N]`, from the mover's point of view:
   0. the mover's stones;
   1. the opponent's stones;
@@ -72,10 +75,12 @@ class GoState:
     Attributes:
         board: `N * N` bytes, row 0 at the top: 0 empty, 1 black, 2 white.
         history: Zobrist hashes of every board position of the game so far, this one included.
-        moves: Moves played, passes included; the player to move is `moves % 2` (0 = black).
-        passes: Consecutive passes just played (0, 1 or 2).
+        moves: Moves played, passes included.
+        passes: Consecutive passes just played (0, 1 or 2), by alternating colours.
         zobrist: Zobrist hash of `board` (0 for the empty board).
         captures: Stones captured so far by (black, white).
+        mover: The player to move (0 = black); it alternates with every move and changes
+            otherwise only by `Go.set_to_play`.
     """
 
     board: bytes
@@ -84,6 +89,7 @@ class GoState:
     passes: int = 0
     zobrist: int = 0
     captures: tuple[int, int] = (0, 0)
+    mover: int = 0
 
 
 @cache
@@ -161,7 +167,27 @@ class Go:
 
     def to_play(self, state: GoState) -> int:
         """The player to move: 0 (black) or 1 (white)."""
-        return state.moves % 2
+        return state.mover
+
+    def set_to_play(self, state: GoState, player: int) -> GoState:
+        """`state` with `player` (0 black, 1 white) to move, as for setup or handicap stones.
+
+        Not a move: the board, the move count and the superko history stay. Giving the move
+        to the other colour clears the consecutive passes (a pass followed by another move of
+        the same colour was not answered by the opponent), so the next pass does not end the
+        game.
+
+        Raises:
+            IllegalMoveError: the game is over.
+            ValueError: `player` is not 0 or 1.
+        """
+        if player not in (0, 1):
+            raise ValueError(f"Go player must be 0 (black) or 1 (white), got {player!r}")
+        if self.is_terminal(state):
+            raise IllegalMoveError("the game is over; no move is legal")
+        if player == state.mover:
+            return state
+        return replace(state, mover=player, passes=0)
 
     def is_terminal(self, state: GoState) -> bool:
         """True after two consecutive passes or once `max_moves` moves have been played."""
@@ -195,10 +221,12 @@ class Go:
                 f"({self.pass_action} = pass)"
             )
         if point == self.pass_action:
-            return replace(state, moves=state.moves + 1, passes=state.passes + 1)
+            return replace(
+                state, moves=state.moves + 1, passes=state.passes + 1, mover=1 - state.mover
+            )
         if state.board[point] != EMPTY:
             raise IllegalMoveError(f"{self.format_action(point)} is occupied")
-        colour = BLACK + state.moves % 2
+        colour = BLACK + state.mover
         enemy = BLACK + WHITE - colour
         board = bytearray(state.board)
         board[point] = colour
@@ -221,7 +249,7 @@ class Go:
                 f"{self.format_action(point)} would repeat an earlier position (superko)"
             )
         captures = list(state.captures)
-        captures[state.moves % 2] += captured
+        captures[state.mover] += captured
         return GoState(
             board=bytes(board),
             history=state.history | {zobrist},
@@ -229,6 +257,7 @@ class Go:
             passes=0,
             zobrist=zobrist,
             captures=(captures[0], captures[1]),
+            mover=1 - state.mover,
         )
 
     def score(self, state: GoState) -> float:
@@ -269,7 +298,7 @@ class Go:
             raise ValueError("outcome() of a Go position that is not over")
         score = self.score(state)
         black = 1.0 if score > 0 else -1.0 if score < 0 else 0.0
-        return black if state.moves % 2 == 0 else -black
+        return black if state.mover == 0 else -black
 
     # ----- rule helpers ------------------------------------------------------------------------
 
@@ -318,7 +347,7 @@ class Go:
     def _legal_points(self, state: GoState) -> list[int]:
         """The empty points where the mover may play: not suicide and not a superko repeat."""
         board, neighbours, history = state.board, self._neighbours, state.history
-        colour = BLACK + state.moves % 2
+        colour = BLACK + state.mover
         own_keys = self._keys[colour]
         label, liberties, hashes = self._groups(board)
         legal = []
@@ -348,7 +377,7 @@ class Go:
         """Float32 `[6, N, N]` planes from the mover's point of view (see the module docstring)."""
         n = self.size
         board = np.frombuffer(state.board, dtype=np.uint8)
-        colour = BLACK + state.moves % 2
+        colour = BLACK + state.mover
         planes = np.zeros((_PLANES, n * n), dtype=np.float32)
         planes[0] = board == colour
         planes[1] = board == BLACK + WHITE - colour

@@ -16,10 +16,14 @@ private property `BELLMANGAME[...]` and give the board as `SZ[columns:rows]`; a 
 move is the cell its stone lands on (a viewer shows the board), read back as its column and
 checked against where the stone would land.
 
+In Go two moves of one colour in a row are legal SGF (a setup stone, a handicap stone or an
+edited board sent over GTP): `to_sgf` writes them given each move's colour (`players`) and
+`read_sgf` reads them back (`SgfRecord.players`), giving the move with `Go.set_to_play`.
+
 Reading refuses, with one `SgfError` naming the node and the rule: malformed text, a record for
 another game or board size, setup stones (`AB`/`AW`/`AE`: handicaps are not supported), two
-moves in a node, moves out of turn, and moves the rules forbid (occupied, suicide, superko, a
-full column).
+moves in a node, moves out of turn (other games than Go), and moves the rules forbid (occupied,
+suicide, superko, a full column).
 """
 
 from __future__ import annotations
@@ -55,11 +59,14 @@ class SgfRecord:
         game: the game, built with the record's board size and komi (Go).
         moves: the actions, from the empty board.
         properties: the root node's properties (first value of each), e.g. PB, PW, RE, DT.
+        players: the player of each move (0 black); they alternate except in a Go record with
+            two moves of one colour in a row.
     """
 
     game: Game
     moves: list[int]
     properties: dict[str, str] = field(default_factory=dict)
+    players: list[int] = field(default_factory=list)
 
 
 # ---- writing -------------------------------------------------------------------------------
@@ -118,6 +125,7 @@ def to_sgf(
     result: str | None = None,
     date: str | None = None,
     comment: str = "",
+    players: Sequence[int] | None = None,
 ) -> str:
     """The SGF record of `moves` played from the empty board.
 
@@ -130,6 +138,8 @@ def to_sgf(
             `B+R` / `W+R`, which only the caller knows).
         date: DT, default today (UTC).
         comment: the root's C.
+        players: the player of each move (0 black, 1 white), Go only: a colour may move twice
+            in a row (`Go.set_to_play`); None: the players alternate.
 
     Returns:
         One line of FF[4] text ending with a newline.
@@ -141,9 +151,13 @@ def to_sgf(
     else:
         size = f"{width}" if width == height else f"{width}:{height}"
         root += [f"{GAME_PROPERTY}[{game.name}]", f"SZ[{size}]"]
+    if players is not None and (not isinstance(game, Go) or len(players) != len(moves)):
+        raise ValueError("to_sgf: players needs a Go game and one player per move")
     state, nodes = game.initial_state(), []
     for number, action in enumerate(moves, start=1):
         action = int(action)
+        if players is not None and not game.is_terminal(state):
+            state = game.set_to_play(state, int(players[number - 1]))
         if game.is_terminal(state) or not game.legal_mask(state)[action]:
             raise IllegalMoveError(f"move {number} ({game.format_action(action)}) is illegal")
         colour = "B" if game.to_play(state) == 0 else "W"
@@ -307,7 +321,7 @@ def read_sgf(text: str, game_name: str | None = None) -> SgfRecord:
     body = nodes if moves_in_root else nodes[1:]
     if isinstance(game, Go):
         game = Go(game.size, komi=game.komi, max_moves=max(game.max_moves, len(body)))
-    state, moves = game.initial_state(), []
+    state, moves, players = game.initial_state(), [], []
     for number, node in enumerate(nodes):
         setup = [key for key in ("AB", "AW", "AE") if key in node]
         if setup:
@@ -323,7 +337,9 @@ def read_sgf(text: str, game_name: str | None = None) -> SgfRecord:
         if len(colours) > 1:
             raise SgfError(f"{where}: a node with both B and W")
         expected = "B" if game.to_play(state) == 0 else "W"
-        if colours[0] != expected:
+        if colours[0] != expected and isinstance(game, Go) and not game.is_terminal(state):
+            state = game.set_to_play(state, "BW".index(colours[0]))
+        elif colours[0] != expected:
             raise SgfError(f"{where}: {colours[0]} plays out of turn ({expected} to move)")
         action = _action_of(game, state, node[colours[0]][0], where)
         try:
@@ -331,8 +347,9 @@ def read_sgf(text: str, game_name: str | None = None) -> SgfRecord:
         except IllegalMoveError as error:
             raise SgfError(f"{where} ({game.format_action(action)}): {error}") from None
         moves.append(action)
+        players.append("BW".index(colours[0]))
     properties = {key: values[0] for key, values in root.items()}
-    return SgfRecord(game, moves, properties)
+    return SgfRecord(game, moves, properties, players)
 
 
 def read_sgf_file(path: Path, game_name: str | None = None) -> SgfRecord:

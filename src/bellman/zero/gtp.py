@@ -12,14 +12,17 @@ gnugo_games     `bellman data gnugo`: GnuGo against itself, one SGF file per gam
 
 The engine answers, as the specification (Farnebäck, GTP v2 draft, 2002) asks, `=[id] result`
 or `?[id] message` followed by an empty line; a malformed or unknown command, an illegal move
-(occupied, suicide, superko, out of turn, off the board), a wrong board size or a bad komi is a
-`?` answer and the engine goes on. Commands: protocol_version, name, version, known_command,
-list_commands, boardsize, clear_board, komi, play, genmove, undo, final_score, showboard, quit.
+(occupied, suicide, superko, off the board, after the game's end), a wrong board size or a bad
+komi is a `?` answer and the engine goes on. Commands: protocol_version, name, version,
+known_command, list_commands, boardsize, clear_board, komi, play, genmove, undo, final_score,
+showboard, quit.
+
+`play` or `genmove` for the colour not to move plays that colour (controllers send setup and
+handicap stones this way, and GoGui or Sabaki when a user edits the board): the move is given
+to it (`Go.set_to_play`) without a pass for the other colour, so no pass is invented that could
+end the game; `undo` takes back the move and gives the turn back as it was.
 
 Deviations, all answered with a clear `?` message:
-- Moves alternate strictly (bellman's Go counts a pass as a move): `play` or `genmove` for the
-  colour not to move is refused; a controller that wants two moves of one colour sends a pass
-  for the other in between.
 - Only the player's board size is accepted by `boardsize` (its network knows one size).
 - `komi` sets the komi of `final_score` and of the game's end; the player searches with the
   komi it was trained with.
@@ -169,17 +172,16 @@ class GtpEngine:
             action = self.game.parse_action(args[1])
         except IllegalMoveError:
             raise GtpError(f"invalid coordinate '{args[1]}'") from None
-        self._turn(colour)
+        state = self._turn(colour)
         try:
-            self.states.append(self.game.apply(self.state, action))
+            self.states.append(self.game.apply(state, action))
         except IllegalMoveError as error:
             raise GtpError(f"illegal move: {error}") from None
         return ""
 
     def _cmd_genmove(self, args: list[str]) -> str:
         _arguments(args, 1, "genmove COLOR")
-        self._turn(parse_colour(args[0]))
-        state = self.state
+        state = self._turn(parse_colour(args[0]))
         if self.player_over(state):
             action = self.game.pass_action
         else:
@@ -206,15 +208,11 @@ class GtpEngine:
         self.quit = True
         return ""
 
-    def _turn(self, colour: int) -> None:
-        """Refuse a move for the colour not to move, or after the game has ended."""
+    def _turn(self, colour: int):
+        """The position with `colour` to move; refused after the game has ended."""
         if self.game.is_terminal(self.state):
             raise GtpError("illegal move: the game is over (two passes); clear_board starts anew")
-        mover = self.game.to_play(self.state)
-        if colour != mover:
-            names = ("black", "white")
-            raise GtpError(f"illegal move: it is {names[mover]}'s turn (moves alternate; play "
-                           f"pass for {names[mover]} first)")  # fmt: skip
+        return self.game.set_to_play(self.state, colour)
 
 
 def _arguments(args: list[str], count: int, usage: str) -> None:
