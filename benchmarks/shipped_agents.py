@@ -11,9 +11,10 @@ acting reads (tic-tac-toe: `arena_simulations`, the agent's default search in `b
 the card records it under `packed_with`. The measures, one per kind of agent:
     gymnasium envs  `bellman eval --agent NAME`: the greedy policy's return over EPISODES seeded
                     episodes (seeds 0..N-1), `api.evaluate_run`
-    tic-tac-toe     the check of tests/zero/test_strength.py: against the perfect player from
-                    the empty board and from every two-move opening (73 positions), as either
-                    side, the agent gets at least the game-theoretic result (146 games)
+    tic-tac-toe     the check of tests/zero/test_strength.py (with muzero_tictactoe.py's
+                    `openings` and `play`): against the perfect player from the empty board and
+                    every two-move opening (73 positions), as either side, the agent gets at
+                    least the game-theoretic result (146 games)
     Connect Four    the numbers of `python benchmarks/alphazero_connect4.py --skip-training
                     --run-dir RUN_DIR` (its JSON, `--results`): wins against classic MCTS and
                     depth-2 alpha-beta, result-preserving moves on Pascal Pons' positions
@@ -36,7 +37,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import header, machine, print_table, results_path, write_results
+from common import header, machine, print_table, write_results
+from muzero_tictactoe import openings, play
 
 from bellman import agents, api
 from bellman.run import read_run_config
@@ -58,16 +60,6 @@ def measure_episodes(name: str, env: str) -> dict:
     return result
 
 
-def openings(game) -> list:
-    """The empty board and every position two moves in (tic-tac-toe: 1 + 72)."""
-    start = game.initial_state()
-    positions = [start]
-    for a in game.legal_actions(start):
-        after = game.apply(start, a)
-        positions += [game.apply(after, b) for b in game.legal_actions(after)]
-    return positions
-
-
 def measure_perfect_play(name: str) -> dict:
     """The agent (its default simulations) against PerfectPlayer from 73 openings, both sides:
     games where it got less than the game-theoretic result of its side are losses."""
@@ -82,13 +74,8 @@ def measure_perfect_play(name: str) -> dict:
         value = perfect.value(start)
         for side in (0, 1):
             deserved = value if side == game.to_play(start) else -value
-            state = start
-            while not game.is_terminal(state):
-                mover = game.to_play(state)
-                state = game.apply(state, agent.act(state) if mover == side else perfect.act(state))
-            result = game.outcome(state) * (1 if game.to_play(state) == side else -1)
             games += 1
-            short += int(result < deserved)
+            short += int(play(game, start, agent.act, perfect, side) < deserved)
     return {
         "games": games, "openings": games // 2, "below_game_value": short,
         "simulations": agent.mcts.simulations,
@@ -204,7 +191,6 @@ def main() -> None:
         rows.append((name, card["algorithm"], card["env"], headline, card["command"]))
     print_table(("agent", "algorithm", "env", "measured", "trained by"), rows)
     write_results("shipped_agents", {**header(1, "torch"), "agents": measured})
-    print(f"wrote {results_path('shipped_agents')}")
 
 
 if __name__ == "__main__":
