@@ -13,12 +13,12 @@
 
 A shipped checkpoint holds only what acting needs: `pack` copies a run's config.toml (and its
 tokenizer.json, for a language model) and its latest checkpoint without the training state
-(optimizer moments, replay memory, target networks, lm ppo's value model, RNG tensors: the
-arrays under `TRAINING_ONLY`). The JSON half keeps its counters and the sha256 of the new
-tensors file, so the checkpoint loaders check a shipped agent as they check any run (sha256,
-schema, shapes), and a corrupt shipped file is a CheckpointError, not a traceback. A stripped
-checkpoint cannot be resumed (`bellman train --resume` needs the optimizer state), only played
-and evaluated.
+(optimizer moments, replay memory, target networks, the arena's best network, lm ppo's value
+model, RNG tensors: the arrays under `TRAINING_ONLY`). The JSON half keeps its counters and the
+sha256 of the new tensors file, so the checkpoint loaders check a shipped agent as they check
+any run (sha256, schema, shapes), and a corrupt shipped file is a CheckpointError, not a
+traceback. A stripped checkpoint cannot be resumed (`bellman train --resume` needs the
+optimizer state), only played and evaluated.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from bellman.run import read_run_config
 AGENTS_DIR = Path(__file__).resolve().parent
 
 #: Array-name prefixes of training state that acting never reads (dropped by `pack`).
-TRAINING_ONLY = ("optim/", "replay/", "target/", "critic/", "torch_rng", "cuda_rng", "sample_rng")
+TRAINING_ONLY = ("optim/", "replay/", "target/", "best/", "critic/",
+                 "torch_rng", "cuda_rng", "sample_rng")  # fmt: skip
 
 #: Files of a run besides its checkpoint that loading reads (a language model's tokenizer).
 RUN_FILES = ("config.toml", "tokenizer.json")
