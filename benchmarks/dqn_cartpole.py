@@ -48,7 +48,8 @@ def zoo_settings() -> dict:
     return tomllib.loads(text)
 
 
-def run_bellman(seed: int, args) -> dict:
+def run_bellman(seed: int, args, extra: tuple[str, ...] = ()) -> dict:
+    """One seed of bellman's DQN (`extra`: more --set overrides, e.g. Ape-X's backend=ray)."""
     with tempfile.TemporaryDirectory() as tmp:
         started = time.time()
         bellman.train(
@@ -62,6 +63,7 @@ def run_bellman(seed: int, args) -> dict:
                 f"eval_epsilon={args.eval_epsilon}",
                 f"checkpoint_every={args.steps}",
                 *(["stop_when_solved=true"] if args.stop_at_bar else []),
+                *extra,
             ],
             run_dir=Path(tmp) / "run",
             quiet=True,
