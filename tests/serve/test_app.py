@@ -255,6 +255,14 @@ def test_a_shipped_agent_is_served_with_its_model_card(tmp_path, cartpole_run):
     assert "/watch/cartpole-dqn-2" in client.get("/watch").text
 
 
+def test_the_shipped_tic_tac_toe_agent_blocks_and_wins_in_the_arena():
+    client = TestClient(create_app(make_state(agent_names=["tictactoe"])))
+    block = client.post("/api/arena/tictactoe/move", json={"moves": [0, 4, 1]}).json()
+    assert block["move_text"] == "3"  # X has cells 1 and 2: O must take 3
+    win = client.post("/api/arena/tictactoe/move", json={"moves": [0, 3, 1, 4]}).json()
+    assert win["move_text"] == "3" and win["after"]["result"] == "first"  # X completes 1-2-3
+
+
 def test_a_shipped_agent_name_must_exist():
     from bellman.errors import ConfigError
 
