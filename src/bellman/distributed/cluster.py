@@ -17,6 +17,7 @@ On a cluster:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -67,6 +68,24 @@ def check_reachable(ray_address: str) -> None:
         ) from None
 
 
+def _use_token_if_any() -> None:
+    """Join with token authentication when this machine has a Ray token (~/.ray/auth_token,
+    RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH) and RAY_AUTH_MODE does not say otherwise: `ray start
+    --head` turns token authentication on by default, and ray.init, unlike `ray start
+    --address`, does not look for the token when it joins a cluster (Ray 2.60)."""
+    try:
+        from ray._private.authentication import authentication_token_setup as setup
+    except ImportError:  # a Ray without token authentication
+        return
+    quiet = logging.getLogger(setup.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its "token authentication is enabled" warning
+    try:
+        setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        quiet.setLevel(level)
+
+
 def cluster_cpus() -> int:
     """CPUs of the connected cluster, summed over its nodes."""
     return int(import_ray().cluster_resources().get("CPU", 0))
@@ -101,6 +120,7 @@ def connect(ray_address: str, workers: int) -> None:
         return
     if ray_address:
         check_reachable(ray_address)
+        _use_token_if_any()
     else:  # a local Ray gets this machine's cores: refuse before paying for its start
         _check_workers(workers, os.cpu_count() or 1, "this machine")
     options = dict(log_to_driver=False, configure_logging=True, logging_level="ERROR")
@@ -115,15 +135,23 @@ def connect(ray_address: str, workers: int) -> None:
     except (ConnectionError, RuntimeError, ValueError) as error:
         ray.shutdown()
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"cannot connect to Ray at '{ray_address or 'local'}': {first}") from None
+        hint = (
+            "; a cluster started by `ray start` wants its token (Ray's default): copy the head's "
+            "~/.ray/auth_token to this machine or set RAY_AUTH_TOKEN"
+            if ray_address
+            else ""
+        )
+        raise ConfigError(
+            f"cannot connect to Ray at '{ray_address or 'local'}': {first}{hint}"
+        ) from None
     _address = ray_address
-    if context.dashboard_url:
-        print(f"ray: dashboard at http://{context.dashboard_url}", file=sys.stderr)
     try:
         _check_workers(workers, cluster_cpus(), "the Ray cluster")
     except ConfigError:
         shutdown()
         raise
+    if context.dashboard_url:
+        print(f"ray: dashboard at http://{context.dashboard_url}", file=sys.stderr)
 
 
 def shutdown() -> None:
