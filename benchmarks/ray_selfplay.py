@@ -84,8 +84,10 @@ def main() -> None:
                 warm_up[name] = elapsed
         same = all(a.actions == b.actions for a, b in zip(*records.values(), strict=True))
         assert same, "the two sides played different games"
-        print(f"round {number}: " + ", ".join(
-            f"{name} {s[-1] if number else 0:.2f} s" for name, s in seconds.items()))
+        print(
+            f"round {number}: "
+            + ", ".join(f"{name} {s[-1] if number else 0:.2f} s" for name, s in seconds.items())
+        )
     pool.terminate()
     pool.join()
     actors.terminate()

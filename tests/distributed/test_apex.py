@@ -101,7 +101,7 @@ def test_a_killed_actor_is_restarted_nothing_in_replay_is_lost_and_resume_works(
     assert stopped < 1_000_000 and any(key.startswith("shard0/replay/") for key in arrays)
     # --resume 500 steps further: the learner and the shard's replay come back
     api.resume(run_dir, steps=stopped + 500, quiet=True)
-    after = rows(run_dir)[len(first):]
+    after = rows(run_dir)[len(first) :]
     assert int(after[0]["replay_size"]) >= sizes[-1]  # the saved replay is back in the shard
     assert int(after[-1]["step"]) >= stopped + 500
     assert int(after[-1]["updates"]) > int(first[-1]["updates"])

@@ -310,18 +310,20 @@ class DQNLearner:
         self.rng = seeding.seed_everything(config.seed)
         torch.manual_seed(config.seed)
         frame_stack = config.frame_stack if _is_atari(config.env) else 1
-        self.replay_memory = None if not replay else ReplayMemory(  # 1. replay memory D
-            config.buffer_size,
-            obs_space.shape or (),
-            obs_space.dtype,
-            config.n_envs,
-            frame_stack=frame_stack,
-            n_step=config.n_step,
-            gamma=config.gamma,
-            prioritized=config.prioritized,
-            alpha=config.priority_alpha,
-            eps=config.priority_eps,
-        )
+        self.replay_memory = None  # (Ape-X: D is in its replay shards)
+        if replay:
+            self.replay_memory = ReplayMemory(  # 1. replay memory D of capacity N
+                config.buffer_size,
+                obs_space.shape or (),
+                obs_space.dtype,
+                config.n_envs,
+                frame_stack=frame_stack,
+                n_step=config.n_step,
+                gamma=config.gamma,
+                prioritized=config.prioritized,
+                alpha=config.priority_alpha,
+                eps=config.priority_eps,
+            )
         self.q_network = build_q_network(config, obs_space, self.n_actions).to(self.device)  # 2.
         self.target_network = copy.deepcopy(self.q_network)  # 3. theta- = theta
         self.target_network.requires_grad_(False)

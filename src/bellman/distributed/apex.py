@@ -290,8 +290,9 @@ class ApexActor:
             q = self.network(torch.as_tensor(batch.obs))
             next_q = self.network(torch.as_tensor(batch.next_obs))
             double = next_q if self.config.double_dqn else None
-            targets = self.pieces.td_target(torch.as_tensor(batch.returns),
-                                            torch.as_tensor(batch.discounts), next_q, double)
+            targets = self.pieces.td_target(
+                torch.as_tensor(batch.returns), torch.as_tensor(batch.discounts), next_q, double
+            )
             taken = q.gather(1, torch.as_tensor(batch.actions).unsqueeze(1)).squeeze(1)
         return (targets - taken).numpy()
 
