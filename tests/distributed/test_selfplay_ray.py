@@ -1,11 +1,15 @@
 """AlphaZero's self-play on Ray actors (bellman.distributed.selfplay): with max_policy_lag = 0 a
-seeded run is the one-worker run and the process pool's run bit for bit; with a lag of 1 the
-actors play the next iteration's games with the net of the moment while the learner trains.
-One local Ray (2 CPUs) serves the module."""
+seeded run is the one-worker run and the process pool's run bit for bit, through an actor killed
+mid-run; with a lag of 1 the actors play the next iteration's games with the net of the moment
+while the learner trains. One local Ray (2 CPUs) serves the module."""
 
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,7 @@ from bellman.errors import ConfigError
 
 ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'bellman[ray]'")
 
-from bellman.distributed import cluster  # noqa: E402
+from bellman.distributed import cluster, selfplay  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -62,10 +66,31 @@ def assert_same(a, b) -> None:
     assert a[1] == b[1]
 
 
+def kill_an_actor_once_it_has_a_group(killed: list[int]) -> None:
+    """In a thread of the test: SIGKILL actor 0's process as soon as it has been sent a group
+    of games, then ask it for its process id again (Ray answers once it has restarted it)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        running = list(selfplay.RUNNING)
+        if running and running[0].outstanding[0]:
+            actor = running[0].actors[0]
+            killed.append(ray.get(actor.pid.remote()))
+            os.kill(killed[0], signal.SIGKILL)
+            killed.append(ray.get(actor.pid.remote(), timeout=60))
+            return
+        time.sleep(0.01)
+
+
 def test_ray_self_play_is_the_one_worker_and_the_pool_run_bit_for_bit(
     local_ray, one_worker, tmp_path: Path
 ):
+    # an actor killed while it has a group: Ray restarts it and the group is played again
+    killed: list[int] = []
+    killer = threading.Thread(target=kill_an_actor_once_it_has_a_group, args=(killed,))
+    killer.start()
     on_ray = final(tmp_path / "ray", [*TINY, "backend=ray", "workers=2"])
+    killer.join()
+    assert len(killed) == 2 and killed[0] != killed[1]
     assert int(on_ray[1][-1]["iteration"]) == 2 and int(on_ray[1][-1]["updates"]) == 6
     assert_same(on_ray, one_worker)  # every array: nets, Adam, window, generators
     assert_same(final(tmp_path / "pool", [*TINY, "workers=2"]), one_worker)

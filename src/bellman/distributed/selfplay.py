@@ -9,7 +9,7 @@ call per wave for the leaves of all their trees). What changes is the transport:
     - the weights go through Ray's object store once per version: one `ray.put` of the
       safetensors bytes (the bytes the pool sends with every task); every task of that version
       carries only the reference, which Ray resolves in the actor's process (no pickled module);
-    - a group goes to the actor with the fewest groups outstanding; groups are cut by game
+    - a group goes to the actor with the fewest groups not yet collected; groups are cut by game
       number, as for the pool, so a game does not depend on which actor plays it;
     - an actor whose process dies is restarted by Ray and its groups are played again
       (`max_restarts`, `max_task_retries`): a game's seed comes from its number, so the group
@@ -37,6 +37,11 @@ from typing import Any
 #: A self-play task, as `zero.selfplay.self_play_games` takes it: (weights as safetensors bytes,
 #: settings, the run's seed, the numbers of the group's games).
 Task = tuple[bytes, Any, int, list[int]]
+
+
+#: The `SelfPlayActors` of the run in progress in this process, if any (for monitoring and the
+#: fault test, which kills one of its actors).
+RUNNING: list = []
 
 
 class SelfPlayWorker:
@@ -70,6 +75,7 @@ class SelfPlayActors:
         self.versions: list[tuple[bytes, Any]] = []  # (weights, object reference), newest last
         self.submitted: dict[tuple, tuple[Any, int]] = {}  # task key -> (reference, actor)
         self.outstanding = [0] * workers
+        RUNNING[:] = [self]
 
     def publish(self, weights: bytes):
         """The object reference of these weights: `ray.put` once per version (the loop hands
@@ -106,9 +112,7 @@ class SelfPlayActors:
         multiprocessing AsyncResult: `ready()`, `wait(seconds)`, `get()`."""
         keys = [self._submit(function, task) for task in tasks]
         taken = [self.submitted.pop(key) for key in keys]
-        for _, actor in taken:
-            self.outstanding[actor] -= 1
-        return PendingGroups([reference for reference, _ in taken])
+        return PendingGroups([reference for reference, _ in taken], [a for _, a in taken], self)
 
     def terminate(self) -> None:
         """Kill the actors (the tasks still running are given up)."""
@@ -117,16 +121,18 @@ class SelfPlayActors:
         for actor in self.actors:
             ray.kill(actor)
         self.submitted.clear()
+        RUNNING.clear()
 
     def join(self) -> None:
         """Nothing to wait for once `terminate` has killed the actors."""
 
 
 class PendingGroups:
-    """The groups of one iteration in flight, as `multiprocessing`'s AsyncResult."""
+    """The groups of one iteration in flight, as `multiprocessing`'s AsyncResult; `get` also
+    tells the actors' owner that those groups are done (its load count)."""
 
-    def __init__(self, references: list):
-        self.references = references
+    def __init__(self, references: list, actors: list[int], owner: SelfPlayActors):
+        self.references, self.actors, self.owner = references, actors, owner
 
     def ready(self) -> bool:
         import ray
@@ -142,4 +148,7 @@ class PendingGroups:
     def get(self) -> list:
         import ray
 
-        return ray.get(self.references)
+        results = ray.get(self.references)
+        for actor in self.actors:
+            self.owner.outstanding[actor] -= 1
+        return results
