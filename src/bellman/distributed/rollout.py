@@ -197,10 +197,11 @@ class RayVectorEnv(gym.vector.VectorEnv):
         retry the interrupted call, waiting for Ray to restart the actor when it must."""
         ray = import_ray()
         block = self.blocks[j]
+        unseeded = " (their last reset had no seed: the replayed episodes are new ones)"
         print(
             f"warning: Ray actor {j} (envs {block[0]}-{block[-1]}) was lost ({reason}); Ray "
             f"restarts it, its envs are reset with their seeds, {len(self._actions[j])} steps "
-            f"replayed and the step retried",
+            f"replayed and the step retried{unseeded if None in self._seeds[j] else ''}",
             file=sys.stderr,
         )
         actor = self.actors[j]
