@@ -417,8 +417,11 @@ class ApexCluster:
         ])  # fmt: skip
 
     def close(self) -> None:
+        """End the actors and shards, once the actors' last batches are in (a batch is a few
+        dozen env steps: killing an actor amid one would make Ray retry it, and say so)."""
         import ray
 
+        ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=30)
         for handle in [*self.actors, *self.shards]:
             ray.kill(handle)
         RUNNING.clear()

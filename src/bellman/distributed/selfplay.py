@@ -118,6 +118,8 @@ class SelfPlayActors:
         """Kill the actors (the tasks still running are given up)."""
         import ray
 
+        for reference, _ in self.submitted.values():  # groups submitted ahead (a lag)
+            ray.cancel(reference)
         for actor in self.actors:
             ray.kill(actor)
         self.submitted.clear()
