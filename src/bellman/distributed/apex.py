@@ -368,6 +368,8 @@ class ApexCluster:
         masses = ray.get([shard.mass.remote() for shard in self.shards])
         sizes = np.array([m[0] for m in masses])
         totals = np.array([m[1] for m in masses])
+        if totals.sum() <= 0:  # no complete transition anywhere yet: nothing to draw
+            return []
         counts = rng.multinomial(batch_size, totals / totals.sum(), size=minibatches)  # [M, S]
         drawn = ray.get([shard.sample.remote(counts[:, s].tolist(), beta)
                          for s, shard in enumerate(self.shards)])  # fmt: skip
@@ -459,6 +461,7 @@ def _learn(config, run, learner, pieces: DQNPieces, cluster: ApexCluster, beta, 
     losses: list[float] = []
     q_means: list[float] = []
     owed = 0  # gradient steps the replay ratio allows that the learner has not taken yet
+    starved = False  # the last draw found no complete transition in the shards
     restored = run.restored
     refilled = restored is not None and not any(k.startswith("shard") for k in restored[0])
     warm_until = learner.step + config.learning_starts if refilled else config.learning_starts
@@ -483,7 +486,8 @@ def _learn(config, run, learner, pieces: DQNPieces, cluster: ApexCluster, beta, 
     with run.session(start_step=learner.step):
         while learner.step < config.steps:
             before = learner.step
-            steps, episodes = cluster.gather(block=owed == 0)  # Algorithm 1's batches (4.-11.)
+            # Algorithm 1's batches (4.-11.), waiting for one when there is nothing to train on
+            steps, episodes = cluster.gather(block=owed == 0 or starved)
             learner.step += steps
             for episode_return, length in episodes:
                 run.log_episode(learner.step, episode_return, length)
@@ -491,7 +495,9 @@ def _learn(config, run, learner, pieces: DQNPieces, cluster: ApexCluster, beta, 
                 rounds = crossed(before, learner.step, config.train_frequency)
                 owed += rounds * config.gradient_steps
             if owed:
-                minibatches = min(owed, config.gradient_steps)
+                # up to 32 minibatches per draw (or a round's gradient_steps): fewer round
+                # trips; their priorities are as stale as the paper's prefetched batches'
+                minibatches = min(owed, max(config.gradient_steps, 32))
                 drawn = cluster.sample(minibatches, config.batch_size, beta(learner.step),
                                        learner.rng)  # 4. id, tau <- REPLAY.SAMPLE()  # fmt: skip
                 for batch, rows in drawn:
@@ -501,8 +507,8 @@ def _learn(config, run, learner, pieces: DQNPieces, cluster: ApexCluster, beta, 
                     q_means.append(q_mean)
                     if learner.updates % config.publish_every == 0:
                         cluster.publish(learner.q_network)  # (Algorithm 1's step 12)
-                owed -= minibatches
-                if not math.isfinite(losses[-1]):
+                owed, starved = owed - len(drawn), not drawn
+                if losses and not math.isfinite(losses[-1]):
                     raise NonFiniteError(f"loss is {losses[-1]} at step {learner.step}")
             if crossed(before, learner.step, config.target_update_interval):  # Q^ = Q
                 pieces.update_target(learner.target_network, learner.q_network, config.tau)
