@@ -45,6 +45,8 @@ Here (`bellman train dqn --set backend=ray --set workers=N`):
     - Step 4 draws a minibatch across the shards in proportion to their priority mass, so
       P(j) = p_j^alpha / sum_k p_k^alpha over all of D, and the importance weights
       (N P(j))^-beta / max w use the whole N; beta anneals to 1 over the run as in dqn.py.
+      Up to max(gradient_steps, 32) minibatches come in one round trip to the shards, so
+      their priorities are as stale as the paper's prefetched batches.
     - Step 12 from the learner's side: every `publish_every` gradient steps the learner puts
       the weights (safetensors bytes) in Ray's object store once; each actor's next batch of
       steps fetches them when their version is newer than its own.
