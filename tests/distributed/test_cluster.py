@@ -19,7 +19,6 @@ import pytest
 
 from bellman import config as configs
 from bellman.algos.a2c import A2CConfig
-from bellman.algos.ppo import PPOConfig
 from bellman.algos.reinforce import REINFORCEConfig
 from bellman.distributed import cluster
 from bellman.errors import ConfigError
@@ -71,9 +70,6 @@ def test_settings_that_cannot_work_on_ray_name_the_fix():
 
     with pytest.raises(ConfigError, match="reinforce has no Ray path.*with one: a2c, .*ppo"):
         configs.resolve(REINFORCEConfig, "reinforce", "CartPole-v1", None, ["backend=ray"])
-    with pytest.raises(ConfigError, match="normalize_observations = false or backend = local"):
-        configs.resolve(PPOConfig, "ppo", "CartPole-v1", None,
-                        ["backend=ray", "normalize_observations=true"])  # fmt: skip
     with pytest.raises(ConfigError, match="must be one of local, ray"):
         configs.resolve(A2CConfig, "a2c", "CartPole-v1", None, ["backend=spark"])
     config, _ = configs.resolve(

@@ -1,6 +1,6 @@
 """PPO and A2C with their envs on Ray actors: bit for bit the single-process run with the same
-n_envs, through a killed actor and through a checkpoint and --resume. One local Ray (2 CPUs at
-most) serves the whole module."""
+n_envs (normalisation statistics included), through a killed actor and through a checkpoint and
+--resume. One local Ray (2 CPUs at most) serves the whole module."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ torch.set_num_threads(1)
 
 STEPS = 1024
 PPO = ["n_envs=4", "n_steps=32", "minibatch_size=64", "n_epochs=2", "hidden_size=16",
-       "anneal=false", "log_every=128", "checkpoint_every=512"]  # fmt: skip
+       "anneal=false", "log_every=128", "checkpoint_every=512",
+       "normalize_observations=true", "normalize_rewards=true"]  # fmt: skip
 ON_RAY = ["backend=ray", "workers=2"]
 
 
@@ -41,7 +42,8 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory):
-    """The reference: PPO on CartPole, 4 envs in one process, 1024 steps."""
+    """The reference: PPO on CartPole, 4 envs in one process, 1024 steps, observations and
+    rewards normalised with statistics the 4 envs share."""
     run_dir = tmp_path_factory.mktemp("local") / "run"
     api.train("ppo", "CartPole-v1", overrides=[*PPO, f"steps={STEPS}"], run_dir=run_dir,
               quiet=True)  # fmt: skip
@@ -65,6 +67,7 @@ def test_ppo_on_ray_actors_is_the_single_process_run_bit_for_bit(
     run = api.train("ppo", "CartPole-v1", overrides=[*PPO, *ON_RAY, f"steps={STEPS}"],
                     run_dir=tmp_path / "ray", quiet=True)  # fmt: skip
     assert run.config.backend == "ray"
+    assert {"normalize/obs_mean", "normalize/return_var"} <= set(single_process[0])
     assert_same_run(_final_state(tmp_path / "ray", STEPS), single_process)
     cluster.connect("", 2)  # connected already: a no-op
     with pytest.raises(ConfigError, match="workers = 3 but the Ray cluster has 2 CPUs"):

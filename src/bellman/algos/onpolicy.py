@@ -41,6 +41,7 @@ Details both share:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -161,25 +162,10 @@ class ActorCriticConfig(TrainConfig):
     def validate(self) -> None:
         check_deep_fields(self)
         check_vector_settings(self)
-        check_ray_settings(self)
 
     @property
     def hidden(self) -> tuple[int, ...]:
         return (self.hidden_size,) * self.hidden_layers
-
-
-def check_ray_settings(config: ActorCriticConfig) -> None:
-    """backend = ray: no normalisation (its running statistics are shared by the N envs of one
-    process); `RayVectorEnv` checks the number of workers."""
-    if config.backend != "ray":
-        return
-    for name in ("normalize_observations", "normalize_rewards"):
-        if getattr(config, name):
-            raise ConfigError(
-                f"{name} shares one set of running statistics between the envs of one "
-                f"process, but backend = ray steps them in separate actors; set {name} = false "
-                f"or backend = local"
-            )
 
 
 # ---- environments -------------------------------------------------------------------------
@@ -217,8 +203,7 @@ def make_train_env(config: ActorCriticConfig) -> gym.vector.VectorEnv:
     probe.close()
     shared: dict[str, RunningMeanStd] = {}  # one set of running statistics for all N envs
 
-    def one_env() -> gym.Env:
-        env = single_env(config, training=True)
+    def normalized(env: gym.Env) -> gym.Env:
         if config.normalize_observations:
             env = gym.wrappers.NormalizeObservation(env)
             rms = env.obs_rms
@@ -230,15 +215,21 @@ def make_train_env(config: ActorCriticConfig) -> gym.vector.VectorEnv:
             env.return_rms = shared.setdefault("return", RunningMeanStd(shape=()))
         return env
 
+    def one_env() -> gym.Env:
+        return normalized(single_env(config, training=True))
+
     if is_atari(config.env) and config.normalize_rewards and config.atari_backend == "ale_vector":
         raise ConfigError(
             "normalize_rewards wraps each env of the gymnasium path; Atari's rewards are already "
             "clipped to {-1, 0, 1}: set normalize_rewards = false (or atari_backend = gymnasium)"
         )
-    if config.backend == "ray":  # the same N envs, each stepped in a Ray actor
+    if config.backend == "ray":  # the envs step in Ray actors, the normalisation stays here
         from bellman.distributed.rollout import RayVectorEnv
 
-        return RayVectorEnv(one_env, config.n_envs, config.workers, config.ray_address)
+        in_actor = functools.partial(single_env, config, True)
+        return RayVectorEnv(
+            in_actor, config.n_envs, config.workers, config.ray_address, wrap=normalized
+        )
     return make_vector_env(config, one_env)
 
 

@@ -5,8 +5,10 @@ processes or machines:
     1. the learner draws a_t ~ pi_theta(.|s_t) for all N envs at once (batched, as on one process);
     2. each of the W actors is sent the actions of the envs it holds, steps them and resets the
        ones whose episode ended in the same step (gymnasium's SAME_STEP autoreset);
-    3. s_t+1, r_t and the episode ends come back and are put together in env order, with the
-       `infos` gymnasium's SyncVectorEnv builds (`final_obs`, `final_info`, `episode`).
+    3. the raw s_t+1, r_t and episode ends come back, and on the learner's side gymnasium's own
+       SyncVectorEnv steps N `Relay` envs that hand back those answers: it puts them together
+       in env order with the same `infos` (`final_obs`, `final_info`, `episode`), through the
+       same normalisation wrappers, whose running statistics the N envs share as on one process.
 So a seeded run with `backend = ray` is, bit for bit, the single-process run with the same
 `n_envs`: env i is built and seeded as SyncVectorEnv's env i is, only in another process.
 
@@ -20,14 +22,15 @@ The loops reset with seeds at every checkpoint (`onpolicy.boundary`), which boun
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from bellman.distributed.cluster import connect, import_ray
 from bellman.errors import BellmanError, ConfigError
@@ -38,7 +41,8 @@ MAX_RESTARTS = 3
 
 class EnvActor:
     """The body of one Ray actor: `k` environments from `make_env`, stepped in turn with
-    same-step autoreset (as gymnasium's SyncVectorEnv steps its envs)."""
+    same-step autoreset (as gymnasium's SyncVectorEnv steps its envs); answers are raw, the
+    learner's wrappers come after."""
 
     def __init__(self, make_env: Callable[[], gym.Env], k: int):
         self.envs = [make_env() for _ in range(k)]
@@ -56,21 +60,16 @@ class EnvActor:
         return [env.reset(seed=seed, options=options) for env, seed in pairs]
 
     def step(self, actions) -> list | None:
-        """For every env: (s_t+1, r_t, terminated, truncated, the info dicts SyncVectorEnv adds
-        for it, in its order); an env whose episode ended is reset, its last observation and
-        info handed back as `final_obs` and `final_info`. None when this actor was restarted
-        and has not been restored yet."""
+        """For every env, its raw step (s_t+1, r_t, terminated, truncated, info) and, where the
+        episode ended, the raw (s_0, info) of the reset that follows at once (gymnasium's
+        same-step autoreset), else None. None when this actor was restarted and has not been
+        restored yet."""
         if not self.in_sync:
             return None
         results = []
         for env, action in zip(self.envs, actions, strict=True):
-            obs, reward, terminated, truncated, info = env.step(action)
-            parts = [info]
-            if terminated or truncated:
-                final = {"final_obs": obs, "final_info": info}
-                obs, info = env.reset()
-                parts = [final, info]
-            results.append((obs, reward, terminated, truncated, parts))
+            step = env.step(action)
+            results.append((step, env.reset() if step[2] or step[3] else None))
         return results
 
     def restore(self, seeds: list, options: dict | None, actions: list) -> None:
@@ -79,6 +78,22 @@ class EnvActor:
         self.reset(seeds, options)
         for chunk in actions:
             self.step(chunk)
+
+
+class Relay(gym.Env):
+    """The learner's stand-in for one env that lives in an actor: `step` and `reset` hand back
+    the actor's answers, queued by RayVectorEnv in the order gymnasium's SyncVectorEnv asks for
+    them. The learner's wrappers (normalisation, with statistics shared by the N envs) wrap it."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, spec):
+        self.observation_space, self.action_space, self.spec = observation_space, action_space, spec
+        self.answers: deque = deque()
+
+    def step(self, action):
+        return self.answers.popleft()
+
+    def reset(self, *, seed=None, options=None):
+        return self.answers.popleft()
 
 
 class RayVectorEnv(gym.vector.VectorEnv):
@@ -90,10 +105,17 @@ class RayVectorEnv(gym.vector.VectorEnv):
         n_envs: N, the number of envs.
         workers: W, the number of actors (0: N); actor j holds a contiguous block of envs.
         ray_address: "" for a local Ray, or HOST:PORT of a cluster (`cluster.connect`).
+        wrap: env -> env, the wrappers that stay with the learner (applied to each `Relay`):
+            those whose state the N envs share, such as normalisation statistics.
     """
 
     def __init__(
-        self, make_env: Callable[[], gym.Env], n_envs: int, workers: int = 0, ray_address=""
+        self,
+        make_env: Callable[[], gym.Env],
+        n_envs: int,
+        workers: int = 0,
+        ray_address: str = "",
+        wrap: Callable[[gym.Env], gym.Env] | None = None,
     ):
         workers = workers or n_envs
         if workers > n_envs:
@@ -104,14 +126,24 @@ class RayVectorEnv(gym.vector.VectorEnv):
         connect(ray_address, workers)
         ray = import_ray()
         probe = make_env()
-        self.single_observation_space = probe.observation_space
-        self.single_action_space = probe.action_space
-        self.spec, self.render_mode = probe.spec, probe.render_mode
+        self.relays = [
+            Relay(probe.observation_space, probe.action_space, probe.spec) for _ in range(n_envs)
+        ]
         probe.close()
-        self.num_envs = n_envs
-        self.observation_space = batch_space(self.single_observation_space, n_envs)
-        self.action_space = batch_space(self.single_action_space, n_envs)
-        self.metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+        wrap = wrap or (lambda env: env)
+        # the learner's side: gymnasium's SyncVectorEnv over the wrapped relays, so the results
+        # are put together (autoreset, infos, normalisation in env order) by the same code
+        self.sync = gym.vector.SyncVectorEnv(
+            [functools.partial(wrap, relay) for relay in self.relays],
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        )
+        self.envs = self.sync.envs  # where the learner finds the normalisation wrappers
+        self.num_envs, self.metadata = n_envs, self.sync.metadata
+        self.single_observation_space = self.sync.single_observation_space
+        self.single_action_space = self.sync.single_action_space
+        self.observation_space = self.sync.observation_space
+        self.action_space = self.sync.action_space
+        self.spec, self.render_mode = self.relays[0].spec, None
         self.blocks = np.array_split(np.arange(n_envs), workers)
         remote = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=0)
         self.actors = [remote(EnvActor).remote(make_env, len(block)) for block in self.blocks]
@@ -141,34 +173,28 @@ class RayVectorEnv(gym.vector.VectorEnv):
         self._actions = [[] for _ in self.blocks]
         pairs = zip(self.actors, self._seeds, strict=True)
         refs = [actor.reset.remote(seeds, options) for actor, seeds in pairs]
-        results = self._gather(refs, [None] * len(refs))
-        infos: dict[str, Any] = {}
-        for i, (_, info) in enumerate(results):
-            infos = self._add_info(infos, info, i)
-        return self._batch([obs for obs, _ in results]), infos
+        for relay, answer in zip(self.relays, self._gather(refs, [None] * len(refs)), strict=True):
+            relay.answers.append(answer)
+        return self._relayed(self.sync.reset(seed=seed, options=options))
 
     def step(self, actions):
-        """Send each actor its envs' actions, and put their results together in env order."""
+        """Send each actor its envs' actions; the learner's SyncVectorEnv then steps the relays,
+        which hand back the actors' answers, in env order."""
         chunks = [actions[block[0] : block[-1] + 1] for block in self.blocks]
         refs = [actor.step.remote(chunk) for actor, chunk in zip(self.actors, chunks, strict=True)]
-        results = self._gather(refs, chunks)
+        rows = self._gather(refs, chunks)
         for j, chunk in enumerate(chunks):
             self._actions[j].append(chunk)
-        infos: dict[str, Any] = {}
-        for i, (_, _, _, _, parts) in enumerate(results):
-            for part in parts:
-                infos = self._add_info(infos, part, i)
-        return (
-            self._batch([row[0] for row in results]),
-            np.array([row[1] for row in results], dtype=np.float64),
-            np.array([row[2] for row in results], dtype=np.bool_),
-            np.array([row[3] for row in results], dtype=np.bool_),
-            infos,
-        )
+        for relay, (step, reset) in zip(self.relays, rows, strict=True):
+            relay.answers.extend([step] if reset is None else [step, reset])
+        return self._relayed(self.sync.step(actions))
 
-    def _batch(self, observations: list) -> np.ndarray:
-        out = create_empty_array(self.single_observation_space, self.num_envs)
-        return concatenate(self.single_observation_space, observations, out)
+    def _relayed(self, result):
+        """`result`, after checking that the SyncVectorEnv asked for every answer (a wrapper
+        that changed an episode's end would desynchronise the two sides)."""
+        if any(relay.answers for relay in self.relays):
+            raise BellmanError("a wrapper changed where an episode ends: not possible on Ray")
+        return result
 
     def _gather(self, refs: list, chunks: list) -> list:
         """The actors' answers to a reset (`chunks` all None) or a step, one row per env in env
@@ -222,3 +248,4 @@ class RayVectorEnv(gym.vector.VectorEnv):
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.actors = []
+        self.sync.close()
