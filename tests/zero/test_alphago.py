@@ -14,6 +14,7 @@ import torch
 from bellman import api, checkpoint
 from bellman.errors import ConfigError
 from bellman.games import make_game
+from bellman.games.connect4 import Connect4State
 from bellman.zero import alphago as ag
 
 torch.set_num_threads(1)
@@ -75,6 +76,47 @@ def test_the_policy_gradient_moves_probability_towards_won_moves(z: float):
     ag.reinforce_step(net, optimizer, game, recorded, np.array([z]), [0])
     after = torch.softmax(ag.torch.from_numpy(ag.policy_logits(net, game, [state])), 1)[0, 3]
     assert (after > before) if z > 0 else (after < before)
+
+
+def test_the_rl_policy_beats_the_sl_policy_it_started_from(tmp_path: Path):
+    """Stages 1-3 on a small budget: REINFORCE against the pool must beat p_sigma in clearly
+    more than half of 200 games (both sampling); a policy gradient of the wrong sign, or none,
+    stays at or below one half. (Seeds 0, 1, 2 gave 0.76, 0.735, 0.81.)"""
+    settings = ["expert_games=30", "expert_depth=1", "sl_epochs=2", "rollout_epochs=1",
+                "rl_iterations=20", "rl_games=32", "rl_learning_rate=0.01", "arena_games=200",
+                "blocks=1", "channels=8", "value_hidden=8", "stage=rl"]  # fmt: skip
+    run = api.train("alphago", "connect4", overrides=settings, run_dir=tmp_path / "r", quiet=True)
+    _, meta = checkpoint.load(run.dir / "checkpoints")
+    assert meta["state"]["metrics"]["rl_win_rate_vs_sl"] > 0.6, meta["state"]["metrics"]
+
+
+def _one_ply(game, rng):
+    """states -> a winning move, else a block of the opponent's winning move, else a random
+    move: players whose results the position predicts in part, cheap to play."""
+
+    def act(state) -> int:
+        opponent = Connect4State(state.position ^ state.mask, state.mask, state.moves + 1)
+        tactical = game.winning_moves(state) or game.winning_moves(opponent)
+        return tactical[0] if tactical else int(rng.choice(game.legal_actions(state)))
+
+    return lambda states: [act(state) for state in states]
+
+
+def test_the_value_net_beats_predicting_zero_on_held_out_positions():
+    """Stage 4's training (one position per game, the mover's result, early stopping) with
+    one-ply tactical players in place of p_sigma and p_rho: the held-out MSE must be clearly
+    below predicting 0 (a target of the wrong sign, or of the other player, is above it; a
+    net that learned only the mean result gains about 0.015). Seeds 0, 1, 2: 0.062, 0.062,
+    0.060 below."""
+    game = make_game("connect4")
+    torch.manual_seed(0)
+    config = ag.AlphaGoConfig(env="connect4", blocks=1, channels=16, value_hidden=16,
+                              value_games=6000, value_epochs=8, held_out=0.3)  # fmt: skip
+    rng = np.random.default_rng(0)
+    players = _one_ply(game, rng)
+    metrics = ag.train_value_net(ag.build_net(config, game), game, players, players, config, rng)
+    assert metrics["value_positions"] == 6000
+    assert metrics["value_mse"] < metrics["value_mse_of_zero"] - 0.035, metrics
 
 
 def test_bad_settings_are_refused():

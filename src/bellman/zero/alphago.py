@@ -22,6 +22,9 @@ order and each reported with the paper's own metric):
                 moves 1..U-1 from p_sigma, move U uniformly at random, then p_rho to the end;
                 the position s_{U+1} with the final result z_{U+1}.
                 Metric: MSE on held-out positions (and, for scale, that of predicting 0).
+                The results are close to coin tosses (two sampling policies), so the net
+                over-fits a few thousand positions: it trains on every symmetric copy, with
+                weight decay, and keeps the epoch best on a validation share (early stopping).
     5. search   PUCT tree search (`bellman.search.mcts.MCTS`, the one search of bellman):
                     a_t = argmax_a Q(s_t, a) + u(s_t, a),
                     u(s, a) = c_puct P(s, a) sqrt(sum_b N(s, b)) / (1 + N(s, a)),
@@ -53,6 +56,8 @@ Deviations from the paper:
       and 12-point diamond patterns around the last moves), run in numpy.
     - Moves are sampled from the policies at temperature 1 in RL, value data and the RL/SL
       match, as in the paper; searched players play their most visited move.
+    - The value stage's games are played 64 at a time (one network call per policy and
+      ply), still one position per game.
     - The search evaluates leaves in batches (`search_batch_size`) with virtual loss in one
       thread, where the paper ran asynchronous CPU rollouts and GPU network calls.
 """
@@ -145,10 +150,12 @@ class AlphaGoConfig(TrainConfig):
     """alpha of the policy gradient (Adam here; the paper: SGD at 0.001)."""
     rl_pool_every: int = field(default=5, metadata=interval("[1, inf)"))
     """Iterations between two additions of p_rho to the opponent pool (paper: 500)."""
-    value_games: int = field(default=800, metadata=interval("[4, inf)"))
+    value_games: int = field(default=8000, metadata=interval("[8, inf)"))
     """Self-play games, one value position each (paper: 30 million)."""
     value_epochs: int = field(default=8, metadata=interval("[1, inf)"))
-    """Passes over the value positions."""
+    """Passes over the value positions; the epoch with the lowest validation MSE is kept."""
+    value_weight_decay: float = field(default=1e-3, metadata=interval("[0, 1]"))
+    """AdamW's decoupled weight decay of the value net (it regresses noisy +-1 results)."""
     simulations: int = field(default=64, metadata=interval("[1, inf)"))
     """Search simulations per move in the search stage (and of the trained agent)."""
     c_puct: float = field(default=5.0, metadata=interval("(0, inf)"))
@@ -315,7 +322,14 @@ def go_expert_games(
                 text, _ = gnugo_game(game, config.expert_level, config.seed + number)
                 atomic_write_text(path, text)
             files.append(path)
-    return [read_sgf_file(path, game.name).moves for path in files]
+    games = []
+    for path in files:
+        record = read_sgf_file(path, game.name)
+        if any(player != number % 2 for number, player in enumerate(record.players)):
+            raise ConfigError(f"expert game '{path}' has two moves of one colour in a row "
+                              "(setup stones); the SL stage needs games whose moves alternate")
+        games.append(record.moves)
+    return games
 
 
 def expert_positions(game: Game, games: list[list[int]], symmetries: bool):
@@ -348,14 +362,22 @@ def split(items: list, held_out: float, rng) -> tuple[list, list]:
 
 # ---- stages 1, 2 and 4: supervised training ------------------------------------------------
 def fit(
-    model: nn.Module, inputs, targets, loss_of, config, epochs: int, rng, check=no_stop
+    model: nn.Module, inputs, targets, loss_of, config, epochs: int, rng, check=no_stop,
+    weight_decay: float = 0.0, validation: tuple | None = None,
 ) -> float:
-    """Minibatch Adam over (inputs, targets) for `epochs` passes (`check()` before each
-    minibatch); returns the last epoch's mean loss."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    model.train()
+    """Minibatch Adam (AdamW's decoupled `weight_decay`) over (inputs, targets) for `epochs`
+    passes (`check()` before each minibatch); returns the last epoch's mean loss.
+
+    With `validation` = (inputs, targets), the loss there is measured after every epoch and
+    the model ends with the weights of the epoch where it was lowest (early stopping); the
+    returned loss is that epoch's training loss.
+    """  # fmt: skip
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                                  weight_decay=weight_decay)  # fmt: skip
+    best, best_loss, best_weights = math.inf, math.nan, None
     losses = []
     for _ in range(epochs):
+        model.train()
         losses = []
         order = rng.permutation(len(targets))
         for start in range(0, len(order), config.batch_size):
@@ -368,7 +390,18 @@ def fit(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+        if validation is not None:
+            model.eval()
+            with torch.inference_mode():
+                held = loss_of(model(torch.from_numpy(validation[0])),
+                               torch.from_numpy(validation[1])).item()  # fmt: skip
+            if held < best:
+                best, best_loss = held, float(np.mean(losses)) if losses else math.nan
+                best_weights = {k: v.clone() for k, v in model.state_dict().items()}
     model.eval()
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+        return best_loss
     return float(np.mean(losses)) if losses else math.nan
 
 
@@ -465,27 +498,79 @@ def match_rate(game: Game, first, second, games: int) -> float:
     return float(np.mean([(s + 1) / 2 for s in scores]))
 
 
-def value_position(game: Game, sl, rl, rng, max_u: int):
-    """Stage 4's one position of one game: U ~ unif{1..max_u}; p_sigma for moves 1..U-1, a
-    random move U, p_rho to the end. Returns (s_{U+1}, z for its mover) or None when the game
-    ended before s_{U+1}."""
-    u = int(rng.integers(1, max_u + 1))
-    state = game.initial_state()
-    for _ in range(u - 1):
-        if game.is_terminal(state):
-            return None
-        state = game.apply(state, sl([state])[0])
-    if game.is_terminal(state):
-        return None
-    state = game.apply(state, int(rng.choice(game.legal_actions(state))))
-    if game.is_terminal(state):
-        return None
-    position, mover = state, game.to_play(state)
-    while not game.is_terminal(state):
-        state = game.apply(state, rl([state])[0])
-    result = float(game.outcome(state))
-    result = result if game.to_play(state) == mover else -result
-    return game.observation(position), result
+def value_positions(game: Game, sl, rl, rng, max_u: int, count: int, check=no_stop,
+                    parallel: int = 64) -> list[tuple[np.ndarray, float]]:
+    """Stage 4's data: `count` positions, ONE per self-play game (successive positions of one
+    game are strongly correlated; the paper's one-per-game removes that). Each game draws
+    U ~ unif{1..max_u}, plays moves 1..U-1 with p_sigma, move U uniformly at random, then p_rho
+    to the end; it gives (observation of s_{U+1}, z for the player to move at s_{U+1}). A game
+    that ends before s_{U+1} gives nothing. `parallel` games are played at once, each
+    policy's moves of a ply sampled in one network call (`check()` before each batch).
+    """
+    positions: list[tuple[np.ndarray, float]] = []
+    while len(positions) < count:
+        check()
+        u = rng.integers(1, max_u + 1, size=parallel)
+        states = [game.initial_state() for _ in range(parallel)]
+        kept: list = [None] * parallel  # s_{U+1} and its mover
+        played, alive = 0, list(range(parallel))
+        while alive:
+            moves: dict[int, int] = {}
+            for policy, members in ((sl, [g for g in alive if played < u[g] - 1]),
+                                    (rl, [g for g in alive if played >= u[g]])):  # fmt: skip
+                if members:
+                    moves.update(zip(members, policy([states[g] for g in members]), strict=True))
+            for g in alive:
+                if played == u[g] - 1:  # move U: uniformly random
+                    moves[g] = int(rng.choice(game.legal_actions(states[g])))
+            played += 1
+            for g in alive:
+                states[g] = game.apply(states[g], moves[g])
+                if played == u[g]:
+                    kept[g] = (states[g], game.to_play(states[g]))
+            alive = [g for g in alive if not game.is_terminal(states[g])]
+        for g in range(parallel):
+            if kept[g] is None or game.is_terminal(kept[g][0]):
+                continue  # the game ended before s_{U+1}
+            position, mover = kept[g]
+            result = float(game.outcome(states[g]))
+            z = result if game.to_play(states[g]) == mover else -result
+            positions.append((game.observation(position), z))
+    return positions[:count]
+
+
+def value_arrays(game: Game, positions: list, symmetries: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(planes `[N, C, H, W]`, z `[N]`) of (observation, z) positions, with every symmetric
+    copy of each when `symmetries`."""
+    planes, outcomes = [], []
+    no_policy = np.zeros(game.action_size, np.float32)
+    for observation, z in positions:
+        copies = game.symmetries(observation, no_policy) if symmetries else [(observation, None)]
+        planes += [p for p, _ in copies]
+        outcomes += [z] * len(copies)
+    return np.stack(planes).astype(np.float32), np.array(outcomes, np.float32)
+
+
+def train_value_net(value, game: Game, sl, rl, config: AlphaGoConfig, rng, check=no_stop) -> dict:
+    """Stage 4 with samplers `sl` (moves 1..U-1) and `rl` (after the random move U): the
+    network `value` trained on `config.value_games` positions (`value_positions`), split three
+    ways: held out (the metric only), validation (early stopping: the epoch with the lowest
+    MSE there is kept) and training, used with every symmetric copy of each position (a
+    mirror image has the same value). Returns the metrics value_positions, value_mse (on the
+    held-out positions) and value_mse_of_zero (predicting 0 there)."""
+    positions = value_positions(game, sl, rl, rng, _typical_length(game), config.value_games,
+                                check)  # fmt: skip
+    training, held_out = split(positions, config.held_out, rng)
+    training, validation = split(training, config.held_out, rng)
+    planes, outcomes = value_arrays(game, training, symmetries=True)
+    fit(value, planes, outcomes, value_loss, config, config.value_epochs, rng, check,
+        weight_decay=config.value_weight_decay,
+        validation=value_arrays(game, validation, symmetries=False))  # fmt: skip
+    test, z = value_arrays(game, held_out, symmetries=False)
+    with torch.inference_mode():
+        v = value(torch.from_numpy(test))[1].numpy()
+    return {"value_positions": float(len(positions)), "value_mse": float(np.mean((z - v) ** 2)),
+            "value_mse_of_zero": float(np.mean(z**2))}  # fmt: skip
 
 
 # ---- stage 5: the search -------------------------------------------------------------------
@@ -690,28 +775,11 @@ class AlphaGoPipeline:
         )  # fmt: skip
 
     def stage_value(self, run: Run) -> None:
-        """4. v_theta by regression on one position per self-play game; held-out MSE."""
-        config, game = self.config, self.game
+        """4. v_theta by regression on one position per game of p_sigma then p_rho."""
+        game = self.game
         sl, rl = sampler(self.nets["sl"], game, self.rng), sampler(self.nets["rl"], game, self.rng)
-        max_u = _typical_length(game)
-        positions = []
-        while len(positions) < config.value_games:
-            self.check()
-            found = value_position(game, sl, rl, self.rng, max_u)
-            if found is not None:
-                positions.append(found)
-        training, held_out = split(positions, config.held_out, self.rng)
-        planes = np.stack([p for p, _ in training]).astype(np.float32)
-        outcomes = np.array([z for _, z in training], np.float32)
-        fit(self.nets["value"], planes, outcomes, value_loss, config, config.value_epochs,
-            self.rng, self.check)  # fmt: skip
-        test = np.stack([p for p, _ in held_out]).astype(np.float32)
-        z = np.array([z for _, z in held_out], np.float32)
-        with torch.inference_mode():
-            v = self.nets["value"](torch.from_numpy(test))[1].numpy()
-        self.metrics["value_positions"] = float(len(positions))
-        self.metrics["value_mse"] = float(np.mean((z - v) ** 2))
-        self.metrics["value_mse_of_zero"] = float(np.mean(z**2))
+        self.metrics.update(train_value_net(self.nets["value"], game, sl, rl, self.config,
+                                            self.rng, self.check))  # fmt: skip
 
     def stage_search(self, run: Run) -> None:
         """5. The lambda ablation: each lambda against the others, the SL policy, the expert."""
