@@ -15,6 +15,7 @@ from bellman import api, checkpoint
 from bellman.errors import ConfigError
 from bellman.games import make_game
 from bellman.games.connect4 import Connect4State
+from bellman.games.sgf import to_sgf
 from bellman.zero import alphago as ag
 
 torch.set_num_threads(1)
@@ -117,6 +118,20 @@ def test_the_value_net_beats_predicting_zero_on_held_out_positions():
     metrics = ag.train_value_net(ag.build_net(config, game), game, players, players, config, rng)
     assert metrics["value_positions"] == 6000
     assert metrics["value_mse"] < metrics["value_mse_of_zero"] - 0.035, metrics
+
+
+def test_expert_records_must_alternate(tmp_path: Path):
+    """An SGF record with two black moves in a row (legal SGF: setup stones) cannot be
+    replayed as alternating expert moves: one ConfigError naming the file."""
+    game = make_game("go9")
+    (tmp_path / "a.sgf").write_text(to_sgf(game, [40, 41, 42]))
+    (tmp_path / "b.sgf").write_text(to_sgf(game, [40, 41, 42], players=[0, 0, 1]))
+    config = ag.AlphaGoConfig(env="go9", expert_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="b.sgf' has two moves of one colour in a row"):
+        ag.go_expert_games(game, config, tmp_path)
+    (tmp_path / "b.sgf").unlink()
+    (tmp_path / "c.sgf").write_text(to_sgf(game, [30, 31]))
+    assert ag.go_expert_games(game, config, tmp_path) == [[40, 41, 42], [30, 31]]
 
 
 def test_bad_settings_are_refused():
