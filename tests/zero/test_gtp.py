@@ -115,6 +115,20 @@ def test_illegal_moves_occupied_suicide_superko():
     assert "suicide" in engine.handle("play B J9")  # the corner inside white's two stones
 
 
+def test_moves_of_one_colour_in_a_row_end_no_game():
+    """Black passes twice in a row (no white pass between): not two passes of a game, so the
+    game goes on; a white pass then ends it. undo gives the turn back exactly."""
+    engine = _engine()
+    assert _talk(engine, "play b pass", "play b pass") == ["=\n\n", "=\n\n"]
+    assert not engine.game.is_terminal(engine.state) and engine.state.passes == 1
+    assert engine.handle("genmove b") == "= A9\n\n"  # black a third time, on the board
+    assert engine.handle("undo") == "=\n\n" and "white to move" in engine.handle("showboard")
+    assert engine.handle("play w pass") == "=\n\n"  # answered by white: the game is over
+    assert "game is over" in engine.handle("play b E5")
+    assert engine.handle("undo") == engine.handle("undo") == "=\n\n"
+    assert engine.state.passes == 1 and engine.game.to_play(engine.state) == 1  # after b pass
+
+
 def test_genmove_undo_final_score_showboard_and_quit():
     engine = _engine()
     assert engine.handle("play b E5") == "=\n\n"
