@@ -75,6 +75,8 @@ def test_an_early_signal_leaves_a_run_that_can_go_on(bellman, tmp_path, delay, s
     elif (run / "checkpoints" / "latest").exists():
         if result.returncode != 0:
             resumed = bellman("train", "--resume", "run")
-            assert resumed.returncode == 0, resumed
+            # a signal after the last step's checkpoint leaves a finished run: resume says so
+            finished = "already reached its target" in resumed.stderr
+            assert resumed.returncode == 0 or (resumed.returncode == 2 and finished), resumed
     else:
         pytest.fail(f"dead run directory: {sorted(p.name for p in run.iterdir())}")

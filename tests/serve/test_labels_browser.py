@@ -34,7 +34,7 @@ def test_rank_in_the_page_submit_and_find_the_jsonl_line(
     prompt = browser.inner_text("#prompt")
     # rank: the first response down one place with its arrow, then the last dragged to the top
     browser.click("#responses li:nth-child(1) button[title='move down']")
-    browser.drag_and_drop("#responses li:last-child .text", "#responses li:nth-child(1)",
+    browser.drag_and_drop("#responses li:last-child .rank", "#responses li:nth-child(1)",
                           target_position={"x": 5, "y": 2})  # fmt: skip
     ranked = _order(browser)
     expected = [served[1], served[0], *served[2:]]

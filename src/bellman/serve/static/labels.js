@@ -57,8 +57,8 @@
     const rank = document.createElement("span");
     rank.className = "rank";
     const body = document.createElement("span");
-    body.className = "text";
-    body.textContent = text;
+    body.className = text.trim() ? "text" : "text muted";
+    body.textContent = text.trim() ? text : "(an empty response)";  // still rankable
     item.dataset.text = text;
     item.append(rank, button("\u25b2", "move up", () => move(item, -1)),
                 button("\u25bc", "move down", () => move(item, 1)), body);
