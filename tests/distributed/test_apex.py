@@ -19,19 +19,11 @@ from bellman import api, checkpoint
 
 ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'bellman[ray]'")
 
-from bellman.distributed import apex, cluster  # noqa: E402
+from bellman.distributed import apex  # noqa: E402
 
 torch.set_num_threads(1)
 
 APEX = ["backend=ray", "workers=2", "hidden_size=64", "actor_batch=50"]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module (a second `connect` with the same address is a no-op)."""
-    cluster.connect("", 2)
-    yield
-    cluster.shutdown()
 
 
 def rows(run_dir: Path) -> list[dict[str, str]]:

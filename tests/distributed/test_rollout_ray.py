@@ -33,14 +33,6 @@ ON_RAY = ["backend=ray", "workers=2"]
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module (a second `connect` with the same address is a no-op)."""
-    cluster.connect("", 2)
-    yield
-    cluster.shutdown()
-
-
-@pytest.fixture(scope="module")
 def single_process(tmp_path_factory):
     """The reference: PPO on CartPole, 4 envs in one process, 1024 steps, observations and
     rewards normalised with statistics the 4 envs share."""

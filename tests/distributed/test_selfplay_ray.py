@@ -21,7 +21,7 @@ from bellman.errors import ConfigError
 
 ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'bellman[ray]'")
 
-from bellman.distributed import cluster, selfplay  # noqa: E402
+from bellman.distributed import selfplay  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -31,14 +31,6 @@ TINY = [
     "replay_window=2000", "train_steps=3", "games_per_iteration=4", "concurrent_games=2",
     "arena_games=0", "optimizer=adam", "learning_rate=0.001", "checkpoint_every=1000",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module (a second `connect` with the same address is a no-op)."""
-    cluster.connect("", 2)
-    yield
-    cluster.shutdown()
 
 
 def final(run_dir: Path, settings: list[str]):

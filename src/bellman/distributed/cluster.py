@@ -110,6 +110,8 @@ def connect(ray_address: str, workers: int) -> None:
     """
     global _address
     ray = import_ray()
+    if ray_address:
+        _host_port(ray_address)  # a malformed address is refused whatever is connected
     if ray.is_initialized():
         if _address is not None and _address != ray_address:
             raise ConfigError(
