@@ -89,8 +89,9 @@ from bellman.zero.arena import (
     BASELINES,
     EloTable,
     OpponentEnv,
-    arena,
-    baseline_player,
+    baseline_opponents,
+    checked_elo,
+    rated_matches,
     search_player,
 )
 from bellman.zero.network import (
@@ -388,7 +389,7 @@ class AlphaZeroLearner:
         where = f"checkpoint step-{meta['step']}"
         state = meta["state"]
         check_schema(state, STATE_SCHEMA, where)
-        elo = _checked_elo(state["elo"], where)
+        elo = checked_elo(state["elo"], where)
         load_module(self.network, arrays, "net/", self.device, where)
         best = build_network(self.config, self.game, scratch=True)
         load_module(best, arrays, "best/", "cpu", where)
@@ -411,20 +412,6 @@ STATE_SCHEMA = {
     **dict.fromkeys(COUNTERS, "count"), "replay_size": "count", "replay_position": "count",
     "elo": dict,
 }  # fmt: skip
-
-
-def _checked_elo(ratings: dict, where: str) -> dict[str, float]:
-    """A checkpoint's Elo table: player name -> finite rating, the anchor included."""
-    finite = all(
-        isinstance(name, str) and isinstance(value, int | float) and not isinstance(value, bool)
-        and math.isfinite(value) for name, value in ratings.items()
-    )  # fmt: skip
-    if not finite or EloTable.anchor not in ratings:
-        raise CheckpointError(
-            f"{where}: 'state.elo' must map player names to finite ratings, "
-            f"'{EloTable.anchor}' included"
-        )
-    return {name: float(value) for name, value in ratings.items()}
 
 
 def make_optimizer(config: AlphaZeroConfig, parameters: list) -> torch.optim.Optimizer:
@@ -533,7 +520,6 @@ def _evaluate(learner: AlphaZeroLearner, config: AlphaZeroConfig) -> dict[str, f
     game, iteration = learner.game, learner.iteration
     name = f"net-{iteration}"
     best_name = f"net-{learner.best_generation}"
-    learner.elo.ratings.setdefault(name, learner.elo.get(best_name))
     evaluator = NetworkEvaluator(game, learner.network, learner.device)
     agent = search_player(game, evaluator, config.arena_simulations, config)
     best_network = build_network(config, game, scratch=True)
@@ -541,17 +527,8 @@ def _evaluate(learner: AlphaZeroLearner, config: AlphaZeroConfig) -> dict[str, f
     opponents = {"best": search_player(
         game, NetworkEvaluator(game, best_network), config.arena_simulations, config
     )}  # fmt: skip
-    for number, baseline in enumerate(config.baseline_names):
-        seed = int(np.random.SeedSequence([config.seed, iteration, number]).generate_state(1)[0])
-        opponents[baseline] = baseline_player(baseline, game, config, seed)
-    columns: dict[str, float] = {}
-    for label, opponent in opponents.items():
-        outcome = arena(game, agent, opponent, config.arena_games)
-        rated = best_name if label == "best" else label
-        for result in outcome["results"]:
-            learner.elo.record(name, rated, (result + 1) / 2)
-        columns[f"score_vs_{label}"] = outcome["score"]
-        columns[f"win_vs_{label}"] = outcome["win"]
+    opponents.update(baseline_opponents(game, config, iteration))
+    columns = rated_matches(game, agent, opponents, config, learner.elo, name, best_name)
     learner.network.train()
     # 7. The gate: AlphaGo Zero replaces the best net only after a clear win.
     if not config.gating or columns["score_vs_best"] >= config.gating_threshold:

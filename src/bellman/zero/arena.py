@@ -17,7 +17,7 @@ import math
 import gymnasium as gym
 import numpy as np
 
-from bellman.errors import ConfigError
+from bellman.errors import CheckpointError, ConfigError
 from bellman.games import Game
 from bellman.search.alphabeta import AlphaBetaPlayer
 from bellman.search.mcts import MCTS, RandomRolloutEvaluator, SearchResult, best_move
@@ -145,6 +145,49 @@ def arena(game: Game, agent, opponent, games: int) -> dict[str, float]:
     draws = sum(r == 0 for r in results) / games
     return {"win": wins, "draw": draws, "loss": 1 - wins - draws, "score": wins + draws / 2,
             "results": results}  # fmt: skip
+
+
+def rated_matches(game: Game, agent, opponents: dict, config, elo: EloTable, name: str,
+                  best_name: str) -> dict[str, float]:  # fmt: skip
+    """The arena of AlphaZero's and MuZero's steps 6-7: `agent` (rated as `name`, starting from
+    the best net's rating) plays `config.arena_games` games against each opponent (label ->
+    player; "best" is rated as `best_name`), every game recorded in `elo`. Returns the metrics
+    columns score_vs_LABEL and win_vs_LABEL (the agent's "elo" is added by the caller after
+    any promotion)."""
+    elo.ratings.setdefault(name, elo.get(best_name))
+    columns: dict[str, float] = {}
+    for label, opponent in opponents.items():
+        outcome = arena(game, agent, opponent, config.arena_games)
+        rated = best_name if label == "best" else label
+        for result in outcome["results"]:
+            elo.record(name, rated, (result + 1) / 2)
+        columns[f"score_vs_{label}"] = outcome["score"]
+        columns[f"win_vs_{label}"] = outcome["win"]
+    return columns
+
+
+def baseline_opponents(game: Game, config, iteration: int) -> dict:
+    """The config's fixed opponents for the arena of `iteration`, each seeded from (seed,
+    iteration, its place in the list)."""
+    opponents = {}
+    for number, baseline in enumerate(config.baseline_names):
+        seed = int(np.random.SeedSequence([config.seed, iteration, number]).generate_state(1)[0])
+        opponents[baseline] = baseline_player(baseline, game, config, seed)
+    return opponents
+
+
+def checked_elo(ratings: dict, where: str) -> dict[str, float]:
+    """A checkpoint's Elo table: player name -> finite rating, the anchor included."""
+    finite = all(
+        isinstance(name, str) and isinstance(value, int | float) and not isinstance(value, bool)
+        and math.isfinite(value) for name, value in ratings.items()
+    )  # fmt: skip
+    if not finite or EloTable.anchor not in ratings:
+        raise CheckpointError(
+            f"{where}: 'state.elo' must map player names to finite ratings, "
+            f"'{EloTable.anchor}' included"
+        )
+    return {name: float(value) for name, value in ratings.items()}
 
 
 class OpponentEnv(gym.Env):

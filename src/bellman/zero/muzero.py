@@ -97,8 +97,14 @@ from bellman.run import Run
 from bellman.search.mcts import MCTS, best_move, search_together
 from bellman.torch_state import check_arrays, load_module, load_optimizer, optimizer_arrays
 from bellman.zero.alphazero import ArenaReport
-from bellman.zero.alphazero import _checked_elo as checked_elo  # (AlphaZero's check)
-from bellman.zero.arena import BASELINES, EloTable, OpponentEnv, arena, baseline_player
+from bellman.zero.arena import (
+    BASELINES,
+    EloTable,
+    OpponentEnv,
+    baseline_opponents,
+    checked_elo,
+    rated_matches,
+)
 from bellman.zero.muzero_network import (
     AtariMuZeroNetwork,
     BoardMuZeroNetwork,
@@ -798,24 +804,14 @@ def _arena(learner: MuZeroLearner, config: MuZeroConfig) -> dict[str, float]:
     baselines, every game rated in the Elo table; AlphaZero's columns (`ArenaReport`)."""
     game, iteration = learner.world, learner.iteration
     name, best_name = f"net-{iteration}", f"net-{learner.best_generation}"
-    learner.elo.ratings.setdefault(name, learner.elo.get(best_name))
     network = build_network(config, game, scratch=True)
     network.load_state_dict(learner.network.state_dict())
     best = build_network(config, game, scratch=True)
     load_weights(best, learner.best)
     opponents = {"best": agent_act(config, game, best.eval(), config.eval_simulations)}
-    for number, baseline in enumerate(config.baseline_names):
-        seed = int(np.random.SeedSequence([config.seed, iteration, number]).generate_state(1)[0])
-        opponents[baseline] = baseline_player(baseline, game, config, seed)
+    opponents.update(baseline_opponents(game, config, iteration))
     agent = agent_act(config, game, network.eval(), config.eval_simulations)
-    columns: dict[str, float] = {}
-    for label, opponent in opponents.items():
-        outcome = arena(game, agent, opponent, config.arena_games)
-        rated = best_name if label == "best" else label
-        for result in outcome["results"]:
-            learner.elo.record(name, rated, (result + 1) / 2)
-        columns[f"score_vs_{label}"] = outcome["score"]
-        columns[f"win_vs_{label}"] = outcome["win"]
+    columns = rated_matches(game, agent, opponents, config, learner.elo, name, best_name)
     columns["elo"] = learner.elo.ratings[name]
     return columns
 
