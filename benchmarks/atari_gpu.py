@@ -134,6 +134,17 @@ def dqn_throughput(args, tmp: Path) -> dict:
             "replay_ratio": ratio, "stderr_tail": stderr[-2000:]}  # fmt: skip
 
 
+def device_name(device: str) -> str:
+    """The GPU's name for the record ("cpu" on the CPU); never an exception: the record must be
+    written whatever the device says."""
+    try:
+        import torch
+
+        return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    except Exception as error:
+        return f"unknown ({error})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -161,12 +172,7 @@ def main() -> None:
         dqn = dqn_throughput(args, Path(tmp))
     record = {**header(None, "torch", "ale_py", "bellman"), "args": vars(args), "ppo": ppo,
               "dqn": dqn}  # fmt: skip
-    try:
-        import torch
-
-        record["device_name"] = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    except Exception as error:  # the record must be written whatever the device says
-        record["device_name"] = f"unknown ({error})"
+    record["device_name"] = device_name(args.device)
     solved = ppo["minutes_to_18"]
     print(f"\n{today()}, {record['device_name']}, {record['machine']['cpu_count']} CPUs")
     print_table(["run", "env steps/s", "result"], [

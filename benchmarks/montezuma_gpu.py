@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from atari_gpu import launch, read_csv, steps_per_second, stop
+from atari_gpu import device_name, launch, read_csv, steps_per_second, stop
 from common import header, print_table, today, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,12 +118,7 @@ def main() -> None:
                  else {"rooms": [], "episodes": 0, "scores": []})  # fmt: skip
     record = {**header(None, "torch", "ale_py", "bellman"), "args": vars(args),
               "training": training, "rooms": rooms}  # fmt: skip
-    try:
-        import torch
-
-        record["device_name"] = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    except Exception as error:  # the record must be written whatever the device says
-        record["device_name"] = f"unknown ({error})"
+    record["device_name"] = device_name(args.device)
     first = training["minutes_to_first_score"]
     print(f"\n{today()}, {record['device_name']}, {record['machine']['cpu_count']} CPUs")
     print_table(["run", "env steps/s", "best score", "first score > 0", "rooms visited"], [[

@@ -136,3 +136,27 @@ class HashEvaluator:
             priors.append(rng.dirichlet(np.ones(self.action_size)))
             values.append(rng.uniform(-self.value_bound, self.value_bound))
         return np.array(priors, np.float32), np.array(values, np.float32)
+
+
+def train_fast_and_plain(algo: str, env_id: str, overrides: list[str], tmp_path: Path):
+    """Train `algo` from one seed twice, with fast = true and fast = false (the speed path and
+    the plain autograd path); returns ({fast: final checkpoint arrays}, {fast: metrics rows}).
+    On CartPole the two draw the same actions, so their episodes must be the same to the bit:
+    checked here."""
+    import csv
+
+    from safetensors.numpy import load_file
+
+    import bellman as library
+
+    arrays, rows = {}, {}
+    for fast in ("true", "false"):
+        run = library.train(algo, env_id, overrides=[*overrides, f"fast={fast}"],
+                            run_dir=tmp_path / fast, quiet=True)  # fmt: skip
+        (last,) = (run.dir / "checkpoints").glob("*.safetensors")
+        with open(run.dir / "metrics.csv") as handle:
+            arrays[fast], rows[fast] = load_file(last), list(csv.DictReader(handle))
+    if env_id == "CartPole-v1":  # the same episodes, returns to the last digit
+        returns = {fast: [row["episode_return_mean"] for row in rows[fast]] for fast in rows}
+        assert returns["true"] == returns["false"] and any(returns["true"])
+    return arrays, rows

@@ -30,7 +30,12 @@ from bellman.algos.onpolicy import (
 from bellman.algos.ppo import PPOConfig, adapt_kl_beta, surrogate
 from bellman.nets import CategoricalHead, DiagonalGaussianHead, gaussian_entropy, gaussian_log_prob
 from bellman.nets.fast import kl_penalty_gradient, surrogate_gradient
-from tests.conftest import CliResult, assert_killed_run_resumes_exactly, assert_user_error
+from tests.conftest import (
+    CliResult,
+    assert_killed_run_resumes_exactly,
+    assert_user_error,
+    train_fast_and_plain,
+)
 
 torch.set_num_threads(1)
 
@@ -226,15 +231,7 @@ def test_the_fast_and_the_plain_path_train_to_the_same_weights(tmp_path, env_id,
     draw the same actions, so the episodes are the same to the bit; Pendulum's continuous
     actions carry the rounding into the env's state, where it grows tenfold an iteration, so
     that run is two iterations long."""
-    arrays, rows = {}, {}
-    for fast in ("true", "false"):
-        run = bellman.train("ppo", env_id, overrides=[*FAST_AND_PLAIN, *switches, f"fast={fast}"],
-                            run_dir=tmp_path / fast, quiet=True)  # fmt: skip
-        (last,) = (run.dir / "checkpoints").glob("*.safetensors")
-        arrays[fast], rows[fast] = load_file(last), _metrics(run.dir)
-    if env_id == "CartPole-v1":  # the same episodes, returns to the last digit
-        returns = {fast: [row["episode_return_mean"] for row in rows[fast]] for fast in rows}
-        assert returns["true"] == returns["false"] and any(returns["true"])
+    arrays, _ = train_fast_and_plain("ppo", env_id, [*FAST_AND_PLAIN, *switches], tmp_path)
     trained = [key for key in arrays["true"] if key.startswith(("policy/", "optim/"))]
     assert set(arrays["true"]) == set(arrays["false"]) and len(trained) > 10
     for key in trained:

@@ -10,7 +10,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file
 
 import bellman
 from bellman import config as configs
@@ -34,7 +33,7 @@ from bellman.algos.trpo import (
 )
 from bellman.errors import ConfigError
 from bellman.nets import actor_critic_for
-from tests.conftest import _final_state, assert_user_error
+from tests.conftest import _final_state, assert_user_error, train_fast_and_plain
 
 torch.set_num_threads(1)
 
@@ -303,15 +302,7 @@ def test_the_fast_and_the_plain_path_train_to_the_same_weights(
     actions carry the rounding into the env's state, so that run is one iteration long."""
     common = ["n_envs=4", "n_steps=64", "value_minibatch_size=64", "value_epochs=3",
               "hidden_size=16", "eval_every=0", "log_every=256", "seed=0"]  # fmt: skip
-    arrays, rows = {}, {}
-    for fast in ("true", "false"):
-        run = bellman.train("trpo", env_id, overrides=[*common, *switches, f"fast={fast}"],
-                            run_dir=tmp_path / fast, quiet=True)  # fmt: skip
-        (last,) = (run.dir / "checkpoints").glob("*.safetensors")
-        arrays[fast], rows[fast] = load_file(last), _metrics(run.dir)
-    if env_id == "CartPole-v1":  # the same episodes, returns to the last digit
-        returns = {fast: [row["episode_return_mean"] for row in rows[fast]] for fast in rows}
-        assert returns["true"] == returns["false"] and any(returns["true"])
+    arrays, _ = train_fast_and_plain("trpo", env_id, [*common, *switches], tmp_path)
     trained = [key for key in arrays["false"] if key.startswith(("policy/", "optim/"))]
     assert set(arrays["false"]) <= set(arrays["true"]) and len(trained) > 10
     for key in trained:
