@@ -3,23 +3,21 @@
 The env's step sleeps 5 ms (`SlowEnv`: CartPole-sized observations, 2 actions, 200-step
 episodes), so an actor stepping one env makes at most ~200 steps/s and uses almost no CPU:
 scaling is measurable on 2 cores. For W = 1, 2, 4, 8, 16 actors, one env each, this script
-measures env steps/s in two modes and divides by W x the one-actor rate of the same mode
-(the target is >= 0.8 up to 16):
+measures the env steps/s of PPO's rollouts (`onpolicy.run_policy`, T = `--steps` steps a
+rollout, the CartPole-sized 4-64-64-2 network of PPO's defaults) with `backend = ray` in its two
+`acting` modes, and divides by W x the one-actor rate of the same mode (target: >= 0.8 up to 16):
 
-    learner acts (bellman's `backend = ray` path, `distributed.rollout.RayVectorEnv`): every
-        step, the learner draws the W actions with one batched forward pass of a 4-64-64-2
-        policy, sends each actor its action, and waits for all W results (synchronous, as A2C
-        and PPO's rollouts on Ray are: bit for bit the single-process run).
-    actors act (`ChunkActor`, what Ape-X and IMPALA actors do): each actor runs its own copy of
-        the policy for a chunk of `--chunk` steps and returns the chunk's observations, actions
-        and rewards; as soon as one returns, the learner puts its latest weights in the object
-        store and gives that actor its next chunk (asynchronous: no actor waits for another).
-        One round trip per chunk instead of per step.
+    acting = learner (`distributed.rollout.RayVectorEnv`): every step, the learner draws the W
+        actions with one batched forward pass, sends each actor its action and waits for all W
+        results: one round trip a step (bit for bit the single-process run).
+    acting = actors (`distributed.rollout.RayActingEnv`): theta goes to the actors through the
+        object store, each actor runs its own copy of pi_theta for the T steps and returns the
+        rollout: one round trip a rollout (synchronous: the learner waits for all W).
 
 Ray is started with W_max = 16 logical CPUs on this machine (actors reserve one each; the
-sleeping envs use none). Torch is not used: the policy is numpy, one thread.
+sleeping envs use none). Torch runs on one thread.
 
-    python benchmarks/ray_scaling.py [--seconds 4] [--chunk 100] [--chunks 8] [--repeats 3]
+    python benchmarks/ray_scaling.py [--steps 128] [--iterations 4] [--repeats 3]
                                      [--actors 1,2,4,8,16]
 
 Each cell is the median of `--repeats` runs, the cells interleaved (1, 2, ..., 16, 1, 2, ...) so
@@ -37,10 +35,13 @@ import time
 import gymnasium as gym
 import numpy as np
 import ray
+import torch
 from common import header, median, print_table, write_results
 
+from bellman.algos.onpolicy import ActorCriticLearner, rollout_storage, run_policy
+from bellman.algos.ppo import PPOConfig
 from bellman.distributed import cluster
-from bellman.distributed.rollout import RayVectorEnv
+from bellman.distributed.rollout import RayActingEnv, RayVectorEnv
 
 STEP_SECONDS = 0.005
 EPISODE_STEPS = 200
@@ -65,90 +66,41 @@ class SlowEnv(gym.Env):
         return self.state, 1.0, False, self.t >= EPISODE_STEPS, {}
 
 
-def init_policy(seed: int = 0) -> list[np.ndarray]:
-    """Weights of a 4-64-64-2 tanh MLP (PPO's default CartPole policy)."""
-    rng = np.random.default_rng(seed)
-    sizes = [4, 64, 64, 2]
-    pairs = zip(sizes, sizes[1:], strict=False)
-    return [rng.normal(0, 1 / np.sqrt(a), (a, b)).astype(np.float32) for a, b in pairs]
+class NoRun:
+    """What `run_policy` logs finished episodes to; the benchmark keeps none."""
+
+    def log_episode(self, step: int, episode_return: float, length: int) -> None:
+        pass
 
 
-def act(weights: list[np.ndarray], obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """a ~ softmax(MLP(obs)) for a batch of observations [B, 4] -> [B]."""
-    h = obs
-    for w in weights[:-1]:
-        h = np.tanh(h @ w)
-    logits = h @ weights[-1]
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    return (rng.random(len(p))[:, None] > p.cumsum(axis=1)).sum(axis=1).clip(0, 1)
-
-
-class ChunkActor:
-    """One env and a copy of the policy; `run(weights, T)` steps T times and returns the chunk."""
-
-    def __init__(self, seed: int):
-        self.env, self.rng = SlowEnv(), np.random.default_rng(seed)
-        self.obs, _ = self.env.reset(seed=seed)
-
-    def run(self, weights, steps: int):
-        obs, actions, rewards = [], [], []
-        for _ in range(steps):
-            action = int(act(weights, self.obs[None], self.rng)[0])
-            obs.append(self.obs)
-            next_obs, reward, terminated, truncated, _ = self.env.step(action)
-            actions.append(action)
-            rewards.append(reward)
-            self.obs = self.env.reset()[0] if terminated or truncated else next_obs
-        return np.array(obs), np.array(actions), np.array(rewards)
-
-
-def learner_acts(workers: int, seconds: float) -> float:
-    """Env steps/s of RayVectorEnv with `workers` actors, one env each, the learner acting."""
-    envs = RayVectorEnv(SlowEnv, workers, workers)
-    weights, rng = init_policy(), np.random.default_rng(0)
+def rollout_rate(acting: str, workers: int, steps: int, iterations: int) -> float:
+    """Env steps/s of `iterations` PPO rollouts of `steps` steps on `workers` actors, one
+    SlowEnv each, through bellman's own path (`onpolicy.run_policy` with `acting`): the
+    CartPole-sized 4-64-64-2 policy and value of PPO's defaults, on the speed path; no update
+    between rollouts (acting throughput alone), but with acting = actors theta goes to the
+    actors every rollout, as in training."""
+    config = PPOConfig(env="CartPole-v1", n_envs=workers, workers=workers, n_steps=steps,
+                       minibatch_size=steps, backend="ray", acting=acting)  # fmt: skip
+    if acting == "actors":
+        envs = RayActingEnv(SlowEnv, config)
+    else:
+        envs = RayVectorEnv(SlowEnv, workers, workers)
+    learner = ActorCriticLearner(config, envs, lambda parameters: torch.optim.SGD(parameters, 0.0))
+    rollout = rollout_storage(learner, config)
     obs, _ = envs.reset(seed=0)
-    for _ in range(5):  # warm up: actors started, first calls done
-        obs = envs.step(act(weights, obs, rng))[0]
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        obs = envs.step(act(weights, obs, rng))[0]
-        steps += workers
+    obs = run_policy(learner, envs, obs, rollout, NoRun())[0]  # warm up: actors busy once
+    start = time.perf_counter()
+    for _ in range(iterations):
+        obs = run_policy(learner, envs, obs, rollout, NoRun())[0]
     elapsed = time.perf_counter() - start
     envs.close()
-    return steps / elapsed
-
-
-def actors_act(workers: int, chunks: int, chunk: int) -> float:
-    """Env steps/s of `workers` ChunkActors that run the policy themselves, `chunk` steps a
-    call, `chunks` calls each. Asynchronous, as Ape-X and IMPALA actors are: an actor that
-    returns a chunk gets the latest weights and its next call at once, without waiting for the
-    others; the clock stops when the last chunk is in."""
-    remote = ray.remote(num_cpus=1)(ChunkActor)
-    actors = [remote.remote(seed) for seed in range(workers)]
-    weights = ray.put(init_policy())
-    ray.get([actor.run.remote(weights, 2) for actor in actors])  # warm up
-    start = time.perf_counter()
-    pending = {actor.run.remote(weights, chunk): (actor, 1) for actor in actors}
-    steps = 0
-    while pending:
-        [ready], _ = ray.wait(list(pending), num_returns=1)
-        actor, calls = pending.pop(ready)
-        steps += len(ray.get(ready)[2])
-        if calls < chunks:
-            weights = ray.put(init_policy())  # the learner publishes its latest weights
-            pending[actor.run.remote(weights, chunk)] = (actor, calls + 1)
-    elapsed = time.perf_counter() - start
-    for actor in actors:
-        ray.kill(actor)
-    return steps / elapsed
+    return iterations * steps * workers / elapsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per cell")
-    parser.add_argument("--chunk", type=int, default=100, help="steps per call, actors-act mode")
-    parser.add_argument("--chunks", type=int, default=8, help="calls per actor, actors-act mode")
+    parser.add_argument("--steps", type=int, default=128, help="T: steps of a rollout")
+    parser.add_argument("--iterations", type=int, default=4, help="timed rollouts per cell")
     parser.add_argument("--repeats", type=int, default=3, help="the median of this many runs")
     parser.add_argument("--actors", default="1,2,4,8,16")
     args = parser.parse_args()
@@ -157,11 +109,13 @@ def main() -> None:
              log_to_driver=False, logging_level="ERROR",
              object_store_memory=cluster.LOCAL_OBJECT_STORE_BYTES)  # fmt: skip
     load = os.getloadavg()[0]
-    runs = {"learner acts": {n: [] for n in counts}, "actors act": {n: [] for n in counts}}
+    modes = {"learner acts": "learner", "actors act": "actors"}
+    runs = {mode: {n: [] for n in counts} for mode in modes}
     for repeat in range(args.repeats):  # the cells interleaved, so a busy minute hits them all
         for workers in counts:
-            runs["learner acts"][workers].append(learner_acts(workers, args.seconds))
-            runs["actors act"][workers].append(actors_act(workers, args.chunks, args.chunk))
+            for mode, acting in modes.items():
+                rate = rollout_rate(acting, workers, args.steps, args.iterations)
+                runs[mode][workers].append(rate)
             done = ", ".join(f"{mode} {run[workers][-1]:.0f}/s" for mode, run in runs.items())
             print(f"repeat {repeat}, {workers} actors: {done}", flush=True)
     rates = {mode: {n: median(run[n]) for n in counts} for mode, run in runs.items()}
@@ -180,11 +134,11 @@ def main() -> None:
         rows.append(cells)
     print(f"\nenv step sleeps {STEP_SECONDS * 1000:.0f} ms; one env per actor; "
           f"load average {load:.1f} on {os.cpu_count()} CPUs\n")  # fmt: skip
-    chunked = f"actors act (async, {args.chunk}-step chunks): steps/s"
-    print_table(["actors", "learner acts: steps/s", "/ (N x one)", chunked, "/ (N x one)"], rows)
+    names = ["acting = learner: steps/s", "/ (N x one)", "acting = actors: steps/s", "/ (N x one)"]
+    print_table(["actors", *names], rows)
     record = header(None, "ray", "gymnasium")
-    record.update(step_seconds=STEP_SECONDS, chunk=args.chunk, chunks=args.chunks,
-                  seconds=args.seconds, repeats=args.repeats, load_average=load,
+    record.update(step_seconds=STEP_SECONDS, rollout_steps=args.steps,
+                  iterations=args.iterations, repeats=args.repeats, load_average=load,
                   rows=record_rows)  # fmt: skip
     write_results("ray_scaling", record)
 

@@ -107,6 +107,12 @@ class ActorCriticConfig(TrainConfig):
     ray_address: str = ""
     """backend = ray: HOST:PORT of a running cluster (`ray start --head`); empty: a local Ray on
     this machine's cores."""
+    acting: str = field(default="learner", metadata=choices("learner", "actors"))
+    """backend = ray: who runs pi_theta. learner: one batched forward pass a step here and one
+    round trip to the actors a step (bit for bit the one-process run); actors: every actor runs
+    a copy of pi_theta over its envs for the whole rollout, one round trip an iteration
+    (`distributed.rollout.RayActingEnv`: scales with actors; reproducible, not the one-process
+    run, whose actions come from one generator)."""
     steps: int = field(default=1_000_000, metadata=interval("[1, inf)"))
     """Total number of environment steps of the run, summed over the n_envs environments."""
     n_envs: int = field(default=1, metadata=interval("[1, 256]"))
@@ -162,6 +168,16 @@ class ActorCriticConfig(TrainConfig):
     def validate(self) -> None:
         check_deep_fields(self)
         check_vector_settings(self)
+        if self.acting == "actors" and self.backend != "ray":
+            raise ConfigError(
+                "acting = actors runs the policy in Ray actors: set backend = ray, or leave "
+                "acting = learner"
+            )
+        if self.acting == "actors" and self.device_rollout:
+            raise ConfigError(
+                "device_rollout keeps the rollout on the learner's device, but with acting = "
+                "actors the Ray actors collect it: set one of them off"
+            )
 
     @property
     def hidden(self) -> tuple[int, ...]:
@@ -226,6 +242,10 @@ def make_train_env(config: ActorCriticConfig) -> gym.vector.VectorEnv:
     if config.backend == "ray":  # the envs step in Ray actors, the normalisation stays here
         from bellman.distributed.rollout import RayVectorEnv
 
+        if config.acting == "actors":  # the actors run pi_theta and normalise themselves
+            from bellman.distributed.rollout import RayActingEnv
+
+            return RayActingEnv(one_env, config, wrap=normalized)
         in_actor = functools.partial(single_env, config, True)
         return RayVectorEnv(
             in_actor, config.n_envs, config.workers, config.ray_address, wrap=normalized
@@ -380,6 +400,8 @@ def run_policy(learner: ActorCriticLearner, envs, obs: np.ndarray, rollout: Roll
         (the observations to continue from, the rollout as tensors on the learner's device,
          their values V(s_T) [N] for the bootstrap).
     """
+    if getattr(envs, "acts", False):  # acting = actors: Ray actors run pi_theta for T steps
+        return envs.run_policy(learner, rollout, run)
     if torch.is_tensor(rollout.obs):
         return run_policy_on_device(learner, envs, obs, rollout, run)
     for t in range(rollout.obs.shape[0]):

@@ -39,6 +39,31 @@ from bellman.errors import BellmanError, ConfigError
 MAX_RESTARTS = 3
 
 
+#: How long a lost actor may take to come back (Ray restarts its process; on a busy machine,
+#: seconds).
+RESTART_SECONDS = 60.0
+
+
+def until_restored(j: int, attempt: Callable[[], Any]) -> Any:
+    """attempt() until it answers (not None) while Ray restarts actor j, at most
+    RESTART_SECONDS; a BellmanError after that."""
+    ray = import_ray()
+    deadline = time.monotonic() + RESTART_SECONDS
+    while True:
+        try:
+            answer = attempt()
+            if answer is not None:
+                return answer
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            pass
+        if time.monotonic() > deadline:
+            raise BellmanError(
+                f"Ray actor {j} was not back within {RESTART_SECONDS:.0f} s (Ray restarts an "
+                f"actor at most {MAX_RESTARTS} times)"
+            )
+        time.sleep(0.5)
+
+
 class EnvActor:
     """The body of one Ray actor: `k` environments from `make_env`, stepped in turn with
     same-step autoreset (as gymnasium's SyncVectorEnv steps its envs); answers are raw, the
@@ -146,7 +171,7 @@ class RayVectorEnv(gym.vector.VectorEnv):
         self.spec, self.render_mode = self.relays[0].spec, None
         self.blocks = np.array_split(np.arange(n_envs), workers)
         remote = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=0)
-        self.actors = [remote(EnvActor).remote(make_env, len(block)) for block in self.blocks]
+        self.actors = [self._new_actor(remote, make_env, len(block)) for block in self.blocks]
         try:  # wait for the actors: an env they cannot build is the user's error, said once
             self.actor_pids()
         except ray.exceptions.RayActorError as error:
@@ -157,6 +182,10 @@ class RayVectorEnv(gym.vector.VectorEnv):
         self._seeds: list[list] = [[None] * len(block) for block in self.blocks]
         self._options: dict | None = None
         self._actions: list[list] = [[] for _ in self.blocks]
+
+    def _new_actor(self, remote, make_env: Callable[[], gym.Env], k: int):
+        """One Ray actor holding `k` envs (here an `EnvActor`)."""
+        return remote(EnvActor).remote(make_env, k)
 
     def actor_pids(self) -> list[int]:
         """The process id of every actor (for tests and for `ray` tooling)."""
@@ -231,17 +260,14 @@ class RayVectorEnv(gym.vector.VectorEnv):
             file=sys.stderr,
         )
         actor = self.actors[j]
-        for attempt in range(MAX_RESTARTS + 1):
-            try:
-                if chunk is None:
-                    return ray.get(actor.reset.remote(self._seeds[j], self._options))
-                ray.get(actor.restore.remote(self._seeds[j], self._options, self._actions[j]))
-                result = ray.get(actor.step.remote(chunk))
-                if result is not None:
-                    return result
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                time.sleep(0.5 * (attempt + 1))
-        raise BellmanError(f"Ray actor {j} could not be restored after {MAX_RESTARTS} restarts")
+
+        def attempt():
+            if chunk is None:
+                return ray.get(actor.reset.remote(self._seeds[j], self._options))
+            ray.get(actor.restore.remote(self._seeds[j], self._options, self._actions[j]))
+            return ray.get(actor.step.remote(chunk))
+
+        return until_restored(j, attempt)
 
     def close_extras(self, **kwargs) -> None:
         ray = import_ray()
@@ -249,3 +275,280 @@ class RayVectorEnv(gym.vector.VectorEnv):
             ray.kill(actor, no_restart=True)
         self.actors = []
         self.sync.close()
+
+
+# ---- acting = actors: each actor runs pi_theta for the whole rollout ------------------------
+def statistics(rms_by_name: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """{name: (mean, var, count)} of the RunningMeanStd objects that are not None (copies)."""
+    return {
+        name: (np.array(rms.mean, copy=True), np.array(rms.var, copy=True), float(rms.count))
+        for name, rms in rms_by_name.items()
+        if rms is not None
+    }
+
+
+def new_moments(base: tuple, now: tuple) -> tuple | None:
+    """The (mean, var, count) of the samples a RunningMeanStd took in since it was `base`, when
+    it is `now`: the parallel-variance update (Chan et al.) that took it from base to now,
+        n = c' - c,  delta = (m' - m) c' / n,  mean = m + delta,
+        var = (v' c' - v c - delta^2 c n / c') / n,
+    solved for the batch. None when it took in nothing."""
+    (mean0, var0, count0), (mean1, var1, count1) = base, now
+    n = count1 - count0
+    if n < 0.5:
+        return None
+    delta = (mean1 - mean0) * count1 / n
+    var = (var1 * count1 - var0 * count0 - delta**2 * count0 * n / count1) / n
+    return mean0 + delta, np.maximum(var, 0.0), n
+
+
+class RolloutActor:
+    """The body of one Ray actor with `acting = actors`: `k` envs of `make_env` (normalised with
+    this actor's copy of the statistics) in a same-step-autoreset SyncVectorEnv, and a copy of
+    pi_theta that runs them for a rollout of T steps with `algos.onpolicy.run_policy` itself.
+
+    Args:
+        make_env: one normalised training env (its wrappers share this actor's statistics).
+        k: how many envs this actor holds.
+        config: the run's ActorCriticConfig (the network's shape, `fast`, `n_steps`).
+    """
+
+    def __init__(self, make_env: Callable[[], gym.Env], k: int, config):
+        import dataclasses
+
+        import torch
+
+        from bellman.algos.onpolicy import ActorCriticLearner
+
+        torch.set_num_threads(1)
+        self.envs = gym.vector.SyncVectorEnv(
+            [make_env] * k, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
+        self.config = dataclasses.replace(config, device="cpu", n_envs=k)
+        # the acting half of a learner: pi_theta, its speed path, the statistics' owners
+        self.learner = ActorCriticLearner(
+            self.config, self.envs, lambda parameters: torch.optim.SGD(parameters, lr=0.0)
+        )
+        self.obs = None  # a (re)started actor's envs wait for `reset`
+        self.base = self._statistics()
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def _statistics(self) -> dict:
+        return statistics({"obs": self.learner.obs_rms, "return": self.learner.return_rms})
+
+    def _moments(self) -> dict:
+        """The statistics' moments of what the envs saw since the learner's last ones were set."""
+        now = self._statistics()
+        moments = {name: new_moments(self.base[name], now[name]) for name in now}
+        self.base = now
+        return moments
+
+    def _set_statistics(self, stats: dict) -> None:
+        """The statistics set to the learner's (`statistics`), the base of the next moments."""
+        for name, rms in (("obs", self.learner.obs_rms), ("return", self.learner.return_rms)):
+            if rms is not None:
+                mean, var, count = stats[name]
+                rms.mean, rms.var, rms.count = mean.copy(), var.copy(), count
+        self.base = self._statistics()
+
+    def reset(self, seeds: list, stats: dict) -> tuple[np.ndarray, dict]:
+        """s_0 of every env (reset with its seed, normalised with the learner's statistics `stats`;
+        the reward normaliser's running returns restart), and the statistics' new moments."""
+        self._set_statistics(stats)
+        for wrapper in self.learner.reward_normalizers:
+            wrapper.discounted_reward = np.array([0.0])
+        self.obs, _ = self.envs.reset(seed=seeds)
+        return self.obs, self._moments()
+
+    def collect(self, weights: dict, stats: dict, seed: int) -> tuple | None:
+        """Set theta and the statistics to the learner's, run pi_theta for T steps drawing from a
+        generator seeded with `seed`, and return (the rollout's arrays [T, k, ...], the
+        observations to continue from, the finished episodes as (t, return, length), the
+        statistics' new moments). None when this actor was restarted and has not been reset."""
+        import torch
+
+        from bellman.algos.onpolicy import rollout_storage, run_policy
+
+        if self.obs is None:
+            return None
+        self.learner.policy.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+        self._set_statistics(stats)
+        self.learner.rng, self.learner.step = np.random.default_rng(seed), 0
+        rollout, episodes = rollout_storage(self.learner, self.config), EpisodeRecorder(self.k)
+        self.obs, _, _ = run_policy(self.learner, self.envs, self.obs, rollout, episodes)
+        arrays = {name: getattr(rollout, name) for name in vars(rollout)}
+        return arrays, self.obs, episodes.rows, self._moments()
+
+    @property
+    def k(self) -> int:
+        return self.envs.num_envs
+
+
+class EpisodeRecorder:
+    """What `run_policy` takes for a Run inside an actor: it keeps the finished episodes as
+    (t, return, length), t the rollout step they ended in, for the learner to log."""
+
+    def __init__(self, k: int):
+        self.k, self.rows = k, []
+
+    def log_episode(self, step: int, episode_return: float, length: int) -> None:
+        self.rows.append((step // self.k - 1, episode_return, length))
+
+
+class RayActingEnv(RayVectorEnv):
+    """The N envs of `acting = actors`: W Ray actors (`RolloutActor`), each holding a block of
+    envs and a copy of pi_theta, and running it for the whole rollout of T steps: one round trip
+    per iteration instead of one per step (what IMPALA's and Ape-X's actors do, here kept
+    synchronous, as A2C's and PPO's rollouts are).
+
+    Per iteration (`run_policy`, which `algos.onpolicy.run_policy` hands over to):
+        1. theta goes into the object store once; every actor gets it, the normalisation
+           statistics and a seed drawn from the learner's generator (saved in checkpoints);
+        2. every actor runs pi_theta on its envs for T steps (`onpolicy.run_policy`: the same
+           sampling, time-limit bootstrap and autoreset as on one process);
+        3. the blocks are put back together in env order, the statistics' new moments merged
+           into the learner's (each actor normalised with its own copy during the rollout), the
+           finished episodes logged at their global steps.
+    A seeded run is reproducible, with or without a checkpoint and `--resume`, but it is not the
+    one-process run: the actions are drawn from the actors' generators. A lost actor is
+    restarted by Ray, its envs are reset with fresh seeds and its rollout is collected again
+    (a `warning:` line says so; from there the run is a different one).
+
+    Args:
+        make_env: one normalised training env (`onpolicy.make_train_env`'s).
+        config: the run's ActorCriticConfig (`n_envs`, `workers`, `ray_address`, the network).
+        wrap: the normalisation wrappers: the learner's stand-in envs carry the statistics
+            that checkpoints save and evaluation reads; they never step.
+    """
+
+    acts = True  # onpolicy.run_policy hands the rollout to `run_policy` below
+
+    def __init__(self, make_env: Callable[[], gym.Env], config, wrap: Callable | None = None):
+        self.config = config
+        super().__init__(make_env, config.n_envs, config.workers, config.ray_address, wrap=wrap)
+
+    def _new_actor(self, remote, make_env: Callable[[], gym.Env], k: int):
+        return remote(RolloutActor).remote(make_env, k, self.config)
+
+    def step(self, actions):
+        raise BellmanError("with acting = actors the actors run the policy: call run_policy")
+
+    def _statistics_owners(self) -> dict:
+        first = self.envs[0]
+        owners = {}
+        while isinstance(first, gym.Wrapper):
+            if isinstance(first, gym.wrappers.NormalizeObservation):
+                owners["obs"] = first.obs_rms
+            if isinstance(first, gym.wrappers.NormalizeReward):
+                owners["return"] = first.return_rms
+            first = first.env
+        return owners
+
+    def _merge(self, moments: dict) -> None:
+        """Fold an actor's new moments into the learner's statistics."""
+        owners = self._statistics_owners()
+        for name, batch in moments.items():
+            if batch is not None:
+                mean, var, count = batch
+                owners[name].update_from_moments(mean, var, count)
+
+    def reset(self, *, seed=None, options=None):
+        """Reset every env in its actor: `seed` None, an int (env i gets seed + i) or one per
+        env. Returns the N first observations (normalised in the actors) and no infos."""
+        if seed is None or isinstance(seed, int):
+            seed = [None if seed is None else seed + i for i in range(self.num_envs)]
+        if len(seed) != self.num_envs:
+            raise ValueError(f"{len(seed)} seeds for {self.num_envs} envs")
+        self._seeds = [[seed[i] for i in block] for block in self.blocks]
+        stats = statistics(self._statistics_owners())
+        calls = [
+            lambda j=j: self.actors[j].reset.remote(self._seeds[j], stats)
+            for j in range(len(self.actors))
+        ]
+        obs = []
+        for first, moments in self._answers(calls, "reset"):
+            obs.append(first)
+            self._merge(moments)
+        return np.concatenate(obs), {}
+
+    def run_policy(self, learner, rollout, run):
+        """Steps 1-3 of the class docstring; `onpolicy.run_policy`'s returns: (the observations
+        to continue from, the rollout as tensors on the learner's device, V(s_T) [N])."""
+        import torch
+
+        ray = import_ray()
+        weights = ray.put(
+            {
+                name: value.detach().cpu().numpy()
+                for name, value in learner.policy.state_dict().items()
+            }
+        )
+        stats = statistics(self._statistics_owners())
+        seeds = learner.rng.integers(2**63, size=len(self.actors))
+        calls = [
+            lambda j=j: self.actors[j].collect.remote(weights, stats, int(seeds[j]))
+            for j in range(len(self.actors))
+        ]
+        before, n = learner.step, self.num_envs
+        obs, episodes = [], []
+        for j, (arrays, last_obs, rows, moments) in enumerate(
+            self._answers(calls, "collect", learner)
+        ):
+            block = slice(self.blocks[j][0], self.blocks[j][-1] + 1)
+            for name, array in arrays.items():
+                getattr(rollout, name)[:, block] = array
+            obs.append(last_obs)
+            episodes.extend((t, j, episode_return, length) for t, episode_return, length in rows)
+            self._merge(moments)
+        for t, _, episode_return, length in sorted(episodes, key=lambda row: row[:2]):
+            run.log_episode(before + (t + 1) * n, episode_return, length)
+        learner.step = before + rollout.rewards.shape[0] * n
+        obs = np.concatenate(obs)
+        with torch.no_grad():
+            return obs, rollout.tensors(learner.device), learner.policy.value(learner.tensor(obs))
+
+    def _answers(self, calls: list, what: str, learner=None) -> list:
+        """ray.get of every actor's call; a lost actor (or a restarted one that answers None)
+        is reset with fresh seeds and asked again (`_recover`)."""
+        ray = import_ray()
+        lost = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+        refs = [call() for call in calls]
+        answers = []
+        for j, ref in enumerate(refs):
+            try:
+                answer, reason = ray.get(ref), "restarted"
+            except lost as error:
+                answer, reason = None, type(error).__name__
+            answers.append(
+                answer if answer is not None else self._recover(j, calls[j], what, reason, learner)
+            )
+        return answers
+
+    def _recover(self, j: int, call, what: str, reason: str, learner):
+        """Reset actor j's envs with fresh seeds (from the run's seed and step) and retry."""
+        from bellman import seeding
+
+        ray = import_ray()
+        block = self.blocks[j]
+        print(
+            f"warning: Ray actor {j} (envs {block[0]}-{block[-1]}) was lost ({reason}); Ray "
+            f"restarts it, its envs are reset with fresh seeds and its {what} is retried (the "
+            f"run goes on as a different one from here)",
+            file=sys.stderr,
+        )
+        step = learner.step if learner is not None else 0
+        seeds = seeding.boundary_seeds(self.config.seed + 1 + j, step, self.num_envs)
+
+        def attempt():
+            if what != "reset":
+                stats = statistics(self._statistics_owners())
+                answer = self.actors[j].reset.remote([seeds[i] for i in block], stats)
+                _, moments = ray.get(answer)
+                self._merge(moments)
+            return ray.get(call())
+
+        return until_restored(j, attempt)
