@@ -268,3 +268,15 @@ def test_a_shipped_agent_name_must_exist():
 
     with pytest.raises(ConfigError, match="unknown agent 'no-such-agent'"):
         make_state(agent_names=["no-such-agent"])
+
+
+def test_a_move_request_may_ask_up_to_the_agents_own_default_simulations():
+    from starlette.exceptions import HTTPException
+
+    from bellman.serve.arena import MAX_SIMULATIONS, _check_request
+
+    assert _check_request({"moves": [3]}, 3200) == ([3], 3200)  # the shipped connect4's default
+    assert _check_request({"moves": [], "simulations": 16}, 3200) == ([], 16)
+    for default, asked in ((3200, 3201), (100, MAX_SIMULATIONS + 1)):
+        with pytest.raises(HTTPException, match=f"1-{max(default, MAX_SIMULATIONS)}"):
+            _check_request({"moves": [], "simulations": asked}, default)

@@ -36,7 +36,8 @@ from bellman.serve.state import ServeState
 
 #: Longer move lists are refused before replaying (Go's own limit is 2 N^2 moves).
 MAX_MOVES = 2 * 19 * 19 + 1
-#: The most simulations a request may ask for (a search's time grows with them).
+#: The most simulations a request may ask for (a search's time grows with them), unless the
+#: agent's own default is more (the shipped connect4 agent searches 3,200).
 MAX_SIMULATIONS = 2000
 #: How deep the principal variation goes.
 PV_DEPTH = 12
@@ -113,9 +114,10 @@ def _check_request(body: Any, default_simulations: int) -> tuple[list[int], int]
     if not all(isinstance(m, int) and not isinstance(m, bool) for m in moves):
         raise HTTPException(400, "every move must be an integer action")
     simulations = body.get("simulations", default_simulations)
+    most = max(MAX_SIMULATIONS, default_simulations)
     if (not isinstance(simulations, int) or isinstance(simulations, bool)
-            or not 1 <= simulations <= MAX_SIMULATIONS):  # fmt: skip
-        raise HTTPException(400, f"simulations must be an integer in 1-{MAX_SIMULATIONS}")
+            or not 1 <= simulations <= most):  # fmt: skip
+        raise HTTPException(400, f"simulations must be an integer in 1-{most}")
     return moves, simulations
 
 
