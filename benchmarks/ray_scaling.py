@@ -35,13 +35,12 @@ import time
 import gymnasium as gym
 import numpy as np
 import ray
-import torch
 from common import header, median, print_table, write_results
 
-from bellman.algos.onpolicy import ActorCriticLearner, rollout_storage, run_policy
+from bellman.algos.onpolicy import acting_learner, rollout_storage, run_policy
 from bellman.algos.ppo import PPOConfig
 from bellman.distributed import cluster
-from bellman.distributed.rollout import RayActingEnv, RayVectorEnv
+from bellman.distributed.rollout import Acting, RayActingEnv, RayVectorEnv
 
 STEP_SECONDS = 0.005
 EPISODE_STEPS = 200
@@ -82,10 +81,10 @@ def rollout_rate(acting: str, workers: int, steps: int, iterations: int) -> floa
     config = PPOConfig(env="CartPole-v1", n_envs=workers, workers=workers, n_steps=steps,
                        minibatch_size=steps, backend="ray", acting=acting)  # fmt: skip
     if acting == "actors":
-        envs = RayActingEnv(SlowEnv, config)
+        envs = RayActingEnv(SlowEnv, config, Acting(acting_learner, rollout_storage, run_policy))
     else:
         envs = RayVectorEnv(SlowEnv, workers, workers)
-    learner = ActorCriticLearner(config, envs, lambda parameters: torch.optim.SGD(parameters, 0.0))
+    learner = acting_learner(config, envs)
     rollout = rollout_storage(learner, config)
     obs, _ = envs.reset(seed=0)
     obs = run_policy(learner, envs, obs, rollout, NoRun())[0]  # warm up: actors busy once

@@ -176,7 +176,7 @@ def test_actors_that_act_resume_from_a_checkpoint_as_the_run_that_never_stopped(
     assert_same_run(_final_state(run_dir, STEPS), on_actors)
 
 
-def test_an_actor_that_acts_and_is_killed_is_restarted_and_the_run_goes_on(
+def test_ppo_learns_cartpole_with_actors_that_act_through_a_killed_actor(
     local_ray, tmp_path, monkeypatch, capfd
 ):
     from bellman.distributed.rollout import RayActingEnv
@@ -189,20 +189,13 @@ def test_an_actor_that_acts_and_is_killed_is_restarted_and_the_run_goes_on(
         return run_policy(self, learner, rollout, run)
 
     monkeypatch.setattr(RayActingEnv, "run_policy", kill_then_run)
-    api.train("ppo", "CartPole-v1", overrides=[*PPO, *ACTORS, f"steps={STEPS}"],
-              run_dir=tmp_path / "ray", quiet=True)  # fmt: skip
-    assert "warning: Ray actor 0 (envs 0-1) was lost" in capfd.readouterr().err
-    arrays, metrics, _ = _final_state(tmp_path / "ray", STEPS)
-    assert [int(row["step"]) for row in metrics][-1] == STEPS
-    assert np.isfinite(arrays["normalize/obs_mean"]).all()
-
-
-def test_ppo_learns_cartpole_with_actors_that_act(local_ray, tmp_path):
     # the tuned config's 8 envs on 2 actors: 12k steps from a random policy's ~22 a game
-    # (seed 0: 106.9 over the last 100 games)
     run = api.train("ppo", "CartPole-v1", overrides=[*ACTORS, "steps=12000", "log_every=4096"],
                     run_dir=tmp_path / "ray", quiet=True)  # fmt: skip
-    assert run.episode_return_mean > 80
+    assert "warning: Ray actor 0 (envs 0-3) was lost" in capfd.readouterr().err
+    assert run.episode_return_mean > 80, run.episode_return_mean  # seed 0: 108.0
+    metrics = _final_state(tmp_path / "ray", 12032)[1]
+    assert [int(row["step"]) for row in metrics][-1] == 12032
 
 
 def test_acting_by_actors_needs_ray_and_the_host_rollout(tmp_path):

@@ -243,9 +243,10 @@ def make_train_env(config: ActorCriticConfig) -> gym.vector.VectorEnv:
         from bellman.distributed.rollout import RayVectorEnv
 
         if config.acting == "actors":  # the actors run pi_theta and normalise themselves
-            from bellman.distributed.rollout import RayActingEnv
+            from bellman.distributed.rollout import Acting, RayActingEnv
 
-            return RayActingEnv(one_env, config, wrap=normalized)
+            acting = Acting(acting_learner, rollout_storage, run_policy)
+            return RayActingEnv(one_env, config, acting, wrap=normalized)
         in_actor = functools.partial(single_env, config, True)
         return RayVectorEnv(
             in_actor, config.n_envs, config.workers, config.ray_address, wrap=normalized
@@ -646,6 +647,13 @@ class ActorCriticLearner:
         seeding.restore_rngs(arrays, state, self.device, numpy_rng=self.rng)
         self.step, self.iterations = int(meta["step"]), iterations
         self.scalars.update({name: float(value) for name, value in scalars.items()})
+
+
+def acting_learner(config: ActorCriticConfig, envs) -> ActorCriticLearner:
+    """The acting half of a learner, for a Ray actor that runs pi_theta itself (`acting =
+    actors`): pi_theta on its speed path, its generator, the statistics of `envs`' wrappers;
+    its optimiser never steps."""
+    return ActorCriticLearner(config, envs, lambda parameters: torch.optim.SGD(parameters, 0.0))
 
 
 def statistics_arrays(rms, name: str) -> dict[str, np.ndarray]:

@@ -27,6 +27,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -302,6 +303,24 @@ def new_moments(base: tuple, now: tuple) -> tuple | None:
     return mean0 + delta, np.maximum(var, 0.0), n
 
 
+@dataclass(frozen=True)
+class Acting:
+    """What an actor needs of the on-policy algorithms to run pi_theta itself, handed down by
+    them (`algos.onpolicy.ACTING`; this floor does not import the algorithms):
+
+    Attributes:
+        learner: (config, envs) -> the acting half of a learner: pi_theta, its speed path, the
+            numpy generator `rng`, the step counter, the normalisation statistics' owners.
+        storage: (learner, config) -> the empty rollout of T steps (`onpolicy.rollout_storage`).
+        run_policy: (learner, envs, obs, rollout, run) -> T steps of pi_theta
+            (`onpolicy.run_policy`: the same loop as on one process).
+    """
+
+    learner: Callable
+    storage: Callable
+    run_policy: Callable
+
+
 class RolloutActor:
     """The body of one Ray actor with `acting = actors`: `k` envs of `make_env` (normalised with
     this actor's copy of the statistics) in a same-step-autoreset SyncVectorEnv, and a copy of
@@ -311,24 +330,21 @@ class RolloutActor:
         make_env: one normalised training env (its wrappers share this actor's statistics).
         k: how many envs this actor holds.
         config: the run's ActorCriticConfig (the network's shape, `fast`, `n_steps`).
+        acting: the algorithms' pieces (`Acting`).
     """
 
-    def __init__(self, make_env: Callable[[], gym.Env], k: int, config):
+    def __init__(self, make_env: Callable[[], gym.Env], k: int, config, acting: Acting):
         import dataclasses
 
         import torch
-
-        from bellman.algos.onpolicy import ActorCriticLearner
 
         torch.set_num_threads(1)
         self.envs = gym.vector.SyncVectorEnv(
             [make_env] * k, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
         )
         self.config = dataclasses.replace(config, device="cpu", n_envs=k)
-        # the acting half of a learner: pi_theta, its speed path, the statistics' owners
-        self.learner = ActorCriticLearner(
-            self.config, self.envs, lambda parameters: torch.optim.SGD(parameters, lr=0.0)
-        )
+        self.acting = acting
+        self.learner = acting.learner(self.config, self.envs)
         self.obs = None  # a (re)started actor's envs wait for `reset`
         self.base = self._statistics()
 
@@ -371,15 +387,15 @@ class RolloutActor:
         statistics' new moments). None when this actor was restarted and has not been reset."""
         import torch
 
-        from bellman.algos.onpolicy import rollout_storage, run_policy
-
         if self.obs is None:
             return None
         self.learner.policy.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
         self._set_statistics(stats)
         self.learner.rng, self.learner.step = np.random.default_rng(seed), 0
-        rollout, episodes = rollout_storage(self.learner, self.config), EpisodeRecorder(self.k)
-        self.obs, _, _ = run_policy(self.learner, self.envs, self.obs, rollout, episodes)
+        rollout, episodes = self.acting.storage(self.learner, self.config), EpisodeRecorder(self.k)
+        self.obs, _, _ = self.acting.run_policy(
+            self.learner, self.envs, self.obs, rollout, episodes
+        )
         arrays = {name: getattr(rollout, name) for name in vars(rollout)}
         return arrays, self.obs, episodes.rows, self._moments()
 
@@ -421,18 +437,21 @@ class RayActingEnv(RayVectorEnv):
     Args:
         make_env: one normalised training env (`onpolicy.make_train_env`'s).
         config: the run's ActorCriticConfig (`n_envs`, `workers`, `ray_address`, the network).
+        acting: the algorithms' pieces the actors run (`Acting`).
         wrap: the normalisation wrappers: the learner's stand-in envs carry the statistics
             that checkpoints save and evaluation reads; they never step.
     """
 
     acts = True  # onpolicy.run_policy hands the rollout to `run_policy` below
 
-    def __init__(self, make_env: Callable[[], gym.Env], config, wrap: Callable | None = None):
-        self.config = config
+    def __init__(
+        self, make_env: Callable[[], gym.Env], config, acting: Acting, wrap: Callable | None = None
+    ):
+        self.config, self.acting = config, acting
         super().__init__(make_env, config.n_envs, config.workers, config.ray_address, wrap=wrap)
 
     def _new_actor(self, remote, make_env: Callable[[], gym.Env], k: int):
-        return remote(RolloutActor).remote(make_env, k, self.config)
+        return remote(RolloutActor).remote(make_env, k, self.config, self.acting)
 
     def step(self, actions):
         raise BellmanError("with acting = actors the actors run the policy: call run_policy")
