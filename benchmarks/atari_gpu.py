@@ -83,18 +83,27 @@ def stop(process: subprocess.Popen) -> str:
     return stderr or ""
 
 
+def watch(process: subprocess.Popen, every: float, limit_minutes: float):
+    """While the launched run lives, every `every` seconds: the minutes since now (the caller
+    reads the run's CSVs then, and may stop early); the last one at `limit_minutes`."""
+    started = time.perf_counter()
+    while process.poll() is None:
+        time.sleep(every)
+        minutes = (time.perf_counter() - started) / 60
+        yield minutes
+        if minutes >= limit_minutes:
+            return
+
+
 def ppo_until_solved(args, tmp: Path) -> dict:
     run_dir = tmp / "ppo"
     # a checkpoint every `--flush-every` steps pushes metrics.csv and episodes.csv to disk
     sets = [f"device={args.device}", f"checkpoint_every={args.flush_every}", *args.set]
     train = ["ppo", "--env", ENV_ID, "--config", str(GPU_CONFIG), "--quiet", "--steps",
              str(args.ppo_steps), *(a for s in sets for a in ("--set", s))]  # fmt: skip
-    started = time.perf_counter()
     process = launch(train, run_dir)
     curve, solved_minutes = [], None
-    while process.poll() is None:
-        time.sleep(args.every)
-        minutes = (time.perf_counter() - started) / 60
+    for minutes in watch(process, args.every, args.minutes):
         games = read_csv(run_dir / "episodes.csv")
         recent = [float(g["return"]) for g in games[-WINDOW:]]
         mean = sum(recent) / len(recent) if recent else float("nan")
@@ -104,8 +113,6 @@ def ppo_until_solved(args, tmp: Path) -> dict:
               f"mean of last {WINDOW}: {mean:6.2f}", flush=True)  # fmt: skip
         if len(recent) == WINDOW and mean >= SOLVED:
             solved_minutes = minutes
-            break
-        if minutes >= args.minutes:
             break
     stderr = stop(process)
     speed, last_step = steps_per_second(run_dir)

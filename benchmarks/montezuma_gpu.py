@@ -32,10 +32,9 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
-from atari_gpu import device_name, launch, read_csv, steps_per_second, stop
+from atari_gpu import device_name, launch, read_csv, steps_per_second, stop, watch
 from common import header, print_table, today, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,12 +48,9 @@ def train_until_time(args, run_dir: Path) -> dict:
     sets = [f"device={args.device}", f"checkpoint_every={args.flush_every}", *args.set]
     train = ["ppo", "--env", ENV_ID, "--config", str(CONFIG), "--quiet",
              *(a for s in sets for a in ("--set", s))]  # fmt: skip
-    started = time.perf_counter()
     process = launch(train, run_dir)
     curve, first_score_minutes = [], None
-    while process.poll() is None:
-        time.sleep(args.every)
-        minutes = (time.perf_counter() - started) / 60
+    for minutes in watch(process, args.every, args.minutes):
         games = read_csv(run_dir / "episodes.csv")
         best = max((float(g["return"]) for g in games), default=float("nan"))
         step = steps_per_second(run_dir)[1]
@@ -63,8 +59,6 @@ def train_until_time(args, run_dir: Path) -> dict:
               f"{best:6.0f}", flush=True)  # fmt: skip
         if first_score_minutes is None and best > 0:
             first_score_minutes = minutes
-        if minutes >= args.minutes:
-            break
     stderr = stop(process)
     speed, last_step = steps_per_second(run_dir)
     games = read_csv(run_dir / "episodes.csv")
