@@ -205,7 +205,10 @@ def test_gradient_step_takes_autograds_gradients(env_id, switches, fast):
     for name, parameter in network.named_parameters():
         torch.testing.assert_close(parameter.grad, expected[name], rtol=1e-5, atol=1e-7,
                                    msg=name)  # fmt: skip
-    policy_loss, value_loss, _, _ = step
+    policy_loss, value_loss, _, _, kl = step
+    # the KL estimate logged as approx_kl: (r - 1) - log r of the minibatch before the step
+    ratio = (log_probs - old_log_probs).exp()
+    assert float(kl) == pytest.approx(float((ratio - 1 - ratio.log()).mean()), rel=1e-5)
     assert float(policy_loss + config.vf_coef * value_loss) == pytest.approx(
         float(expected_loss.detach()) + config.ent_coef * float(step[2]), abs=1e-6
     )

@@ -1,9 +1,11 @@
 """PPO's GPU path, checked on the CPU: the rollout kept on the device (`device_rollout`) gives
-the update the host rollout gives, and the bf16 autocast switch keeps float32 outputs."""
+the update the host rollout gives, the bf16 autocast switch keeps float32 outputs, and acting
+overlapped with env stepping (`env_overlap`) gives the synchronous loop's rollout."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -43,6 +45,59 @@ def test_the_device_rollout_gives_the_update_of_the_host_rollout(tmp_path):
     start = onpolicy.ActorCriticLearner(config, envs, lambda p: torch.optim.Adam(p)).checkpoint()[0]
     envs.close()
     assert sum(not np.array_equal(start[k], expected[k]) for k in expected if "policy/" in k) > 5
+
+
+def overlap_rollout(overlap: bool, device_rollout: bool = False):
+    """T = 96 steps of 4 Breakout games from fixed seeds and weights: (the rollout as numpy
+    arrays, the observations it ends on, V(s_T), the env steps counted, the games logged)."""
+    config, _ = configs.resolve(PPOConfig, "ppo", BREAKOUT, overrides=[
+        *TINY, "n_envs=4", "n_steps=96", f"env_overlap={str(overlap).lower()}",
+        f"device_rollout={str(device_rollout).lower()}",
+    ])  # fmt: skip
+    envs = onpolicy.make_train_env(config)
+    assert len(envs.groups) == (2 if overlap else 1)
+    torch.manual_seed(0)
+    learner = onpolicy.ActorCriticLearner(config, envs, lambda p: torch.optim.Adam(p))
+    obs, _ = envs.reset(seed=[11, 12, 13, 14])
+    games: list[tuple[float, int]] = []
+    run = SimpleNamespace(log_episode=lambda step, score, length: games.append((score, length)))
+    rollout = onpolicy.rollout_storage(learner, config)
+    obs, experience, last_values = onpolicy.run_policy(learner, envs, obs, rollout, run)
+    envs.close()
+    arrays = {name: torch.as_tensor(x).cpu().numpy() for name, x in vars(experience).items()}
+    return arrays, obs, last_values.numpy(), learner.step, games
+
+
+@pytest.mark.parametrize("device_rollout", [False, True])
+def test_overlapped_acting_gives_the_synchronous_rollout(device_rollout):
+    """env_overlap: pi_theta acts for one group of games while the other steps. The same games,
+    actions, rewards and episode ends as the synchronous loop (the same seeds and generator
+    draws), log-probabilities and values up to float rounding (pi_theta scores 2 observations a
+    call instead of 4), on the host and the device rollout."""
+    expected, expected_obs, expected_last, expected_steps, _ = overlap_rollout(False)
+    found, obs, last, steps, _ = overlap_rollout(True, device_rollout)
+    assert steps == expected_steps == 4 * 96
+    for name in ("obs", "actions", "rewards", "terminated", "truncated"):
+        np.testing.assert_array_equal(found[name], expected[name], err_msg=name)
+    for name in ("log_probs", "values", "final_values"):
+        np.testing.assert_allclose(found[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_array_equal(obs, expected_obs)
+    np.testing.assert_allclose(last, expected_last, rtol=1e-5, atol=1e-6)
+    assert expected["terminated"].any()  # lives were lost: episode ends went through both loops
+    assert len(np.unique(expected["actions"])) == 4
+
+
+@pytest.mark.parametrize(
+    ("env_id", "sets", "fragment"),
+    [
+        ("CartPole-v1", ["env_overlap=true"], "'CartPole-v1' is no ALE game"),
+        (BREAKOUT, ["env_overlap=true", "atari_backend=gymnasium"], "runs on the gymnasium path"),
+        (BREAKOUT, ["env_overlap=true", "n_envs=3", "minibatch_size=192"], "n_envs = 3 is odd"),
+    ],
+)
+def test_env_overlap_without_two_groups_of_atari_games_is_refused(env_id, sets, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        bellman.train("ppo", env_id, overrides=sets, run_dir=Path("/nonexistent/run"))
 
 
 def test_device_rollout_refuses_box_actions():

@@ -137,6 +137,38 @@ def test_one_function_picks_the_backend_for_ale_ids_only():
         make_vector_env(Settings(env="ALE/Breakoot-v5"), lambda: None)
 
 
+def test_two_groups_step_the_games_of_one_group_bit_for_bit():
+    """groups = 2 (env_overlap): `step`, and `send`/`recv` group by group, give what one group
+    of the same N games gives: observations, rewards, episode ends and scored games."""
+    one = AtariVector(BREAKOUT, 4, training=True, env_threads=1)
+    two = AtariVector(BREAKOUT, 4, training=True, env_threads=1, groups=2)
+    assert two.groups == [slice(0, 2), slice(2, 4)]
+    first, _ = one.reset(seed=[5, 6, 7, 8])
+    np.testing.assert_array_equal(two.reset(seed=[5, 6, 7, 8])[0], first)
+    rng, ends, games = np.random.default_rng(0), 0, 0
+    for t in range(600):
+        actions = rng.integers(0, 4, 4)
+        expected = one.step(actions)
+        if t % 2:
+            found = two.step(actions)
+        else:  # group by group, the second sent before the first is received
+            two.send(actions[:2], 0)
+            two.send(actions[2:], 1)
+            halves = two.recv(0), two.recv(1)
+            assert [h[4]["env_id"].tolist() for h in halves] == [[0, 1], [2, 3]]
+            found = tuple(np.concatenate([h[i] for h in halves]) for i in range(4))
+            scores = [h[4]["final_info"]["episode"]["r"] for h in halves if "final_info" in h[4]]
+            if "final_info" in expected[4]:
+                assert scores, f"step {t}: a game ended in one group only"
+        for i in range(4):
+            np.testing.assert_array_equal(found[i], expected[i], err_msg=f"step {t}, item {i}")
+        ends += int(expected[2].sum())
+        games += int(expected[4].get("final_info", {}).get("_episode", np.zeros(4)).sum())
+    one.close()
+    two.close()
+    assert ends > 20 and games >= 1  # lives were lost and games ended along the way
+
+
 def test_async_batch_returns_a_batch_of_the_envs_with_their_ids():
     envs = AtariVector(PONG, 4, training=True, env_threads=min(2, CORES), async_batch=2)
     obs, info = envs.reset(seed=[1, 2, 3, 4])

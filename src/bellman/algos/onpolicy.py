@@ -97,6 +97,9 @@ class ActorCriticConfig(TrainConfig):
     atari_backend: str = field(default="ale_vector", metadata=choices("ale_vector", "gymnasium"))
     """ALE ids: ale_vector (ale-py's AtariVectorEnv, C++ threads) or gymnasium (one wrapped env
     per game, stepped in turn: the readable reference)."""
+    env_overlap: bool = False
+    """Atari backend: the n_envs games in two groups, pi_theta acting for one while the other's
+    games step (`run_policy_overlapped`; n_envs even). false: act, then step all N."""
     channels_last: bool = True
     """Nature-CNN networks take their image batches in channels-last memory order (faster
     convolutions on CPUs; the same numbers up to float rounding). false: the plain layout."""
@@ -395,7 +398,9 @@ def sample_actions(learner: ActorCriticLearner, obs: np.ndarray):
 
 def run_policy(learner: ActorCriticLearner, envs, obs: np.ndarray, rollout: Rollout, run: Run):
     """The N actors run pi_theta for T timesteps together, filling `rollout` (numpy arrays, or
-    device tensors with `device_rollout`: `run_policy_on_device`).
+    device tensors with `device_rollout`: `act_on_device`). With `env_overlap` (the Atari
+    backend's two groups of envs) pi_theta acts for one group while the other's games step
+    (`run_policy_overlapped`).
 
     Returns:
         (the observations to continue from, the rollout as tensors on the learner's device,
@@ -403,57 +408,84 @@ def run_policy(learner: ActorCriticLearner, envs, obs: np.ndarray, rollout: Roll
     """
     if getattr(envs, "acts", False):  # acting = actors: Ray actors run pi_theta for T steps
         return envs.run_policy(learner, rollout, run)
-    if torch.is_tensor(rollout.obs):
-        return run_policy_on_device(learner, envs, obs, rollout, run)
-    for t in range(rollout.obs.shape[0]):
-        actions, log_probs, values = sample_actions(learner, obs)
-        rollout.obs[t], rollout.actions[t] = obs, actions
-        rollout.log_probs[t], rollout.values[t] = log_probs, values
-        step = envs.step(env_actions(actions, learner.action_space))
-        record_step(learner, rollout, t, step, run)
-        obs = step[0]
+    act = act_on_device if torch.is_tensor(rollout.obs) else act_on_host
+    if len(getattr(envs, "groups", ())) > 1:
+        run_policy_overlapped(learner, envs, obs, rollout, run, act)
+    else:
+        every = slice(None)
+        for t in range(rollout.obs.shape[0]):
+            step = envs.step(act(learner, rollout, t, every, obs))  # a_t ~ pi(.|s_t), stored
+            record_step(learner, rollout, t, every, step, run)
+            obs = step[0]
     with torch.no_grad():
         return obs, rollout.tensors(learner.device), learner.policy.value(learner.tensor(obs))
 
 
-def record_step(learner: ActorCriticLearner, rollout: Rollout, t: int, step, run: Run) -> None:
-    """After the envs' step t: count it, store r_t and the episode ends, V(final observation)
-    where a time limit cut an episode, and hand the finished games to the run."""
+def run_policy_overlapped(
+    learner: ActorCriticLearner, envs, obs: np.ndarray, rollout: Rollout, run: Run, act
+) -> None:
+    """`run_policy`'s T steps with env stepping overlapped with acting: the N envs are two
+    groups (`envs.groups`); group g's actions go to its emulator threads (`envs.send`), and while
+    its games step pi_theta acts for the other group. Every actor's experience is what the
+    synchronous loop gives: the same games (same emulators and seeds), a_t drawn from the same
+    numpy generator in the same env order (group 0's N/2 uniforms, then group 1's); pi_theta
+    scores N/2 observations a call instead of N (the same numbers up to float rounding; tested).
+    Finished games are logged with the step count of their group's half step. `obs` is updated
+    in place."""
+    steps = rollout.obs.shape[0]
+    for t in range(steps + 1):
+        for g, group in enumerate(envs.groups):
+            if t > 0:  # group g's step t - 1, which ran while the other group acted
+                step = envs.recv(g)
+                record_step(learner, rollout, t - 1, group, step, run)
+                obs[group] = step[0]
+            if t < steps:
+                envs.send(act(learner, rollout, t, group, obs[group]), g)
+
+
+def act_on_host(learner: ActorCriticLearner, rollout: Rollout, t: int, actors, obs):
+    """a_t ~ pi_theta(.|s_t) for the actors `actors` (a slice of the N) with observations `obs`,
+    stored with s_t, log pi(a_t|s_t) and V(s_t) in the numpy rollout; returns the env actions."""
+    actions, log_probs, values = sample_actions(learner, obs)
+    rollout.obs[t, actors], rollout.actions[t, actors] = obs, actions
+    rollout.log_probs[t, actors], rollout.values[t, actors] = log_probs, values
+    return env_actions(actions, learner.action_space)
+
+
+def act_on_device(learner: ActorCriticLearner, rollout: Rollout, t: int, actors, obs):
+    """`act_on_host` with the rollout on the learner's device: the observations go to the
+    device once (into `rollout.obs[t]`, which the network reads), a ~ pi(.|s) is drawn there by
+    inverting the CDF at u ~ U[0, 1) from the learner's numpy generator (the uniforms
+    `CategoricalHead.sample_numpy` draws, so the same actions as the host path up to float
+    rounding), and only the actions come back to the host for the envs. Log-probs and values
+    never leave the device; rewards and episode ends are [T, N] numbers moved once."""
+    rollout.obs[t, actors].copy_(torch.as_tensor(obs), non_blocking=True)
+    with torch.no_grad():
+        logits, values = learner.policy(rollout.obs[t, actors])
+        log_pi = logits.float().log_softmax(dim=1)
+        cdf = log_pi.exp().cumsum(dim=1)
+        u = learner.tensor(learner.rng.random(len(obs), dtype=np.float32))[:, None] * cdf[:, -1:]
+        actions = ((cdf <= u).sum(dim=1)).clamp_(max=logits.shape[1] - 1)
+        rollout.actions[t, actors], rollout.values[t, actors] = actions, values
+        rollout.log_probs[t, actors] = log_pi.gather(1, actions[:, None])[:, 0]
+    return actions.cpu().numpy()
+
+
+def record_step(
+    learner: ActorCriticLearner, rollout: Rollout, t: int, actors, step, run: Run
+) -> None:
+    """After the envs' step t (of the actors `actors`, a slice of the N): count it, store r_t
+    and the episode ends, V(final observation) where a time limit cut an episode, and hand the
+    finished games to the run."""
     next_obs, rewards, terminated, truncated, infos = step
     learner.step += len(rewards)
-    rollout.rewards[t], rollout.terminated[t], rollout.truncated[t] = rewards, terminated, truncated
+    rollout.rewards[t, actors], rollout.terminated[t, actors] = rewards, terminated
+    rollout.truncated[t, actors] = truncated
     if (truncated & ~terminated).any():  # a time limit: V(s_t+1) of the final observation
         with torch.no_grad():
             final_obs = learner.tensor(final_observations(next_obs, infos))
-            rollout.final_values[t] = learner.policy.value(final_obs).cpu().numpy()
+            rollout.final_values[t, actors] = learner.policy.value(final_obs).cpu().numpy()
     log_episodes(run, learner.step, infos)
-
-
-def run_policy_on_device(
-    learner: ActorCriticLearner, envs, obs: np.ndarray, rollout: Rollout, run: Run
-):
-    """`run_policy` with the rollout on the learner's device: per step, the observations go to
-    the device once (into `rollout.obs[t]`, which the network reads), a ~ pi(.|s) is drawn
-    there by inverting the CDF at u ~ U[0, 1) from the learner's numpy generator (the N
-    uniforms `CategoricalHead.sample_numpy` draws, so the same actions as the host path up to
-    float rounding), and only the N actions come back to the host for the envs. Log-probs and
-    values never leave the device; rewards and episode ends are [T, N] numbers moved once."""
-    policy, n = learner.policy, envs.num_envs
-    for t in range(rollout.obs.shape[0]):
-        rollout.obs[t].copy_(torch.as_tensor(obs), non_blocking=True)
-        with torch.no_grad():
-            logits, values = policy(rollout.obs[t])
-            log_pi = logits.float().log_softmax(dim=1)
-            cdf = log_pi.exp().cumsum(dim=1)
-            u = learner.tensor(learner.rng.random(n, dtype=np.float32))[:, None] * cdf[:, -1:]
-            actions = ((cdf <= u).sum(dim=1)).clamp_(max=logits.shape[1] - 1)
-            rollout.actions[t], rollout.values[t] = actions, values
-            rollout.log_probs[t] = log_pi.gather(1, actions[:, None])[:, 0]
-        step = envs.step(actions.cpu().numpy())
-        record_step(learner, rollout, t, step, run)
-        obs = step[0]
-    with torch.no_grad():
-        return obs, rollout.tensors(learner.device), policy.value(learner.tensor(obs))
 
 
 def estimate_advantages(rollout: Rollout, last_values: torch.Tensor, gamma: float, lam: float):
@@ -474,7 +506,7 @@ def estimate_advantages(rollout: Rollout, last_values: torch.Tensor, gamma: floa
 def rollout_storage(learner: ActorCriticLearner, config: ActorCriticConfig) -> Rollout:
     """Zeroed [T, N, ...] numpy arrays for one iteration's experience; with `device_rollout` the
     observations, actions, log-probabilities and values are tensors on the learner's device
-    (`run_policy_on_device` fills them) and the rest, [T, N] numbers from the envs, numpy."""
+    (`act_on_device` fills them) and the rest, [T, N] numbers from the envs, numpy."""
     shape = (config.n_steps, config.n_envs)
     box = isinstance(learner.action_space, gym.spaces.Box)
     action_shape = (int(np.prod(learner.action_space.shape)),) if box else ()

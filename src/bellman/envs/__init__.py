@@ -165,10 +165,18 @@ def env_catalog() -> list[tuple[str, str, str]]:
 # ---- vector envs --------------------------------------------------------------------------
 def check_vector_settings(config) -> None:
     """ConfigError for vector-env settings that cannot work (called by the algorithms' config
-    validation, before anything is built): `env_threads` above this machine's cores."""
+    validation, before anything is built): `env_threads` above this machine's cores,
+    `env_overlap` where there is no Atari backend or an odd `n_envs`."""
     from bellman.envs.atari_vector import check_counts
 
-    check_counts(getattr(config, "n_envs", 1), config.env_threads, 0)
+    overlap = getattr(config, "env_overlap", False)
+    if overlap and not (config.env.startswith("ALE/") and config.atari_backend == "ale_vector"):
+        raise ConfigError(
+            f"env_overlap steps the Atari backend's games in two groups, but '{config.env}' "
+            f"{'runs on the gymnasium path' if config.env.startswith('ALE/') else 'is no ALE game'}"
+            f": use an ALE/... id with atari_backend = ale_vector, or env_overlap = false"
+        )
+    check_counts(getattr(config, "n_envs", 1), config.env_threads, 0, 2 if overlap else 1)
 
 
 def make_vector_env(config, one_env, *, training: bool = True) -> gym.vector.VectorEnv:
@@ -195,6 +203,7 @@ def make_vector_env(config, one_env, *, training: bool = True) -> gym.vector.Vec
         return AtariVector(
             config.env, n_envs, training=training, frame_stack=config.frame_stack,
             env_threads=config.env_threads,
+            groups=2 if getattr(config, "env_overlap", False) else 1,
         )  # fmt: skip
     return gym.vector.SyncVectorEnv(
         [one_env] * n_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP

@@ -36,6 +36,13 @@ Differences from the gymnasium-wrapper path (`envs.atari.make_atari_env`), each 
 Synchronous runs are reproducible bit for bit: every env has its own seeded emulator, and the
 thread that steps it does not change its numbers (tested with 1 and 2 threads).
 
+Groups (`groups` = 2, the on-policy algorithms' `env_overlap`): the N games in two emulators
+of N/2 each, stepped apart: `send(actions, g)` starts group g's step on its threads and returns at
+once, `recv(g)` waits for it, so a learner can run pi_theta for one group while the other's
+games step (`algos.onpolicy.run_policy`). Each game is the same emulator with the same seed as in
+one group: `step` (both groups sent, then both received) returns what one group of N returns,
+bit for bit (tested).
+
 Async (`async_batch` = B < N, this class only; no algorithm uses it yet): `step` sends actions
 for the B envs it last returned and returns the first B envs that finish their step
 (`infos["env_id"]` names them), so slow envs do not hold the fast ones back. What it changes:
@@ -61,8 +68,9 @@ from bellman.errors import ConfigError
 CORES = os.cpu_count() or 1
 
 
-def check_counts(n_envs: int, env_threads: int, async_batch: int) -> None:
-    """ConfigError for thread and batch counts the backend cannot take, naming what is valid."""
+def check_counts(n_envs: int, env_threads: int, async_batch: int, groups: int = 1) -> None:
+    """ConfigError for thread, batch and group counts the backend cannot take, naming what is
+    valid."""
     if env_threads > CORES:
         raise ConfigError(
             f"env_threads = {env_threads} is more than the {CORES} cores of this machine; "
@@ -73,11 +81,19 @@ def check_counts(n_envs: int, env_threads: int, async_batch: int) -> None:
             f"async_batch = {async_batch} is more than n_envs = {n_envs}: an async step returns "
             f"async_batch of the n_envs games; use 0 (synchronous) or 1..{n_envs}"
         )
+    if groups > 1 and (n_envs % groups or async_batch):
+        raise ConfigError(
+            f"env_overlap steps the n_envs games in {groups} equal groups, but n_envs = {n_envs}"
+            f"{' is odd' if n_envs % groups else ' with async_batch'}; use an even n_envs >= 2"
+            f" (or env_overlap = false)"
+        )
 
 
-def check_settings(env_id: str, n_envs: int, env_threads: int, async_batch: int) -> None:
+def check_settings(
+    env_id: str, n_envs: int, env_threads: int, async_batch: int, groups: int = 1
+) -> None:
     """ConfigError for settings the backend cannot take, naming the value and what is valid."""
-    check_counts(n_envs, env_threads, async_batch)
+    check_counts(n_envs, env_threads, async_batch, groups)
     spec = gym.registry[env_id]
     if spec.kwargs.get("obs_type", "rgb") != "rgb":
         raise ConfigError(
@@ -97,6 +113,8 @@ class AtariVector(gym.vector.VectorEnv):
         frame_stack: m, frames per observation.
         env_threads: emulator threads (0: one per core; never more than N).
         async_batch: B < N steps the first B games ready (see the module docstring); 0 all N.
+        groups: 2 steps the games in two groups that can be sent and received apart (`send`,
+            `recv`; see the module docstring); 1 one group.
         noop_max: reset takes 1..noop_max no-ops (0: none).
         repeat_action_probability: sticky actions; None keeps the id's (v5: 0.25).
         fire_reset: press FIRE on reset in games that have it.
@@ -111,33 +129,40 @@ class AtariVector(gym.vector.VectorEnv):
         frame_stack: int = 4,
         env_threads: int = 0,
         async_batch: int = 0,
+        groups: int = 1,
         noop_max: int = 30,
         repeat_action_probability: float | None = None,
         fire_reset: bool = True,
     ):
         from ale_py.vector_env import AtariVectorEnv
 
-        check_settings(env_id, n_envs, env_threads, async_batch)
+        check_settings(env_id, n_envs, env_threads, async_batch, groups)
         self.spec = gym.registry[env_id]
         kwargs = self.spec.kwargs
         sticky = kwargs.get("repeat_action_probability", 0.0)
         if repeat_action_probability is not None:
             sticky = repeat_action_probability
-        self.ale_env = AtariVectorEnv(
-            kwargs["game"], n_envs, batch_size=async_batch,
-            num_threads=min(env_threads or CORES, n_envs),
-            max_num_frames_per_episode=kwargs.get("max_num_frames_per_episode", 108_000),
-            repeat_action_probability=float(sticky),
-            full_action_space=kwargs.get("full_action_space", False),
-            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-            stack_num=1, noop_max=noop_max, life_loss_info=training, reward_clipping=False,
-            use_fire_reset=fire_reset,
-        )  # fmt: skip
+        size = n_envs // groups
+        self.ale_envs = [
+            AtariVectorEnv(
+                kwargs["game"], size, batch_size=async_batch,
+                num_threads=min(env_threads or CORES, size),
+                max_num_frames_per_episode=kwargs.get("max_num_frames_per_episode", 108_000),
+                repeat_action_probability=float(sticky),
+                full_action_space=kwargs.get("full_action_space", False),
+                autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+                stack_num=1, noop_max=noop_max, life_loss_info=training, reward_clipping=False,
+                use_fire_reset=fire_reset,
+            )  # fmt: skip
+            for _ in range(groups)
+        ]
+        #: the envs of each group, in order: group g is envs g N/groups .. (g + 1) N/groups - 1
+        self.groups = [slice(g * size, (g + 1) * size) for g in range(groups)]
         self.num_envs, self.training, self.frame_stack = n_envs, training, frame_stack
         self.batch = async_batch or n_envs
         self.metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
         self.single_observation_space = gym.spaces.Box(0, 255, (frame_stack, 84, 84), np.uint8)
-        self.single_action_space = self.ale_env.single_action_space
+        self.single_action_space = self.ale_envs[0].single_action_space
         self.observation_space = gym.vector.utils.batch_space(
             self.single_observation_space, self.batch
         )
@@ -157,16 +182,59 @@ class AtariVector(gym.vector.VectorEnv):
         if seed is not None:
             seed = np.arange(seed, seed + self.num_envs) if np.isscalar(seed) else seed
             seed = np.asarray(seed, dtype=np.int64) % (2**31)  # ale-py's seeds are int32
-        frames, info = self.ale_env.reset(seed=seed)
-        ids = info["env_id"]
+        results = [
+            ale_env.reset(seed=None if seed is None else seed[group])
+            for ale_env, group in zip(self.ale_envs, self.groups, strict=True)
+        ]
+        frames = np.concatenate([frames for frames, _ in results])
+        infos = [info for _, info in results]
+        ids = np.concatenate([
+            info["env_id"] + group.start for info, group in zip(infos, self.groups, strict=True)
+        ])  # fmt: skip
+        lives = np.concatenate([info["lives"] for info in infos])
         self.ring[ids] = frames  # m copies of the first frame, [B, 1, 84, 84] broadcast
-        self.lives[ids] = info["lives"]
+        self.lives[ids] = lives
         self.scores[ids], self.lengths[ids] = 0.0, 0
         self.env_ids = ids
-        return self.ring[ids], {"env_id": ids, "lives": info["lives"]}  # (a copy: fancy index)
+        return self.ring[ids], {"env_id": ids, "lives": lives}  # (a copy: fancy index)
 
     def step(self, actions: np.ndarray):
-        """One agent step (k frames) of the envs `env_ids` (all N when synchronous).
+        """One agent step (k frames) of the envs `env_ids` (all N when synchronous): every group
+        sent its actions, then every group received, as one step (see `recv`)."""
+        actions = np.asarray(actions, dtype=np.int64)
+        if len(self.groups) == 1:
+            return self.finish(self.ale_envs[0].step(actions), 0)
+        for g, group in enumerate(self.groups):
+            self.send(actions[group], g)
+        steps = [self.ale_envs[g].recv() for g in range(len(self.groups))]
+        info = {  # what `finish` reads (final_obs: where a game ended, else any frame)
+            "env_id": np.concatenate([
+                s[4]["env_id"] + group.start for s, group in zip(steps, self.groups, strict=True)
+            ]),
+            "lives": np.concatenate([s[4]["lives"] for s in steps]),
+            "final_obs": np.concatenate([s[4].get("final_obs", s[0]) for s in steps]),
+        }
+        return self.finish(
+            (*(np.concatenate([step[i] for step in steps]) for i in range(4)), info), None
+        )
+
+    def send(self, actions: np.ndarray, group: int) -> None:
+        """Start group `group`'s step with `actions` (one per env of the group) and return: its
+        threads step the games while the caller goes on; `recv(group)` collects it."""
+        self.ale_envs[group].send(np.asarray(actions, dtype=np.int64))
+
+    def recv(self, group: int):
+        """Wait for group `group`'s step and return it as `step` does, for its envs only
+        (`infos["env_id"]` names them by their index among the N)."""
+        return self.finish(self.ale_envs[group].recv(), group)
+
+    def finish(self, result, group: int | None):
+        """DeepMind's preprocessing of a step of ale-py's (items 4, 6, 7: the stacks, clipped
+        rewards, life loss; the bookkeeping of raw scores).
+
+        Args:
+            result: ale-py's (frames, rewards, terminated, truncated, info) for some envs.
+            group: their group (their `env_id`s are the group's own), or None (the N's).
 
         Returns:
             (phi_t+1 [B, m, 84, 84] uint8, rewards [B] float32: clipped when training, raw
@@ -174,9 +242,8 @@ class AtariVector(gym.vector.VectorEnv):
             "lives", "final_obs"/"_final_obs" where a learner's episode ended (its last phi),
             and "final_info" {"episode": {"r", "l"}, "_episode"} where a game ended.
         """
-        actions = np.asarray(actions, dtype=np.int64)
-        frames, rewards, terminated, truncated, info = self.ale_env.step(actions)
-        ids = info["env_id"]
+        frames, rewards, terminated, truncated, info = result
+        ids = info["env_id"] + (0 if group is None else self.groups[group].start)
         raw = rewards.astype(np.float64)
         lives = info["lives"].astype(np.int64)
         ended = terminated | truncated
@@ -212,4 +279,5 @@ class AtariVector(gym.vector.VectorEnv):
         return stacks, learned.astype(np.float32), terminated, truncated, infos
 
     def close(self, **kwargs) -> None:
-        self.ale_env.close()
+        for ale_env in self.ale_envs:
+            ale_env.close()

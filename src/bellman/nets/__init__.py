@@ -99,9 +99,15 @@ class NatureCNN(nn.Module):
             flat = self.convs(torch.zeros(1, in_channels, height, width)).shape[1]
         self.fc = nn.Sequential(nn.Linear(flat, features), nn.ReLU())
         self.out_dim = features
+        # the layout the frames are laid out in for the convolutions (`nets.fast`'s
+        # channels_last_inputs sets torch.channels_last; the default keeps the input's)
+        self.memory_format = torch.preserve_format
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.convs(frames.float() / 255.0))
+        # the frames as floats in [0, 1]: one new tensor (converted, and laid out, in one pass),
+        # scaled in place
+        x = frames.to(torch.float32, memory_format=self.memory_format, copy=True)
+        return self.fc(self.convs(x.div_(255.0)))
 
 
 def vector_inputs(obs: torch.Tensor, one_hot: int | None) -> torch.Tensor:
