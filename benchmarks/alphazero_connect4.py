@@ -1,5 +1,6 @@
-"""AlphaZero (or MuZero, `--algo muzero`) on Connect Four for a fixed wall-clock budget, then
-measured against fixed players and against exact scores.
+"""AlphaZero (or MuZero, `--algo muzero`, or AlphaGo, `--algo alphago`) on Connect Four for a
+fixed wall-clock budget, then measured against fixed players, against exact scores and, with
+`--versus RUN`, head to head against another run's agent.
 
     1. Train `bellman train alphazero --env connect4` (the shipped tuned config,
        bellman/configs/alphazero-connect4.toml) with `--workers` self-play processes; after
@@ -24,12 +25,23 @@ Targets (issue 5), within a 2-hour, 2-core budget: >= 90% wins against both oppo
 result-preserving moves. `--algo muzero` trains `bellman train muzero --env connect4` instead
 (bellman/configs/muzero-connect4.toml; one self-play process: MuZero has no `workers` yet) and
 evaluates its agent (search over its learned model) the same way; issue 19's target for it is
->= 90% result-preserving.
+>= 90% result-preserving. `--algo alphago` runs AlphaGo's pipeline (`bellman train alphago --env
+connect4`: expert games of depth-3 alpha-beta, the SL, rollout, RL and value networks; `--set
+steps=4` by default, the search ablation being an evaluation) to its end or `--minutes`; its
+agent is the lambda-mixed search of its networks, its rollouts seeded per game or slice of
+positions. Issue 20's "AlphaGo Zero beats AlphaGo", measured at equal compute:
+
+    python benchmarks/alphazero_connect4.py --algo alphago --minutes 120 --simulations 800
+    python benchmarks/alphazero_connect4.py --minutes <AlphaGo's training minutes> \
+        --simulations 800 --versus runs/bench-alphago-connect4
+
+`--versus RUN` plays `--games` more games against RUN's agent (any of the three algorithms, at
+`--simulations`), colours alternating.
 
     python benchmarks/alphazero_connect4.py [--algo alphazero|muzero] [--minutes 120]
         [--workers 2] [--games 50]
         [--simulations 3200] [--positions 1000] [--run-dir DIR] [--skip-training] [--solve]
-        [--set KEY=VALUE ...] [--results NAME]
+        [--set KEY=VALUE ...] [--results NAME] [--versus RUN]
 
 Writes benchmarks/results/alphazero_connect4.json (muzero_connect4.json with --algo muzero,
 NAME.json with --results).
@@ -53,10 +65,13 @@ from common import header, print_table, write_results
 
 from bellman import api, checkpoint
 from bellman.games.base import play_moves
+from bellman.run import read_run_config
 from bellman.search import MCTS, AlphaBetaPlayer, RandomRolloutEvaluator
 from bellman.zero.arena import play_match
+from bellman.zero.go_players import alphago_player
 from bellman.zero.play import load_agent as load_trained_agent
 
+NAMES = {"alphazero": "AlphaZero", "muzero": "MuZero", "alphago": "AlphaGo"}
 DEFAULT_LABELS = Path(__file__).resolve().parents[2] / "shared/data/connect4/Test_L2_R2.labels"
 
 
@@ -67,9 +82,10 @@ def train(args) -> float:
     started = time.perf_counter()
     stopper.start()
     try:
-        workers = [f"workers={args.workers}"] if args.algo == "alphazero" else []
+        extra = {"alphazero": [f"workers={args.workers}"], "alphago": ["steps=4"]}
         api.train(
-            args.algo, "connect4", overrides=[*workers, f"seed={args.seed}", *args.set],
+            args.algo, "connect4",
+            overrides=[*extra.get(args.algo, []), f"seed={args.seed}", *args.set],
             run_dir=args.run_dir, quiet=True,
         )  # fmt: skip
     finally:
@@ -91,35 +107,48 @@ def mcts_player(game, simulations: int, seed: int):
 
 
 def load_agent(run_dir: Path, simulations: int, solve: bool = False):
-    """The trained agent as `bellman move` runs it (`bellman.zero.play.load_agent`): its frozen
-    network, `simulations` PUCT simulations, no noise, most visited (with `solve`, or when the
-    run's config has it: MCTS-Solver and its `best_move`)."""
+    """The trained agent as `bellman move` runs it, as (game, seed -> act): AlphaZero and MuZero
+    (`bellman.zero.play.load_agent`: the frozen network, `simulations` simulations, no noise,
+    most visited; with `solve`, or when the run's config has it, MCTS-Solver and its
+    `best_move`) search deterministically, whatever the seed; AlphaGo's lambda-mixed search
+    (`go_players.alphago_player`) draws its rollouts from the seed."""
+    if read_run_config(run_dir).get("algo") == "alphago":
+        game = alphago_player(run_dir, "connect4", simulations)[1]
+        return game, lambda seed: alphago_player(run_dir, "connect4", simulations, seed)[0]
     agent = load_trained_agent(run_dir, "connect4", simulations, solve=solve)
-    return agent.game, agent.act
+    return agent.game, lambda seed: agent.act
 
 
 _worker: dict = {}
+AGENT_SEEDS = {"positions": 3000, "mcts": 5000, "alphabeta": 6000, "versus": 7000}
+"""The agent's seed in a job: this plus the job's game (or first position) index."""
 
 
 def _start_worker(run_dir: Path, args: dict) -> None:
     torch.set_num_threads(1)
     _worker["game"], _worker["agent"] = load_agent(run_dir, args["simulations"], args["solve"])
+    if args["versus"] is not None:
+        _worker["versus"] = load_agent(args["versus"], args["simulations"])[1]
     _worker["args"] = args
 
 
 def _job(job: tuple):
-    """One evaluation job in a worker: a game against a fixed opponent or a slice of positions.
+    """One evaluation job in a worker: a game against a fixed opponent or another run's agent,
+    or a slice of positions.
 
     Every job is seeded by its own index and the agent searches afresh on every move, so the
     results do not depend on how jobs are spread over processes.
     """
-    game, agent, args = _worker["game"], _worker["agent"], _worker["args"]
+    game, args = _worker["game"], _worker["args"]
     kind = job[0]
+    agent = _worker["agent"](AGENT_SEEDS[kind] + job[1])  # (AlphaGo's rollouts; else unused)
     if kind == "positions":
         return score_positions(game, agent, args["labels"], job[1], job[2])
     g = job[1]
     if kind == "mcts":
         opponent = mcts_player(game, args["mcts_simulations"], 1000 + g)
+    elif kind == "versus":
+        opponent = _worker["versus"](4000 + g)
     else:
         opponent = AlphaBetaPlayer(game, 2, heuristic=game.heuristic, seed=2000 + g).act
     if g % 2 == 0:  # the agent moves first in even games
@@ -169,14 +198,16 @@ def score_positions(game, agent, labels: Path, start: int, stop: int) -> dict:
 
 
 def evaluate_agent(args) -> tuple[dict, dict, dict]:
-    """Steps 2 and 3 in `--workers` processes: games vs MCTS, vs alpha-beta, the positions."""
+    """Steps 2 and 3 in `--workers` processes: games vs MCTS, vs alpha-beta, the positions, and
+    the games against `--versus` (None without it)."""
     chunk = 50
     jobs = [("mcts", g) for g in range(args.games)]
     jobs += [("alphabeta", g) for g in range(args.games)]
     jobs += [("positions", i, min(i + chunk, args.positions))
              for i in range(0, args.positions, chunk)]  # fmt: skip
+    jobs += [("versus", g) for g in range(args.games if args.versus else 0)]
     shared = {"simulations": args.simulations, "mcts_simulations": args.mcts_simulations,
-              "labels": args.labels, "solve": args.solve}  # fmt: skip
+              "labels": args.labels, "solve": args.solve, "versus": args.versus}  # fmt: skip
     with ProcessPoolExecutor(
         max(1, args.workers), mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker, initargs=(args.run_dir, shared),
@@ -184,19 +215,20 @@ def evaluate_agent(args) -> tuple[dict, dict, dict]:
         results = list(pool.map(_job, jobs))
     games = args.games
     versus_mcts, versus_alphabeta = tally(results[:games]), tally(results[games : 2 * games])
-    counted = results[2 * games :]
+    counted = [r for r in results[2 * games :] if isinstance(r, dict)]
+    head_to_head = [r for r in results[2 * games :] if not isinstance(r, dict)]
     total = sum(c["positions"] for c in counted)
     positions = {
         "positions": total,
         "result_preserving": sum(c["preserving"] for c in counted) / total,
         "exactly_optimal": sum(c["optimal"] for c in counted) / total,
     }
-    return versus_mcts, versus_alphabeta, positions
+    return versus_mcts, versus_alphabeta, positions, tally(head_to_head) if head_to_head else None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", choices=("alphazero", "muzero"), default="alphazero")
+    parser.add_argument("--algo", choices=("alphazero", "muzero", "alphago"), default="alphazero")
     parser.add_argument("--minutes", type=float, default=120.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -218,6 +250,8 @@ def main() -> None:
                         "(default: ALGO_connect4)")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the shipped config (repeatable)")  # fmt: skip
+    parser.add_argument("--versus", type=Path, default=None, metavar="RUN",
+                        help="also play --games games against RUN's agent")  # fmt: skip
     args = parser.parse_args()
     args.run_dir = args.run_dir or Path(f"runs/bench-{args.algo}-connect4")
     args.results = args.results or f"{args.algo}_connect4"
@@ -225,11 +259,13 @@ def main() -> None:
     seconds = None if args.skip_training else train(args)
     _, meta = checkpoint.load(args.run_dir / "checkpoints")
     started = time.perf_counter()
-    versus_mcts, versus_alphabeta, positions = evaluate_agent(args)
+    algo = read_run_config(args.run_dir).get("algo")
+    versus_mcts, versus_alphabeta, positions, head_to_head = evaluate_agent(args)
+    state = meta["state"]
     print(
-        f"{'AlphaZero' if args.algo == 'alphazero' else 'MuZero'} on Connect Four: "
-        f"{meta['step']} self-play moves "
-        f"({meta['state']['games']} games, {meta['state']['updates']} updates)"
+        f"{NAMES.get(algo, algo)} on Connect Four: "
+        + (f"{meta['step']} self-play moves ({state['games']} games, {state['updates']} updates)"
+           if algo != "alphago" else f"pipeline to stage {meta['step']}")
         + (f" in {seconds / 60:.1f} min" if seconds is not None else "")
         + f"; agent {args.simulations} simulations per move"
         + (" with MCTS-Solver" if args.solve else "")
@@ -242,26 +278,29 @@ def main() -> None:
             (f"result-preserving moves ({positions['positions']} of Test_L2_R2)",
              f"{positions['result_preserving']:.1%}", ">= 95%"),
             ("exactly optimal moves", f"{positions['exactly_optimal']:.1%}", ""),
+            *([(f"wins vs {args.versus}", wins_text(head_to_head), "")] if head_to_head else []),
         ],
     )  # fmt: skip
     write_results(
         args.results,
         {
             **header(1, "torch", "numpy"),
-            "algo": args.algo,
+            "algo": algo,
             "minutes": args.minutes,
             "training_seconds": seconds,
             "workers": args.workers,
             "overrides": args.set,
-            "self_play_moves": meta["step"],
-            "games": meta["state"]["games"],
-            "updates": meta["state"]["updates"],
+            "self_play_moves": meta["step"] if algo != "alphago" else None,
+            "stage": meta["step"] if algo == "alphago" else None,
+            "games": state.get("games"),
+            "updates": state.get("updates"),
             "agent_simulations": args.simulations,
             "agent_solver": args.solve,
             "evaluation_seconds": time.perf_counter() - started,
             "vs_mcts": {**versus_mcts, "simulations": args.mcts_simulations},
             "vs_alphabeta_depth2": versus_alphabeta,
             "test_L2_R2": positions,
+            "versus": {"run": str(args.versus), **head_to_head} if head_to_head else None,
         },
     )
 

@@ -164,9 +164,9 @@ def load_player(source: Path, algo: str, game_name: str, simulations: int):
     (its tree). AlphaZero and MuZero: `bellman.zero.play.load_agent`; AlphaGo: its search agent
     (`go_players`, the one `bellman gtp` plays) with the run's lambda."""
     if algo == "alphago":
-        from bellman.zero.go_players import _alphago_player
+        from bellman.zero.go_players import alphago_player
 
-        act, _, _ = _alphago_player(Path(source), game_name, simulations)
+        act, _, _ = alphago_player(Path(source), game_name, simulations)
         return _SearchAgent(act)
     from bellman.zero.play import load_agent
 

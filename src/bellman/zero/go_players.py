@@ -3,6 +3,7 @@ algorithm's trained agent as state -> move, whatever algorithm trained it.
 
 load_go_player  (player, game, description) of a run's latest checkpoint: AlphaZero (its
                 network's search) or AlphaGo (the lambda-mixed search of its four networks)
+alphago_player  the same for an AlphaGo run of any game (Go or Connect Four)
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def _alphazero_player(run_dir: Path, env: str, simulations: int | None):
     return agent.act, agent.game, f"alphazero {run_dir.name}"
 
 
-def _alphago_player(run_dir: Path, env: str, simulations: int | None):
+def alphago_player(run_dir: Path, env: str, simulations: int | None, seed: int | None = None):
+    """(player, game, description) of an AlphaGo run of `env`: the lambda-mixed search of its
+    four networks, its rollouts drawn from `seed` (default: the run's seed)."""
     from bellman.zero import alphago
 
     values = read_run_config(run_dir)
@@ -54,9 +57,10 @@ def _alphago_player(run_dir: Path, env: str, simulations: int | None):
     arrays, _ = checkpoint.load(run_dir / "checkpoints", algo="alphago")
     game = make_game(env)
     nets = alphago.load_nets(arrays, config, game)
-    act = alphago.search_agent(game, nets, config, config.mixing, config.seed)
+    seed = config.seed if seed is None else seed
+    act = alphago.search_agent(game, nets, config, config.mixing, seed)
     return act, game, f"alphago {run_dir.name}"
 
 
-_PLAYERS: dict[str, Callable] = {"alphazero": _alphazero_player, "alphago": _alphago_player}
+_PLAYERS: dict[str, Callable] = {"alphazero": _alphazero_player, "alphago": alphago_player}
 """algo -> (run_dir, env, simulations) -> (player, game, description)."""
