@@ -97,9 +97,6 @@ class ActorCriticConfig(TrainConfig):
     atari_backend: str = field(default="ale_vector", metadata=choices("ale_vector", "gymnasium"))
     """ALE ids: ale_vector (ale-py's AtariVectorEnv, C++ threads) or gymnasium (one wrapped env
     per game, stepped in turn: the readable reference)."""
-    env_overlap: bool = False
-    """Atari backend: the n_envs games in two groups, pi_theta acting for one while the other's
-    games step (`run_policy_overlapped`; n_envs even). false: act, then step all N."""
     channels_last: bool = True
     """Nature-CNN networks take their image batches in channels-last memory order (faster
     convolutions on CPUs; the same numbers up to float rounding). false: the plain layout."""
@@ -116,6 +113,9 @@ class ActorCriticConfig(TrainConfig):
     a copy of pi_theta over its envs for the whole rollout, one round trip an iteration
     (`distributed.rollout.RayActingEnv`: scales with actors; reproducible, not the one-process
     run, whose actions come from one generator)."""
+    env_overlap: bool = False
+    """Atari backend: the n_envs games in two groups, pi_theta acting for one while the other's
+    games step (`run_policy_overlapped`; n_envs even). false: act, then step all N."""
     steps: int = field(default=1_000_000, metadata=interval("[1, inf)"))
     """Total number of environment steps of the run, summed over the n_envs environments."""
     n_envs: int = field(default=1, metadata=interval("[1, 256]"))
