@@ -99,14 +99,13 @@ class NatureCNN(nn.Module):
             flat = self.convs(torch.zeros(1, in_channels, height, width)).shape[1]
         self.fc = nn.Sequential(nn.Linear(flat, features), nn.ReLU())
         self.out_dim = features
-        # the layout the frames are laid out in for the convolutions (`nets.fast`'s
-        # channels_last_inputs sets torch.channels_last; the default keeps the input's)
-        self.memory_format = torch.preserve_format
+        # the memory layout of the frames for the convolutions (`nets.fast`'s
+        # channels_last_inputs sets torch.channels_last)
+        self.memory_format = torch.contiguous_format
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        # the frames as floats in [0, 1]: one new tensor (converted, and laid out, in one pass),
-        # scaled in place
-        x = frames.to(torch.float32, memory_format=self.memory_format, copy=True)
+        # the frames laid out (as bytes: the cheap copy), then as new floats scaled to [0, 1]
+        x = frames.contiguous(memory_format=self.memory_format).to(torch.float32, copy=True)
         return self.fc(self.convs(x.div_(255.0)))
 
 
