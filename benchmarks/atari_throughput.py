@@ -16,7 +16,8 @@ end, DQN end to end, all on ALE/Breakout-v5 with the same settings for both libr
           forward to act, 3 epochs of forward + backward ~ 3 forwards each). The table prints the
           GFLOP/s each library reaches that way and its share of the ceiling: the env steps/s of
           the same network work alone (acting forwards and the 3 epochs of minibatch steps, torch,
-          no env), measured in the same run.
+          no env), measured in the same run. A fourth run is bellman with `env_overlap` (the
+          policy acting for one group of 4 games while the other 4 step in their threads).
     dqn   DQN end to end with Nature's settings (below) against SB3's DQN("CnnPolicy").
 
 DQN: both libraries run their *full* DQN training loop with one torch thread: epsilon-greedy
@@ -229,17 +230,23 @@ CNN_MFLOP = 2 * (32 * 20 * 20 * 4 * 8 * 8 + 64 * 9 * 9 * 32 * 4 * 4 + 64 * 7 * 7
 PPO_MFLOP_PER_STEP = CNN_MFLOP * (1 + 3 * PPO["n_epochs"])
 
 
-def ppo_bellman(seed: int, args) -> dict:
+def ppo_bellman(seed: int, args, extra: tuple[str, ...] = ()) -> dict:
     total = ITERATION * (args.ppo_iterations + 1)
     overrides = [f"seed={seed}", f"steps={total}", f"n_envs={N_ENVS}", "eval_every=0",
                  f"log_every={ITERATION}", f"checkpoint_every={total + 1}", "device=cpu",
-                 "torch_threads=1", *(f"{k}={v}" for k, v in PPO.items())]  # fmt: skip
+                 "torch_threads=1", *(f"{k}={v}" for k, v in PPO.items()), *extra]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         bellman.train("ppo", ENV_ID, overrides=overrides, run_dir=Path(tmp) / "run", quiet=True)
         with open(Path(tmp) / "run" / "metrics.csv", encoding="utf-8") as handle:
             rows = {int(row["step"]): row for row in csv.DictReader(handle)}
     seconds = float(rows[total]["wall_time"]) - float(rows[ITERATION]["wall_time"])
     return {"env_steps": total - ITERATION, "seconds": seconds}
+
+
+def ppo_bellman_overlap(seed: int, args) -> dict:
+    """bellman's PPO with `env_overlap`: pi_theta acts for one group of 4 games while the other 4
+    step (the same rollout as the synchronous loop)."""
+    return ppo_bellman(seed, args, ("env_overlap=true",))
 
 
 def ppo_sb3(seed: int, args) -> dict:
@@ -315,7 +322,8 @@ def ppo_network_ceiling(seed: int, args) -> dict:
 
 SECTIONS = {
     "raw": {"backend": raw_backend, "wrapper path": raw_wrapper, "sb3": raw_sb3},
-    "ppo": {"bellman": ppo_bellman, "sb3": ppo_sb3, "network alone": ppo_network_ceiling},
+    "ppo": {"bellman": ppo_bellman, "sb3": ppo_sb3, "network alone": ppo_network_ceiling,
+            "bellman, env_overlap": ppo_bellman_overlap},
     "dqn": {"bellman": dqn_bellman, "sb3": dqn_sb3},
 }
 
@@ -415,6 +423,10 @@ def print_summary(summary: dict, args) -> dict[str, float]:
         )
         ratios["ppo_bellman_over_sb3"] = ratio(
             ppo["bellman"]["env_steps_per_second"], ppo["sb3"]["env_steps_per_second"]
+        )
+        ratios["ppo_env_overlap_over_synchronous"] = ratio(
+            ppo["bellman, env_overlap"]["env_steps_per_second"],
+            ppo["bellman"]["env_steps_per_second"],
         )
     if "dqn" in summary:
         dqn = summary["dqn"]
