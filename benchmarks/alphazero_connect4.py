@@ -64,6 +64,7 @@ import torch
 from common import header, print_table, write_results
 
 from bellman import api, checkpoint
+from bellman.games import make_game
 from bellman.games.base import play_moves
 from bellman.run import read_run_config
 from bellman.search import MCTS, AlphaBetaPlayer, RandomRolloutEvaluator
@@ -113,8 +114,9 @@ def load_agent(run_dir: Path, simulations: int, solve: bool = False):
     `best_move`) search deterministically, whatever the seed; AlphaGo's lambda-mixed search
     (`go_players.alphago_player`) draws its rollouts from the seed."""
     if read_run_config(run_dir).get("algo") == "alphago":
-        game = alphago_player(run_dir, "connect4", simulations)[1]
-        return game, lambda seed: alphago_player(run_dir, "connect4", simulations, seed)[0]
+        return make_game("connect4"), (
+            lambda seed: alphago_player(run_dir, "connect4", simulations, seed)[0]
+        )
     agent = load_trained_agent(run_dir, "connect4", simulations, solve=solve)
     return agent.game, lambda seed: agent.act
 

@@ -306,7 +306,8 @@ def new_moments(base: tuple, now: tuple) -> tuple | None:
 @dataclass(frozen=True)
 class Acting:
     """What an actor needs of the on-policy algorithms to run pi_theta itself, handed down by
-    them (`algos.onpolicy.ACTING`; this floor does not import the algorithms):
+    them (`algos.onpolicy.make_train_env` builds it; this floor does not import the
+    algorithms):
 
     Attributes:
         learner: (config, envs) -> the acting half of a learner: pi_theta, its speed path, the

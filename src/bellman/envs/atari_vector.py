@@ -202,11 +202,9 @@ class AtariVector(gym.vector.VectorEnv):
         """One agent step (k frames) of the envs `env_ids` (all N when synchronous): every group
         sent its actions, then every group received, as one step (see `recv`)."""
         actions = np.asarray(actions, dtype=np.int64)
-        if len(self.groups) == 1:
-            return self.finish(self.ale_envs[0].step(actions), 0)
-        for g, group in enumerate(self.groups):
+        for g, group in enumerate(self.groups):  # (async: the one group's B actions)
             self.send(actions[group], g)
-        steps = [self.ale_envs[g].recv() for g in range(len(self.groups))]
+        steps = [ale_env.recv() for ale_env in self.ale_envs]
         info = {  # what `finish` reads (final_obs: where a game ended, else any frame)
             "env_id": np.concatenate([
                 s[4]["env_id"] + group.start for s, group in zip(steps, self.groups, strict=True)

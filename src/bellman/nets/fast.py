@@ -707,10 +707,10 @@ def channels_last_inputs(network: nn.Module) -> None:
     """Feed the Nature-CNN trunks of `network` their image batches in channels-last memory
     order: the same [B, C, H, W] tensor, laid out [B, H, W, C], which the CPU's convolutions
     (oneDNN) run faster (measured on 2 busy cores: the Nature CNN's forward + backward on a
-    minibatch of 256, 1.4x). The trunk lays its floats out so as it converts the frames (one
-    pass). Only the layout changes: the same numbers up to float rounding (the plain path is
-    `channels_last = false`; tests/algos/test_ppo_atari.py compares the two); parameters and
-    checkpoints are untouched."""
+    minibatch of 256, 1.4x). The trunk lays the frames out before it converts them to floats
+    (`NatureCNN.memory_format`). Only the layout changes: the same numbers up to float
+    rounding (the plain path is `channels_last = false`; tests/algos/test_ppo_atari.py compares
+    the two); parameters and checkpoints are untouched."""
     for module in network.modules():
         if isinstance(module, NatureCNN):
             module.memory_format = torch.channels_last
