@@ -20,6 +20,11 @@ end, DQN end to end, all on ALE/Breakout-v5 with the same settings for both libr
           policy acting for one group of 4 games while the other 4 step in their threads).
     dqn   DQN end to end with Nature's settings (below) against SB3's DQN("CnnPolicy").
 
+PPO and DQN each have one more bellman run, "bellman, bf16": the same settings with
+`bf16_autocast = true` (the Nature CNN in bfloat16, the heads and all training state float32).
+SB3 has no such switch, so that row is a precision SB3 does not run; the float32 rows are the
+like-for-like comparison, and the table prints both ratios.
+
 DQN: both libraries run their *full* DQN training loop with one torch thread: epsilon-greedy
 acting with the Nature CNN, storing in and sampling from a replay memory, and a gradient step
 (batch 32, Adam 1e-4, Huber loss, gradient norm 10) every 4 env steps once `--warmup` env steps
@@ -70,7 +75,7 @@ SHARED = {
 }
 
 
-def dqn_bellman(seed: int, args) -> dict:
+def dqn_bellman(seed: int, args, extra: tuple[str, ...] = ()) -> dict:
     warmup, total = args.warmup, args.warmup + args.steps
     overrides = [f"{key}={value}" for key, value in SHARED.items()] + [
         f"seed={seed}",
@@ -93,6 +98,7 @@ def dqn_bellman(seed: int, args) -> dict:
         "save_replay=false",
         "device=cpu",
         "torch_threads=1",
+        *extra,
     ]
     with tempfile.TemporaryDirectory() as tmp:
         bellman.train("dqn", ENV_ID, overrides=overrides, run_dir=Path(tmp) / "run", quiet=True)
@@ -249,6 +255,17 @@ def ppo_bellman_overlap(seed: int, args) -> dict:
     return ppo_bellman(seed, args, ("env_overlap=true",))
 
 
+def ppo_bellman_bf16(seed: int, args) -> dict:
+    """bellman's PPO with `bf16_autocast`: the Nature CNN in bfloat16 (not SB3's settings: a
+    precision SB3 does not offer, shown beside the float32 run)."""
+    return ppo_bellman(seed, args, ("bf16_autocast=true",))
+
+
+def dqn_bellman_bf16(seed: int, args) -> dict:
+    """bellman's DQN with `bf16_autocast` (as `ppo_bellman_bf16`)."""
+    return dqn_bellman(seed, args, ("bf16_autocast=true",))
+
+
 def ppo_sb3(seed: int, args) -> dict:
     from stable_baselines3 import PPO as SB3PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -323,8 +340,8 @@ def ppo_network_ceiling(seed: int, args) -> dict:
 SECTIONS = {
     "raw": {"backend": raw_backend, "wrapper path": raw_wrapper, "sb3": raw_sb3},
     "ppo": {"bellman": ppo_bellman, "sb3": ppo_sb3, "network alone": ppo_network_ceiling,
-            "bellman, env_overlap": ppo_bellman_overlap},
-    "dqn": {"bellman": dqn_bellman, "sb3": dqn_sb3},
+            "bellman, env_overlap": ppo_bellman_overlap, "bellman, bf16": ppo_bellman_bf16},
+    "dqn": {"bellman": dqn_bellman, "sb3": dqn_sb3, "bellman, bf16": dqn_bellman_bf16},
 }
 
 
@@ -424,6 +441,9 @@ def print_summary(summary: dict, args) -> dict[str, float]:
         ratios["ppo_bellman_over_sb3"] = ratio(
             ppo["bellman"]["env_steps_per_second"], ppo["sb3"]["env_steps_per_second"]
         )
+        ratios["ppo_bf16_over_sb3"] = ratio(
+            ppo["bellman, bf16"]["env_steps_per_second"], ppo["sb3"]["env_steps_per_second"]
+        )
         ratios["ppo_env_overlap_over_synchronous"] = ratio(
             ppo["bellman, env_overlap"]["env_steps_per_second"],
             ppo["bellman"]["env_steps_per_second"],
@@ -447,6 +467,9 @@ def print_summary(summary: dict, args) -> dict[str, float]:
         )
         ratios["dqn_bellman_over_sb3"] = ratio(
             dqn["bellman"]["env_steps_per_second"], dqn["sb3"]["env_steps_per_second"]
+        )
+        ratios["dqn_bf16_over_sb3"] = ratio(
+            dqn["bellman, bf16"]["env_steps_per_second"], dqn["sb3"]["env_steps_per_second"]
         )
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")

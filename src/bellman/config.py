@@ -98,6 +98,12 @@ class DeepConfig(TrainConfig):
     channels_last: bool = True
     """Nature-CNN networks take their image batches in channels-last memory order (faster
     convolutions on CPUs; the same numbers up to float rounding). false: the plain layout."""
+    bf16_autocast: bool = False
+    """Nature-CNN networks compute their convolutions and fully connected layer under bfloat16
+    autocast, the features back in float32 for the heads (`nets.fast.bf16_convolutions`;
+    parameters, optimizer and checkpoints stay float32). Pays where the hardware has bfloat16
+    arithmetic (CPUs with AVX512-BF16 or AMX, GPUs); rounds to 8 significant bits, so not the
+    float32 run bit for bit. false: the plain float32 path."""
     backend: str = field(default="local", metadata=choices("local", "ray"))
     """local: one process, exactly as before; ray: actors on a Ray cluster (see ray_address)."""
     workers: int = field(default=0, metadata=interval("[0, 1024]"))
@@ -115,6 +121,16 @@ def check_deep_fields(config) -> None:
     has them."""
     if config.stop_when_solved and not config.eval_every:
         raise ConfigError("stop_when_solved needs evaluations: set eval_every > 0")
+    if config.bf16_autocast:
+        from bellman.envs.atari import is_atari
+
+        network = getattr(config, "network", "auto")
+        if not (network == "cnn" or (network == "auto" and is_atari(config.env))):
+            raise ConfigError(
+                f"bf16_autocast runs the Nature CNN in bfloat16, and {config.env} with network = "
+                f"{network} gets an MLP; valid: an ALE/... game, or network = cnn for "
+                "image observations"
+            )
     if config.device == "cuda":
         import torch  # only the deep algorithms pay for it
 

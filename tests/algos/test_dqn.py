@@ -178,6 +178,9 @@ def test_a_killed_run_resumes_bit_for_bit_from_its_last_checkpoint(bellman, tmp_
         (["--env", "CartPole-v1", "--set", "stop_when_solved=true", "--set", "eval_every=0"],
          ["stop_when_solved needs evaluations"]),
         (["--env", "CartPole-v1", "--set", "tau=0"], ["'tau'", "(0, 1]"]),
+        (["--env", "CartPole-v1", "--set", "bf16_autocast=true"],
+         ["bf16_autocast runs the Nature CNN", "CartPole-v1", "network = auto gets an MLP",
+          "ALE/"]),
         (["--env", "CartPole-v1", "--set", "dueling=maybe"], ["'dueling' expects bool"]),
     ],
 )  # fmt: skip

@@ -213,3 +213,30 @@ def test_many_envs_on_the_backend_keep_the_replay_ratio(tmp_path: Path):
     # each env: phi_1 and 32 steps, and one more entry per episode that ended
     assert (learner.replay_memory.stored >= 128 // 4 + 1).all()
     assert len(learner.replay_memory) > 64
+
+
+def test_bf16_autocast_q_values_stay_close_and_each_network_keeps_its_own_weights():
+    """`bf16_autocast` (nets.fast.bf16_forward) against the plain float32 path on Breakout
+    frames: float32 outputs within bfloat16's rounding, not equal (bf16 really ran); Q^ still
+    computes with its own weights after Q moves (it was wrapped after its deep copy)."""
+    learners = {}
+    for switch in ("false", "true"):
+        config, _ = configs.resolve(
+            dqn.Config, "dqn", BREAKOUT,
+            overrides=["buffer_size=64", "batch_size=8", "device=cpu", f"bf16_autocast={switch}"],
+        )  # fmt: skip
+        envs = dqn.make_train_env(config)
+        learners[switch] = dqn.DQNLearner(config, envs)
+        obs, _ = envs.reset(seed=[3])
+        envs.close()
+    obs = torch.as_tensor(np.concatenate([obs, np.flip(obs, axis=-1)]))
+    plain, fast = learners["false"], learners["true"]
+    with torch.no_grad():
+        q, q16 = plain.q_network(obs), fast.q_network(obs)
+        assert q16.dtype == torch.float32 and not torch.equal(q16, q)
+        assert torch.allclose(q16, q, atol=0.02), (q16 - q).abs().max()
+        before = fast.target_network(obs)
+        for parameter in fast.q_network.parameters():
+            parameter.add_(1.0)
+        assert torch.equal(fast.target_network(obs), before)
+        assert not torch.allclose(fast.q_network(obs), q16, atol=0.02)

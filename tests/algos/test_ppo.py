@@ -479,6 +479,8 @@ def test_infinite_action_bounds_are_one_error_line(tmp_path):
          ["normalize_observations", "Discrete(16)"]),
         (["--env", "Pendulum-v1", "--set", "objective=kl"],
          ["'objective'", "clip, adaptive_kl, fixed_kl, none"]),
+        (["--env", "Pendulum-v1", "--set", "bf16_autocast=true"],
+         ["bf16_autocast runs the Nature CNN", "Pendulum-v1", "gets an MLP", "network = cnn"]),
     ],
 )  # fmt: skip
 def test_bad_ppo_input_is_one_error_line(bellman, tmp_path, args, fragments):

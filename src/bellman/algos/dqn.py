@@ -77,7 +77,13 @@ from bellman.errors import CheckpointError, ConfigError, NonFiniteError
 from bellman.evaluation import TrainingEvaluation
 from bellman.loop import after_iteration, crossed
 from bellman.nets import NatureCNN, QNetwork, resolve_device, trunk_for
-from bellman.nets.fast import NumpyGreedy, channels_last_inputs, clip_grad_norm, step_optimizer
+from bellman.nets.fast import (
+    NumpyGreedy,
+    bf16_convolutions,
+    channels_last_inputs,
+    clip_grad_norm,
+    step_optimizer,
+)
 from bellman.run import Run
 from bellman.schedules import make_schedule
 from bellman.torch_state import load_module, load_optimizer, optimizer_arrays
@@ -327,9 +333,11 @@ class DQNLearner:
         self.q_network = build_q_network(config, obs_space, self.n_actions).to(self.device)  # 2.
         self.target_network = copy.deepcopy(self.q_network)  # 3. theta- = theta
         self.target_network.requires_grad_(False)
-        if config.channels_last and isinstance(self.q_network.trunk, NatureCNN):  # (nets.fast)
-            for network in (self.q_network, self.target_network):
+        for network in (self.q_network, self.target_network):  # speed switches (nets.fast)
+            if config.channels_last and isinstance(self.q_network.trunk, NatureCNN):
                 channels_last_inputs(network)
+            if config.bf16_autocast:  # (the config refused it for networks without a CNN)
+                bf16_convolutions(network)
         self.optimizer = torch.optim.Adam(  # fused: one kernel for all parameters (CPU and CUDA)
             self.q_network.parameters(), lr=config.learning_rate, eps=config.adam_epsilon,
             fused=True,

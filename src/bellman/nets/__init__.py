@@ -102,11 +102,19 @@ class NatureCNN(nn.Module):
         # the memory layout of the frames for the convolutions (`nets.fast`'s
         # channels_last_inputs sets torch.channels_last)
         self.memory_format = torch.contiguous_format
+        # None: float32 throughout; torch.bfloat16: the layers under autocast, the features
+        # back in float32 (`nets.fast.bf16_convolutions` sets it)
+        self.compute_dtype: torch.dtype | None = None
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         # the frames laid out (as bytes: the cheap copy), then as new floats scaled to [0, 1]
         x = frames.contiguous(memory_format=self.memory_format).to(torch.float32, copy=True)
-        return self.fc(self.convs(x.div_(255.0)))
+        x = x.div_(255.0)
+        if self.compute_dtype is None:
+            return self.fc(self.convs(x))
+        with torch.autocast(x.device.type, dtype=self.compute_dtype):
+            features = self.fc(self.convs(x))
+        return features.float()
 
 
 def vector_inputs(obs: torch.Tensor, one_hot: int | None) -> torch.Tensor:
