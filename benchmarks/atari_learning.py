@@ -12,7 +12,9 @@ hours on 2 cores; check the script on a tiny budget first:
 
     BELLMAN_BENCH_RESULTS=/tmp/out python benchmarks/atari_learning.py --steps 4096
 
-Writes benchmarks/results/atari_learning.json (and keeps the run directory with --run-dir).
+`--set KEY=VALUE` overrides the shipped config (e.g. `--set bf16_autocast=true`, the Nature CNN in
+bfloat16). Writes benchmarks/results/atari_learning.json (`--results NAME`: NAME.json) and keeps
+the run directory with --run-dir.
 """
 
 from __future__ import annotations
@@ -37,12 +39,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--run-dir", type=Path, help="keep the run here (default: a temp dir)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of the shipped config (repeatable), e.g. "
+                        "bf16_autocast=true")  # fmt: skip
+    parser.add_argument("--results", default="atari_learning",
+                        help="name of the JSON written to benchmarks/results/")  # fmt: skip
     args = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run_dir or Path(tmp) / "run"
         overrides = [f"seed={args.seed}", f"steps={args.steps}", "device=cpu",
-                     f"torch_threads={args.torch_threads}", "eval_every=0"]  # fmt: skip
+                     f"torch_threads={args.torch_threads}", "eval_every=0", *args.set]  # fmt: skip
         bellman.train("ppo", ENV_ID, overrides=overrides, run_dir=run_dir, quiet=True)
         with open(run_dir / "episodes.csv", encoding="utf-8") as handle:
             games = [(int(r["step"]), float(r["return"])) for r in csv.DictReader(handle)]
@@ -60,7 +67,8 @@ def main() -> None:
               "env_steps_per_second": args.steps / wall, "curve": curve}  # fmt: skip
     machine = record["machine"]
     print(f"PPO on {ENV_ID}, {args.steps:,} env steps, {today()}, {machine['platform']}, "
-          f"{machine['cpu_count']} CPUs, torch threads {args.torch_threads}")  # fmt: skip
+          f"{machine['cpu_count']} CPUs, torch threads {args.torch_threads}"
+          + (f", --set {' '.join(args.set)}" if args.set else ""))  # fmt: skip
     print_table(
         ["env steps", "games", f"mean of last {WINDOW}", "wall time", "env steps/s"],
         [[f"{args.steps:,}", len(games), f"{mean:.1f}", f"{wall / 60:.1f} min",
@@ -68,7 +76,7 @@ def main() -> None:
     )  # fmt: skip
     print_table(["env steps", f"mean of last {WINDOW}"],
                 [[f"{c['step']:,}", f"{c['mean_100']:.1f}"] for c in curve])  # fmt: skip
-    write_results("atari_learning", record)
+    write_results(args.results, record)
 
 
 if __name__ == "__main__":
