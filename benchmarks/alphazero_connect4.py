@@ -23,7 +23,7 @@ fixed wall-clock budget, then measured against fixed players, against exact scor
 
 Targets (issue 5), within a 2-hour, 2-core budget: >= 90% wins against both opponents and >= 95%
 result-preserving moves. `--algo muzero` trains `bellman train muzero --env connect4` instead
-(bellman/configs/muzero-connect4.toml; one self-play process: MuZero has no `workers` yet) and
+(bellman/configs/muzero-connect4.toml, `--workers` self-play processes) and
 evaluates its agent (search over its learned model) the same way; issue 19's target for it is
 >= 90% result-preserving. `--algo alphago` runs AlphaGo's pipeline (`bellman train alphago --env
 connect4`: expert games of depth-3 alpha-beta, the SL, rollout, RL and value networks; `--set
@@ -83,7 +83,8 @@ def train(args) -> float:
     started = time.perf_counter()
     stopper.start()
     try:
-        extra = {"alphazero": [f"workers={args.workers}"], "alphago": ["steps=4"]}
+        extra = {"alphazero": [f"workers={args.workers}"], "muzero": [f"workers={args.workers}"],
+                 "alphago": ["steps=4"]}  # fmt: skip
         api.train(
             args.algo, "connect4",
             overrides=[*extra.get(args.algo, []), f"seed={args.seed}", *args.set],

@@ -239,6 +239,20 @@ def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path):
         ]
 
 
+def test_two_self_play_workers_give_the_same_run_as_one(tmp_path: Path):
+    # 8 episodes an iteration in groups of 4 (cut by episode number): both workers act; the
+    # stored trajectories are the same, the weights the same up to float rounding
+    settings = [*TINY, "concurrent_games=4"]  # (2 iterations of 8 episodes)
+    runs = [api.train("muzero", "tictactoe", overrides=[*settings, f"workers={w}"],
+                      run_dir=tmp_path / str(w), quiet=True) for w in (1, 2)]  # fmt: skip
+    (one, meta_one), (two, meta_two) = [checkpoint.load(r.dir / "checkpoints") for r in runs]
+    assert meta_one["state"]["games"] == meta_two["state"]["games"] == 16
+    for key in ("replay/observations", "replay/actions", "replay/policies", "replay/rewards"):
+        np.testing.assert_array_equal(one[key], two[key], err_msg=key)
+    np.testing.assert_allclose(one["net/representation.0.weight"],
+                               two["net/representation.0.weight"], atol=1e-6)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     """A run of a few games (one checkpoint)."""

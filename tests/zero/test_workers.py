@@ -1,6 +1,6 @@
 """Self-play workers: spawned (nothing of the learner's process inherited, so no CUDA context is
 forked into them), deaf to Ctrl-C, and given up at a stop so that a Ctrl-C during self-play
-saves and ends the run in seconds.
+saves and ends the run in seconds (AlphaZero's and MuZero's, which share `selfplay.play_groups`).
 
 Before: on a 16-core GPU machine `bellman train alphazero --env go9 --set workers=6` had its 20
 games of an iteration in one group of concurrent_games = 32 (one busy worker), and a SIGINT
@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from bellman.games import make_game
@@ -87,13 +88,14 @@ def test_play_groups_in_order_and_given_up_at_a_stop():
         pool.join()
 
 
-def test_sigint_during_self_play_with_two_workers_saves_and_stops_in_seconds(tmp_path: Path):
+@pytest.mark.parametrize("algo", ["alphazero", "muzero"])
+def test_sigint_during_self_play_with_two_workers_saves_and_stops_in_seconds(tmp_path, algo):
     # one iteration of 4000 games at 200 simulations in groups of 2: minutes of self-play
     settings = [
         "workers=2", "concurrent_games=2", "games_per_iteration=4000", "simulations=200",
         "blocks=1", "channels=8", "value_hidden=8", "batch_size=16", "arena_games=0",
     ]  # fmt: skip
-    command = [sys.executable, "-m", "bellman", "train", "alphazero", "--env", "tictactoe",
+    command = [sys.executable, "-m", "bellman", "train", algo, "--env", "tictactoe",
                "--run-dir", "run", "--steps", "100000", "--quiet"]  # fmt: skip
     for setting in settings:
         command += ["--set", setting]

@@ -35,8 +35,8 @@ Deviations and details:
     - Beyond the end of an episode the targets are an absorbing state: value and reward 0, no
       policy loss, uniformly random actions to unroll.
     - Episode e of a run is played with generators seeded by (seed, e), so a run is the same
-      whatever was interrupted and resumed; all its episodes are played in the learner's
-      process, all of an iteration's at once (one network call per kind per search wave).
+      whatever was interrupted and resumed; a group of episodes is played all at once (one
+      network call per kind per search wave).
     - Board games store every symmetric copy of each trajectory (`symmetries`, as AlphaZero;
       the paper's MuZero does not augment).
     - Board games, `arena_games > 0`: every `arena_every` iterations the arena of AlphaZero
@@ -45,7 +45,11 @@ Deviations and details:
       `eval_simulations`, no noise) against the net of the previous iteration (the "best"
       of AlphaZero without gating) and the fixed `baselines`, and updates the Elo table
       (random anchored at 0); the table and the previous net are saved in checkpoints.
-    - Not yet here: self-play worker processes.
+    - Self-play workers (`workers > 1`): spawned processes (`selfplay.start_workers`), each
+      playing groups of `concurrent_games` episodes with the weights sent as safetensors bytes
+      (`play_group`); groups are cut by episode number, never by worker, so with the same seed
+      a run is the same for any `workers`. A Ctrl-C during acting gives the iteration's
+      episodes up and saves the state the iteration started from (`selfplay.play_groups`).
     - `priority_alpha > 0`: prioritized replay as the paper's Appendix G (P(i) proportional to
       p_i^alpha, p = |nu - z| when stored and |v^0 - z| after training on it, losses weighted
       by (N P(i))^-beta).
@@ -125,6 +129,7 @@ from bellman.zero.muzero_selfplay import (
     value_target,
 )
 from bellman.zero.network import check_finite, load_weights, weights_bytes
+from bellman.zero.selfplay import play_groups, start_workers
 
 
 @dataclass(frozen=True)
@@ -243,7 +248,18 @@ class MuZeroConfig(TrainConfig):
     device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
     """Where the learner's network runs: auto uses CUDA when present."""
     torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
-    """CPU threads of torch."""
+    """CPU threads of torch in every process."""
+    workers: int = field(default=1, metadata=interval("[1, 256]"))
+    """Self-play processes (spawned; 1 plays in the learner's process), as AlphaZero's."""
+    concurrent_games: int = field(default=0, metadata=interval("[0, 4096]"))
+    """Episodes a process plays at once, the leaves of all their trees evaluated in one network
+    call per kind per wave. An iteration's episodes are split into groups of this many by
+    episode number, whatever the number of workers, so a run is the same for any `workers`;
+    0: all of an iteration's episodes in one group (then extra workers have nothing to do)."""
+    train_threads: int = field(default=1, metadata=interval("[1, 256]"))
+    """CPU threads of torch for the gradient steps (step C), which run while the self-play
+    workers wait: with 2 workers on 2 cores, 2 uses the core that would idle. Fixed per run, so
+    a run stays reproducible."""
 
     def validate(self) -> None:
         if self.batch_size > self.replay_window:
@@ -714,27 +730,50 @@ def load_policy(arrays: dict[str, np.ndarray], env, config: MuZeroConfig, seed: 
 
 
 # ---- the loop -----------------------------------------------------------------------------
-def _acting(learner: MuZeroLearner, config: MuZeroConfig) -> list:
-    """Step A for one iteration: episodes games, games + 1, ..., seeded by (seed, number)."""
-    world = learner.world
-    network = build_network(config, world, scratch=True)
-    network.load_state_dict(learner.network.state_dict())
+_WORKER: dict[str, Any] = {}
+
+
+def play_group(task: tuple[bytes, MuZeroConfig, list[int]]) -> list[tuple[int, Any]]:
+    """Step A for the episodes numbered `numbers`, all at once, with h, g, f given as safetensors
+    bytes: a self-play worker's job (`selfplay.play_groups`), also run in the learner's process
+    when workers = 1. Episode e is seeded by (seed, e). Returns (number, trajectory) pairs."""
+    blob, config, numbers = task
+    if _WORKER.get("config") != config:  # this process's world and network, built once
+        torch.set_num_threads(config.torch_threads)
+        world = make_game(config.env) if config.board else _make_gym(config, training=True)
+        network = build_network(config, world, scratch=True)
+        _WORKER.update(config=config, world=world, network=network)
+    world, network = _WORKER["world"], _WORKER["network"]
+    load_weights(network, blob)
     model = model_for(network, world)
     episodes = []
-    for number in range(learner.games, learner.games + config.games_per_iteration):
+    for number in numbers:
         seed = np.random.SeedSequence([config.seed, number])
         search_seed, episode_seed = seed.spawn(2)
         env = world if config.board else _make_gym(config, training=True)
-        mcts = search_for(config, world if config.board else env, model,
-                          simulations=config.simulations,
+        mcts = search_for(config, env, model, simulations=config.simulations,
                           seed=int(search_seed.generate_state(1)[0]))  # fmt: skip
         episodes.append(ActingEpisode(env, mcts, config, episode_seed))
     try:
-        return play_episodes(episodes, model)
+        return list(zip(numbers, play_episodes(episodes, model), strict=True))
     finally:
         if not config.board:
             for episode in episodes:
                 episode.world.close()
+
+
+def _acting(
+    learner: MuZeroLearner, config: MuZeroConfig, pool=None, stop_requested=lambda: False
+) -> list | None:
+    """Step A for one iteration: episodes games, games + 1, ... in groups of concurrent_games
+    (in the pool's workers, or here); None when a stop came first (`play_groups`)."""
+    first = learner.games
+    numbers = list(range(first, first + config.games_per_iteration))
+    size = config.concurrent_games or len(numbers)  # groups by number: the same for any workers
+    blob = weights_bytes(learner.network)
+    tasks = [(blob, config, numbers[i : i + size]) for i in range(0, len(numbers), size)]
+    played = play_groups(tasks, pool, stop_requested, play=play_group)
+    return None if played is None else [trajectory for _, trajectory in played]
 
 
 def train(config: MuZeroConfig, world, run: Run) -> MuZeroLearner:
@@ -744,10 +783,35 @@ def train(config: MuZeroConfig, world, run: Run) -> MuZeroLearner:
     learner = MuZeroLearner(config, world)
     if run.restored is not None:
         learner.restore(*run.restored)
+    groups = math.ceil(config.games_per_iteration / (config.concurrent_games
+                                                     or config.games_per_iteration))  # fmt: skip
+    if groups < config.workers:
+        run.notes.append(
+            f"only {groups} of the {config.workers} self-play workers had episodes: an "
+            f"iteration's {config.games_per_iteration} episodes make {groups} group(s) of "
+            f"concurrent_games = {config.concurrent_games}; set concurrent_games <= "
+            f"{max(1, config.games_per_iteration // config.workers)} to keep every worker busy"
+        )
+    pool = start_workers(min(config.workers, groups)) if config.workers > 1 else None
+    try:
+        _loop(learner, config, run, pool)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return learner
+
+
+def _loop(learner: MuZeroLearner, config: MuZeroConfig, run: Run, pool) -> None:
+    """`train`'s iterations, each followed by `loop.after_iteration`; a stop during acting
+    saves the state the iteration started from (acting changes nothing of it)."""
     with run.session(start_step=learner.step):
         while learner.step < config.steps and not run.stop_requested:  # 2. iterations
             before = learner.step
-            row = _iteration(learner, config, run)
+            row = _iteration(learner, config, run, pool)
+            if row is None:  # stopped during acting
+                run.save(learner.step, *learner.checkpoint())
+                break
 
             report = ArenaReport(config) if config.arena else None
             if report is not None:
@@ -763,13 +827,17 @@ def train(config: MuZeroConfig, world, run: Run) -> MuZeroLearner:
             if loop.after_iteration(run, learner.step, before, save=learner.checkpoint,
                                     log=log, evaluation=report, policy=lambda: None):  # fmt: skip
                 break
-    return learner
 
 
-def _iteration(learner: MuZeroLearner, config: MuZeroConfig, run: Run) -> dict[str, float]:
-    """One pass of steps A-C; returns the metrics row's columns."""
+def _iteration(
+    learner: MuZeroLearner, config: MuZeroConfig, run: Run, pool
+) -> dict[str, float] | None:
+    """One pass of steps A-C; returns the metrics row's columns, or None when a stop came
+    during acting (the learner is then as the iteration found it)."""
     started = time.perf_counter()
-    trajectories = _acting(learner, config)  # A. act with search over the model
+    trajectories = _acting(learner, config, pool, lambda: run.stop_requested)  # A. act
+    if trajectories is None:
+        return None
     scores = []
     for trajectory in trajectories:  # B. store the trajectories (and their symmetric copies)
         priorities = initial_priorities(trajectory, config)
@@ -786,7 +854,11 @@ def _iteration(learner: MuZeroLearner, config: MuZeroConfig, run: Run) -> dict[s
     started = time.perf_counter()
     losses = []
     if len(learner.replay) >= config.batch_size:  # C. unrolled gradient steps
-        losses = [learner.train_step() for _ in range(config.train_steps)]
+        torch.set_num_threads(config.train_threads)
+        try:
+            losses = [learner.train_step() for _ in range(config.train_steps)]
+        finally:
+            torch.set_num_threads(config.torch_threads)
     learner.iteration += 1
     mean = np.mean(losses, axis=0) if losses else [math.nan] * 4
     return {

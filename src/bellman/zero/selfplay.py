@@ -263,13 +263,15 @@ def _ignore_interrupts() -> None:
 
 
 def play_groups(
-    tasks: list[tuple[bytes, SelfPlaySettings, int, list[int]]],
+    tasks: list[tuple],
     pool,
     stop_requested: Callable[[], bool],
     poll_seconds: float = 0.1,
-) -> list[tuple[int, GameRecord]] | None:
-    """Play every task of an iteration (`self_play_games`), in the pool's workers or, without
-    a pool, here one group after the other. A stop asked for meanwhile (Ctrl-C, SIGTERM) is
+    play: Callable[[tuple], list[tuple[int, Any]]] = self_play_games,
+) -> list[tuple[int, Any]] | None:
+    """Play every task of an iteration (`play`: AlphaZero's `self_play_games`, MuZero's
+    `muzero.play_group`), in the pool's workers or, without a pool, here one group after the
+    other. A stop asked for meanwhile (Ctrl-C, SIGTERM) is
     noticed within `poll_seconds` (between groups without a pool): the iteration is given up
     and None returned, so the caller saves the state it had before the iteration (self-play
     changes nothing of it: the games' seeds come from their numbers) and exits in seconds,
@@ -284,9 +286,9 @@ def play_groups(
         for task in tasks:
             if stop_requested():
                 return None
-            played.extend(self_play_games(task))
+            played.extend(play(task))
     else:
-        pending = pool.map_async(self_play_games, tasks, chunksize=1)
+        pending = pool.map_async(play, tasks, chunksize=1)
         while not pending.ready():
             if stop_requested():
                 return None
