@@ -89,7 +89,9 @@ def test_play_groups_in_order_and_given_up_at_a_stop():
 
 
 @pytest.mark.parametrize("algo", ["alphazero", "muzero"])
-def test_sigint_during_self_play_with_two_workers_saves_and_stops_in_seconds(tmp_path, algo):
+def test_sigint_during_self_play_with_two_workers_saves_and_stops_in_seconds(
+    tmp_path: Path, algo: str
+):
     # one iteration of 4000 games at 200 simulations in groups of 2: minutes of self-play
     settings = [
         "workers=2", "concurrent_games=2", "games_per_iteration=4000", "simulations=200",
