@@ -203,6 +203,23 @@ def test_bellman_gtp_through_a_pipe(go_run: Path):
     assert answers[21] == "=21" and answers[22] == ""  # nothing after quit
 
 
+def test_bellman_gtp_plays_a_muzero_go_run(tmp_path: Path):
+    """A MuZero go9 run through the same engine: its search over its learned model answers
+    genmove with a legal point, and illegal input is still a `?` answer."""
+    settings = ["steps=1", "simulations=2", "blocks=1", "channels=8", "value_hidden=8",
+                "games_per_iteration=1", "batch_size=8", "train_steps=1", "replay_window=64",
+                "eval_simulations=2"]  # fmt: skip
+    api.train("muzero", "go9", overrides=settings, run_dir=tmp_path / "mz", quiet=True)
+    script = "1 name\n2 play black E5\n3 play white E5\n4 genmove white\n5 quit\n"
+    done = subprocess.run(_bellman_gtp(tmp_path / "mz"), input=script, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answers = done.stdout.split("\n\n")
+    assert answers[0] == "=1 bellman" and answers[1] == "=2"
+    assert answers[2].startswith("?3 illegal move") and "occupied" in answers[2]
+    assert re.fullmatch(r"=4 ([A-HJ][1-9]|pass)", answers[3]) and answers[3] != "=4 E5"
+
+
 def test_bellman_gtp_refuses_runs_it_cannot_play(bellman, tmp_path: Path):
     for name, algo, env in [("ttt", "alphazero", "tictactoe"), ("dqn", "dqn", "go9")]:
         (tmp_path / name).mkdir()
@@ -210,7 +227,8 @@ def test_bellman_gtp_refuses_runs_it_cannot_play(bellman, tmp_path: Path):
     wrong = bellman("gtp", "--checkpoint", "ttt")
     assert wrong.returncode == 2 and wrong.stdout == ""
     assert wrong.stderr == "error: run 'ttt' was trained on 'tictactoe', not Go (go9, go13, go19)\n"
-    with pytest.raises(CheckpointError, match="trained with 'dqn'; GTP plays alphazero, alphago"):
+    plays = "trained with 'dqn'; GTP plays alphazero, muzero, alphago"
+    with pytest.raises(CheckpointError, match=plays):
         load_go_player(tmp_path / "dqn")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_go_player(tmp_path / "nowhere")

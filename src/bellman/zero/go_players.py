@@ -2,7 +2,8 @@
 algorithm's trained agent as state -> move, whatever algorithm trained it.
 
 load_go_player  (player, game, description) of a run's latest checkpoint: AlphaZero (its
-                network's search) or AlphaGo (the lambda-mixed search of its four networks)
+                network's search), MuZero (its search over its learned model) or AlphaGo (the
+                lambda-mixed search of its four networks)
 alphago_player  the same for an AlphaGo run of any game (Go or Connect Four)
 """
 
@@ -37,11 +38,15 @@ def load_go_player(run_dir: Path, simulations: int | None = None) -> tuple[Calla
     return loaders[algo](Path(run_dir), env, simulations)
 
 
-def _alphazero_player(run_dir: Path, env: str, simulations: int | None):
+def _searching_player(run_dir: Path, env: str, simulations: int | None):
+    """An AlphaZero run's agent (its network's search over the rules) or a MuZero run's (its
+    search over its learned model): `play.load_agent`, which reads which."""
+    from bellman.zero.muzero import MuZeroConfig
     from bellman.zero.play import load_agent
 
     agent = load_agent(run_dir, env, simulations)
-    return agent.act, agent.game, f"alphazero {run_dir.name}"
+    algo = "muzero" if isinstance(agent.config, MuZeroConfig) else "alphazero"
+    return agent.act, agent.game, f"{algo} {run_dir.name}"
 
 
 def alphago_player(run_dir: Path, env: str, simulations: int | None, seed: int | None = None):
@@ -62,5 +67,7 @@ def alphago_player(run_dir: Path, env: str, simulations: int | None, seed: int |
     return act, game, f"alphago {run_dir.name}"
 
 
-_PLAYERS: dict[str, Callable] = {"alphazero": _alphazero_player, "alphago": alphago_player}
+_PLAYERS: dict[str, Callable] = {
+    "alphazero": _searching_player, "muzero": _searching_player, "alphago": alphago_player,
+}  # fmt: skip
 """algo -> (run_dir, env, simulations) -> (player, game, description)."""
