@@ -76,8 +76,11 @@ NAMES = {"alphazero": "AlphaZero", "muzero": "MuZero", "alphago": "AlphaGo"}
 DEFAULT_LABELS = Path(__file__).resolve().parents[2] / "shared/data/connect4/Test_L2_R2.labels"
 
 
-def train(args) -> float:
-    """Step 1: train until the budget is spent; returns the seconds spent."""
+def train(args, env: str = "connect4") -> float:
+    """Step 1: train `args.algo` on `env` into `args.run_dir` until the run ends or `args.minutes`
+    are spent (then a SIGINT stops it as Ctrl-C would: it saves and returns); the seconds spent.
+    AlphaGo trains its stages 1-4 (`steps=4`: the search is measured afterwards); AlphaZero and
+    MuZero play self-play in `args.workers` processes. Also go_vs_gnugo.py's `--train`."""
     stopper = threading.Timer(args.minutes * 60, lambda: os.kill(os.getpid(), signal.SIGINT))
     stopper.daemon = True
     started = time.perf_counter()
@@ -86,7 +89,7 @@ def train(args) -> float:
         extra = {"alphazero": [f"workers={args.workers}"], "muzero": [f"workers={args.workers}"],
                  "alphago": ["steps=4"]}  # fmt: skip
         api.train(
-            args.algo, "connect4",
+            args.algo, env,
             overrides=[*extra.get(args.algo, []), f"seed={args.seed}", *args.set],
             run_dir=args.run_dir, quiet=True,
         )  # fmt: skip

@@ -2,6 +2,18 @@
 
     python benchmarks/go_vs_gnugo.py --checkpoint RUN [--games 50] [--levels 1,5,10]
         [--simulations N] [--seed 0] [--results NAME]
+        [--train alphago|alphazero|muzero --minutes 180 [--env go9] [--workers 2] [--set K=V]]
+
+With `--train ALGO` the script first trains a new run into RUN (`bellman train ALGO --env go9`,
+the shipped config and `--set` overrides; AlphaGo's pipeline generates its GnuGo expert games
+itself, so the budget covers data and every stage) until it ends or `--minutes` of wall-clock
+time are spent, when it is stopped as Ctrl-C stops it (it saves its last state), and then
+measures that run: issue 20's 3-hour budget, AlphaGo and AlphaZero side by side:
+
+    python benchmarks/go_vs_gnugo.py --train alphago --minutes 180 --checkpoint runs/go9-alphago \
+        --games 50 --levels 1 --results go9_alphago_3h
+    python benchmarks/go_vs_gnugo.py --train alphazero --minutes 180 \
+        --checkpoint runs/go9-alphazero --games 50 --levels 1 --results go9_alphazero_3h
 
 For each GnuGo level L, `--games` games on the run's board (komi 7.5, Tromp-Taylor for
 bellman's legality, GnuGo's `final_score` for the result: it removes dead stones, as the
@@ -24,10 +36,10 @@ import math
 import time
 from pathlib import Path
 
-from alphazero_connect4 import tally, wins_text
+from alphazero_connect4 import tally, train, wins_text
 from common import header, print_table, results_path, write_results
 
-from bellman import __version__
+from bellman import __version__, checkpoint
 from bellman.checkpoint import atomic_write_text
 from bellman.games.sgf import to_sgf
 from bellman.zero.go_players import load_go_player
@@ -80,6 +92,12 @@ def play_level(args, player, game, level: int, sgf_dir: Path) -> dict:
     }  # fmt: skip
 
 
+def latest_step(run_dir: Path) -> int:
+    """The step of the run's latest checkpoint: self-play moves (AlphaZero, MuZero) or the last
+    stage trained (AlphaGo: 4 = all four networks), which a time budget may cut short."""
+    return int(checkpoint.load(run_dir / "checkpoints")[1]["step"])
+
+
 def json_safe(row: dict) -> dict:
     """A level's row for the JSON record: an infinite Elo difference (a score of 0 or 1) becomes
     null, since JSON has no infinity."""
@@ -95,10 +113,25 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", default="go_vs_gnugo")
+    parser.add_argument("--train", choices=("alphago", "alphazero", "muzero"), default=None,
+                        help="first train a new run of this algorithm into --checkpoint")
+    parser.add_argument("--minutes", type=float, default=180.0, help="--train's budget")
+    parser.add_argument("--env", default="go9", help="--train's board (go9, go13, go19)")
+    parser.add_argument("--workers", type=int, default=2, help="--train's self-play processes")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="--train: override a value of the shipped config (repeatable)")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     for level in levels:
         gnugo_command(level, 0)  # every level valid and gnugo installed, before any game
+    seconds = None
+    if args.train:
+        if args.checkpoint.exists():
+            parser.error(f"--train makes a new run, and {args.checkpoint} exists")
+        args.algo, args.run_dir = args.train, args.checkpoint
+        seconds = train(args, args.env)
+        print(f"trained {args.train} on {args.env} for {seconds / 60:.1f} min, to step "
+              f"{latest_step(args.checkpoint)}", flush=True)  # fmt: skip
     player, game, description = load_go_player(args.checkpoint, args.simulations)
     sgf_dir = results_path(args.results).with_name(f"{args.results}-sgf")
     sgf_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +144,10 @@ def main() -> None:
     record = header(1, "torch") | {
         "agent": description, "checkpoint": str(args.checkpoint), "board": game.size,
         "komi": game.komi, "simulations": args.simulations, "levels": [json_safe(r) for r in rows],
-        "sgf_dir": str(sgf_dir),
+        "sgf_dir": str(sgf_dir), "checkpoint_step": latest_step(args.checkpoint),
+        "trained": None if seconds is None else {
+            "algo": args.train, "env": args.env, "minutes": args.minutes,
+            "training_seconds": seconds, "workers": args.workers, "overrides": args.set},
     }  # fmt: skip
     write_results(args.results, record)
 
