@@ -716,16 +716,15 @@ def channels_last_inputs(network: nn.Module) -> None:
             module.memory_format = torch.channels_last
 
 
-def bf16_convolutions(network: nn.Module) -> bool:
+def bf16_convolutions(network: nn.Module) -> None:
     """`bf16_autocast`: run the Nature-CNN trunks of `network` (convolutions and their fully
     connected layer) under bfloat16 autocast (`NatureCNN.compute_dtype`): bfloat16 products,
     float32 accumulation, the 512 features back in float32, so the heads (Q-values, logits,
     values) and everything after them stay float32, as do parameters, gradients, the optimizer
     and checkpoints. Pays where the hardware has bfloat16 arithmetic (CPUs with AVX512-BF16 or
     AMX, GPUs). The numbers change by bfloat16's rounding (8 significant bits): the plain path is
-    `bf16_autocast = false`; tests compare the two. Returns whether `network` has such a trunk
-    (an MLP has none: there the switch would do nothing, and callers refuse it)."""
-    trunks = [module for module in network.modules() if isinstance(module, NatureCNN)]
-    for trunk in trunks:
-        trunk.compute_dtype = torch.bfloat16
-    return bool(trunks)
+    `bf16_autocast = false`; tests compare the two. (An MLP has no such trunk: there the switch
+    would do nothing, so the config refuses it, `config.check_deep_fields`.)"""
+    for module in network.modules():
+        if isinstance(module, NatureCNN):
+            module.compute_dtype = torch.bfloat16

@@ -107,6 +107,7 @@ from bellman.zero.selfplay import (
     ReplayWindow,
     SelfPlaySettings,
     augment,
+    idle_workers_note,
     play_groups,
     self_play_games,
     start_workers,
@@ -555,13 +556,9 @@ def train(config: AlphaZeroConfig, game: Game, run: Run) -> AlphaZeroLearner:
     if run.restored is not None:
         learner.restore(*run.restored)
     groups = math.ceil(config.games_per_iteration / config.concurrent_games)
-    if groups < config.workers:  # groups are by game number, whatever the workers (exactness)
-        run.notes.append(
-            f"only {groups} of the {config.workers} self-play workers had games: an iteration's "
-            f"{config.games_per_iteration} games make {groups} group(s) of concurrent_games = "
-            f"{config.concurrent_games}; set concurrent_games <= "
-            f"{max(1, config.games_per_iteration // config.workers)} to keep every worker busy"
-        )
+    note = idle_workers_note(config.workers, config.games_per_iteration, config.concurrent_games)
+    if note:  # groups are by game number, whatever the workers (exactness)
+        run.notes.append(note)
     pool = _start_self_play(config, groups)
     try:
         with run.session(start_step=learner.step):

@@ -129,7 +129,7 @@ from bellman.zero.muzero_selfplay import (
     value_target,
 )
 from bellman.zero.network import check_finite, load_weights, weights_bytes
-from bellman.zero.selfplay import play_groups, start_workers
+from bellman.zero.selfplay import idle_workers_note, play_groups, start_workers
 
 
 @dataclass(frozen=True)
@@ -783,15 +783,11 @@ def train(config: MuZeroConfig, world, run: Run) -> MuZeroLearner:
     learner = MuZeroLearner(config, world)
     if run.restored is not None:
         learner.restore(*run.restored)
-    groups = math.ceil(config.games_per_iteration / (config.concurrent_games
-                                                     or config.games_per_iteration))  # fmt: skip
-    if groups < config.workers:
-        run.notes.append(
-            f"only {groups} of the {config.workers} self-play workers had episodes: an "
-            f"iteration's {config.games_per_iteration} episodes make {groups} group(s) of "
-            f"concurrent_games = {config.concurrent_games}; set concurrent_games <= "
-            f"{max(1, config.games_per_iteration // config.workers)} to keep every worker busy"
-        )
+    size = config.concurrent_games or config.games_per_iteration  # (0: one group)
+    groups = math.ceil(config.games_per_iteration / size)
+    note = idle_workers_note(config.workers, config.games_per_iteration, size)
+    if note:
+        run.notes.append(note)
     pool = start_workers(min(config.workers, groups)) if config.workers > 1 else None
     try:
         _loop(learner, config, run, pool)

@@ -15,6 +15,7 @@ ReplayWindow            the last `replay_window` positions, as a ring of arrays
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import signal
 from collections.abc import Callable
@@ -255,6 +256,22 @@ def start_workers(workers: int):
     when the learner's network is on a GPU; forked locks held by other threads deadlock it).
     The workers ignore Ctrl-C: the learner decides when to stop (`play_groups`)."""
     return multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_interrupts)
+
+
+def idle_workers_note(
+    workers: int, games_per_iteration: int, concurrent_games: int
+) -> str | None:
+    """The run note when an iteration's groups of `concurrent_games` (cut by game number, the
+    same for any number of workers) are fewer than the self-play workers; None otherwise."""
+    groups = math.ceil(games_per_iteration / concurrent_games)
+    if groups >= workers:
+        return None
+    return (
+        f"only {groups} of the {workers} self-play workers had games: an iteration's "
+        f"{games_per_iteration} games make {groups} group(s) of concurrent_games = "
+        f"{concurrent_games}; set concurrent_games <= "
+        f"{max(1, games_per_iteration // workers)} to keep every worker busy"
+    )
 
 
 def _ignore_interrupts() -> None:
