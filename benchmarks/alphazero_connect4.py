@@ -20,6 +20,8 @@ fixed wall-clock budget, then measured against fixed players, against exact scor
            result-preserving  sign(s_move) == sign(max_c s_c)   (keeps the win / draw / loss)
            exactly optimal    s_move == max_c s_c
        Reference, result-preserving: random 58.0%, plain UCT with 1000 rollouts 91.2%.
+    4. MuZero only: its learned model against the real rules one move ahead on the same
+       positions (`model_check`): how far a search over the model can be trusted.
 
 Targets (issue 5), within a 2-hour, 2-core budget: >= 90% wins against both opponents and >= 95%
 result-preserving moves. `--algo muzero` trains `bellman train muzero --env connect4` instead
@@ -68,6 +70,7 @@ from bellman.games import make_game
 from bellman.games.base import play_moves
 from bellman.run import read_run_config
 from bellman.search import MCTS, AlphaBetaPlayer, RandomRolloutEvaluator
+from bellman.zero import muzero
 from bellman.zero.arena import play_match
 from bellman.zero.go_players import alphago_player
 from bellman.zero.play import load_agent as load_trained_agent
@@ -187,20 +190,102 @@ def wins_text(tallied: dict) -> str:
     )
 
 
+def labelled_positions(game, labels: Path, start: int, stop: int) -> list:
+    """Positions [start, stop) of a `.labels` file as (state, the exact score of each column;
+    below -1000 for a full column)."""
+    with open(labels, encoding="utf-8") as handle:
+        rows = [line.split() for line in handle]
+    return [(play_moves(game, game.parse_moves(fields[0])), np.array([int(s) for s in fields[2:]]))
+            for fields in [row for row in rows if len(row) == 9][start:stop]]  # fmt: skip
+
+
 def score_positions(game, agent, labels: Path, start: int, stop: int) -> dict:
     """Step 3: result-preserving and exactly optimal move counts on positions [start, stop)."""
     preserving = optimal = total = 0
-    with open(labels, encoding="utf-8") as handle:
-        rows = [line.split() for line in handle]
-    for fields in [row for row in rows if len(row) == 9][start:stop]:
-        moves, scores = fields[0], np.array([int(s) for s in fields[2:]])
-        state = play_moves(game, game.parse_moves(moves))
+    for state, scores in labelled_positions(game, labels, start, stop):
         best = scores[scores > -1000].max()
         chosen = scores[agent(state)]
         preserving += int(np.sign(chosen) == np.sign(best))
         optimal += int(chosen == best)
         total += 1
     return {"positions": total, "preserving": preserving, "optimal": optimal}
+
+
+def model_check(run_dir: Path, labels: Path, positions: int) -> dict:
+    """Step 4, MuZero only: its learned model against the real rules one move ahead, on the
+    positions of step 3. For every position s and legal column a (v is the value for the
+    player to move, so the mover's is -v):
+
+        learned   r, s^1 = g(h(s), a):   Q_model(s, a) = r - f_v(s^1)
+        real      s' = s after a:         Q_rules(s, a) = the result if a ends the game,
+                                                          else -f_v(h(s'))
+
+    Returns the correlation of Q_model and Q_rules over all (s, a), the result-preserving rate
+    of one move of lookahead (argmax_a Q) with each, and the mean reward g predicts from h(s')
+    for the replies that win at once (target 1) and for the other replies (target 0)."""
+    _, config = api.load_run_config(run_dir)
+    arrays, _ = checkpoint.load(run_dir / "checkpoints")
+    game = make_game("connect4")
+    network = muzero.load_network(arrays, config, game)
+    labelled = labelled_positions(game, labels, 0, positions)
+    q_model, q_rules = np.full((2, len(labelled), 7), -np.inf)
+    follow_ups, replies = [], []  # (position, column, s') not over; (s', reply, wins)
+    for i, (state, _) in enumerate(labelled):
+        for a in game.legal_actions(state):
+            after = game.apply(state, a)
+            if game.is_terminal(after):
+                q_rules[i, a] = -game.outcome(after)
+                continue
+            follow_ups.append((i, a, after))
+            replies += [(len(follow_ups) - 1, b, game.outcome(game.apply(after, b)) == -1.0
+                         if game.is_terminal(game.apply(after, b)) else False)
+                        for b in game.legal_actions(after)]  # fmt: skip
+    with torch.inference_mode():
+        hidden = network.initial_inference(torch.from_numpy(
+            game.observations([state for state, _ in labelled])))[0]  # fmt: skip
+        for a in range(7):
+            moves = torch.full((len(labelled),), a)
+            _, reward, _, value = network.recurrent_inference(hidden, moves)
+            legal = [game.legal_mask(state)[a] for state, _ in labelled]
+            q_model[legal, a] = (reward - value).numpy()[legal]
+        after_hidden, _, _, after_value = network.initial_inference(
+            torch.from_numpy(game.observations([after for _, _, after in follow_ups])))
+        rows, columns, _ = zip(*follow_ups, strict=True)
+        q_rules[list(rows), list(columns)] = -after_value.numpy()
+        which, reply, wins = (np.array(column) for column in zip(*replies, strict=True))
+        reward = network.recurrent_inference(
+            after_hidden[torch.from_numpy(which)], torch.from_numpy(reply))[1].numpy()  # fmt: skip
+    legal = np.isfinite(q_rules)
+    best = np.array([scores[scores > -1000].max() for _, scores in labelled])
+
+    def preserving(q: np.ndarray) -> float:
+        chosen = np.array([scores[c] for (_, scores), c in zip(labelled, q.argmax(1), strict=True)])
+        return float(np.mean(np.sign(chosen) == np.sign(best)))
+
+    return {
+        "positions": len(labelled),
+        "q_correlation": float(np.corrcoef(q_model[legal], q_rules[legal])[0, 1]),
+        "lookahead_preserving_model": preserving(q_model),
+        "lookahead_preserving_rules": preserving(q_rules),
+        "winning_replies": int(wins.sum()),
+        "reward_at_wins": float(reward[wins].mean()) if wins.any() else math.nan,
+        "reward_elsewhere": float(reward[~wins].mean()),
+    }
+
+
+def print_model(model: dict) -> None:
+    print_table(
+        ("its learned model one move ahead (step 4)", "model", "real rules"),
+        [
+            ("corr(Q_model, Q_rules) over the legal moves", f"{model['q_correlation']:.2f}", ""),
+            ("result-preserving, argmax of one move of lookahead",
+             f"{model['lookahead_preserving_model']:.1%}",
+             f"{model['lookahead_preserving_rules']:.1%}"),
+            (f"reward g predicts at {model['winning_replies']} replies that win",
+             f"{model['reward_at_wins']:.2f}", "1"),
+            ("reward g predicts at the other replies", f"{model['reward_elsewhere']:.2f}", "0"),
+        ],
+    )  # fmt: skip
 
 
 def evaluate_agent(args) -> tuple[dict, dict, dict]:
@@ -287,6 +372,9 @@ def main() -> None:
             *([(f"wins vs {args.versus}", wins_text(head_to_head), "")] if head_to_head else []),
         ],
     )  # fmt: skip
+    model = model_check(args.run_dir, args.labels, args.positions) if algo == "muzero" else None
+    if model:
+        print_model(model)
     write_results(
         args.results,
         {
@@ -307,6 +395,7 @@ def main() -> None:
             "vs_alphabeta_depth2": versus_alphabeta,
             "test_L2_R2": positions,
             "versus": {"run": str(args.versus), **head_to_head} if head_to_head else None,
+            "model": model,
         },
     )
 
