@@ -20,7 +20,7 @@ from bellman.games.base import play_moves
 from bellman.run import TIMING_COLUMNS
 from bellman.zero import alphazero as az
 from bellman.zero.arena import search_player
-from bellman.zero.network import NetworkEvaluator, load_network
+from bellman.zero.network import NetworkEvaluator, load_network, set_learning_rate
 from bellman.zero.play import load_agent
 
 torch.set_num_threads(1)
@@ -192,8 +192,7 @@ def test_replay_ratio_and_learning_rate_schedule():
     learner = az.AlphaZeroLearner(decaying, make_game("tictactoe"))
     rates = []
     for step in (0, 500, 1000, 5000):
-        learner.step = step
-        learner.set_learning_rate()
+        set_learning_rate(learner.optimizer, decaying, step)
         rates.append(learner.optimizer.param_groups[0]["lr"])
     assert rates == pytest.approx([0.01, 0.0055, 0.001, 0.001])
 

@@ -100,6 +100,7 @@ from bellman.zero.network import (
     check_finite,
     load_network,
     load_weights,
+    set_learning_rate,
     weights_bytes,
 )
 from bellman.zero.selfplay import (
@@ -320,15 +321,6 @@ class AlphaZeroLearner:
         self.iteration = 0
         self.updates = 0
         self.best_generation = 0
-
-    def set_learning_rate(self) -> None:
-        """The learning rate at this step: linear from learning_rate to learning_rate *
-        lr_final_fraction at `steps` (constant when lr_final_fraction = 1)."""
-        config = self.config
-        progress = min(1.0, self.step / config.steps)
-        rate = config.learning_rate * (1.0 - (1.0 - config.lr_final_fraction) * progress)
-        for group in self.optimizer.param_groups:
-            group["lr"] = rate
 
     def train_step(self) -> tuple[float, float, float]:
         """Step 5 once: sample a minibatch and descend l. Returns (l, value loss, policy loss)."""
@@ -633,7 +625,7 @@ def _iteration(
     started = time.perf_counter()
     losses = []
     if len(learner.window) >= config.batch_size:  # 5. gradient steps on l
-        learner.set_learning_rate()
+        set_learning_rate(learner.optimizer, config, learner.step)
         torch.set_num_threads(config.train_threads)
         try:
             losses = [learner.train_step() for _ in range(_train_steps(config, new_positions))]

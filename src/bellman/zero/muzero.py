@@ -128,7 +128,7 @@ from bellman.zero.muzero_selfplay import (
     unrolled_targets,
     value_target,
 )
-from bellman.zero.network import check_finite, load_weights, weights_bytes
+from bellman.zero.network import check_finite, load_weights, set_learning_rate, weights_bytes
 from bellman.zero.selfplay import idle_workers_note, play_groups, start_workers
 
 
@@ -210,7 +210,11 @@ class MuZeroConfig(TrainConfig):
     optimizer: str = field(default="adam", metadata=choices("sgd", "adam"))
     """adam or sgd (with momentum, as the paper)."""
     learning_rate: float = field(default=0.001, metadata=interval("(0, inf)"))
-    """Step size."""
+    """Step size (at the start of the run when lr_final_fraction < 1)."""
+    lr_final_fraction: float = field(default=1.0, metadata=interval("(0, 1]"))
+    """The learning rate decays linearly (in real moves / env steps) from learning_rate to this
+    fraction of it at `steps`, as AlphaZero's; 1: constant (the paper decays it
+    exponentially)."""
     momentum: float = field(default=0.9, metadata=interval("[0, 1)"))
     """SGD momentum (MuZero: 0.9); unused by adam."""
     weight_decay: float = field(default=1e-4, metadata=interval("[0, inf)"))
@@ -850,6 +854,7 @@ def _iteration(
     started = time.perf_counter()
     losses = []
     if len(learner.replay) >= config.batch_size:  # C. unrolled gradient steps
+        set_learning_rate(learner.optimizer, config, learner.step)
         torch.set_num_threads(config.train_threads)
         try:
             losses = [learner.train_step() for _ in range(config.train_steps)]

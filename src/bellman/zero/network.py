@@ -114,6 +114,17 @@ def load_network(arrays: dict[str, np.ndarray], config, game: Game) -> AlphaZero
     return network.eval()
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, config, step: int) -> None:
+    """The step size at self-play move `step` of a run of `config.steps` moves: linear from
+    `config.learning_rate` to `learning_rate * lr_final_fraction` at `steps`, then held there
+    (constant when lr_final_fraction = 1). A pure function of the step, so a resumed run needs no
+    state; AlphaZero's and MuZero's learners call it before each iteration's gradient steps."""
+    progress = min(1.0, step / config.steps)
+    rate = config.learning_rate * (1.0 - (1.0 - config.lr_final_fraction) * progress)
+    for group in optimizer.param_groups:
+        group["lr"] = rate
+
+
 def check_finite(network: torch.nn.Module, what: str, step: int) -> None:
     """Raise NonFiniteError naming the first float tensor of `network`'s state (parameters and
     buffers: BatchNorm's running means and variances too) that holds a NaN or an infinity."""
