@@ -18,7 +18,7 @@ from bellman.errors import CheckpointError, ConfigError
 from bellman.games.base import play_moves
 from bellman.run import TIMING_COLUMNS
 from bellman.search import best_move
-from bellman.zero import muzero
+from bellman.zero import muzero, muzero_selfplay
 from bellman.zero.muzero_network import (
     AtariMuZeroNetwork,
     BoardMuZeroNetwork,
@@ -385,6 +385,23 @@ def _learner(env: str, **overrides) -> muzero.MuZeroLearner:
                  simulations=6, unroll_steps=2, batch_size=8, replay_window=40, seed=0)  # fmt: skip
     config = muzero.MuZeroConfig(env=env, **{**knobs, **overrides})
     return muzero.MuZeroLearner(config, muzero.make_train_env(config))
+
+
+def test_the_temperature_decays_over_the_run(monkeypatch):
+    # the paper's Atari schedule in real moves: x1 to half the run, x0.5 to 3/4, x0.25 after
+    config = muzero.MuZeroConfig(env="CartPole-v1", steps=1000, temperature_decay=True)
+    scales = [muzero.temperature_scale(config, step) for step in (0, 499, 500, 749, 750, 5000)]
+    assert scales == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+    assert muzero.temperature_scale(muzero.MuZeroConfig(env="CartPole-v1"), 10**6) == 1.0
+    # acting at 80% of the run draws every move at tau = final_temperature (2) x 0.25
+    taus = []
+    monkeypatch.setattr(muzero_selfplay, "select_action",
+                        lambda counts, tau, rng: taus.append(tau) or 0)  # fmt: skip
+    learner = _learner("CartPole-v1", steps=100, temperature_decay=True, games_per_iteration=1,
+                       temperature_moves=0, final_temperature=2.0)  # fmt: skip
+    learner.step = 80
+    muzero._acting(learner, learner.config)
+    assert len(taus) > 5 and set(taus) == {0.5}
 
 
 def test_reanalysed_policy_targets_are_a_fresh_searchs():

@@ -157,6 +157,10 @@ class MuZeroConfig(TrainConfig):
     """Moves of an episode played with tau = 1 (proportional to visits)."""
     final_temperature: float = field(default=0.0, metadata=interval("[0, inf)"))
     """tau after temperature_moves (0: the most visited move)."""
+    temperature_decay: bool = False
+    """The paper's Atari schedule over the run (its visit_softmax_temperature_fn, there in
+    training steps, here in real moves / env steps): tau as above times 1 until half of
+    `steps`, times 0.5 until three quarters, times 0.25 after; False: times 1 all run long."""
     search_batch_size: int = field(default=1, metadata=interval("[1, inf)"))
     """Descents per search round of one tree (with a virtual loss); the network batch is this
     times the episodes searching together."""
@@ -737,11 +741,20 @@ def load_policy(arrays: dict[str, np.ndarray], env, config: MuZeroConfig, seed: 
 _WORKER: dict[str, Any] = {}
 
 
-def play_group(task: tuple[bytes, MuZeroConfig, list[int]]) -> list[tuple[int, Any]]:
+def temperature_scale(config: MuZeroConfig, step: int) -> float:
+    """What tau is multiplied by at real move `step` of the run (`temperature_decay`)."""
+    if not config.temperature_decay:
+        return 1.0
+    progress = step / config.steps
+    return 1.0 if progress < 0.5 else 0.5 if progress < 0.75 else 0.25
+
+
+def play_group(task: tuple[bytes, MuZeroConfig, list[int], float]) -> list[tuple[int, Any]]:
     """Step A for the episodes numbered `numbers`, all at once, with h, g, f given as safetensors
-    bytes: a self-play worker's job (`selfplay.play_groups`), also run in the learner's process
-    when workers = 1. Episode e is seeded by (seed, e). Returns (number, trajectory) pairs."""
-    blob, config, numbers = task
+    bytes and tau scaled by `scale` (`temperature_scale`): a self-play worker's job
+    (`selfplay.play_groups`), also run in the learner's process when workers = 1. Episode e is
+    seeded by (seed, e). Returns (number, trajectory) pairs."""
+    blob, config, numbers, scale = task
     if _WORKER.get("config") != config:  # this process's world and network, built once
         torch.set_num_threads(config.torch_threads)
         world = make_game(config.env) if config.board else _make_gym(config, training=True)
@@ -757,7 +770,7 @@ def play_group(task: tuple[bytes, MuZeroConfig, list[int]]) -> list[tuple[int, A
         env = world if config.board else _make_gym(config, training=True)
         mcts = search_for(config, env, model, simulations=config.simulations,
                           seed=int(search_seed.generate_state(1)[0]))  # fmt: skip
-        episodes.append(ActingEpisode(env, mcts, config, episode_seed))
+        episodes.append(ActingEpisode(env, mcts, config, episode_seed, scale))
     try:
         return list(zip(numbers, play_episodes(episodes, model), strict=True))
     finally:
@@ -775,7 +788,8 @@ def _acting(
     numbers = list(range(first, first + config.games_per_iteration))
     size = config.concurrent_games or len(numbers)  # groups by number: the same for any workers
     blob = weights_bytes(learner.network)
-    tasks = [(blob, config, numbers[i : i + size]) for i in range(0, len(numbers), size)]
+    scale = temperature_scale(config, learner.step)
+    tasks = [(blob, config, numbers[i : i + size], scale) for i in range(0, len(numbers), size)]
     played = play_groups(tasks, pool, stop_requested, play=play_group)
     return None if played is None else [trajectory for _, trajectory in played]
 

@@ -77,11 +77,14 @@ class ActingEpisode:
         mcts: the episode's search (with the learned model).
         settings: gives temperature_moves and final_temperature.
         seed: the episode's `SeedSequence` (action draws and the env's reset).
+        temperature_scale: what tau is multiplied by (MuZero's `temperature_decay`).
     """
 
-    def __init__(self, world, mcts: MCTS, settings, seed: np.random.SeedSequence):
+    def __init__(self, world, mcts: MCTS, settings, seed: np.random.SeedSequence,
+                 temperature_scale: float = 1.0):  # fmt: skip
         move_seed, env_seed = seed.spawn(2)
         self.world, self.mcts, self.settings = world, mcts, settings
+        self.temperature_scale = temperature_scale
         self.board = hasattr(world, "initial_state")
         self.rng = np.random.default_rng(move_seed)
         if self.board:
@@ -109,7 +112,7 @@ class ActingEpisode:
         result = self.mcts.end()
         settings = self.settings
         late = len(self.actions) >= settings.temperature_moves
-        tau = settings.final_temperature if late else 1.0
+        tau = (settings.final_temperature if late else 1.0) * self.temperature_scale
         policy = search_policy(result)
         if result.improved_policy is not None:  # Gumbel root: its action, pi' as the target
             action = result.selected
