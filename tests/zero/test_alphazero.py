@@ -20,7 +20,12 @@ from bellman.games.base import play_moves
 from bellman.run import TIMING_COLUMNS
 from bellman.zero import alphazero as az
 from bellman.zero.arena import search_player
-from bellman.zero.network import NetworkEvaluator, load_network, set_learning_rate
+from bellman.zero.network import (
+    NetworkEvaluator,
+    gradient_steps,
+    load_network,
+    set_learning_rate,
+)
 from bellman.zero.play import load_agent
 
 torch.set_num_threads(1)
@@ -182,9 +187,9 @@ def test_go9_pipeline_smoke(tmp_path: Path):
 
 def test_replay_ratio_and_learning_rate_schedule():
     config = az.AlphaZeroConfig(env="tictactoe", batch_size=100, train_steps=7, steps=1000)
-    assert az._train_steps(config, 1234) == 7
+    assert gradient_steps(config, 1234) == 7
     ratio = az.AlphaZeroConfig(env="tictactoe", batch_size=100, replay_ratio=2.0)
-    assert az._train_steps(ratio, 1234) == 25  # ceil(2 * 1234 / 100)
+    assert gradient_steps(ratio, 1234) == 25  # ceil(2 * 1234 / 100)
     decaying = az.AlphaZeroConfig(
         env="tictactoe", steps=1000, learning_rate=0.01, lr_final_fraction=0.1, blocks=1,
         channels=4, value_hidden=4, batch_size=8, replay_window=8,

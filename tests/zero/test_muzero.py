@@ -4,6 +4,7 @@ its runs: checkpoints with a bit-for-bit resume, bad input as one error line."""
 
 from __future__ import annotations
 
+import csv
 import math
 import subprocess
 import sys
@@ -245,6 +246,17 @@ def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path):
         assert [v for i, v in enumerate(a) if i not in timed] == [
             v for i, v in enumerate(b) if i not in timed
         ]
+
+
+def test_replay_ratio_sets_each_iterations_gradient_steps(tmp_path: Path):
+    # ceil(2 * new positions / 16) with tic-tac-toe's 8 symmetric copies: one gradient step per
+    # real move, so the updates column equals the moves column, however long the games were
+    run = api.train("muzero", "tictactoe", overrides=[*TINY, "replay_ratio=2", "steps=60"],
+                    run_dir=tmp_path / "r", quiet=True)  # fmt: skip
+    with open(run.dir / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) >= 2
+    assert [int(row["updates"]) for row in rows] == [int(row["step"]) for row in rows]
 
 
 def test_two_self_play_workers_give_the_same_run_as_one(tmp_path: Path):

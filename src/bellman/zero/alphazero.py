@@ -98,6 +98,7 @@ from bellman.zero.network import (
     NetworkEvaluator,
     build_network,
     check_finite,
+    gradient_steps,
     load_network,
     load_weights,
     set_learning_rate,
@@ -594,13 +595,6 @@ def _write_sgf(run: Run, game: Game, number: int, record: GameRecord) -> None:
     atomic_write_text(folder / f"selfplay-{number:07d}.sgf", text)
 
 
-def _train_steps(config: AlphaZeroConfig, new_positions: int) -> int:
-    """Step 5's number of gradient steps this iteration (`train_steps`, or by `replay_ratio`)."""
-    if config.replay_ratio > 0:
-        return math.ceil(config.replay_ratio * new_positions / config.batch_size)
-    return config.train_steps
-
-
 def _iteration(
     learner: AlphaZeroLearner, config: AlphaZeroConfig, run: Run, pool
 ) -> tuple[dict[str, float], ArenaReport] | None:
@@ -628,7 +622,7 @@ def _iteration(
         set_learning_rate(learner.optimizer, config, learner.step)
         torch.set_num_threads(config.train_threads)
         try:
-            losses = [learner.train_step() for _ in range(_train_steps(config, new_positions))]
+            losses = [learner.train_step() for _ in range(gradient_steps(config, new_positions))]
         finally:
             torch.set_num_threads(config.torch_threads)
     train_seconds = time.perf_counter() - started

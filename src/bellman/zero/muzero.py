@@ -128,7 +128,13 @@ from bellman.zero.muzero_selfplay import (
     unrolled_targets,
     value_target,
 )
-from bellman.zero.network import check_finite, load_weights, set_learning_rate, weights_bytes
+from bellman.zero.network import (
+    check_finite,
+    gradient_steps,
+    load_weights,
+    set_learning_rate,
+    weights_bytes,
+)
 from bellman.zero.selfplay import idle_workers_note, play_groups, start_workers
 
 
@@ -224,7 +230,12 @@ class MuZeroConfig(TrainConfig):
     weight_decay: float = field(default=1e-4, metadata=interval("[0, inf)"))
     """c of the loss's c ||theta||^2 term (MuZero: 1e-4)."""
     train_steps: int = field(default=50, metadata=interval("[0, inf)"))
-    """Gradient steps per iteration."""
+    """Gradient steps per iteration (when replay_ratio is 0)."""
+    replay_ratio: float = field(default=0.0, metadata=interval("[0, inf)"))
+    """When > 0, an iteration's gradient steps are ceil(replay_ratio * new positions (the
+    symmetric copies counted) / batch_size), as AlphaZero's: each new position starts about
+    this many unrolls, however long the iteration's episodes were (CartPole's grow 25-fold as
+    it learns); 0: `train_steps` per iteration."""
     games_per_iteration: int = field(default=16, metadata=interval("[1, inf)"))
     """Episodes per iteration, all played at once (one network call per kind per wave)."""
     symmetries: bool = True
@@ -852,7 +863,7 @@ def _iteration(
     trajectories = _acting(learner, config, pool, lambda: run.stop_requested)  # A. act
     if trajectories is None:
         return None
-    scores = []
+    scores, new_positions = [], 0
     for trajectory in trajectories:  # B. store the trajectories (and their symmetric copies)
         priorities = initial_priorities(trajectory, config)
         copies = [trajectory]
@@ -860,6 +871,7 @@ def _iteration(
             copies = symmetric_trajectories(learner.world, trajectory)
         for copy in copies:
             learner.replay.add(copy, learner.games, priorities)
+            new_positions += copy.moves
         learner.games += 1
         learner.step += trajectory.moves
         scores.append(trajectory.score)
@@ -871,7 +883,7 @@ def _iteration(
         set_learning_rate(learner.optimizer, config, learner.step)
         torch.set_num_threads(config.train_threads)
         try:
-            losses = [learner.train_step() for _ in range(config.train_steps)]
+            losses = [learner.train_step() for _ in range(gradient_steps(config, new_positions))]
         finally:
             torch.set_num_threads(config.torch_threads)
     learner.iteration += 1

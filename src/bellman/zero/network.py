@@ -7,12 +7,15 @@
     load_weights       the learner keeps as its best player), and back
     load_network       a checkpoint's trained f_theta, checked key by key (`torch_state`)
     check_finite       every float tensor of a network (weights and BatchNorm statistics) finite
+    set_learning_rate  the step size at a move of the run (`lr_final_fraction`)     } AlphaZero's
+    gradient_steps     an iteration's gradient steps (`train_steps`, `replay_ratio`) } and MuZero's
 
 The architecture itself is `bellman.nets.AlphaZeroNetwork`.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -123,6 +126,15 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, config, step: int) -> No
     rate = config.learning_rate * (1.0 - (1.0 - config.lr_final_fraction) * progress)
     for group in optimizer.param_groups:
         group["lr"] = rate
+
+
+def gradient_steps(config, new_positions: int) -> int:
+    """An iteration's gradient steps: ceil(replay_ratio * new positions / batch_size) when
+    `config.replay_ratio` > 0 (each new position trained on about replay_ratio times, however
+    long the iteration's games were), else `config.train_steps`."""
+    if config.replay_ratio > 0:
+        return math.ceil(config.replay_ratio * new_positions / config.batch_size)
+    return config.train_steps
 
 
 def check_finite(network: torch.nn.Module, what: str, step: int) -> None:
