@@ -199,14 +199,18 @@ def labelled_positions(game, labels: Path, start: int, stop: int) -> list:
             for fields in [row for row in rows if len(row) == 9][start:stop]]  # fmt: skip
 
 
+def keeps_result(scores: np.ndarray, move: int) -> bool:
+    """Whether `move` is result-preserving: sign(s_move) == sign(max_c s_c)."""
+    return bool(np.sign(scores[move]) == np.sign(scores[scores > -1000].max()))
+
+
 def score_positions(game, agent, labels: Path, start: int, stop: int) -> dict:
     """Step 3: result-preserving and exactly optimal move counts on positions [start, stop)."""
     preserving = optimal = total = 0
     for state, scores in labelled_positions(game, labels, start, stop):
-        best = scores[scores > -1000].max()
-        chosen = scores[agent(state)]
-        preserving += int(np.sign(chosen) == np.sign(best))
-        optimal += int(chosen == best)
+        move = agent(state)
+        preserving += int(keeps_result(scores, move))
+        optimal += int(scores[move] == scores[scores > -1000].max())
         total += 1
     return {"positions": total, "preserving": preserving, "optimal": optimal}
 
@@ -237,9 +241,10 @@ def model_check(run_dir: Path, labels: Path, positions: int) -> dict:
                 q_rules[i, a] = -game.outcome(after)
                 continue
             follow_ups.append((i, a, after))
-            replies += [(len(follow_ups) - 1, b, game.outcome(game.apply(after, b)) == -1.0
-                         if game.is_terminal(game.apply(after, b)) else False)
-                        for b in game.legal_actions(after)]  # fmt: skip
+            for b in game.legal_actions(after):
+                end = game.apply(after, b)  # b wins at once: the player to move then has lost
+                replies.append((len(follow_ups) - 1, b, game.is_terminal(end)
+                                and game.outcome(end) == -1.0))  # fmt: skip
     with torch.inference_mode():
         hidden = network.initial_inference(torch.from_numpy(
             game.observations([state for state, _ in labelled])))[0]  # fmt: skip
@@ -256,11 +261,11 @@ def model_check(run_dir: Path, labels: Path, positions: int) -> dict:
         reward = network.recurrent_inference(
             after_hidden[torch.from_numpy(which)], torch.from_numpy(reply))[1].numpy()  # fmt: skip
     legal = np.isfinite(q_rules)
-    best = np.array([scores[scores > -1000].max() for _, scores in labelled])
 
     def preserving(q: np.ndarray) -> float:
-        chosen = np.array([scores[c] for (_, scores), c in zip(labelled, q.argmax(1), strict=True)])
-        return float(np.mean(np.sign(chosen) == np.sign(best)))
+        moves = q.argmax(1)
+        return float(np.mean([keeps_result(scores, m) for (_, scores), m in zip(labelled, moves,
+                                                                              strict=True)]))
 
     return {
         "positions": len(labelled),
