@@ -16,6 +16,7 @@ import torch
 
 from bellman import api, checkpoint
 from bellman.errors import CheckpointError, ConfigError
+from bellman.games import make_game
 from bellman.games.base import play_moves
 from bellman.run import TIMING_COLUMNS
 from bellman.search import best_move
@@ -487,6 +488,80 @@ def test_reanalyse_off_samples_the_stored_targets_with_the_same_draws():
                                 strict=True):  # fmt: skip
             np.testing.assert_array_equal(batch[name][row].numpy(), target, err_msg=name)
     assert learner.rng.random() == rng.random()  # no extra draw
+
+
+def test_consistency_targets_are_the_following_observations_of_the_same_episode():
+    learner = _learner("tictactoe", consistency_weight=2.0, batch_size=16)
+    game = learner.world
+    for number, moves in enumerate(([4, 0, 8], [0, 1, 2, 3])):  # two episodes side by side
+        states = [play_moves(game, moves[:t]) for t in range(len(moves))]
+        observations = np.stack([game.observation(s) for s in states])
+        trajectory = Trajectory(observations, np.array(moves), np.zeros(len(moves), np.float32),
+                                np.full((len(moves), 9), 1 / 9, np.float32),
+                                np.zeros(len(moves), np.float32), True, 0.0)  # fmt: skip
+        learner.replay.add(trajectory, number)
+    batch = learner.sample_batch()
+    replay = learner.replay
+    for row, slot in enumerate(batch["slots"].tolist()):
+        start, length = slot - replay.indices[slot], replay.lengths[slot]
+        for k in (1, 2):  # K = 2: o_{t+1}, o_{t+2} where the episode has them, else masked 0
+            following = batch["next_observations"][row, k - 1].numpy()
+            if replay.indices[slot] + k < length:
+                assert batch["next_masks"][row, k - 1] == 1
+                np.testing.assert_array_equal(following, replay.observations[slot + k])
+                assert replay.episodes[slot + k] == replay.episodes[slot]
+                assert slot + k < start + length
+            else:
+                assert batch["next_masks"][row, k - 1] == 0 and not following.any()
+
+
+def test_consistency_loss_is_minus_the_cosine_of_the_projections_and_trains_only_g():
+    learner = _learner("tictactoe", consistency_weight=2.0, blocks=1, unroll_steps=1)
+    network = learner.network.train()
+    rng = np.random.default_rng(0)
+    batch = {
+        "observations": torch.from_numpy(rng.random((4, 2, 3, 3), np.float32)),
+        "next_observations": torch.from_numpy(rng.random((4, 1, 2, 3, 3), np.float32)),
+        "next_masks": torch.tensor([[1.0], [1.0], [0.0], [1.0]]),
+        "actions": torch.tensor([[0], [1], [2], [3]]), "values": torch.zeros(4, 2),
+        "rewards": torch.zeros(4, 2), "masks": torch.zeros(4, 2),
+        "policies": torch.zeros(4, 2, 9), "weights": torch.ones(4),
+    }  # fmt: skip
+    base, _ = muzero.muzero_loss(network, batch, 1)
+    state = {k: v.clone() for k, v in network.state_dict().items()}
+    loss, parts = muzero.muzero_loss(network, batch, 1, consistency_weight=2.0)
+    # by hand, with the same BatchNorm statistics: s^1 = g(h(o_t), a), target h(o_{t+1})
+    network.load_state_dict(state)
+    with torch.no_grad():
+        observed = scale_hidden(network.represent(batch["next_observations"][:, 0]))
+    unrolled = network.recurrent_inference(network.initial_inference(batch["observations"])[0],
+                                           batch["actions"][:, 0])[0]  # fmt: skip
+    heads = network.consistency
+    online = heads.prediction(heads.projection(unrolled.flatten(1)))
+    target = heads.projection(observed.flatten(1))
+    cosine = torch.nn.functional.cosine_similarity(online, target, dim=1)
+    expected = -(cosine * batch["next_masks"][:, 0]).mean()
+    assert parts["consistency_loss"] == pytest.approx(float(expected.detach()), abs=1e-6)
+    assert float(loss) == pytest.approx(float(base) + 2.0 * float(expected.detach()), abs=1e-5)
+    # the target branch is a constant: h gets no gradient from o_{t+1}
+    network.zero_grad()
+    observations = batch["next_observations"].requires_grad_()
+    muzero.muzero_loss(network, batch, 1, consistency_weight=2.0)[0].backward()
+    assert observations.grad is None
+    assert network.consistency.prediction[0].weight.grad.abs().sum() > 0
+
+
+def test_consistency_runs_log_it_and_resume_and_plain_runs_have_no_heads(tmp_path):
+    run_dir = tmp_path / "run"
+    api.train("muzero", "tictactoe", overrides=[*TINY, "consistency_weight=2",
+              "projection_size=16"], run_dir=run_dir, quiet=True)  # fmt: skip
+    with open(run_dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(math.isfinite(float(r["consistency_loss"])) for r in rows if r["updates"] != "0")
+    arrays, _ = checkpoint.load(run_dir / "checkpoints")
+    assert any(key.startswith("net/consistency.") for key in arrays)
+    plain = muzero.build_network(muzero.MuZeroConfig(env="tictactoe"), make_game("tictactoe"))
+    assert not hasattr(plain, "consistency")
 
 
 # ---- search over a model that knows the rules -------------------------------------------------

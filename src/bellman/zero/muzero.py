@@ -20,6 +20,9 @@ Nature 588, 2020 (Methods; Appendix B, "Search"; Appendix G, "Training"). The lo
           with z_t the n-step bootstrapped value target u_{t+1} + ... + g^{n-1} u_{t+n} +
           g^n nu_{t+n} (the game's result in board games), the gradient entering the dynamics
           function scaled by 1/2 and each unrolled step's loss by 1/K.
+          Option (`consistency_weight` = lambda_c > 0, EfficientZero): add
+              lambda_c sum_{k=1..K} l^c(s^k, h(o_{t+k}))     (`ConsistencyHeads`)
+          the unrolled state against h's state of the real observation, where t + k < T.
 
 This file holds the config, the loss (step C), the learner and the loop; acting and the
 replay are `muzero_selfplay.py`, the networks and the value transform `muzero_network.py`.
@@ -117,6 +120,7 @@ from bellman.zero.muzero_network import (
     VectorMuZeroNetwork,
     scalar_to_support,
     scale_gradient,
+    scale_hidden,
 )
 from bellman.zero.muzero_selfplay import (
     ActingEpisode,
@@ -195,6 +199,12 @@ class MuZeroConfig(TrainConfig):
     """n of the n-step value target in envs (MuZero Atari: 10; board games: to the end)."""
     unroll_steps: int = field(default=5, metadata=interval("[1, 64]"))
     """K, steps the model is unrolled in training (MuZero: 5)."""
+    consistency_weight: float = field(default=0.0, metadata=interval("[0, inf)"))
+    """lambda_c of EfficientZero's self-supervised consistency loss (module docstring, step C;
+    EfficientZero: 2): trains g's unrolled states towards h's states of the real observations
+    they stand for; 0: the paper's MuZero loss (and no projection heads in the network)."""
+    projection_size: int = field(default=256, metadata=interval("[2, 65536]"))
+    """Width of the consistency loss's projection (EfficientZero: 1024 on Atari)."""
     support: int = field(default=300, metadata=interval("[1, 10000]"))
     """S of the categorical value and reward over -S..S in envs (MuZero Atari: 300)."""
     blocks: int = field(default=2, metadata=interval("[0, 64]"))
@@ -394,28 +404,37 @@ def world_spec(world) -> tuple[tuple[int, ...], Any, int]:
 
 
 def build_network(config: MuZeroConfig, world, *, scratch: bool = False) -> MuZeroNetwork:
-    """h, g, f for this config and world (step 1); `scratch`: weights to be overwritten, leave
-    torch's generator untouched."""
-    shape, _, actions = world_spec(world)
+    """h, g, f for this config and world (step 1), with the consistency loss's heads when
+    `consistency_weight` > 0; `scratch`: weights to be overwritten, leave torch's generator
+    untouched."""
     with torch.random.fork_rng(devices=[], enabled=scratch):
-        if hasattr(world, "initial_state"):
-            return BoardMuZeroNetwork(
-                shape,
-                actions,
-                blocks=config.blocks,
-                channels=config.channels,
-                value_hidden=config.value_hidden,
-            )
-        if len(shape) == 3:
-            return AtariMuZeroNetwork(
-                shape,
-                actions,
-                channels=config.channels,
-                blocks=config.blocks,
-                support=config.support,
-            )
-        return VectorMuZeroNetwork(shape[0], actions, hidden_size=config.hidden_size,
-                                   layers=config.layer_sizes, support=config.support)  # fmt: skip
+        network = _functions(config, world)
+        if config.consistency_weight > 0:
+            network.add_consistency_heads(config.projection_size, world_spec(world)[0])
+        return network
+
+
+def _functions(config: MuZeroConfig, world) -> MuZeroNetwork:
+    """h, g, f: the board, Atari or vector networks."""
+    shape, _, actions = world_spec(world)
+    if hasattr(world, "initial_state"):
+        return BoardMuZeroNetwork(
+            shape,
+            actions,
+            blocks=config.blocks,
+            channels=config.channels,
+            value_hidden=config.value_hidden,
+        )
+    if len(shape) == 3:
+        return AtariMuZeroNetwork(
+            shape,
+            actions,
+            channels=config.channels,
+            blocks=config.blocks,
+            support=config.support,
+        )
+    return VectorMuZeroNetwork(shape[0], actions, hidden_size=config.hidden_size,
+                               layers=config.layer_sizes, support=config.support)  # fmt: skip
 
 
 def search_for(config: MuZeroConfig, world, model, *, simulations: int, seed: int) -> MCTS:
@@ -441,14 +460,26 @@ def model_for(network: MuZeroNetwork, world, device="cpu") -> MuZeroModel:
 
 # ---- step C: training ---------------------------------------------------------------------
 def muzero_loss(
-    network: MuZeroNetwork, batch: dict[str, torch.Tensor], unroll_steps: int
+    network: MuZeroNetwork,
+    batch: dict[str, torch.Tensor],
+    unroll_steps: int,
+    consistency_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Step C's l (without the L2 term), averaged over the batch; `batch` holds observations
     `[B, ...]`, actions `[B, K]`, values, rewards and masks `[B, K + 1]`, policies
-    `[B, K + 1, A]` (`unrolled_targets`) and importance weights `[B]`. Returns (l, the value,
-    reward and policy parts summed over the K + 1 steps, and v^0 as `initial_values`)."""
+    `[B, K + 1, A]` (`unrolled_targets`) and importance weights `[B]`, and with
+    `consistency_weight` > 0 the observations o_{t+1..t+K} `[B, K, ...]` as
+    `next_observations` and `next_masks` `[B, K]` (`TrajectoryReplay.following`). Returns (l,
+    the value, reward and policy parts (and `consistency_loss`) summed over the steps, and v^0
+    as `initial_values`)."""
     hidden, reward, logits, value = network.initial_inference(batch["observations"])
     parts = {"value_loss": 0.0, "reward_loss": 0.0, "policy_loss": 0.0}
+    if consistency_weight > 0:  # h's states of the real observations, the loss's targets
+        parts["consistency_loss"] = 0.0
+        following = batch["next_observations"]
+        with torch.no_grad():
+            observed = scale_hidden(network.represent(following.flatten(0, 1)))
+        observed = observed.view(*following.shape[:2], *observed.shape[1:])
     parts["initial_values"] = network.scalar(value).detach()  # v^0 (prioritized replay)
     total = torch.zeros((), device=hidden.device)
     for k in range(unroll_steps + 1):
@@ -463,6 +494,11 @@ def muzero_loss(
             reward_loss = _scalar_loss(network, reward, batch["rewards"][:, k])
             step = step + reward_loss
             parts["reward_loss"] += float(reward_loss.mean().detach())
+            if consistency_weight > 0:
+                consistency = network.consistency.loss(hidden, observed[:, k - 1])
+                consistency = consistency * batch["next_masks"][:, k - 1]
+                step = step + consistency_weight * consistency
+                parts["consistency_loss"] += float(consistency.mean().detach())
         parts["value_loss"] += float(value_loss.mean().detach())
         parts["policy_loss"] += float((policy_loss * batch["masks"][:, k]).mean().detach())
         step = step * batch["weights"]  # importance weights (ones when uniform)
@@ -524,6 +560,10 @@ class MuZeroLearner:
         batch = {name: torch.from_numpy(np.stack(column)).to(self.device)
                  for name, column in zip(names, columns, strict=True)}  # fmt: skip
         batch["observations"] = torch.from_numpy(replay.observations[slots]).to(self.device)
+        if config.consistency_weight > 0:
+            following, masks = replay.following(slots, config.unroll_steps)
+            batch["next_observations"] = torch.from_numpy(following).to(self.device)
+            batch["next_masks"] = torch.from_numpy(masks).to(self.device)
         batch["weights"] = torch.from_numpy(weights).to(self.device)
         batch["slots"] = torch.from_numpy(slots)
         return batch
@@ -593,15 +633,17 @@ class MuZeroLearner:
         self.best, self.best_generation = weights_bytes(self.network), self.iteration
 
     def train_step(self) -> tuple[float, ...]:
-        """Step C once. Returns (l, value loss, reward loss, policy loss)."""
+        """Step C once. Returns (l, value loss, reward loss, policy loss[, consistency loss])."""
         batch = self.sample_batch()
         self.network.train()
-        loss, parts = muzero_loss(self.network, batch, self.config.unroll_steps)
-        if self.config.priority_alpha > 0:  # p = |v^0 - z| for the positions just trained on
+        config = self.config
+        loss, parts = muzero_loss(self.network, batch, config.unroll_steps,
+                                  config.consistency_weight)  # fmt: skip
+        if config.priority_alpha > 0:  # p = |v^0 - z| for the positions just trained on
             errors = (parts["initial_values"] - batch["values"][:, 0]).abs().cpu().numpy()
             self.replay.priorities[batch["slots"].numpy()] = errors + PRIORITY_EPS
         l2 = sum(p.pow(2).sum() for p in self.parameters)
-        loss = loss + self.config.weight_decay * l2
+        loss = loss + config.weight_decay * l2
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -612,7 +654,8 @@ class MuZeroLearner:
                 f"loss is {value} at step {self.step} (gradient step {self.updates}; training "
                 "diverged: lower learning_rate)"
             )
-        return value, parts["value_loss"], parts["reward_loss"], parts["policy_loss"]
+        losses = (value, parts["value_loss"], parts["reward_loss"], parts["policy_loss"])
+        return losses + ((parts["consistency_loss"],) if "consistency_loss" in parts else ())
 
     # ---- checkpoints -----------------------------------------------------------------------
     def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -887,11 +930,12 @@ def _iteration(
         finally:
             torch.set_num_threads(config.torch_threads)
     learner.iteration += 1
-    mean = np.mean(losses, axis=0) if losses else [math.nan] * 4
+    mean = np.mean(losses, axis=0) if losses else [math.nan] * 5
+    consistency = {"consistency_loss": float(mean[4])} if config.consistency_weight > 0 else {}
     return {
         "iteration": learner.iteration, "games": learner.games, "loss": float(mean[0]),
         "value_loss": float(mean[1]), "reward_loss": float(mean[2]),
-        "policy_loss": float(mean[3]), "score_mean": float(np.mean(scores)),
+        "policy_loss": float(mean[3]), **consistency, "score_mean": float(np.mean(scores)),
         "updates": learner.updates, "replay_size": len(learner.replay),
         "selfplay_seconds": round(acting_seconds, 3),
         "train_seconds": round(time.perf_counter() - started, 3),

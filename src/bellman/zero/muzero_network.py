@@ -197,6 +197,51 @@ class MuZeroNetwork(nn.Module):
     def forward(self, observations: torch.Tensor):
         return self.initial_inference(observations)
 
+    def add_consistency_heads(self, size: int, observation_shape: tuple[int, ...]) -> None:
+        """Give the network EfficientZero's projection and prediction heads (`ConsistencyHeads`)
+        over its flattened latent state (sized by h's output for an observation of
+        `observation_shape`); only runs with a consistency loss have (and save) them."""
+        training = self.training
+        with torch.no_grad():  # (in eval mode: BatchNorm's statistics stay untouched)
+            latent = self.eval().represent(torch.zeros(1, *observation_shape)).flatten(1).shape[1]
+        self.train(training)
+        self.consistency = ConsistencyHeads(latent, size)
+
+
+class ConsistencyHeads(nn.Module):
+    """The self-supervised consistency of EfficientZero (Ye et al., "Mastering Atari games
+    with limited data", NeurIPS 2021, section 4.1), SimSiam's (Chen and He 2021) recipe on
+    latent states: the state g unrolled to step k should be the state h makes of the real
+    observation o_{t+k}:
+
+        l^c_k = -cos( P2(P1(s^k)),  sg(P1(h(o_{t+k}))) )
+
+    with P1 the projection (three linear layers, BatchNorm, ReLU), P2 the prediction head (two
+    layers, the online branch only) and sg the stop-gradient: only the unrolled branch learns.
+    Deviation: EfficientZero's Atari sizes are 1024 (projection) and 512 (prediction's hidden
+    layer); here `size` and size / 2, a config value.
+    """
+
+    def __init__(self, latent_size: int, size: int):
+        super().__init__()
+        self.projection = nn.Sequential(
+            nn.Linear(latent_size, size), nn.BatchNorm1d(size), nn.ReLU(),
+            nn.Linear(size, size), nn.BatchNorm1d(size), nn.ReLU(),
+            nn.Linear(size, size), nn.BatchNorm1d(size),
+        )  # fmt: skip
+        hidden = max(1, size // 2)
+        self.prediction = nn.Sequential(
+            nn.Linear(size, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, size)
+        )
+
+    def loss(self, unrolled: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """`[B]` l^c for unrolled states s^k `[B, ...]` and h's states of the real
+        observations `[B, ...]` (the latter taken as constants)."""
+        online = self.prediction(self.projection(unrolled.flatten(1)))
+        with torch.no_grad():
+            target = self.projection(observed.flatten(1))
+        return -nn.functional.cosine_similarity(online, target, dim=1)
+
 
 class BoardMuZeroNetwork(MuZeroNetwork):
     """h, g, f for a board game: AlphaZero's residual towers and heads (see the module

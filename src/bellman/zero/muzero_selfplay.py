@@ -341,6 +341,17 @@ class TrajectoryReplay:
             self.policies[where], self.root_values[where], terminated, 0.0,
         )  # fmt: skip
 
+    def following(self, slots: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """The observations o_{t+1..t+steps} after the positions of ring `slots`, `[B, steps,
+        ...]`, zeros beyond the end of each one's episode, and float32 masks `[B, steps]`: 1
+        where the position exists."""
+        offsets = np.arange(1, steps + 1)
+        where = (slots[:, None] + offsets) % self.capacity
+        exists = self.indices[slots][:, None] + offsets < self.lengths[slots][:, None]
+        observations = self.observations[where]
+        observations[~exists] = 0
+        return observations, exists.astype(np.float32)
+
     def episode_start(self, slot: int) -> int | None:
         """The ring slot of the first position of ring `slot`'s episode, or None when it has
         been overwritten (the ring drops the oldest positions first, so every position from
