@@ -418,21 +418,11 @@ def _functions(config: MuZeroConfig, world) -> MuZeroNetwork:
     """h, g, f: the board, Atari or vector networks."""
     shape, _, actions = world_spec(world)
     if hasattr(world, "initial_state"):
-        return BoardMuZeroNetwork(
-            shape,
-            actions,
-            blocks=config.blocks,
-            channels=config.channels,
-            value_hidden=config.value_hidden,
-        )
+        return BoardMuZeroNetwork(shape, actions, blocks=config.blocks, channels=config.channels,
+                                  value_hidden=config.value_hidden)  # fmt: skip
     if len(shape) == 3:
-        return AtariMuZeroNetwork(
-            shape,
-            actions,
-            channels=config.channels,
-            blocks=config.blocks,
-            support=config.support,
-        )
+        return AtariMuZeroNetwork(shape, actions, channels=config.channels, blocks=config.blocks,
+                                  support=config.support)  # fmt: skip
     return VectorMuZeroNetwork(shape[0], actions, hidden_size=config.hidden_size,
                                layers=config.layer_sizes, support=config.support)  # fmt: skip
 
