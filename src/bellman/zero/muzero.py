@@ -623,7 +623,8 @@ class MuZeroLearner:
         self.best, self.best_generation = weights_bytes(self.network), self.iteration
 
     def train_step(self) -> tuple[float, ...]:
-        """Step C once. Returns (l, value loss, reward loss, policy loss[, consistency loss])."""
+        """Step C once. Returns (l, value loss, reward loss, policy loss, consistency loss (NaN
+        without the option))."""
         batch = self.sample_batch()
         self.network.train()
         config = self.config
@@ -644,8 +645,8 @@ class MuZeroLearner:
                 f"loss is {value} at step {self.step} (gradient step {self.updates}; training "
                 "diverged: lower learning_rate)"
             )
-        losses = (value, parts["value_loss"], parts["reward_loss"], parts["policy_loss"])
-        return losses + ((parts["consistency_loss"],) if "consistency_loss" in parts else ())
+        return (value, parts["value_loss"], parts["reward_loss"], parts["policy_loss"],
+                parts.get("consistency_loss", math.nan))  # fmt: skip
 
     # ---- checkpoints -----------------------------------------------------------------------
     def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
