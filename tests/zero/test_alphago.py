@@ -210,3 +210,20 @@ def test_a_stop_inside_a_stage_gives_it_up_and_resume_plays_it_again(tmp_path: P
     api.resume(run.dir, quiet=True)
     _, meta = checkpoint.load(run.dir / "checkpoints")
     assert meta["step"] == 2 and meta["state"]["metrics"]["rollout_accuracy"] is not None
+
+
+def test_a_stop_during_the_search_ablation_ends_it_before_the_next_move(monkeypatch):
+    # on Go a move of the lambda-mixed search takes seconds and an arena minutes: Ctrl-C must
+    # not wait for the arena's end (it did: the stop was polled only between arenas)
+    game = make_game("connect4")
+    pipeline = ag.AlphaGoPipeline(_config(lambdas="0,1", arena_games=4), game)
+    moves = []
+
+    def first_legal(game_, nets, config, mixing, seed):
+        return lambda state: moves.append(mixing) or game_.legal_actions(state)[0]
+
+    monkeypatch.setattr(ag, "search_agent", first_legal)
+    pipeline.stop_requested = lambda: len(moves) >= 5  # Ctrl-C after the fifth move
+    with pytest.raises(ag.StageStopped):
+        pipeline.stage_search(run=None)
+    assert len(moves) == 5

@@ -672,6 +672,16 @@ class AlphaGoPipeline:
         if self.stop_requested():
             raise StageStopped
 
+    def checked(self, player):
+        """`player` polling for a stop before each of its moves: a search with rollouts takes
+        seconds a move on Go, an arena of them minutes, and Ctrl-C ends the stage within a move."""
+
+        def act(state):
+            self.check()
+            return player(state)
+
+        return act
+
     def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         rng_arrays, rng_state = seeding.capture_rngs(numpy_rng=self.rng)
         arrays = {f"{name}/{key}": value.detach().cpu().numpy()
@@ -786,12 +796,11 @@ class AlphaGoPipeline:
         config, game = self.config, self.game
         lambdas = lambda_values(config.lambdas)
         seeds = [int(s) for s in self.rng.integers(2**31, size=len(lambdas))]
-        agents = {v: search_agent(game, self.nets, config, v, s)
+        agents = {v: self.checked(search_agent(game, self.nets, config, v, s))
                   for v, s in zip(lambdas, seeds, strict=True)}  # fmt: skip
         games = max(2, config.arena_games)
         sl = greedy_player(self.nets["sl"], game)
         for a in lambdas:
-            self.check()
             self.metrics[f"search_{_tag(a)}_vs_sl"] = arena(game, agents[a], sl, games)["score"]
             self.metrics[f"search_{_tag(a)}_vs_expert"] = self._against_expert(agents[a], games)
             for b in lambdas:
