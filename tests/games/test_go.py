@@ -236,6 +236,51 @@ def test_two_consecutive_passes_end_the_game():
 WALLS = " ".join(f"C{row} D{row}" for row in range(1, 10))  # black column C, white column D
 
 
+def setup(black: str, white: str = "", to_play: int = 0) -> GoState:
+    """Setup stones (GTP points) and the colour to move."""
+    state = GO9.initial_state()
+    for player, points in ((0, black), (1, white)):
+        for point in points.split():
+            state = GO9.apply(GO9.set_to_play(state, player), GO9.parse_action(point))
+    return GO9.set_to_play(state, to_play)
+
+
+def eyes(state: GoState) -> set[str]:
+    return {GO9.format_action(int(p)) for p in np.flatnonzero(GO9.own_eyes(state))}
+
+
+def test_own_eyes_follow_the_simple_rule_diagonals_included():
+    ring = "D5 F5 E4 E6"
+    assert eyes(setup(ring)) == {"E5"}
+    assert eyes(setup(ring, "D6")) == {"E5"}  # one opponent diagonal: still an eye mid-board
+    assert eyes(setup(ring, "D6 F4")) == set()  # two: a false eye
+    assert eyes(setup(ring, to_play=1)) == set()  # black's eye, not white's
+    assert eyes(setup("A2 B1")) == {"A1"}  # a corner
+    assert eyes(setup("A2 B1", "B2")) == set()  # ... with no opponent diagonal allowed
+    assert eyes(setup("D1 F1 E2")) == {"E1"}  # an edge
+    assert eyes(setup("D1 F1 E2", "D2")) == set()
+
+
+def test_a_playout_never_fills_its_own_eye_and_passes_only_when_nothing_else_is_left():
+    ring = setup("D5 F5 E4 E6", "A9")
+    mask = GO9.playout_mask(ring)
+    legal = GO9.legal_mask(ring)
+    e5 = GO9.parse_action("E5")
+    assert legal[e5] and not mask[e5] and legal[GO9.pass_action] and not mask[GO9.pass_action]
+    assert (mask | np.eye(GO9.action_size, dtype=bool)[e5] | np.eye(GO9.action_size,
+            dtype=bool)[GO9.pass_action] == legal).all()  # fmt: skip
+    # a black group filling the board but for its two eyes A1 and C1: black may play there
+    # (it keeps a liberty), but a playout passes; white may not play there at all
+    points = [GO9.format_action(p) for p in range(81)]
+    full = setup(" ".join(p for p in points if p not in ("A1", "C1")))
+    assert GO9.legal_mask(full)[[GO9.parse_action("A1"), GO9.parse_action("C1")]].all()
+    assert np.flatnonzero(GO9.playout_mask(full)).tolist() == [GO9.pass_action]
+    assert np.flatnonzero(GO9.playout_mask(GO9.set_to_play(full, 1))).tolist() == [
+        GO9.pass_action]  # fmt: skip
+    over = GO9.apply(GO9.apply(full, GO9.pass_action), GO9.pass_action)
+    assert not GO9.playout_mask(over).any()
+
+
 def test_tromp_taylor_area_scoring():
     # Black: 9 stones + columns A-B (18) = 27. White: 9 stones + columns E-J (45) = 54.
     state = play(WALLS + " pass pass")

@@ -227,3 +227,24 @@ def test_a_stop_during_the_search_ablation_ends_it_before_the_next_move(monkeypa
     with pytest.raises(ag.StageStopped):
         pipeline.stage_search(run=None)
     assert len(moves) == 5
+
+
+def test_go_rollouts_with_sensible_playouts_never_fill_their_own_eyes():
+    # a black group holding the whole board but for its two eyes A1 and C1, black to move:
+    # a rollout that may fill its own eyes sometimes lets white capture everything; one that
+    # plays only sensible moves passes at once (black then owns the board: +1 for black)
+    game = make_game("go9")
+    state = game.initial_state()
+    for point in range(81):
+        if game.format_action(point) not in ("A1", "C1"):
+            state = game.apply(game.set_to_play(state, 0), point)
+    state = game.set_to_play(state, 0)
+    rollout = ag.RolloutPolicy(game).numpy_weights()
+    sensible = ag.move_mask(game, sensible=True)
+    evaluator = ag.MixedLeafEvaluator(game, None, None, rollout, 1.0, 0, mask=sensible)
+    assert [evaluator.rollout(state) for _ in range(20)] == [1.0] * 20
+    careless = ag.MixedLeafEvaluator(game, None, None, rollout, 1.0, 0,
+                                     mask=ag.move_mask(game, sensible=False))  # fmt: skip
+    assert -1.0 in [careless.rollout(state) for _ in range(20)]
+    connect4 = make_game("connect4")
+    assert ag.move_mask(connect4, sensible=True) == connect4.legal_mask

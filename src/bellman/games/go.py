@@ -205,6 +205,40 @@ class Go:
         legal[self.legal_actions(state)] = True
         return legal
 
+    def own_eyes(self, state: GoState) -> np.ndarray:
+        """Boolean `[N * N]`: the empty points that are eyes of the player to move, by Monte-Carlo
+        Go's simple rule: every on-board orthogonal neighbour is the mover's stone, and of the
+        diagonal neighbours at most one is the opponent's in the middle of the board and none on
+        the edge or in a corner (a false eye, which the opponent can take, fails it)."""
+        n, colour = self.size, BLACK + state.mover
+        board = np.frombuffer(state.board, dtype=np.uint8).reshape(n, n)
+        padded = np.full((n + 2, n + 2), 3, dtype=np.uint8)  # 3: off the board
+        padded[1:-1, 1:-1] = board
+
+        def shifted(dr: int, dc: int) -> np.ndarray:
+            return padded[1 + dr : n + 1 + dr, 1 + dc : n + 1 + dc]
+
+        enclosed = board == EMPTY
+        for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            enclosed &= (shifted(dr, dc) == colour) | (shifted(dr, dc) == 3)
+        diagonals = [shifted(dr, dc) for dr in (-1, 1) for dc in (-1, 1)]
+        opponent = sum((d == BLACK + WHITE - colour).astype(np.int8) for d in diagonals)
+        on_edge = np.any([d == 3 for d in diagonals], axis=0)
+        return (enclosed & (opponent + on_edge < 2)).ravel()
+
+    def playout_mask(self, state: GoState) -> np.ndarray:
+        """Boolean `[N * N + 1]`: the moves of a playout, the legal points that do not fill one
+        of the mover's own eyes (`own_eyes`), and pass only when there is none. A playout (a
+        rollout, a self-play game whose result is a learning target) then ends as Monte-Carlo
+        Go's do (Bruegmann 1993; MoGo), once every point left is an eye or illegal: dead stones
+        are captured and the Tromp-Taylor score counts what a player who passed would agree to.
+        (AlphaGo's policy nets see the same rule as their "sensibleness" feature plane.)"""
+        mask = self.legal_mask(state)
+        mask[: self.pass_action] &= ~self.own_eyes(state)
+        if mask[: self.pass_action].any():
+            mask[self.pass_action] = False
+        return mask
+
     def apply(self, state: GoState, action: int) -> GoState:
         """The state after the player to move plays `action` (a point or pass).
 
