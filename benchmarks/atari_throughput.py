@@ -18,7 +18,9 @@ end, DQN end to end, all on ALE/Breakout-v5 with the same settings for both libr
           the same network work alone (acting forwards and the 3 epochs of minibatch steps, torch,
           no env), measured in the same run. A fourth run is bellman with `env_overlap` (the
           policy acting for one group of 4 games while the other 4 step in their threads).
-    dqn   DQN end to end with Nature's settings (below) against SB3's DQN("CnnPolicy").
+    dqn   DQN end to end with Nature's settings (below) against SB3's DQN("CnnPolicy"), and
+          the ceiling as for PPO: the env steps/s of DQN's network work alone (greedy acting
+          forwards and a gradient step every 4 env steps, no env, no replay memory).
 
 PPO and DQN each have one more bellman run, "bellman, bf16": the same settings with
 `bf16_autocast = true` (the Nature CNN in bfloat16, the heads and all training state float32).
@@ -337,11 +339,63 @@ def ppo_network_ceiling(seed: int, args) -> dict:
             "seconds": time.perf_counter() - started}  # fmt: skip
 
 
+def dqn_network_ceiling(seed: int, args) -> dict:
+    """The env steps/s of DQN's network work alone, for `--steps` env steps: a greedy forward on
+    [1, 4, 84, 84] for the share 1 - epsilon of them (the explored ones need none) and, every 4
+    env steps, one gradient step as bellman's learner takes it (Q^ on 32 next states, Q forward
+    and backward on 32 states, the Huber loss, gradient norm 10, fused Adam); no env and no
+    replay memory; the network as bellman's DQN builds it (channels-last inputs, the default).
+    A few untimed steps come first, as the end-to-end runs' clocks start after warm-up."""
+    import gymnasium as gym
+
+    from bellman.algos.dqn import DQNConfig, build_q_network, td_loss, td_target
+    from bellman.nets.fast import channels_last_inputs, clip_grad_norm, step_optimizer
+
+    torch.manual_seed(seed)
+    config = DQNConfig(env=ENV_ID, network="cnn")
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    q_network, target_network = (build_q_network(config, space, 4) for _ in range(2))
+    for network in (q_network, target_network):
+        channels_last_inputs(network)
+    target_network.requires_grad_(False)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=SHARED["learning_rate"],
+                                 eps=SHARED["adam_epsilon"], fused=True)  # fmt: skip
+    parameters = list(q_network.parameters())
+    size, every = SHARED["batch_size"], SHARED["train_frequency"]
+    frames = torch.randint(0, 255, (2 * size, 4, 84, 84), dtype=torch.uint8)
+    actions = torch.randint(0, 4, (size, 1))
+    greedy_share = round(args.steps * (1 - args.epsilon)) / args.steps
+    warm = 4 * every  # untimed: the first calls set up the convolutions' kernels
+    acted = 0.0
+    for step in range(-warm, args.steps):
+        if step == 0:
+            started = time.perf_counter()
+        acted += greedy_share
+        if acted >= 1:
+            acted -= 1
+            with torch.no_grad():
+                q_network(frames[step % size : step % size + 1]).argmax(dim=1)
+        if step % every == 0:
+            with torch.no_grad():
+                targets = td_target(torch.zeros(size), torch.full((size,), 0.99),
+                                    target_network(frames[size:]))  # fmt: skip
+            q_taken = q_network(frames[:size]).gather(1, actions).squeeze(1)
+            loss = td_loss(q_taken, targets, None, "huber")
+            for parameter in parameters:
+                parameter.grad = None
+            loss.backward()
+            clip_grad_norm(parameters, SHARED["max_grad_norm"])
+            step_optimizer(optimizer)
+    return {"env_steps": args.steps, "gradient_steps": -(-args.steps // every),
+            "seconds": time.perf_counter() - started}  # fmt: skip
+
+
 SECTIONS = {
     "raw": {"backend": raw_backend, "wrapper path": raw_wrapper, "sb3": raw_sb3},
     "ppo": {"bellman": ppo_bellman, "sb3": ppo_sb3, "network alone": ppo_network_ceiling,
             "bellman, env_overlap": ppo_bellman_overlap, "bellman, bf16": ppo_bellman_bf16},
-    "dqn": {"bellman": dqn_bellman, "sb3": dqn_sb3, "bellman, bf16": dqn_bellman_bf16},
+    "dqn": {"bellman": dqn_bellman, "sb3": dqn_sb3, "network alone": dqn_network_ceiling,
+            "bellman, bf16": dqn_bellman_bf16},
 }
 
 
@@ -454,13 +508,15 @@ def print_summary(summary: dict, args) -> dict[str, float]:
             f"\nDQN end to end, 1 env, Nature settings, {args.steps} env steps timed after "
             f"{args.warmup} warm-up"
         )
+        ceiling = dqn["network alone"]["env_steps_per_second"]
         print_table(
-            ["library", "env steps/s", "gradient steps/s"],
+            ["run", "env steps/s", "gradient steps/s", "share of ceiling"],
             [
                 [
                     name,
                     f"{row['env_steps_per_second']:.1f}",
                     f"{row['gradient_steps_per_second']:.1f}",
+                    f"{row['env_steps_per_second'] / ceiling:.0%}",
                 ]
                 for name, row in dqn.items()
             ],
