@@ -64,6 +64,7 @@ SIZES = (9, 13, 19)
 """The board sizes supported."""
 
 EMPTY, BLACK, WHITE = 0, 1, 2
+_OFF_BOARD = 3  # what `own_eyes` sees beyond the edge
 _COLUMNS = "ABCDEFGHJKLMNOPQRST"  # GTP skips I
 _PLANES = 6
 
@@ -101,6 +102,21 @@ def _zobrist_keys(size: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[in
 
 
 @cache
+def _eye_neighbours(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`[N * N, 4]` indices of every point's orthogonal and diagonal neighbours, N * N (one past
+    the board) where a neighbour would be off the board."""
+    result = []
+    for steps in (((-1, 0), (1, 0), (0, -1), (0, 1)), ((-1, -1), (-1, 1), (1, -1), (1, 1))):
+        index = np.full((size * size, 4), size * size, dtype=np.intp)
+        for point in range(size * size):
+            row, col = divmod(point, size)
+            for k, (dr, dc) in enumerate(steps):
+                if 0 <= row + dr < size and 0 <= col + dc < size:
+                    index[point, k] = (row + dr) * size + col + dc
+        result.append(index)
+    return result[0], result[1]
+
+
 def _neighbours(size: int) -> tuple[tuple[int, ...], ...]:
     """The orthogonal neighbours of every point."""
     result = []
@@ -153,6 +169,7 @@ class Go:
         self.board_shape = (size, size)
         self.observation_shape = (_PLANES, size, size)
         self._neighbours = _neighbours(size)
+        self._eye_neighbours = _eye_neighbours(size)
         self._keys = _zobrist_keys(size)
         self._columns = _COLUMNS[:size]
         # Symmetry k maps policy entry `perm[k][i]` (old point) to new point i.
@@ -210,21 +227,13 @@ class Go:
         Go's simple rule: every on-board orthogonal neighbour is the mover's stone, and of the
         diagonal neighbours at most one is the opponent's in the middle of the board and none on
         the edge or in a corner (a false eye, which the opponent can take, fails it)."""
-        n, colour = self.size, BLACK + state.mover
-        board = np.frombuffer(state.board, dtype=np.uint8).reshape(n, n)
-        padded = np.full((n + 2, n + 2), 3, dtype=np.uint8)  # 3: off the board
-        padded[1:-1, 1:-1] = board
-
-        def shifted(dr: int, dc: int) -> np.ndarray:
-            return padded[1 + dr : n + 1 + dr, 1 + dc : n + 1 + dc]
-
-        enclosed = board == EMPTY
-        for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-            enclosed &= (shifted(dr, dc) == colour) | (shifted(dr, dc) == 3)
-        diagonals = [shifted(dr, dc) for dr in (-1, 1) for dc in (-1, 1)]
-        opponent = sum((d == BLACK + WHITE - colour).astype(np.int8) for d in diagonals)
-        on_edge = np.any([d == 3 for d in diagonals], axis=0)
-        return (enclosed & (opponent + on_edge < 2)).ravel()
+        colour = BLACK + state.mover
+        board = np.frombuffer(state.board + bytes([_OFF_BOARD]), dtype=np.uint8)
+        orthogonal, diagonal = board[self._eye_neighbours[0]], board[self._eye_neighbours[1]]
+        enclosed = ((orthogonal == colour) | (orthogonal == _OFF_BOARD)).all(axis=1)
+        opponent = (diagonal == BLACK + WHITE - colour).sum(axis=1)
+        on_edge = (diagonal == _OFF_BOARD).any(axis=1)
+        return (board[:-1] == EMPTY) & enclosed & (opponent + on_edge < 2)
 
     def playout_mask(self, state: GoState) -> np.ndarray:
         """Boolean `[N * N + 1]`: the moves of a playout, the legal points that do not fill one
