@@ -516,3 +516,20 @@ def test_symmetric_games_give_symmetric_observations(choices):
         np.testing.assert_array_equal(game.observation(moved), planes, err_msg=f"k={k}")
         np.testing.assert_array_equal(game.legal_mask(moved), policy.astype(bool))
         assert game.score(moved) == game.score(states[-1])
+
+
+def test_remembered_legal_points_equal_a_fresh_computation():
+    # Go remembers the legal points of recent states (by identity); over a long random game,
+    # both colours to move at each position and more states than it keeps, every answer is the
+    # one computed afresh
+    game = Go(9)
+    rng = np.random.default_rng(0)
+    states: list[GoState] = []
+    while len(states) <= 600:
+        game_states, _ = random_game(game, [int(c) for c in rng.integers(0, 10**6, size=150)])
+        live = [s for s in game_states if not game.is_terminal(s)]
+        states += live + [game.set_to_play(s, 1 - game.to_play(s)) for s in live]
+    for _ in range(2):
+        for state in states:
+            assert game._legal_points(state) == game._find_legal_points(state)
+    assert copy.deepcopy(game)._legal_points(states[-1]) == game._find_legal_points(states[-1])

@@ -65,6 +65,7 @@ SIZES = (9, 13, 19)
 
 EMPTY, BLACK, WHITE = 0, 1, 2
 _OFF_BOARD = 3  # what `own_eyes` sees beyond the edge
+_LEGAL_CACHE = 512  # states whose legal points a Go remembers
 _COLUMNS = "ABCDEFGHJKLMNOPQRST"  # GTP skips I
 _PLANES = 6
 
@@ -170,6 +171,7 @@ class Go:
         self.observation_shape = (_PLANES, size, size)
         self._neighbours = _neighbours(size)
         self._eye_neighbours = _eye_neighbours(size)
+        self._legal_cache: dict[int, tuple[GoState, list[int]]] = {}
         self._keys = _zobrist_keys(size)
         self._columns = _COLUMNS[:size]
         # Symmetry k maps policy entry `perm[k][i]` (old point) to new point i.
@@ -388,6 +390,23 @@ class Go:
         return label, liberties, hashes
 
     def _legal_points(self, state: GoState) -> list[int]:
+        """`_find_legal_points(state)`, remembered for the last few hundred states asked about
+        (by identity: a state is immutable): the legal moves and the observation of a state are
+        usually asked for together, and each needs them."""
+        hit = self._legal_cache.get(id(state))
+        if hit is not None and hit[0] is state:
+            return hit[1]
+        legal = self._find_legal_points(state)
+        if len(self._legal_cache) >= _LEGAL_CACHE:
+            self._legal_cache.clear()
+        self._legal_cache[id(state)] = (state, legal)  # the state kept alive: its id stays its own
+        return legal
+
+    def __getstate__(self) -> dict:
+        """Pickled (for a worker process) without the cache of legal points."""
+        return self.__dict__ | {"_legal_cache": {}}
+
+    def _find_legal_points(self, state: GoState) -> list[int]:
         """The empty points where the mover may play: not suicide and not a superko repeat."""
         board, neighbours, history = state.board, self._neighbours, state.history
         colour = BLACK + state.mover
