@@ -22,11 +22,12 @@ against `gnugo --mode gtp --level L --seed SEED+g` (its own random choices diffe
 agent is any Go run GTP plays (`bellman gtp`: AlphaZero, AlphaGo), searched afresh each move
 with the run's arena simulations or `--simulations`.
 
-Printed per level: wins / games, the win rate with its 95% Wilson interval, and the Elo
-difference -400 log10(1 / p - 1) of bellman over GnuGo at that level (with the interval's ends
-put through the same formula; +-inf at 0% or 100%). Every game is saved as SGF under
-results/go_vs_gnugo-sgf/ (BELLMAN_BENCH_RESULTS=DIR moves results and games to DIR), and the
-record goes to results/go_vs_gnugo.json (NAME.json with --results).
+Printed per level: wins / games, the wins as black and as white, the win rate with its 95%
+Wilson interval, and the Elo difference -400 log10(1 / p - 1) of bellman over GnuGo at that
+level (with the interval's ends put through the same formula; +-inf at 0% or 100%). Every game
+is saved as SGF under results/go_vs_gnugo-sgf/ (BELLMAN_BENCH_RESULTS=DIR moves results and
+games to DIR), and the record, each game's colour and result included, goes to
+results/go_vs_gnugo.json (NAME.json with --results).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def elo_difference(p: float) -> float:
 
 def play_level(args, player, game, level: int, sgf_dir: Path) -> dict:
     """`args.games` games against GnuGo at `level`, colours alternating; the games as SGF."""
-    results, lengths, started = [], [], time.perf_counter()
+    results, lengths, records, started = [], [], [], time.perf_counter()
     for g in range(args.games):
         ours = LocalClient(GtpEngine(player, game, version=__version__))
         with GtpClient(gnugo_command(level, args.seed + g)) as gnugo:
@@ -74,6 +75,7 @@ def play_level(args, player, game, level: int, sgf_dir: Path) -> dict:
             None if played.black_won is None else not played.black_won)  # fmt: skip
         results.append(0.0 if won is None else 1.0 if won else -1.0)
         lengths.append(len(played.moves))
+        records.append({"bellman": "black" if bellman_black else "white", "result": played.result})
         names = ("bellman", f"GNU Go level {level}")
         atomic_write_text(sgf_dir / f"L{level}-{g:03d}.sgf", to_sgf(
             game, played.moves, black=names[0 if bellman_black else 1],
@@ -89,6 +91,11 @@ def play_level(args, player, game, level: int, sgf_dir: Path) -> dict:
         "elo_95": (elo_difference(low), elo_difference(high)),
         "mean_moves": sum(lengths) / len(lengths),
         "seconds": round(time.perf_counter() - started, 1),
+        "wins_by_colour": {colour: [sum(r > 0 for r, g in zip(results, records, strict=True)
+                                        if g["bellman"] == colour),
+                                    sum(g["bellman"] == colour for g in records)]
+                           for colour in ("black", "white")},
+        "game_results": records,
     }  # fmt: skip
 
 
@@ -137,9 +144,12 @@ def main() -> None:
     sgf_dir.mkdir(parents=True, exist_ok=True)
     rows = [play_level(args, player, game, level, sgf_dir) for level in levels]
     print_table(
-        ["GnuGo level", "bellman's wins", "Elo difference (95% CI)", "mean moves", "seconds"],
-        [[r["level"], wins_text(r), f"{r['elo']:+.0f} ({r['elo_95'][0]:+.0f} to "
-          f"{r['elo_95'][1]:+.0f})", f"{r['mean_moves']:.0f}", r["seconds"]] for r in rows],
+        ["GnuGo level", "bellman's wins", "as black / as white", "Elo difference (95% CI)",
+         "mean moves", "seconds"],
+        [[r["level"], wins_text(r), "{} of {} / {} of {}".format(
+            *r["wins_by_colour"]["black"], *r["wins_by_colour"]["white"]),
+          f"{r['elo']:+.0f} ({r['elo_95'][0]:+.0f} to {r['elo_95'][1]:+.0f})",
+          f"{r['mean_moves']:.0f}", r["seconds"]] for r in rows],
     )  # fmt: skip
     record = header(1, "torch") | {
         "agent": description, "checkpoint": str(args.checkpoint), "board": game.size,
