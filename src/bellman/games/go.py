@@ -118,6 +118,7 @@ def _eye_neighbours(size: int) -> tuple[np.ndarray, np.ndarray]:
     return result[0], result[1]
 
 
+@cache
 def _neighbours(size: int) -> tuple[tuple[int, ...], ...]:
     """The orthogonal neighbours of every point."""
     result = []

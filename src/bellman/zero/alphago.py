@@ -761,7 +761,7 @@ class AlphaGoPipeline:
         self.metrics["rollout_accuracy"] = accuracy(rollout, test_planes, test_actions)
         game, states = self.game, self._sample_states(32)
         weights, bias = rollout.numpy_weights()
-        mask = move_mask(game, self.config.sensible_playouts)
+        mask = self.mask
 
         def fast(state) -> int:  # a rollout's move, as MixedLeafEvaluator.rollout takes it
             logits = weights @ game.observation(state).ravel() + bias
