@@ -505,8 +505,8 @@ def test_transpositions_reach_the_same_position_and_hash(black, white, rng):
 @given(st.lists(st.integers(0, 10**6), max_size=70))
 def test_symmetric_games_give_symmetric_observations(choices):
     """Playing the k-th transform of every move gives the k-th transform of the observation
-    (the ko/suicide plane included) and of the legal-move mask."""
-    game = Go(9)
+    (the ko/suicide plane and the tactical planes included) and of the legal-move mask."""
+    game = Go(9, features="tactical")
     states, actions = random_game(game, choices)
     obs = game.observation(states[-1])
     mask = game.legal_mask(states[-1]).astype(np.float32)
@@ -533,3 +533,68 @@ def test_remembered_legal_points_equal_a_fresh_computation():
         for state in states:
             assert game._legal_points(state) == game._find_legal_points(state)
     assert copy.deepcopy(game)._legal_points(states[-1]) == game._find_legal_points(states[-1])
+
+
+TACTICAL = Go(9, features="tactical")
+
+
+def tactical(state: GoState) -> dict[str, list[int]]:
+    """The tactical planes set at each point (GTP names), numbered as the module docstring."""
+    planes = TACTICAL.observation(state)[6:].reshape(13, 81)
+    return {TACTICAL.format_action(p): [6 + int(k) for k in np.flatnonzero(planes[:, p])]
+            for p in range(81) if planes[:, p].any()}  # fmt: skip
+
+
+def test_tactical_planes_of_a_hand_made_corner():
+    # black B1 and the eye J9 (H9 J8); white A1 (in atari), B2, A3; black to move.
+    # A2 captures A1 and leaves black A2 one liberty, the captured point: capture 1 (12),
+    # liberties after move 1 (15). C1 joins B1 (one liberty, C1) to liberties D1 C2 (16).
+    # J9 is legal but black's own eye: no sensibleness (18). White's E5 eye is suicide for
+    # black: nothing at all there.
+    state = setup("B1 H9 J8", "A1 B2 A3 D5 F5 E4 E6")
+    planes = tactical(state)
+    assert planes["B1"] == [6] and planes["A1"] == [9] and planes["B2"] == [11]
+    assert planes["A3"] == [11] and planes["H9"] == [8]
+    assert planes["A2"] == [12, 15, 18]
+    assert planes["C1"] == [16, 18]
+    assert planes["J9"] == [17] and "E5" not in planes
+    assert planes["E1"] == [17, 18]  # an ordinary empty point: 3+ liberties, sensible
+    assert TACTICAL.observation_shape == (19, 9, 9) and GO9.observation_shape == (6, 9, 9)
+    np.testing.assert_array_equal(TACTICAL.observation(state)[:6], GO9.observation(state))
+    # from white's side the colours swap: B1 is the opponent's stone in atari
+    assert tactical(TACTICAL.set_to_play(state, 1))["B1"] == [9]
+    with pytest.raises(ConfigError, match="valid: board, tactical"):
+        Go(9, features="ladders")
+
+
+@settings(max_examples=20, deadline=None)
+@given(MOVES)
+def test_tactical_planes_agree_with_playing_each_move(choices):
+    """Capture size and liberties after move at every legal point are what `apply` and an
+    independent flood fill of the resulting board give; every stone's liberty plane is its
+    group's."""
+    states, _ = random_game(TACTICAL, choices)
+    state = states[-1]
+    if TACTICAL.is_terminal(state):
+        return
+    planes = TACTICAL.observation(state)[6:].reshape(13, 81)
+    board = np.frombuffer(state.board, dtype=np.uint8).reshape(9, 9)
+    mover = 1 + state.mover
+    for colour, stones, liberties in groups_and_liberties(board):
+        offset = 6 if colour == mover else 9
+        for r, c in stones:
+            assert planes[offset - 6: offset - 3, r * 9 + c].tolist() == [
+                float(min(len(liberties), 3) == b) for b in (1, 2, 3)]  # fmt: skip
+    legal = TACTICAL.legal_mask(state)
+    for point in range(81):
+        if not legal[point]:
+            assert not planes[6:, point].any()
+            continue
+        child = TACTICAL.apply(state, point)
+        captured = state.board.count(3 - mover) - child.board.count(3 - mover)
+        after = np.frombuffer(child.board, dtype=np.uint8).reshape(9, 9)
+        group = next(g for g in groups_and_liberties(after) if divmod(point, 9) in g[1])
+        expected = [float(min(captured, 3) == b) for b in (1, 2, 3)]
+        expected += [float(min(len(group[2]), 3) == b) for b in (1, 2, 3)]
+        assert planes[6:12, point].tolist() == expected, TACTICAL.format_action(point)
+        assert planes[12, point] == float(not TACTICAL.own_eyes(state)[point])

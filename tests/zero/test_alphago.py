@@ -17,6 +17,7 @@ from bellman.games import make_game
 from bellman.games.connect4 import Connect4State
 from bellman.games.sgf import to_sgf
 from bellman.zero import alphago as ag
+from bellman.zero.go_players import load_go_player
 
 torch.set_num_threads(1)
 
@@ -248,3 +249,27 @@ def test_go_rollouts_with_sensible_playouts_never_fill_their_own_eyes():
     assert -1.0 in [careless.rollout(state) for _ in range(20)]
     connect4 = make_game("connect4")
     assert ag.move_mask(connect4, sensible=True) == connect4.legal_mask
+
+
+def test_go_with_tactical_features_trains_and_plays(tmp_path: Path):
+    # the networks take the 19 tactical planes; a run's player (GTP's, the arena's) rebuilds
+    # its game with them; Connect Four has no such planes
+    game = make_game("go9")
+    rng = np.random.default_rng(0)
+    for number in range(6):
+        state, moves = game.initial_state(), []
+        while len(moves) < 30:
+            move = int(rng.choice(np.flatnonzero(game.playout_mask(state))))
+            state, moves = game.apply(state, move), [*moves, move]
+        (tmp_path / f"{number}.sgf").write_text(to_sgf(game, moves))
+    settings = [f"expert_dir={tmp_path}", "features=tactical", "sl_epochs=1", "rollout_epochs=1",
+                "blocks=1", "channels=8", "value_hidden=8", "steps=2", "simulations=4"]  # fmt: skip
+    run = api.train("alphago", "go9", overrides=settings, run_dir=tmp_path / "run", quiet=True)
+    arrays, meta = checkpoint.load(run.dir / "checkpoints")
+    assert meta["state"]["metrics"]["sl_accuracy"] is not None
+    assert arrays["sl/stem.0.weight"].shape[1] == arrays["value/stem.0.weight"].shape[1] == 19
+    act, player_game, _ = load_go_player(run.dir, simulations=4)
+    assert player_game.observation_shape == (19, 9, 9)
+    assert act(game.initial_state()) in game.legal_actions(game.initial_state())
+    with pytest.raises(ConfigError, match="features = 'tactical' are Go's planes"):
+        api.train("alphago", "connect4", overrides=["features=tactical"], quiet=True)

@@ -38,6 +38,17 @@ Conventions (see `bellman.games.base` for those every game shares):
   3. constant 1 if the previous move was a pass (a pass now would end the game), else 0;
   4. constant 1 if the mover is white (komi makes the colours unequal), else 0;
   5. constant 1 (shows the board edge to convolutions that pad with zeros).
+- With `features = "tactical"` the observation is `[19, N, N]`: those 6 planes, then 13 of
+  AlphaGo's input features (Silver et al. 2016, Extended Data Table 2), one-hot in 3 buckets
+  (1, 2, 3 or more) where the paper has 8, from the mover's point of view:
+  6.-8. liberties of the group of each of the mover's stones;
+  9.-11. the same for the opponent's stones;
+  12.-14. capture size: opponent stones a move at this point would capture (none: all 0);
+  15.-17. liberties after move: of the mover's group that a move here would make (1: the move
+     is self-atari);
+  18. sensibleness: the point is legal and not one of the mover's own eyes (`own_eyes`).
+  Planes 12-18 are 0 wherever the mover may not play. Left out: the paper's "turns since"
+  (a state keeps no move history) and its ladder planes (a ladder search per point).
 - `symmetries` gives the 8 dihedral transforms of the planes and of the board part of the policy
   (the pass entry is unchanged); number `k` turns the board `k % 4` quarter turns
   counter-clockwise (as `numpy.rot90`) and then, for `k >= 4`, mirrors it left-right; `k = 0`,
@@ -68,6 +79,9 @@ _OFF_BOARD = 3  # what `own_eyes` sees beyond the edge
 _LEGAL_CACHE = 512  # states whose legal points a Go remembers
 _COLUMNS = "ABCDEFGHJKLMNOPQRST"  # GTP skips I
 _PLANES = 6
+_TACTICAL_PLANES = 13
+FEATURES = ("board", "tactical")
+"""The observation encodings (see the module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +160,21 @@ class Go:
         komi: Points added to white's score.
         max_moves: Moves (passes included) after which the game ends and is scored; None means
             `2 * size * size`.
+        features: The observation: "board" (6 planes) or "tactical" (19 planes: AlphaGo's
+            liberty, capture and sensibleness features added; see the module docstring).
 
     Raises:
-        ConfigError: an unsupported size, a non-finite komi or a max_moves below 1.
+        ConfigError: an unsupported size, a non-finite komi, a max_moves below 1 or unknown
+            features.
     """
 
-    def __init__(self, size: int = 9, komi: float = 7.5, max_moves: int | None = None):
+    def __init__(
+        self,
+        size: int = 9,
+        komi: float = 7.5,
+        max_moves: int | None = None,
+        features: str = "board",
+    ):
         if isinstance(size, bool) or size not in SIZES:
             valid = ", ".join(str(s) for s in SIZES)
             raise ConfigError(f"Go board size {size!r} is not supported; valid sizes: {valid}")
@@ -161,6 +184,8 @@ class Go:
             max_moves = 2 * size * size
         if isinstance(max_moves, bool) or not isinstance(max_moves, Integral) or max_moves < 1:
             raise ConfigError(f"Go max_moves must be a positive integer, got {max_moves!r}")
+        if features not in FEATURES:
+            raise ConfigError(f"Go features {features!r} are unknown; valid: {', '.join(FEATURES)}")
         size, max_moves = int(size), int(max_moves)
         self.size = size
         self.komi = float(komi)
@@ -169,7 +194,9 @@ class Go:
         self.pass_action = size * size
         self.action_size = size * size + 1
         self.board_shape = (size, size)
-        self.observation_shape = (_PLANES, size, size)
+        self.features = features
+        planes = _PLANES + (_TACTICAL_PLANES if features == "tactical" else 0)
+        self.observation_shape = (planes, size, size)
         self._neighbours = _neighbours(size)
         self._eye_neighbours = _eye_neighbours(size)
         self._legal_cache: dict[int, tuple[GoState, list[int]]] = {}
@@ -364,11 +391,11 @@ class Go:
                     stack.append(neighbour)
         return stones
 
-    def _groups(self, board: bytes) -> tuple[list[int], list[int], list[int]]:
+    def _groups(self, board: bytes) -> tuple[list[int], list[set[int]], list[int]]:
         """Label every group: (group id per point or -1, liberties per group, hash per group)."""
         neighbours, keys = self._neighbours, self._keys
         label = [-1] * len(board)
-        liberties: list[int] = []
+        liberties: list[set[int]] = []
         hashes: list[int] = []
         for start, colour in enumerate(board):
             if colour == EMPTY or label[start] >= 0:
@@ -386,7 +413,7 @@ class Go:
                     elif stone == colour and label[neighbour] < 0:
                         label[neighbour] = group
                         stack.append(neighbour)
-            liberties.append(len(free))
+            liberties.append(free)
             hashes.append(zobrist)
         return label, liberties, hashes
 
@@ -425,8 +452,8 @@ class Go:
                 if other == EMPTY:
                     breathes = True
                 elif other == colour:
-                    breathes = breathes or liberties[label[neighbour]] > 1
-                elif liberties[label[neighbour]] == 1:
+                    breathes = breathes or len(liberties[label[neighbour]]) > 1
+                elif len(liberties[label[neighbour]]) == 1:
                     taken.add(label[neighbour])
             for group in taken:
                 zobrist ^= hashes[group]
@@ -437,7 +464,8 @@ class Go:
     # ----- tensors -----------------------------------------------------------------------------
 
     def observation(self, state: GoState) -> np.ndarray:
-        """Float32 `[6, N, N]` planes from the mover's point of view (see the module docstring)."""
+        """Float32 `[6, N, N]` planes (`[19, N, N]` with tactical features) from the mover's point
+        of view (see the module docstring)."""
         n = self.size
         board = np.frombuffer(state.board, dtype=np.uint8)
         colour = BLACK + state.mover
@@ -449,7 +477,39 @@ class Go:
         planes[3] = float(state.passes > 0)
         planes[4] = float(colour == WHITE)
         planes[5] = 1.0
-        return planes.reshape(_PLANES, n, n)
+        if self.features == "tactical":
+            planes = np.concatenate([planes, self._tactical_planes(state)])
+        return planes.reshape(self.observation_shape)
+
+    def _tactical_planes(self, state: GoState) -> np.ndarray:
+        """Float32 `[13, N * N]`: the tactical planes 6-18 of the observation (module docstring)."""
+        board, neighbours = state.board, self._neighbours
+        colour = BLACK + state.mover
+        enemy = BLACK + WHITE - colour
+        label, liberties, _ = self._groups(board)
+        planes = np.zeros((_TACTICAL_PLANES, len(board)), dtype=np.float32)
+        for point, stone in enumerate(board):  # 6-11: the liberties of every stone's group
+            if stone != EMPTY:
+                bucket = min(len(liberties[label[point]]), 3) - 1
+                planes[bucket + (0 if stone == colour else 3), point] = 1.0
+        for point in self._legal_points(state):
+            own = {label[q] for q in neighbours[point] if board[q] == colour}
+            taken = {label[q] for q in neighbours[point]
+                     if board[q] == enemy and len(liberties[label[q]]) == 1}  # fmt: skip
+            captured = [p for p, group in enumerate(label) if group in taken] if taken else []
+            if captured:  # 12-14: capture size
+                planes[6 + min(len(captured), 3) - 1, point] = 1.0
+            free = {q for q in neighbours[point] if board[q] == EMPTY}
+            for group in own:
+                free |= liberties[group]
+            free.discard(point)
+            if captured:  # a captured stone next to the new group becomes its liberty
+                stones = {point} | {p for p, group in enumerate(label) if group in own}
+                free.update(p for p in captured if any(q in stones for q in neighbours[p]))
+            planes[9 + min(len(free), 3) - 1, point] = 1.0  # 15-17: liberties after move
+        planes[12, self._legal_points(state)] = 1.0  # 18: sensibleness
+        planes[12] *= ~self.own_eyes(state)
+        return planes
 
     def symmetries(
         self, planes: np.ndarray, policy: np.ndarray

@@ -50,8 +50,10 @@ the run ends on its last checkpoint (step 0, the initial state, for a run stoppe
 Deviations from the paper:
     - Networks: p_sigma, p_rho and v_theta are bellman's residual `AlphaZeroNetwork` (the
       paper: 13-layer plain convnets); the policy nets train only its policy head's loss, the
-      value net only its value head's. Inputs are the game's observation planes, not the
-      paper's 48 hand-made Go feature planes.
+      value net only its value head's. Inputs are the game's observation planes: on Go
+      with `features = "tactical"` (the go9 config's) 13 of the paper's 48 hand-made feature
+      planes join them (liberties, capture size, liberties after move, sensibleness; see
+      `bellman.games.go`), with `features = "board"` none.
     - The rollout policy is a linear softmax over the same planes (the paper: over local 3x3
       and 12-point diamond patterns around the last moves), run in numpy.
     - Moves are sampled from the policies at temperature 1 in RL, value data and the RL/SL
@@ -156,6 +158,11 @@ class AlphaGoConfig(TrainConfig):
     """Passes over the value positions; the epoch with the lowest validation MSE is kept."""
     value_weight_decay: float = field(default=1e-3, metadata=interval("[0, 1]"))
     """AdamW's decoupled weight decay of the value net (it regresses noisy +-1 results)."""
+    features: str = field(default="board", metadata=choices("board", "tactical"))
+    """Go: the networks' input planes (`bellman.games.go`): board, the 6 planes of the rules'
+    observation; tactical, those and 13 of the paper's feature planes (the liberties of every
+    group, how many stones a move captures, the liberties its group keeps, sensibleness). The
+    rollout policy sees them too (its time per move grows with them)."""
     sensible_playouts: bool = True
     """Go: the games played to their end for a result (stage 3's self-play, stage 4's value
     games, stage 5's rollouts) sample only moves that do not fill the mover's own eye, and pass
@@ -192,6 +199,9 @@ class AlphaGoConfig(TrainConfig):
             raise ConfigError(f"AlphaGo trains on {', '.join(GAMES)}, not '{self.env}'")
         if self.expert_dir and not self.env.startswith("go"):
             raise ConfigError("expert_dir holds SGF Go games: it is for go9, go13 or go19")
+        if self.features != "board" and not self.env.startswith("go"):
+            raise ConfigError(
+                f"features = '{self.features}' are Go's planes; {self.env} has: board")
         lambda_values(self.lambdas)
 
     @property
@@ -872,10 +882,14 @@ def _typical_length(game: Game) -> int:
 
 # ---- the module protocol (see bellman.api) -------------------------------------------------
 def make_train_env(config: AlphaGoConfig) -> Game:
-    """The game itself (ConfigError for an unknown name or one AlphaGo does not play)."""
+    """The game itself with the config's input planes (ConfigError for an unknown name or one
+    AlphaGo does not play)."""
     if config.env not in GAMES:
         raise ConfigError(f"AlphaGo trains on {', '.join(GAMES)}, not '{config.env}'")
-    return make_game(config.env)
+    game = make_game(config.env)
+    if isinstance(game, Go) and config.features != game.features:
+        return Go(game.size, game.komi, game.max_moves, features=config.features)
+    return game
 
 
 def make_eval_env(config: AlphaGoConfig, render_mode: str | None = None) -> OpponentEnv:
@@ -889,6 +903,10 @@ def check_env(game: Game, config: AlphaGoConfig | None = None) -> None:
         raise ConfigError(f"AlphaGo trains on {', '.join(GAMES)}, not {game!r}")
     if config is not None and game.name != config.env:
         raise ConfigError(f"the game is '{game.name}' but the config's env is '{config.env}'")
+    features = getattr(game, "features", "board")
+    if config is not None and features != config.features:
+        raise ConfigError(f"the game's features are '{features}' but the config's are "
+                          f"'{config.features}'")  # fmt: skip
 
 
 def check_checkpoint(arrays: dict[str, np.ndarray], game: Game, config: AlphaGoConfig) -> None:

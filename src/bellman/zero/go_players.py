@@ -16,7 +16,7 @@ from pathlib import Path
 from bellman import checkpoint
 from bellman import config as configs
 from bellman.errors import CheckpointError
-from bellman.games import Go, make_game
+from bellman.games import Go
 from bellman.run import read_run_config
 
 
@@ -60,7 +60,7 @@ def alphago_player(run_dir: Path, env: str, simulations: int | None, seed: int |
     if simulations is not None:
         config = dataclasses.replace(config, simulations=simulations)
     arrays, _ = checkpoint.load(run_dir / "checkpoints", algo="alphago")
-    game = make_game(env)
+    game = alphago.make_train_env(dataclasses.replace(config, env=env))
     nets = alphago.load_nets(arrays, config, game)
     seed = config.seed if seed is None else seed
     act = alphago.search_agent(game, nets, config, config.mixing, seed)
