@@ -1,7 +1,7 @@
 """A bellman Go agent against GNU Go: win rate with its 95% interval and the Elo difference.
 
     python benchmarks/go_vs_gnugo.py --checkpoint RUN [--games 50] [--levels 1,5,10]
-        [--simulations N] [--seed 0] [--results NAME]
+        [--simulations N] [--seed 0] [--results NAME] [--scoring gnugo|tromp-taylor]
         [--train alphago|alphazero|muzero --minutes 180 [--env go9] [--workers 2] [--set K=V]]
 
 With `--train ALGO` the script first trains a new run into RUN (`bellman train ALGO --env go9`,
@@ -16,8 +16,12 @@ measures that run: issue 20's 3-hour budget, AlphaGo and AlphaZero side by side:
         --checkpoint runs/go9-alphazero --games 50 --levels 1 --results go9_alphazero_3h
 
 For each GnuGo level L, `--games` games on the run's board (komi 7.5, Tromp-Taylor for
-bellman's legality, GnuGo's `final_score` for the result: it removes dead stones, as the
-players who passed expect): bellman plays black in the even games and white in the odd ones,
+bellman's legality). Scoring: by default GnuGo's `final_score` (GnuGo plays Japanese rules and
+passes leaving stones it judges dead, which its score removes); `--scoring tromp-taylor`
+plays computer Go servers' way, GnuGo with `--chinese-rules --capture-all-dead` (it captures
+every dead stone before it passes) and the final board scored as it stands, the rules bellman's
+agents learn and search by (under GnuGo's scoring an agent that passes in a position its rules
+score as won can lose it). bellman plays black in the even games and white in the odd ones,
 against `gnugo --mode gtp --level L --seed SEED+g` (its own random choices differ per game). The
 agent is any Go run GTP plays (`bellman gtp`: AlphaZero, AlphaGo), searched afresh each move
 with the run's arena simulations or `--simulations`.
@@ -67,9 +71,10 @@ def play_level(args, player, game, level: int, sgf_dir: Path) -> dict:
     results, lengths, records, started = [], [], [], time.perf_counter()
     for g in range(args.games):
         ours = LocalClient(GtpEngine(player, game, version=__version__))
-        with GtpClient(gnugo_command(level, args.seed + g)) as gnugo:
+        area = args.scoring == "tromp-taylor"
+        with GtpClient(gnugo_command(level, args.seed + g, area_rules=area)) as gnugo:
             black, white = (ours, gnugo) if g % 2 == 0 else (gnugo, ours)
-            played = play_match_game(black, white, game, referee=gnugo)
+            played = play_match_game(black, white, game, referee=None if area else gnugo)
         bellman_black = g % 2 == 0
         won = played.black_won if bellman_black else (
             None if played.black_won is None else not played.black_won)  # fmt: skip
@@ -120,6 +125,9 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", default="go_vs_gnugo")
+    parser.add_argument("--scoring", choices=("gnugo", "tromp-taylor"), default="gnugo",
+                        help="who scores a game: GnuGo's final_score (dead stones removed by "
+                        "its judgement) or Tromp-Taylor, GnuGo capturing dead stones first")
     parser.add_argument("--train", choices=("alphago", "alphazero", "muzero"), default=None,
                         help="first train a new run of this algorithm into --checkpoint")
     parser.add_argument("--minutes", type=float, default=180.0, help="--train's budget")
@@ -153,7 +161,8 @@ def main() -> None:
     )  # fmt: skip
     record = header(1, "torch") | {
         "agent": description, "checkpoint": str(args.checkpoint), "board": game.size,
-        "komi": game.komi, "simulations": args.simulations, "levels": [json_safe(r) for r in rows],
+        "komi": game.komi, "simulations": args.simulations, "scoring": args.scoring,
+        "levels": [json_safe(r) for r in rows],
         "sgf_dir": str(sgf_dir), "checkpoint_step": latest_step(args.checkpoint),
         "trained": None if seconds is None else {
             "algo": args.train, "env": args.env, "minutes": args.minutes,

@@ -24,7 +24,9 @@ from bellman.zero.gtp import (
     GtpEngine,
     GtpError,
     LocalClient,
+    gnugo_command,
     play_match_game,
+    result_of_score,
 )
 
 GNUGO = shutil.which("gnugo") or shutil.which("gnugo", path="/usr/games")
@@ -264,6 +266,31 @@ def test_a_full_game_against_a_gtp_engine(go_run: Path):
     assert len(played.moves) >= 10
     assert played.result == "0" or played.result[:2] in ("B+", "W+")
     assert game.render(state).strip() in ours  # both sides saw the same game
+
+
+@needs_gnugo
+def test_gnugo_with_area_rules_captures_every_dead_stone_before_it_passes(go_run: Path):
+    """`go_vs_gnugo.py --scoring tromp-taylor`'s opponent: the game ends on two passes with no
+    stone of bellman's left that GnuGo judges dead, so Tromp-Taylor's count of the board as it
+    stands is the result both rules agree on; GnuGo by its default rules passes leaving them."""
+    game = Go(9)
+    player, _, _ = load_go_player(go_run, simulations=2)
+    left = []
+    for area in (True, False):
+        with LocalClient(GtpEngine(player, game)) as black, \
+                GtpClient(gnugo_command(0, 0, area_rules=area)) as white:  # fmt: skip
+            played = play_match_game(black, white, game)
+            dead = {point.upper() for point in white.send("final_status_list dead").split()}
+            gnugo_score = white.send("final_score")
+        state = game.initial_state()
+        for action in played.moves:
+            state = game.apply(state, action)
+        assert played.moves[-2:] == [game.pass_action] * 2
+        left.append({game.format_action(p) for p in range(81) if state.board[p] == 1} & dead)
+        if area:
+            assert played.result == result_of_score(game.score(state))
+            assert gnugo_score[0] == played.result[0], gnugo_score
+    assert left[0] == set() and left[1], left
 
 
 @needs_gnugo

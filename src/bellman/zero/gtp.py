@@ -400,13 +400,19 @@ def find_gnugo() -> str:
     return found
 
 
-def gnugo_command(level: int, seed: int) -> list[str]:
-    """`gnugo --mode gtp --level L --seed S` (one engine: its own random choices by seed)."""
+def gnugo_command(level: int, seed: int, area_rules: bool = False) -> list[str]:
+    """`gnugo --mode gtp --level L --seed S` (one engine: its own random choices by seed).
+
+    With `area_rules`, GnuGo also plays by area scoring and captures every dead stone of its
+    opponent before it passes (`--chinese-rules --capture-all-dead`), as programs on the
+    computer Go servers that score by Tromp-Taylor do: the board left after two passes is then
+    scored as it stands, by the rules bellman's agents play."""
     from bellman.errors import ConfigError
 
     if isinstance(level, bool) or level not in GNUGO_LEVELS:
         raise ConfigError(f"GnuGo level {level!r} is not valid; valid: 0-10")
-    return [find_gnugo(), "--mode", "gtp", "--level", str(level), "--seed", str(seed)]
+    command = [find_gnugo(), "--mode", "gtp", "--level", str(level), "--seed", str(seed)]
+    return command + (["--chinese-rules", "--capture-all-dead"] if area_rules else [])
 
 
 def gnugo_games(
