@@ -153,11 +153,15 @@ def test_expert_records_must_alternate(tmp_path: Path):
     assert ag.go_expert_games(game, config, tmp_path) == [[40, 41, 42], [30, 31]]
 
 
-def test_bad_settings_are_refused():
+def test_bad_settings_are_refused(tmp_path: Path):
     with pytest.raises(ConfigError, match="lambdas"):
         ag.lambda_values("0,2")
     with pytest.raises(ConfigError, match="not 'tictactoe'"):
         api.train("alphago", "tictactoe", overrides=["stage=sl"], quiet=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
+            api.train("alphago", "connect4", overrides=["device=cuda"], run_dir=tmp_path / "r")
+        assert not (tmp_path / "r").exists()
 
 
 def test_the_pipeline_on_connect_four_and_its_exact_resume(tmp_path: Path):
@@ -273,3 +277,15 @@ def test_go_with_tactical_features_trains_and_plays(tmp_path: Path):
     assert act(game.initial_state()) in game.legal_actions(game.initial_state())
     with pytest.raises(ConfigError, match="features = 'tactical' are Go's planes"):
         api.train("alphago", "connect4", overrides=["features=tactical"], quiet=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible)")
+def test_the_pipeline_trains_on_cuda_and_its_agent_plays_on_the_cpu(tmp_path: Path):
+    run = api.train("alphago", "connect4", overrides=[*TINY, "device=cuda"],
+                    run_dir=tmp_path / "run", quiet=True)  # fmt: skip
+    arrays, meta = checkpoint.load(run.dir / "checkpoints")
+    assert meta["step"] == 5 and meta["state"]["metrics"]["sl_accuracy"] > 0.3
+    config = ag.AlphaGoConfig(env="connect4", blocks=1, channels=16, device="cuda")
+    game = make_game("connect4")
+    act = ag.search_agent(game, ag.load_nets(arrays, config, game), config, 0.5, 0)
+    assert act(game.initial_state()) in game.legal_actions(game.initial_state())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bellman import api
-from bellman.errors import CheckpointError
+from bellman.errors import CheckpointError, ConfigError
 from bellman.games import Go
 from bellman.games.sgf import read_sgf_file
 from bellman.zero.go_players import load_go_player
@@ -25,6 +25,9 @@ from bellman.zero.gtp import (
     GtpError,
     LocalClient,
     gnugo_command,
+    gnugo_file_name,
+    gnugo_games,
+    play_gnugo_games,
     play_match_game,
     result_of_score,
 )
@@ -238,7 +241,7 @@ def test_bellman_gtp_refuses_runs_it_cannot_play(bellman, tmp_path: Path):
 
 _FAKE_ENGINE = """
 import sys
-from bellman.errors import CheckpointError
+from bellman.errors import CheckpointError, ConfigError
 from bellman.games import Go
 from bellman.zero.gtp import GtpEngine, serve
 game = Go(9)
@@ -308,6 +311,30 @@ def test_bellman_data_gnugo(bellman, tmp_path: Path):
     bad = bellman("data", "gnugo", "--games", "1", "--level", "11", "--out", "other")
     assert bad.returncode == 2 and "valid: 0-10" in bad.stderr
     assert not (tmp_path / "other").exists()
+
+
+@needs_gnugo
+def test_gnugo_games_are_the_same_for_any_number_of_workers_and_a_stop_ends_them(tmp_path):
+    one = gnugo_games(tmp_path / "one", 2, 0, workers=1)
+    two = gnugo_games(tmp_path / "two", 2, 0, workers=2)
+    assert [p.name for p in one] == [p.name for p in two] == [
+        gnugo_file_name(0, n) for n in range(2)]  # fmt: skip
+    assert [p.read_text() for p in one] == [p.read_text() for p in two]
+    with pytest.raises(ConfigError, match="one per core"):
+        gnugo_games(tmp_path / "bad", 1, 0, workers=-1)
+    assert not (tmp_path / "bad").exists()
+    started = []
+
+    def check():  # a stop requested as the third game would start
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        started.append(1)
+
+    (tmp_path / "stopped").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        play_gnugo_games(Go(9), tmp_path / "stopped", 0, range(3), 0, 1, check)
+    assert sorted(p.name for p in (tmp_path / "stopped").iterdir()) == [
+        gnugo_file_name(0, 0), gnugo_file_name(0, 1)]  # fmt: skip
 
 
 def test_a_local_client_answers_as_a_pipe_would():

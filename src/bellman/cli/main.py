@@ -130,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     gnugo.add_argument("--size", type=int, default=9, help="board size: 9, 13 or 19")
     gnugo.add_argument("--komi", type=float, default=7.5, help="komi (default 7.5)")
     gnugo.add_argument("--seed", type=int, default=0, help="game n uses gnugo --seed SEED+n")
+    gnugo.add_argument("--workers", type=int, default=0,
+                       help="games played at once (default 0: one per core)")  # fmt: skip
 
     serve = commands.add_parser("serve", help="the web app: arena, watch an agent, browse runs")
     serve.add_argument("run_dirs", type=Path, nargs="*", metavar="RUN_DIR")
@@ -471,7 +473,8 @@ def _cmd_data(args) -> int:
     from bellman.zero.gtp import gnugo_games
 
     written = gnugo_games(args.out, args.games, args.level, args.size, args.komi, args.seed,
-                          report=lambda line: print(line, flush=True))  # fmt: skip
+                          report=lambda line: print(line, flush=True),
+                          workers=args.workers)  # fmt: skip
     print(f"wrote {len(written)} SGF files to {args.out}")
     return 0
 

@@ -81,7 +81,7 @@ from bellman.checkpoint import check_schema
 from bellman.config import TrainConfig, choices, interval
 from bellman.errors import ConfigError
 from bellman.games import Game, Go, make_game
-from bellman.nets import AlphaZeroNetwork
+from bellman.nets import AlphaZeroNetwork, resolve_device
 from bellman.run import Run
 from bellman.search.alphabeta import AlphaBetaPlayer
 from bellman.search.mcts import MCTS
@@ -122,6 +122,9 @@ class AlphaGoConfig(TrainConfig):
     """Expert games of the SL and rollout stages (paper: 160,000 KGS games)."""
     expert_dir: str = ""
     """Go: a directory of SGF expert games (`bellman data gnugo`); empty: GnuGo plays them."""
+    expert_workers: int = field(default=0, metadata=interval("[0, 256]"))
+    """Go: GnuGo games played at once, each its own process (0: one per core); the games are
+    the same for any number."""
     expert_depth: int = field(default=4, metadata=interval("[1, 12]"))
     """Connect Four: plies of the alpha-beta expert (with Connect4.heuristic)."""
     expert_level: int = field(default=1, metadata=interval("[0, 10]"))
@@ -187,6 +190,10 @@ class AlphaGoConfig(TrainConfig):
     """Games per pairing of the rl and search stages' matches, colours alternating."""
     torch_threads: int = field(default=1, metadata=interval("[1, 256]"))
     """CPU threads of torch."""
+    device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
+    """Where the pipeline's networks train and play (auto: CUDA when present). The games'
+    rules, the rollouts (numpy) and GnuGo stay on the CPU, and a run's agent searches on the
+    CPU; `--resume` is exact on the CPU (on CUDA up to its kernels' nondeterminism)."""
     eval_opponent: str = field(default="alphabeta", metadata=choices("random", "mcts", "alphabeta"))
     """The fixed opponent of `bellman eval`."""
     baseline_depth: int = field(default=4, metadata=interval("[1, 12]"))
@@ -199,6 +206,8 @@ class AlphaGoConfig(TrainConfig):
             raise ConfigError(f"AlphaGo trains on {', '.join(GAMES)}, not '{self.env}'")
         if self.expert_dir and not self.env.startswith("go"):
             raise ConfigError("expert_dir holds SGF Go games: it is for go9, go13 or go19")
+        if self.device == "cuda":
+            resolve_device(self.device)  # no GPU visible: the ConfigError, before any writing
         if self.features != "board" and not self.env.startswith("go"):
             raise ConfigError(
                 f"features = '{self.features}' are Go's planes; {self.env} has: board")
@@ -247,8 +256,8 @@ class RolloutPolicy(nn.Module):
 
     def numpy_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """(W [A, D], b [A]) as float32 arrays, for numpy rollouts."""
-        return (self.linear.weight.detach().numpy().copy(),
-                self.linear.bias.detach().numpy().copy())  # fmt: skip
+        return (self.linear.weight.detach().cpu().numpy().copy(),
+                self.linear.bias.detach().cpu().numpy().copy())  # fmt: skip
 
 
 def masked_probabilities(logits: np.ndarray, legal: np.ndarray) -> np.ndarray:
@@ -259,12 +268,22 @@ def masked_probabilities(logits: np.ndarray, legal: np.ndarray) -> np.ndarray:
     return weights / weights.sum(axis=1, keepdims=True)
 
 
+def device_of(network: nn.Module) -> torch.device:
+    """The device a network's weights are on (where its inputs must go)."""
+    return next(network.parameters()).device
+
+
+def tensor(array: np.ndarray, network: nn.Module) -> torch.Tensor:
+    """A numpy array as a tensor on `network`'s device."""
+    return torch.from_numpy(array).to(device_of(network))
+
+
 def policy_logits(network: nn.Module, game: Game, states: list) -> np.ndarray:
     """A policy network's logits `[B, A]` at `states` (one forward)."""
-    planes = torch.from_numpy(np.stack([game.observation(s) for s in states]))
+    planes = tensor(np.stack([game.observation(s) for s in states]), network)
     with torch.inference_mode():
         out = network(planes)
-    return (out[0] if isinstance(out, tuple) else out).numpy()
+    return (out[0] if isinstance(out, tuple) else out).cpu().numpy()
 
 
 def move_mask(game: Game, sensible: bool):
@@ -323,12 +342,12 @@ def connect4_expert_games(game: Game, config: AlphaGoConfig, rng, check=no_stop)
 def go_expert_games(
     game: Go, config: AlphaGoConfig, run_dir: Path, check=no_stop
 ) -> list[list[int]]:
-    """The SGF games of `expert_dir`, or `expert_games` GnuGo games played into run/expert/
-    one file at a time (`check()` before each), so a resumed run reads the games it has and
-    plays only the rest (game n with GnuGo's --seed seed + n: the same games either way)."""
-    from bellman.checkpoint import atomic_write_text
+    """The SGF games of `expert_dir`, or `expert_games` GnuGo games played into run/expert/,
+    `expert_workers` at a time, each file written when its game ends (`check()` before each
+    starts), so a resumed run reads the games it has and plays only the rest (game n with
+    GnuGo's --seed seed + n: the same games either way, and for any number of workers)."""
     from bellman.games.sgf import read_sgf_file
-    from bellman.zero.gtp import gnugo_file_name, gnugo_game
+    from bellman.zero.gtp import gnugo_file_name, gnugo_workers, play_gnugo_games
 
     if config.expert_dir:
         files = sorted(Path(config.expert_dir).glob("*.sgf"))
@@ -340,14 +359,11 @@ def go_expert_games(
     else:
         folder = run_dir / "expert"
         folder.mkdir(exist_ok=True)
-        files = []
-        for number in range(config.expert_games):
-            path = folder / gnugo_file_name(config.expert_level, number)
-            if not path.exists():
-                check()
-                text, _ = gnugo_game(game, config.expert_level, config.seed + number)
-                atomic_write_text(path, text)
-            files.append(path)
+        level, numbers = config.expert_level, range(config.expert_games)
+        missing = [n for n in numbers if not (folder / gnugo_file_name(level, n)).exists()]
+        play_gnugo_games(game, folder, level, missing, config.seed,
+                         gnugo_workers(config.expert_workers), check)  # fmt: skip
+        files = [folder / gnugo_file_name(level, n) for n in numbers]
     games = []
     for path in files:
         record = read_sgf_file(path, game.name)
@@ -411,7 +427,7 @@ def fit(
             index = order[start : start + config.batch_size]
             if len(index) < 2:
                 continue  # BatchNorm needs two samples
-            loss = loss_of(model(torch.from_numpy(inputs[index])), torch.from_numpy(targets[index]))
+            loss = loss_of(model(tensor(inputs[index], model)), tensor(targets[index], model))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -419,8 +435,8 @@ def fit(
         if validation is not None:
             model.eval()
             with torch.inference_mode():
-                held = loss_of(model(torch.from_numpy(validation[0])),
-                               torch.from_numpy(validation[1])).item()  # fmt: skip
+                held = loss_of(model(tensor(validation[0], model)),
+                               tensor(validation[1], model)).item()  # fmt: skip
             if held < best:
                 best, best_loss = held, float(np.mean(losses)) if losses else math.nan
                 best_weights = {k: v.clone() for k, v in model.state_dict().items()}
@@ -445,9 +461,9 @@ def value_loss(output, outcomes: torch.Tensor) -> torch.Tensor:
 def accuracy(model: nn.Module, planes: np.ndarray, actions: np.ndarray) -> float:
     """Share of positions whose expert move is the model's most probable move."""
     with torch.inference_mode():
-        output = model.eval()(torch.from_numpy(planes))
+        output = model.eval()(tensor(planes, model))
     logits = output[0] if isinstance(output, tuple) else output
-    return float((logits.argmax(dim=1).numpy() == actions).mean())
+    return float((logits.argmax(dim=1).cpu().numpy() == actions).mean())
 
 
 def seconds_per_move(act, game: Game, states: list) -> float:
@@ -507,9 +523,11 @@ def reinforce_step(network, optimizer, game: Game, recorded, results, learner_co
         return 0.0
     # eval mode: log p_rho(a | s) of the policy that sampled the moves (BatchNorm's running
     # statistics, not the batch's), and the statistics are left as p_sigma learned them
-    logits, _ = network.eval()(torch.from_numpy(np.stack(planes)))
-    log_p = torch.log_softmax(logits, dim=1)[torch.arange(len(actions)), torch.tensor(actions)]
-    loss = -(log_p * torch.tensor(returns, dtype=torch.float32)).sum() / len(recorded)
+    logits, _ = network.eval()(tensor(np.stack(planes), network))
+    index = tensor(np.array(actions), network)
+    log_p = torch.log_softmax(logits, dim=1)[torch.arange(len(index), device=index.device), index]
+    z = tensor(np.array(returns, dtype=np.float32), network)
+    loss = -(log_p * z).sum() / len(recorded)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -594,7 +612,7 @@ def train_value_net(value, game: Game, sl, rl, config: AlphaGoConfig, rng, check
         validation=value_arrays(game, validation, symmetries=False))  # fmt: skip
     test, z = value_arrays(game, held_out, symmetries=False)
     with torch.inference_mode():
-        v = value(torch.from_numpy(test))[1].numpy()
+        v = value(tensor(test, value))[1].cpu().numpy()
     return {"value_positions": float(len(positions)), "value_mse": float(np.mean((z - v) ** 2)),
             "value_mse_of_zero": float(np.mean(z**2))}  # fmt: skip
 
@@ -621,11 +639,11 @@ class MixedLeafEvaluator:
         self.rng = np.random.default_rng(seed)
 
     def evaluate(self, states: list) -> tuple[np.ndarray, np.ndarray]:
-        planes = torch.from_numpy(np.stack([self.game.observation(s) for s in states]))
+        planes = tensor(np.stack([self.game.observation(s) for s in states]), self.policy)
         with torch.inference_mode():
             logits, _ = self.policy(planes)
-            priors = torch.softmax(logits, dim=1).numpy()
-            v = self.value(planes)[1].numpy() if self.mixing < 1 else np.zeros(len(states))
+            priors = torch.softmax(logits, dim=1).cpu().numpy()
+            v = self.value(planes)[1].cpu().numpy() if self.mixing < 1 else np.zeros(len(states))
         z = np.array([self.rollout(s) for s in states]) if self.mixing > 0 else 0.0
         return priors, ((1 - self.mixing) * v + self.mixing * z).astype(np.float32)
 
@@ -685,12 +703,15 @@ class AlphaGoPipeline:
 
     def __init__(self, config: AlphaGoConfig, game: Game):
         self.config, self.game = config, game
+        self.device = resolve_device(config.device)
         self.rng = seeding.seed_everything(config.seed)
         torch.manual_seed(config.seed)
         self.nets: dict[str, nn.Module] = {
-            "sl": build_net(config, game).eval(), "rollout": RolloutPolicy(game).eval(),
-            "rl": build_net(config, game).eval(), "value": build_net(config, game).eval(),
+            "sl": build_net(config, game), "rollout": RolloutPolicy(game),
+            "rl": build_net(config, game), "value": build_net(config, game),
         }  # fmt: skip
+        for net in self.nets.values():
+            net.to(self.device).eval()
         self.done = 0
         self.metrics = dict.fromkeys(metric_names(config), math.nan)
         self._expert: tuple | None = None
@@ -714,7 +735,7 @@ class AlphaGoPipeline:
         return act
 
     def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        rng_arrays, rng_state = seeding.capture_rngs(numpy_rng=self.rng)
+        rng_arrays, rng_state = seeding.capture_rngs(self.device, numpy_rng=self.rng)
         arrays = {f"{name}/{key}": value.detach().cpu().numpy()
                   for name, net in self.nets.items()
                   for key, value in net.state_dict().items()}  # fmt: skip
@@ -729,9 +750,9 @@ class AlphaGoPipeline:
         if not 0 <= state["stages_done"] <= len(STAGES):
             raise ValueError(f"stages_done = {state['stages_done']} is not 0-{len(STAGES)}")
         for name, net in self.nets.items():
-            load_module(net, arrays, f"{name}/", "cpu", "checkpoint")
+            load_module(net, arrays, f"{name}/", self.device, "checkpoint")
             net.eval()
-        seeding.restore_rngs(arrays, state, numpy_rng=self.rng)
+        seeding.restore_rngs(arrays, state, self.device, numpy_rng=self.rng)
         self.done = state["stages_done"]
         for key in self.metrics:
             value = state["metrics"].get(key)
@@ -798,7 +819,7 @@ class AlphaGoPipeline:
         rl.load_state_dict(self.nets["sl"].state_dict())
         optimizer = torch.optim.Adam(rl.parameters(), lr=config.rl_learning_rate)
         pool = [{k: v.clone() for k, v in rl.state_dict().items()}]
-        opponent = build_net(config, game).eval()
+        opponent = build_net(config, game).to(self.device).eval()
         losses = []
         for iteration in range(1, config.rl_iterations + 1):
             self.check()

@@ -8,7 +8,8 @@ GtpClient       a GTP engine in a subprocess (`gnugo --mode gtp`), command by co
 LocalClient     a GtpEngine in this process behind GtpClient's interface
 play_match_game a game between two GTP clients (or one playing both colours), as moves and the
                 result, for `bellman data gnugo` and benchmarks/go_vs_gnugo.py
-gnugo_games     `bellman data gnugo`: GnuGo against itself, one SGF file per game
+gnugo_games     `bellman data gnugo`: GnuGo against itself, one SGF file per game, games on
+                every core at once (`play_gnugo_games`)
 
 The engine answers, as the specification (Farnebäck, GTP v2 draft, 2002) asks, `=[id] result`
 or `?[id] message` followed by an empty line; a malformed or unknown command, an illegal move
@@ -423,20 +424,22 @@ def gnugo_games(
     komi: float = 7.5,
     seed: int = 0,
     report: Callable[[str], None] | None = None,
+    workers: int = 0,
 ) -> list[Path]:
     """`games` games of GnuGo against itself as SGF files `out/gnugo-L{level}-{n:05d}.sgf`
     (game n with --seed seed + n, so each game differs and a seed gives the same files),
-    scored by GnuGo (`final_score`: dead stones removed).
+    scored by GnuGo (`final_score`: dead stones removed), `workers` games at a time (0: one per
+    core; see `play_gnugo_games`).
 
-    Everything is checked before the first game: the level, the board, gnugo itself, and that
-    `out` can be written and holds no SGF file yet (a second run never mixes with a first).
-    Each file is written atomically once its game is over.
+    Everything is checked before the first game: the level, the board, gnugo itself, the
+    workers, and that `out` can be written and holds no SGF file yet (a second run never mixes
+    with a first). Each file is written atomically once its game is over.
 
     Raises:
-        ConfigError: a bad count, level or board; gnugo missing; `out` unusable or not empty.
+        ConfigError: a bad count, level, board or workers; gnugo missing; `out` unusable or not
+            empty.
         GtpError: gnugo failed during a game.
     """
-    from bellman.checkpoint import atomic_write_text
     from bellman.errors import ConfigError
     from bellman.run import check_writable_path
 
@@ -444,20 +447,74 @@ def gnugo_games(
         raise ConfigError(f"--games must be at least 1, got {games!r}")
     game = Go(size, komi=komi)
     gnugo_command(level, seed)  # the level and gnugo itself, before anything is written
+    workers = gnugo_workers(workers)
     out = Path(out)
     check_writable_path(out, "--out")
     if out.is_dir() and any(out.glob("*.sgf")):
         raise ConfigError(f"--out '{out}' already holds SGF files; choose a new directory")
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for number in range(games):
-        path = out / gnugo_file_name(level, number)
-        text, played = gnugo_game(game, level, seed + number)
-        atomic_write_text(path, text)
-        written.append(path)
+
+    def done(number: int, played: MatchGame) -> None:
         if report is not None:
             report(f"game {number + 1}/{games}: {len(played.moves)} moves, {played.result}")
-    return written
+
+    return play_gnugo_games(game, out, level, range(games), seed, workers, done=done)
+
+
+def gnugo_workers(workers: int) -> int:
+    """The GnuGo processes to run at once: `workers`, or one per core for 0.
+
+    Raises:
+        ConfigError: `workers` is negative or above 256.
+    """
+    import os
+
+    from bellman.errors import ConfigError
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= 256:
+        raise ConfigError(f"GnuGo workers must be 0 (one per core) to 256, got {workers!r}")
+    return workers or os.cpu_count() or 1
+
+
+def play_gnugo_games(
+    game: Go,
+    folder: Path,
+    level: int,
+    numbers,
+    seed: int,
+    workers: int,
+    check: Callable[[], None] = lambda: None,
+    done: Callable[[int, MatchGame], None] | None = None,
+) -> list[Path]:
+    """GnuGo's games `numbers` against itself (game n: `gnugo --level level --seed seed + n`)
+    written to `folder/gnugo_file_name(level, n)`, `workers` games at a time: each game is its
+    own gnugo process, so the files are the same for any number of workers (threads here only
+    wait on the pipes). `check()` runs before each game starts; whatever it raises (a stop
+    request) or a failed game ends the rest: games not started are cancelled, those running
+    finish and are written, and the exception is raised. `done(n, game)` is called in the
+    order of `numbers`. Returns the files in that order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bellman.checkpoint import atomic_write_text
+
+    def one(number: int) -> MatchGame:
+        check()
+        text, played = gnugo_game(game, level, seed + number)
+        atomic_write_text(Path(folder) / gnugo_file_name(level, number), text)
+        return played
+
+    numbers = list(numbers)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        futures = [pool.submit(one, number) for number in numbers]
+        try:
+            for number, future in zip(numbers, futures, strict=True):
+                played = future.result()
+                if done is not None:
+                    done(number, played)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [Path(folder) / gnugo_file_name(level, number) for number in numbers]
 
 
 def gnugo_file_name(level: int, number: int) -> str:
