@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bellman import api, checkpoint
+from bellman import config as configs
 from bellman.errors import ConfigError
 from bellman.games import make_game
 from bellman.games.connect4 import Connect4State
@@ -289,3 +290,13 @@ def test_the_pipeline_trains_on_cuda_and_its_agent_plays_on_the_cpu(tmp_path: Pa
     game = make_game("connect4")
     act = ag.search_agent(game, ag.load_nets(arrays, config, game), config, 0.5, 0)
     assert act(game.initial_state()) in game.legal_actions(game.initial_state())
+
+
+def test_the_go9_gpu_config_layers_on_the_shipped_one():
+    path = Path(ag.__file__).parents[1] / "configs" / "alphago-go9-gpu.toml"
+    config, _ = configs.resolve(ag.AlphaGoConfig, "alphago", "go9", path, ["device=cpu"])
+    assert (config.features, config.blocks, config.value_games) == ("tactical", 6, 100000)
+    assert config.rl_learning_rate == 1e-4  # from alphago-go9.toml, beneath it
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
+            configs.resolve(ag.AlphaGoConfig, "alphago", "go9", path, [])
