@@ -1,7 +1,7 @@
 """A bellman Go agent against GNU Go: win rate with its 95% interval and the Elo difference.
 
     python benchmarks/go_vs_gnugo.py --checkpoint RUN [--games 50] [--levels 1,5,10]
-        [--simulations N] [--seed 0] [--results NAME] [--scoring gnugo|tromp-taylor]
+        [--simulations N] [--seed 0] [--results NAME] [--scoring gnugo|tromp-taylor] [--jobs 1]
         [--train alphago|alphazero|muzero --minutes 180 [--env go9] [--workers 2] [--set K=V]]
 
 With `--train ALGO` the script first trains a new run into RUN (`bellman train ALGO --env go9`,
@@ -24,7 +24,9 @@ agents learn and search by (under GnuGo's scoring an agent that passes in a posi
 score as won can lose it). bellman plays black in the even games and white in the odd ones,
 against `gnugo --mode gtp --level L --seed SEED+g` (its own random choices differ per game). The
 agent is any Go run GTP plays (`bellman gtp`: AlphaZero, AlphaGo), searched afresh each move
-with the run's arena simulations or `--simulations`.
+with the run's arena simulations or `--simulations`, and loaded afresh for each game (its
+generators from their seeds), so a game is the same whether `--jobs N` plays N at a time, each
+in a process of its own, or one at a time.
 
 Printed per level: wins / games, the wins as black and as white, the win rate with its 95%
 Wilson interval, and the Elo difference -400 log10(1 / p - 1) of bellman over GnuGo at that
@@ -38,7 +40,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from alphazero_connect4 import tally, train, wins_text
@@ -66,28 +70,45 @@ def elo_difference(p: float) -> float:
     return -400 * math.log10(1 / p - 1)
 
 
-def play_level(args, player, game, level: int, sgf_dir: Path) -> dict:
-    """`args.games` games against GnuGo at `level`, colours alternating; the games as SGF."""
-    results, lengths, records, started = [], [], [], time.perf_counter()
-    for g in range(args.games):
-        ours = LocalClient(GtpEngine(player, game, version=__version__))
-        area = args.scoring == "tromp-taylor"
-        with GtpClient(gnugo_command(level, args.seed + g, area_rules=area)) as gnugo:
-            black, white = (ours, gnugo) if g % 2 == 0 else (gnugo, ours)
-            played = play_match_game(black, white, game, referee=None if area else gnugo)
-        bellman_black = g % 2 == 0
-        won = played.black_won if bellman_black else (
-            None if played.black_won is None else not played.black_won)  # fmt: skip
-        results.append(0.0 if won is None else 1.0 if won else -1.0)
-        lengths.append(len(played.moves))
-        records.append({"bellman": "black" if bellman_black else "white", "result": played.result})
-        names = ("bellman", f"GNU Go level {level}")
-        atomic_write_text(sgf_dir / f"L{level}-{g:03d}.sgf", to_sgf(
-            game, played.moves, black=names[0 if bellman_black else 1],
-            white=names[1 if bellman_black else 0], result=played.result,
-        ))  # fmt: skip
-        print(f"  level {level} game {g + 1}/{args.games}: bellman "
-              f"{'black' if bellman_black else 'white'}, {played.result}", flush=True)  # fmt: skip
+def play_game(args, level: int, g: int, sgf_dir: Path) -> tuple[float, int, dict]:
+    """Game `g` against GnuGo at `level` (bellman black when g is even), with a fresh agent
+    loaded for it, so that each game is the same whatever the --jobs; its SGF written. Returns
+    (+1 / 0 / -1 for bellman, moves, the record)."""
+    player, game, _ = load_go_player(args.checkpoint, args.simulations)
+    ours = LocalClient(GtpEngine(player, game, version=__version__))
+    area = args.scoring == "tromp-taylor"
+    with GtpClient(gnugo_command(level, args.seed + g, area_rules=area)) as gnugo:
+        black, white = (ours, gnugo) if g % 2 == 0 else (gnugo, ours)
+        played = play_match_game(black, white, game, referee=None if area else gnugo)
+    bellman_black = g % 2 == 0
+    won = played.black_won if bellman_black else (
+        None if played.black_won is None else not played.black_won)  # fmt: skip
+    names = ("bellman", f"GNU Go level {level}")
+    atomic_write_text(sgf_dir / f"L{level}-{g:03d}.sgf", to_sgf(
+        game, played.moves, black=names[0 if bellman_black else 1],
+        white=names[1 if bellman_black else 0], result=played.result,
+    ))  # fmt: skip
+    print(f"  level {level} game {g + 1}/{args.games}: bellman "
+          f"{'black' if bellman_black else 'white'}, {played.result}", flush=True)  # fmt: skip
+    record = {"bellman": "black" if bellman_black else "white", "result": played.result}
+    return 0.0 if won is None else 1.0 if won else -1.0, len(played.moves), record
+
+
+def play_level(args, level: int, sgf_dir: Path) -> dict:
+    """`args.games` games against GnuGo at `level`, colours alternating, `args.jobs` at a time
+    (each in its own process: the agents' searches are Python, one core each)."""
+    started = time.perf_counter()
+    if args.jobs == 1:
+        played = [play_game(args, level, g, sgf_dir) for g in range(args.games)]
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            games = range(args.games)
+            played = list(pool.map(play_game, [args] * len(games), [level] * len(games), games,
+                                   [sgf_dir] * len(games)))  # fmt: skip
+    results = [result for result, _, _ in played]
+    lengths = [length for _, length, _ in played]
+    records = [record for _, _, record in played]
     tallied = tally(results)
     low, high = tallied["win_rate_95"]
     score = (tallied["wins"] + 0.5 * tallied["draws"]) / tallied["games"]
@@ -124,6 +145,8 @@ def main() -> None:
     parser.add_argument("--levels", default="1,5,10", help="GnuGo levels, comma-separated")
     parser.add_argument("--simulations", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="games played at once, each in its own process (one core each)")
     parser.add_argument("--results", default="go_vs_gnugo")
     parser.add_argument("--scoring", choices=("gnugo", "tromp-taylor"), default="gnugo",
                         help="who scores a game: GnuGo's final_score (dead stones removed by "
@@ -136,6 +159,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="--train: override a value of the shipped config (repeatable)")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     levels = [int(level) for level in args.levels.split(",")]
     for level in levels:
         gnugo_command(level, 0)  # every level valid and gnugo installed, before any game
@@ -147,10 +172,10 @@ def main() -> None:
         seconds = train(args, args.env)
         print(f"trained {args.train} on {args.env} for {seconds / 60:.1f} min, to step "
               f"{latest_step(args.checkpoint)}", flush=True)  # fmt: skip
-    player, game, description = load_go_player(args.checkpoint, args.simulations)
+    _, game, description = load_go_player(args.checkpoint, args.simulations)
     sgf_dir = results_path(args.results).with_name(f"{args.results}-sgf")
     sgf_dir.mkdir(parents=True, exist_ok=True)
-    rows = [play_level(args, player, game, level, sgf_dir) for level in levels]
+    rows = [play_level(args, level, sgf_dir) for level in levels]
     print_table(
         ["GnuGo level", "bellman's wins", "as black / as white", "Elo difference (95% CI)",
          "mean moves", "seconds"],
@@ -161,7 +186,7 @@ def main() -> None:
     )  # fmt: skip
     record = header(1, "torch") | {
         "agent": description, "checkpoint": str(args.checkpoint), "board": game.size,
-        "komi": game.komi, "simulations": args.simulations, "scoring": args.scoring,
+        "komi": game.komi, "simulations": args.simulations, "scoring": args.scoring, "jobs": args.jobs,
         "levels": [json_safe(r) for r in rows],
         "sgf_dir": str(sgf_dir), "checkpoint_step": latest_step(args.checkpoint),
         "trained": None if seconds is None else {
