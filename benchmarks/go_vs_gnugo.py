@@ -45,6 +45,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import torch
 from alphazero_connect4 import tally, train, wins_text
 from common import header, print_table, results_path, write_results
 
@@ -75,6 +76,7 @@ def play_game(args, level: int, g: int, sgf_dir: Path) -> tuple[float, int, dict
     loaded for it, so that each game is the same whatever the --jobs; its SGF written. Returns
     (+1 / 0 / -1 for bellman, moves, the record)."""
     player, game, _ = load_go_player(args.checkpoint, args.simulations)
+    torch.set_num_threads(1)  # the record's torch_threads: one core a game (--jobs: a process)
     ours = LocalClient(GtpEngine(player, game, version=__version__))
     area = args.scoring == "tromp-taylor"
     with GtpClient(gnugo_command(level, args.seed + g, area_rules=area)) as gnugo:
@@ -186,8 +188,8 @@ def main() -> None:
     )  # fmt: skip
     record = header(1, "torch") | {
         "agent": description, "checkpoint": str(args.checkpoint), "board": game.size,
-        "komi": game.komi, "simulations": args.simulations, "scoring": args.scoring, "jobs": args.jobs,
-        "levels": [json_safe(r) for r in rows],
+        "komi": game.komi, "simulations": args.simulations, "scoring": args.scoring,
+        "jobs": args.jobs, "levels": [json_safe(r) for r in rows],
         "sgf_dir": str(sgf_dir), "checkpoint_step": latest_step(args.checkpoint),
         "trained": None if seconds is None else {
             "algo": args.train, "env": args.env, "minutes": args.minutes,

@@ -52,6 +52,8 @@ def _searching_player(run_dir: Path, env: str, simulations: int | None):
 def alphago_player(run_dir: Path, env: str, simulations: int | None, seed: int | None = None):
     """(player, game, description) of an AlphaGo run of `env`: the lambda-mixed search of its
     four networks, its rollouts drawn from `seed` (default: the run's seed)."""
+    import torch
+
     from bellman.zero import alphago
 
     values = read_run_config(run_dir)
@@ -60,6 +62,7 @@ def alphago_player(run_dir: Path, env: str, simulations: int | None, seed: int |
     if simulations is not None:
         config = dataclasses.replace(config, simulations=simulations)
     arrays, _ = checkpoint.load(run_dir / "checkpoints", algo="alphago")
+    torch.set_num_threads(config.torch_threads)  # as every loader of an agent does
     game = alphago.make_train_env(dataclasses.replace(config, env=env))
     nets = alphago.load_nets(arrays, config, game)
     seed = config.seed if seed is None else seed
