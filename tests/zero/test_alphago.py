@@ -300,3 +300,20 @@ def test_the_go9_gpu_config_layers_on_the_shipped_one():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
             configs.resolve(ag.AlphaGoConfig, "alphago", "go9", path, [])
+
+
+@pytest.mark.skipif(
+    shutil.which("gnugo") is None and shutil.which("gnugo", path="/usr/games") is None,
+    reason="gnugo is not installed (Debian's gnugo package: `make gnugo`)",
+)
+def test_go_expert_games_are_played_on_every_worker_and_a_resumed_run_plays_only_the_rest(
+    tmp_path: Path,
+):
+    game = make_game("go9")
+    config = ag.AlphaGoConfig(env="go9", expert_games=3, expert_level=0, expert_workers=2)
+    games = ag.go_expert_games(game, config, tmp_path)
+    assert len(games) == 3 and all(len(moves) >= 10 for moves in games)
+    (tmp_path / "expert" / "gnugo-L0-00001.sgf").unlink()
+    started = []
+    again = ag.go_expert_games(game, config, tmp_path, check=lambda: started.append(1))
+    assert again == games and len(started) == 1  # the same three games, one of them replayed
