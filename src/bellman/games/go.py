@@ -199,7 +199,7 @@ class Go:
         self.observation_shape = (planes, size, size)
         self._neighbours = _neighbours(size)
         self._eye_neighbours = _eye_neighbours(size)
-        self._legal_cache: dict[int, tuple[GoState, list[int]]] = {}
+        self._legal_cache: dict[int, tuple[GoState, tuple]] = {}
         self._keys = _zobrist_keys(size)
         self._columns = _COLUMNS[:size]
         # Symmetry k maps policy entry `perm[k][i]` (old point) to new point i.
@@ -418,28 +418,37 @@ class Go:
         return label, liberties, hashes
 
     def _legal_points(self, state: GoState) -> list[int]:
-        """`_find_legal_points(state)`, remembered for the last few hundred states asked about
-        (by identity: a state is immutable): the legal moves and the observation of a state are
-        usually asked for together, and each needs them."""
+        """The empty points where the mover may play (`_analysis`)."""
+        return self._analysis(state)[2]
+
+    def _analysis(self, state: GoState) -> tuple[list[int], list[set[int]], list[int]]:
+        """(group label per point, liberties per group, legal points) of `state`
+        (`_groups`, `_find_legal_points`), remembered for the last few hundred states asked
+        about (by identity: a state is immutable): the legal moves and the observation of a
+        state are usually asked for together, and each needs them."""
         hit = self._legal_cache.get(id(state))
         if hit is not None and hit[0] is state:
             return hit[1]
-        legal = self._find_legal_points(state)
+        label, liberties, hashes = self._groups(state.board)
+        analysis = (label, liberties, self._find_legal_points(state, label, liberties, hashes))
         if len(self._legal_cache) >= _LEGAL_CACHE:
             self._legal_cache.clear()
-        self._legal_cache[id(state)] = (state, legal)  # the state kept alive: its id stays its own
-        return legal
+        self._legal_cache[id(state)] = (state, analysis)  # kept alive: its id stays its own
+        return analysis
 
     def __getstate__(self) -> dict:
         """Pickled (for a worker process) without the cache of legal points."""
         return self.__dict__ | {"_legal_cache": {}}
 
-    def _find_legal_points(self, state: GoState) -> list[int]:
-        """The empty points where the mover may play: not suicide and not a superko repeat."""
+    def _find_legal_points(self, state: GoState, label=None, liberties=None, hashes=None
+                           ) -> list[int]:  # fmt: skip
+        """The empty points where the mover may play: not suicide and not a superko repeat
+        (from `_groups(state.board)`, computed here unless given)."""
         board, neighbours, history = state.board, self._neighbours, state.history
         colour = BLACK + state.mover
         own_keys = self._keys[colour]
-        label, liberties, hashes = self._groups(board)
+        if label is None:
+            label, liberties, hashes = self._groups(board)
         legal = []
         for point, stone in enumerate(board):
             if stone != EMPTY:
@@ -486,13 +495,13 @@ class Go:
         board, neighbours = state.board, self._neighbours
         colour = BLACK + state.mover
         enemy = BLACK + WHITE - colour
-        label, liberties, _ = self._groups(board)
+        label, liberties, legal = self._analysis(state)
         planes = np.zeros((_TACTICAL_PLANES, len(board)), dtype=np.float32)
         for point, stone in enumerate(board):  # 6-11: the liberties of every stone's group
             if stone != EMPTY:
                 bucket = min(len(liberties[label[point]]), 3) - 1
                 planes[bucket + (0 if stone == colour else 3), point] = 1.0
-        for point in self._legal_points(state):
+        for point in legal:
             own = {label[q] for q in neighbours[point] if board[q] == colour}
             taken = {label[q] for q in neighbours[point]
                      if board[q] == enemy and len(liberties[label[q]]) == 1}  # fmt: skip
@@ -507,7 +516,7 @@ class Go:
                 stones = {point} | {p for p, group in enumerate(label) if group in own}
                 free.update(p for p in captured if any(q in stones for q in neighbours[p]))
             planes[9 + min(len(free), 3) - 1, point] = 1.0  # 15-17: liberties after move
-        planes[12, self._legal_points(state)] = 1.0  # 18: sensibleness
+        planes[12, legal] = 1.0  # 18: sensibleness
         planes[12] *= ~self.own_eyes(state)
         return planes
 
