@@ -16,6 +16,7 @@ from bellman import config as configs
 from bellman.errors import ConfigError
 from bellman.games import make_game
 from bellman.games.connect4 import Connect4State
+from bellman.games.go import Go
 from bellman.games.sgf import to_sgf
 from bellman.zero import alphago as ag
 from bellman.zero.go_players import load_go_player
@@ -278,6 +279,23 @@ def test_go_with_tactical_features_trains_and_plays(tmp_path: Path):
     assert act(game.initial_state()) in game.legal_actions(game.initial_state())
     with pytest.raises(ConfigError, match="features = 'tactical' are Go's planes"):
         api.train("alphago", "connect4", overrides=["features=tactical"], quiet=True)
+
+
+def test_expert_planes_are_stored_as_bytes_and_given_back_exactly():
+    # go9's tactical planes are 0/1: kept as bytes (a quarter of the memory), and the float32
+    # the networks get is the observation itself; a non-binary plane keeps float32
+    game = Go(9, features="tactical")
+    moves = [40, 41, 30, 31, 50, 49]
+    planes, actions = ag.expert_positions(game, [moves], symmetries=False)
+    assert planes.dtype == np.uint8 and actions.tolist() == moves
+    state = game.initial_state()
+    for number, move in enumerate(moves):
+        assert np.array_equal(ag.as_float(planes[number]), game.observation(state))
+        state = game.apply(state, move)
+    halves = np.full((2, 3, 3), 0.5, np.float32)
+    assert ag.compact(halves).dtype == np.float32 and np.array_equal(ag.compact(halves), halves)
+    mixed = np.stack([ag.compact(np.ones((2, 3, 3), np.float32)), ag.compact(halves)])
+    assert mixed.dtype == np.float32 and mixed[1, 0, 0, 0] == 0.5
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible)")

@@ -374,9 +374,22 @@ def go_expert_games(
     return games
 
 
+def compact(planes: np.ndarray) -> np.ndarray:
+    """`planes` as bytes when every value is 0 or 1 (a quarter of float32's memory: go9's
+    tactical planes of 3,000 games with their symmetries are 1.4 GB instead of 5.7 GB), else
+    as float32; `as_float` gives back the exact float32 values."""
+    packed = planes.astype(np.uint8)
+    return packed if np.array_equal(packed, planes) else planes.astype(np.float32)
+
+
+def as_float(planes: np.ndarray) -> np.ndarray:
+    """Planes stored by `compact` as the float32 the networks take (no copy when float32)."""
+    return np.asarray(planes, dtype=np.float32)
+
+
 def expert_positions(game: Game, games: list[list[int]], symmetries: bool):
     """(planes `[N, C, H, W]`, actions `[N]`) of every move of `games` (with every symmetric
-    copy when `symmetries`)."""
+    copy when `symmetries`); the planes stored by `compact`."""
     planes, actions = [], []
     for moves in games:
         state = game.initial_state()
@@ -386,13 +399,13 @@ def expert_positions(game: Game, games: list[list[int]], symmetries: bool):
                 onehot = np.zeros(game.action_size, np.float32)
                 onehot[action] = 1
                 for sym_planes, sym_policy in game.symmetries(observation, onehot):
-                    planes.append(sym_planes)
+                    planes.append(compact(sym_planes))
                     actions.append(int(np.argmax(sym_policy)))
             else:
-                planes.append(observation)
+                planes.append(compact(observation))
                 actions.append(action)
             state = game.apply(state, action)
-    return np.stack(planes).astype(np.float32), np.array(actions, np.int64)
+    return np.stack(planes), np.array(actions, np.int64)  # float32 if any position was
 
 
 def split(items: list, held_out: float, rng) -> tuple[list, list]:
@@ -427,7 +440,8 @@ def fit(
             index = order[start : start + config.batch_size]
             if len(index) < 2:
                 continue  # BatchNorm needs two samples
-            loss = loss_of(model(tensor(inputs[index], model)), tensor(targets[index], model))
+            loss = loss_of(model(tensor(as_float(inputs[index]), model)),
+                           tensor(targets[index], model))  # fmt: skip
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -435,7 +449,7 @@ def fit(
         if validation is not None:
             model.eval()
             with torch.inference_mode():
-                held = loss_of(model(tensor(validation[0], model)),
+                held = loss_of(model(tensor(as_float(validation[0]), model)),
                                tensor(validation[1], model)).item()  # fmt: skip
             if held < best:
                 best, best_loss = held, float(np.mean(losses)) if losses else math.nan
@@ -461,7 +475,7 @@ def value_loss(output, outcomes: torch.Tensor) -> torch.Tensor:
 def accuracy(model: nn.Module, planes: np.ndarray, actions: np.ndarray) -> float:
     """Share of positions whose expert move is the model's most probable move."""
     with torch.inference_mode():
-        output = model.eval()(tensor(planes, model))
+        output = model.eval()(tensor(as_float(planes), model))
     logits = output[0] if isinstance(output, tuple) else output
     return float((logits.argmax(dim=1).cpu().numpy() == actions).mean())
 
