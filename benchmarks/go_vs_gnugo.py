@@ -53,13 +53,7 @@ from bellman import __version__, checkpoint
 from bellman.checkpoint import atomic_write_text
 from bellman.games.sgf import to_sgf
 from bellman.zero.go_players import load_go_player
-from bellman.zero.gtp import (
-    GtpClient,
-    GtpEngine,
-    LocalClient,
-    gnugo_command,
-    play_match_game,
-)
+from bellman.zero.gtp import GtpEngine, LocalClient, gnugo_command, play_against_gnugo
 
 
 def elo_difference(p: float) -> float:
@@ -78,13 +72,9 @@ def play_game(args, level: int, g: int, sgf_dir: Path) -> tuple[float, int, dict
     player, game, _ = load_go_player(args.checkpoint, args.simulations)
     torch.set_num_threads(1)  # the record's torch_threads: one core a game (--jobs: a process)
     ours = LocalClient(GtpEngine(player, game, version=__version__))
-    area = args.scoring == "tromp-taylor"
-    with GtpClient(gnugo_command(level, args.seed + g, area_rules=area)) as gnugo:
-        black, white = (ours, gnugo) if g % 2 == 0 else (gnugo, ours)
-        played = play_match_game(black, white, game, referee=None if area else gnugo)
     bellman_black = g % 2 == 0
-    won = played.black_won if bellman_black else (
-        None if played.black_won is None else not played.black_won)  # fmt: skip
+    played, won = play_against_gnugo(ours, game, level, args.seed + g, bellman_black,
+                                     area_rules=args.scoring == "tromp-taylor")  # fmt: skip
     names = ("bellman", f"GNU Go level {level}")
     atomic_write_text(sgf_dir / f"L{level}-{g:03d}.sgf", to_sgf(
         game, played.moves, black=names[0 if bellman_black else 1],

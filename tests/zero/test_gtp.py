@@ -27,6 +27,7 @@ from bellman.zero.gtp import (
     gnugo_command,
     gnugo_file_name,
     gnugo_games,
+    play_against_gnugo,
     play_gnugo_games,
     play_match_game,
     result_of_score,
@@ -294,6 +295,20 @@ def test_gnugo_with_area_rules_captures_every_dead_stone_before_it_passes(go_run
             assert played.result == result_of_score(game.score(state))
             assert gnugo_score[0] == played.result[0], gnugo_score
     assert left[0] == set() and left[1], left
+
+
+@needs_gnugo
+def test_a_game_against_gnugo_says_whether_our_side_won_in_either_colour(go_run: Path):
+    # the one place that turns "black won" into "bellman won" (the benchmark's and AlphaGo's
+    # search ablation's games against GnuGo)
+    game = Go(9)
+    player, _, _ = load_go_player(go_run, simulations=2)
+    for ours_black in (True, False):
+        played, won = play_against_gnugo(LocalClient(GtpEngine(player, game)), game, 0, 0,
+                                         ours_black)  # fmt: skip
+        winner = played.result[0]
+        assert winner in "BW" and played.black_won == (winner == "B")
+        assert won == (winner == ("B" if ours_black else "W")), (ours_black, played.result)
 
 
 @needs_gnugo

@@ -883,27 +883,18 @@ class AlphaGoPipeline:
             expert = AlphaBetaPlayer(game, config.expert_depth, heuristic=game.heuristic,
                                      seed=int(self.rng.integers(2**31)))  # fmt: skip
             return arena(game, agent, expert.act, games)["score"]
-        from bellman.zero.gtp import (
-            GtpClient,
-            GtpEngine,
-            LocalClient,
-            gnugo_command,
-            play_match_game,
-        )
+        from bellman.zero.gtp import GtpEngine, LocalClient, find_gnugo, play_against_gnugo
 
         try:
-            command = gnugo_command(config.expert_level, config.seed)
+            find_gnugo()
         except ConfigError:
             return math.nan  # no gnugo here: the column stays empty
         scores = []
         for g in range(games):
             self.check()
             ours = LocalClient(GtpEngine(agent, game))
-            with GtpClient(command) as gnugo:
-                black, white = (ours, gnugo) if g % 2 == 0 else (gnugo, ours)
-                played = play_match_game(black, white, game, referee=gnugo)
-            won = played.black_won if g % 2 == 0 else (
-                None if played.black_won is None else not played.black_won)  # fmt: skip
+            _, won = play_against_gnugo(ours, game, config.expert_level, config.seed,
+                                        ours_black=g % 2 == 0)  # fmt: skip
             scores.append(0.5 if won is None else float(won))
         return float(np.mean(scores))
 

@@ -377,6 +377,20 @@ def play_match_game(
     return MatchGame(moves, result_of_score(score), None if score == 0 else score > 0)
 
 
+def play_against_gnugo(
+    ours: GtpClient, game: Go, level: int, seed: int, ours_black: bool, area_rules: bool = False
+) -> tuple[MatchGame, bool | None]:
+    """One game of the engine behind `ours` against `gnugo_command(level, seed, area_rules)`:
+    scored by GnuGo's `final_score`, or with `area_rules` by Tromp-Taylor on the board as it
+    stands. Returns the game and whether `ours` won it (None: a draw)."""
+    with GtpClient(gnugo_command(level, seed, area_rules)) as gnugo:
+        black, white = (ours, gnugo) if ours_black else (gnugo, ours)
+        played = play_match_game(black, white, game, referee=None if area_rules else gnugo)
+    if played.black_won is None:
+        return played, None
+    return played, played.black_won == ours_black
+
+
 # ---- expert games: `bellman data gnugo` ----------------------------------------------------
 GNUGO_LEVELS = range(0, 11)
 """GnuGo's --level values (0 weakest and fastest, 10 the default and strongest)."""
