@@ -226,7 +226,8 @@ def model_check(run_dir: Path, labels: Path, positions: int) -> dict:
 
     Returns the correlation of Q_model and Q_rules over all (s, a), the result-preserving rate
     of one move of lookahead (argmax_a Q) with each, and the mean reward g predicts from h(s')
-    for the replies that win at once (target 1) and for the other replies (target 0)."""
+    for the replies that win at once (target 1) and for the other replies (target 0), and the
+    mean Q_model of the replies that win (r - f_v(s^1), target 1: what the tree backs up)."""
     _, config = api.load_run_config(run_dir)
     arrays, _ = checkpoint.load(run_dir / "checkpoints")
     game = make_game("connect4")
@@ -258,8 +259,9 @@ def model_check(run_dir: Path, labels: Path, positions: int) -> dict:
         rows, columns, _ = zip(*follow_ups, strict=True)
         q_rules[list(rows), list(columns)] = -after_value.numpy()
         which, reply, wins = (np.array(column) for column in zip(*replies, strict=True))
-        reward = network.recurrent_inference(
-            after_hidden[torch.from_numpy(which)], torch.from_numpy(reply))[1].numpy()  # fmt: skip
+        _, reward, _, reply_value = network.recurrent_inference(
+            after_hidden[torch.from_numpy(which)], torch.from_numpy(reply))
+        reward, reply_q = reward.numpy(), (reward - reply_value).numpy()
     legal = np.isfinite(q_rules)
 
     def preserving(q: np.ndarray) -> float:
@@ -275,6 +277,7 @@ def model_check(run_dir: Path, labels: Path, positions: int) -> dict:
         "winning_replies": int(wins.sum()),
         "reward_at_wins": float(reward[wins].mean()) if wins.any() else math.nan,
         "reward_elsewhere": float(reward[~wins].mean()),
+        "q_at_wins": float(reply_q[wins].mean()) if wins.any() else math.nan,
     }
 
 
@@ -289,6 +292,8 @@ def print_model(model: dict) -> None:
             (f"reward g predicts at {model['winning_replies']} replies that win",
              f"{model['reward_at_wins']:.2f}", "1"),
             ("reward g predicts at the other replies", f"{model['reward_elsewhere']:.2f}", "0"),
+            (f"Q_model (r - v) at the {model['winning_replies']} replies that win",
+             f"{model['q_at_wins']:.2f}", "1"),
         ],
     )  # fmt: skip
 
