@@ -41,6 +41,8 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing
+import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -63,6 +65,17 @@ def elo_difference(p: float) -> float:
     if p >= 1:
         return math.inf
     return -400 * math.log10(1 / p - 1)
+
+
+def exit_with_parent(parent: int) -> None:
+    """A pool worker's initializer: a daemon thread that ends this worker (and, by closing its
+    pipe, its GnuGo) once `parent` is gone, so that a SIGTERM to the script stops every game."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def play_game(args, level: int, g: int, sgf_dir: Path) -> tuple[float, int, dict]:
@@ -94,7 +107,8 @@ def play_level(args, level: int, sgf_dir: Path) -> dict:
         played = [play_game(args, level, g, sgf_dir) for g in range(args.games)]
     else:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             games = range(args.games)
             played = list(pool.map(play_game, [args] * len(games), [level] * len(games), games,
                                    [sgf_dir] * len(games)))  # fmt: skip
