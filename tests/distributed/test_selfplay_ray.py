@@ -58,19 +58,22 @@ def assert_same(a, b) -> None:
     assert a[1] == b[1]
 
 
-def kill_an_actor_once_it_has_a_group(killed: list[int]) -> None:
-    """In a thread of the test: SIGKILL actor 0's process as soon as it has been sent a group
-    of games, then ask it for its process id again (Ray answers once it has restarted it)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        running = list(selfplay.RUNNING)
-        if running and running[0].outstanding[0]:
-            actor = running[0].actors[0]
-            killed.append(ray.get(actor.pid.remote()))
-            os.kill(killed[0], signal.SIGKILL)
-            killed.append(ray.get(actor.pid.remote(), timeout=60))
-            return
+def kill_an_actor_in_the_first_iteration(killed: list[int]) -> None:
+    """In a thread of the test: SIGKILL actor 0's process while it has a group of the first
+    iteration's games, then ask it for its process id again. Ray answers once it has restarted
+    the actor; the run cannot end before, as actor 0 still has a group of the second iteration
+    to play (asked any later, a finished run's `ray.kill` could beat the answer)."""
+    deadline = time.monotonic() + 120
+    while not selfplay.RUNNING and time.monotonic() < deadline:
         time.sleep(0.01)
+    actors = selfplay.RUNNING[0]
+    first = actors.pid(0)  # answered at once, even while the actor plays
+    while time.monotonic() < deadline:
+        if actors.outstanding[0] and actors.groups_sent <= 2:  # 2 groups per iteration
+            os.kill(first, signal.SIGKILL)
+            killed.extend([first, actors.pid(0)])
+            return
+        time.sleep(0.001)
 
 
 def test_ray_self_play_is_the_one_worker_and_the_pool_run_bit_for_bit(
@@ -78,7 +81,7 @@ def test_ray_self_play_is_the_one_worker_and_the_pool_run_bit_for_bit(
 ):
     # an actor killed while it has a group: Ray restarts it and the group is played again
     killed: list[int] = []
-    killer = threading.Thread(target=kill_an_actor_once_it_has_a_group, args=(killed,))
+    killer = threading.Thread(target=kill_an_actor_in_the_first_iteration, args=(killed,))
     killer.start()
     on_ray = final(tmp_path / "ray", [*TINY, "backend=ray", "workers=2"])
     killer.join()

@@ -53,7 +53,8 @@ class SelfPlayWorker:
         return play((weights, *rest))
 
     def pid(self) -> int:
-        """The actor's process id (for monitoring; the fault test kills it)."""
+        """The actor's process id (for monitoring; the fault test kills it). It runs in the
+        actor's "monitor" thread, so it answers while a group is being played."""
         return os.getpid()
 
 
@@ -69,8 +70,11 @@ class SelfPlayActors:
     def __init__(self, workers: int, max_policy_lag: int = 0):
         import ray
 
-        remote = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(SelfPlayWorker)
+        remote = ray.remote(
+            num_cpus=1, max_restarts=-1, max_task_retries=-1, concurrency_groups={"monitor": 1}
+        )(SelfPlayWorker)
         self.actors = [remote.remote() for _ in range(workers)]
+        self.groups_sent = 0  # for monitoring (the fault test kills in the first iteration)
         self.max_policy_lag = max_policy_lag
         self.versions: list[tuple[bytes, Any]] = []  # (weights, object reference), newest last
         self.submitted: dict[tuple, tuple[Any, int]] = {}  # task key -> (reference, actor)
@@ -86,7 +90,8 @@ class SelfPlayActors:
             if blob is weights:
                 return reference
         reference = ray.put(weights)
-        self.versions = [*self.versions[-self.max_policy_lag :], (weights, reference)]
+        lag = self.max_policy_lag  # keep the L versions before this one ([-0:] would keep all)
+        self.versions = [*(self.versions[-lag:] if lag else []), (weights, reference)]
         return reference
 
     def _submit(self, function: Callable, task: Task) -> tuple:
@@ -99,6 +104,7 @@ class SelfPlayActors:
                 function, self.publish(weights), settings, seed, numbers
             )
             self.outstanding[actor] += 1
+            self.groups_sent += 1
             self.submitted[key] = (reference, actor)
         return key
 
@@ -127,6 +133,13 @@ class SelfPlayActors:
 
     def join(self) -> None:
         """Nothing to wait for once `terminate` has killed the actors."""
+
+    def pid(self, actor: int) -> int:
+        """Actor `actor`'s process id, answered at once even while it plays (Ray restarts a
+        killed actor first)."""
+        import ray
+
+        return ray.get(self.actors[actor].pid.options(concurrency_group="monitor").remote())
 
 
 class PendingGroups:
