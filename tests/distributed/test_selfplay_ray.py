@@ -111,3 +111,15 @@ def test_a_policy_lag_plays_the_next_iteration_with_the_net_of_the_moment(
 def test_max_policy_lag_needs_ray():
     with pytest.raises(ConfigError, match="backend = ray"):
         api.train("alphazero", "tictactoe", overrides=[*TINY, "max_policy_lag=1"], quiet=True)
+
+
+@pytest.mark.parametrize("lag", [0, 1, 2])
+def test_the_actors_keep_the_weights_of_the_last_lag_plus_one_versions(local_ray, lag):
+    actors = selfplay.SelfPlayActors(1, max_policy_lag=lag)
+    try:
+        versions = [bytes([i]) * 8 for i in range(5)]
+        references = [actors.publish(weights) for weights in versions]
+        assert actors.publish(versions[-1]) is references[-1]  # one `ray.put` per version
+        assert [blob for blob, _ in actors.versions] == versions[-1 - lag :]
+    finally:
+        actors.terminate()
