@@ -471,6 +471,48 @@ def test_reanalysed_value_targets_bootstrap_from_a_fresh_search():
                 assert batch["policies"][row, k].tolist() == pytest.approx(counts / 6)
 
 
+@pytest.mark.parametrize("terminated", [True, False])
+def test_fresh_bootstrap_values_are_the_latest_networks_values(terminated):
+    learner = _learner("CartPole-v1", reanalyse_values=True, td_steps=2, discount=0.5,
+                       batch_size=6)  # fmt: skip
+    observations = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    trajectory = Trajectory(observations, np.array([0, 1, 1, 0, 1, 0]), np.ones(6, np.float32),
+                            np.full((6, 2), 0.5, np.float32), np.full(6, 99, np.float32),
+                            terminated, 6.0)  # fmt: skip
+    learner.replay.add(trajectory, 0)
+    learner.network.train()
+    batch = learner.sample_batch()
+    assert learner.network.training  # left as it was
+    network = learner.network.eval()
+    with torch.no_grad():
+        values = network.scalar(network.initial_inference(torch.from_numpy(observations))[3])
+    for row, slot in enumerate(batch["slots"].tolist()):
+        for k in range(3):
+            t = slot + k
+            if t + 2 < 6:  # z = u + 0.5 u' + 0.25 v(o_{t+2}): not the stored 99
+                expected = 1.5 + 0.25 * values[t + 2].item()
+            elif t < 6 and not terminated:  # cut by a time limit: bootstrap from the last
+                expected = sum(0.5**i for i in range(5 - t)) + 0.5 ** (5 - t) * values[5].item()
+            else:  # the episode ends first: no bootstrap
+                expected = sum(0.5**i for i in range(max(0, 6 - t)))
+            assert batch["values"][row, k].item() == pytest.approx(expected, abs=1e-5)
+        assert batch["policies"][row, 0].tolist() == [0.5, 0.5]  # the stored policy targets
+    np.testing.assert_array_equal(learner.replay.root_values[:6], 99)  # the replay keeps its own
+
+
+@pytest.mark.parametrize(("env", "overrides", "message"), [
+    ("tictactoe", [], "needs an env's bootstrapped value targets"),
+    ("CartPole-v1", ["reanalyse_fraction=0.5"], "choose one"),
+])  # fmt: skip
+def test_fresh_bootstrap_values_refuse_board_games_and_searched_reanalyse(
+    tmp_path: Path, env, overrides, message
+):
+    with pytest.raises(ConfigError, match=message):
+        api.train("muzero", env, overrides=["reanalyse_values=true", *overrides],
+                  run_dir=tmp_path / "r", quiet=True)  # fmt: skip
+    assert not (tmp_path / "r").exists()
+
+
 def test_reanalyse_off_samples_the_stored_targets_with_the_same_draws():
     learner = _learner("tictactoe", batch_size=5, games_per_iteration=3)
     episodes = muzero._acting(learner, learner.config)

@@ -80,6 +80,16 @@ state, so positions whose episode start has left the replay window keep their st
 Deviation: the paper bootstraps the fresh value from a target network; here the latest network.
 f = 0 (the default) draws no extra random numbers: runs are the same bit for bit as without the
 option.
+
+Fresh bootstrap values (`reanalyse_values = true`, envs; the value half of Reanalyze without
+its searches, as muzero-general's `use_last_model_value`): for every sampled position,
+
+     C''. at every position t + k + n whose stored root value nu_{t+k+n} an n-step value
+          target bootstraps from (`bootstrap_positions`), take the latest network's
+          v = f(h(o_{t+k+n})) instead (one batched call per minibatch, eval mode):
+              z_{t+k} = u_{t+k+1} + ... + g^{n-1} u_{t+k+n} + g^n v(o_{t+k+n})
+          so the targets follow the value function as it learns, not the one that acted
+          (a root value stored early in a run is the search of an untrained model).
 """
 
 from __future__ import annotations
@@ -184,6 +194,9 @@ class MuZeroConfig(TrainConfig):
     """Reanalyse (module docstring): the probability that a sampled position's policy targets
     (and, in envs, the bootstrapped values of its value targets) are recomputed by fresh
     searches with the latest network (MuZero Reanalyze: 0.8); 0: the targets stored by acting."""
+    reanalyse_values: bool = False
+    """Envs: value targets bootstrap from the latest network's f(h(o)) at the bootstrap
+    position, not the root value the acting search stored (module docstring, C'')."""
     gumbel: bool = False
     """Gumbel MuZero's root (Danihelka et al. 2022; `bellman.search.gumbel`): Gumbel-top-k
     and sequential halving choose the move to play (instead of visit counts and Dirichlet
@@ -313,6 +326,16 @@ class MuZeroConfig(TrainConfig):
             ) from None
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device = cuda but no CUDA GPU is visible; use device = auto or cpu")
+        if self.reanalyse_values and self.board:
+            raise ConfigError(
+                f"reanalyse_values = true needs an env's bootstrapped value targets; {self.env}'s "
+                "targets are the game's result (valid: CartPole-v1 or an ALE game)"
+            )
+        if self.reanalyse_values and self.reanalyse_fraction > 0:
+            raise ConfigError(
+                "reanalyse_values = true and reanalyse_fraction > 0 both replace the bootstrapped "
+                "values; choose one (reanalyse_fraction = 0, or reanalyse_values = false)"
+            )
 
     @property
     def baseline_names(self) -> list[str]:
@@ -538,6 +561,8 @@ class MuZeroLearner:
         if config.reanalyse_fraction > 0:  # C'. fresh searches' targets
             chosen = self.rng.random(len(slots)) < config.reanalyse_fraction
             trajectories = self.reanalyse(slots[chosen], trajectories, np.flatnonzero(chosen))
+        if config.reanalyse_values:  # C''. the latest network's bootstrap values
+            trajectories = self.fresh_bootstrap_values(slots, trajectories)
         for trajectory in trajectories:
             targets = unrolled_targets(
                 trajectory, 0, unroll_steps=config.unroll_steps, td_steps=td_steps,
@@ -583,6 +608,31 @@ class MuZeroLearner:
                                                  root_values=old.root_values.copy())  # fmt: skip
             fresh[row].policies[index] = search_policy(result)
             fresh[row].root_values[index] = result.value
+        return [fresh.get(row, trajectory) for row, trajectory in enumerate(trajectories)]
+
+    def fresh_bootstrap_values(self, slots: np.ndarray, trajectories: list) -> list:
+        """Step C'' (module docstring) for the sampled positions of ring `slots` and their
+        `trajectories`: each trajectory with its root values at `bootstrap_positions`
+        replaced by the latest network's v = f(h(o)), all of them in one call."""
+        wanted = [(row, i) for row, trajectory in enumerate(trajectories)
+                  for i in bootstrap_positions(trajectory, self.config)]  # fmt: skip
+        if not wanted:
+            return trajectories
+        rows, positions = np.array(wanted).T
+        where = (slots[rows] + positions) % self.replay.capacity
+        observations = torch.from_numpy(self.replay.observations[where]).to(self.device)
+        training = self.network.training
+        self.network.eval()
+        with torch.no_grad():
+            value = self.network.initial_inference(observations)[3]
+            values = self.network.scalar(value).float().cpu().numpy()
+        self.network.train(training)
+        fresh = {}
+        for row, i, v in zip(rows.tolist(), positions.tolist(), values.tolist(), strict=True):
+            if row not in fresh:
+                fresh[row] = replace(trajectories[row],
+                                     root_values=trajectories[row].root_values.copy())  # fmt: skip
+            fresh[row].root_values[i] = v
         return [fresh.get(row, trajectory) for row, trajectory in enumerate(trajectories)]
 
     def _real_states(self, slot: int, positions: list[int]) -> list | None:
@@ -693,15 +743,23 @@ def reanalysed_positions(trajectory, config: MuZeroConfig) -> list[int]:
     again: t + k for k = 0..K (policy targets) and, in envs, the positions the value targets
     of those steps bootstrap from (`value_target`'s end, or the last position of an episode
     cut by a time limit)."""
-    length = trajectory.moves
-    positions = set(range(min(config.unroll_steps + 1, length)))
+    positions = set(range(min(config.unroll_steps + 1, trajectory.moves)))
     if not config.board:
-        for k in range(min(config.unroll_steps + 1, length)):
-            end = k + config.td_steps
-            if end < length:
-                positions.add(end)
-            elif not trajectory.terminated:
-                positions.add(length - 1)
+        positions.update(bootstrap_positions(trajectory, config))
+    return sorted(positions)
+
+
+def bootstrap_positions(trajectory, config: MuZeroConfig) -> list[int]:
+    """The positions of an env's `trajectory` (from a sampled position t on) whose root values
+    the value targets z_{t+k}, k = 0..K, bootstrap from (`value_target`'s end, or the last
+    position of an episode cut by a time limit), in order."""
+    length, positions = trajectory.moves, set()
+    for k in range(min(config.unroll_steps + 1, length)):
+        end = k + config.td_steps
+        if end < length:
+            positions.add(end)
+        elif not trajectory.terminated:
+            positions.add(length - 1)
     return sorted(positions)
 
 
