@@ -255,19 +255,24 @@ def model_check(run_dir: Path, labels: Path, positions: int) -> dict:
             legal = [game.legal_mask(state)[a] for state, _ in labelled]
             q_model[legal, a] = (reward - value).numpy()[legal]
         after_hidden, _, _, after_value = network.initial_inference(
-            torch.from_numpy(game.observations([after for _, _, after in follow_ups])))
+            torch.from_numpy(game.observations([after for _, _, after in follow_ups]))
+        )
         rows, columns, _ = zip(*follow_ups, strict=True)
         q_rules[list(rows), list(columns)] = -after_value.numpy()
         which, reply, wins = (np.array(column) for column in zip(*replies, strict=True))
         _, reward, _, reply_value = network.recurrent_inference(
-            after_hidden[torch.from_numpy(which)], torch.from_numpy(reply))
+            after_hidden[torch.from_numpy(which)], torch.from_numpy(reply)
+        )
         reward, reply_q = reward.numpy(), (reward - reply_value).numpy()
     legal = np.isfinite(q_rules)
 
     def preserving(q: np.ndarray) -> float:
         moves = q.argmax(1)
-        return float(np.mean([keeps_result(scores, m) for (_, scores), m in zip(labelled, moves,
-                                                                              strict=True)]))
+        return float(
+            np.mean(
+                [keeps_result(scores, m) for (_, scores), m in zip(labelled, moves, strict=True)]
+            )
+        )
 
     return {
         "positions": len(labelled),
@@ -365,8 +370,11 @@ def main() -> None:
     state = meta["state"]
     print(
         f"{NAMES.get(algo, algo)} on Connect Four: "
-        + (f"{meta['step']} self-play moves ({state['games']} games, {state['updates']} updates)"
-           if algo != "alphago" else f"pipeline to stage {meta['step']}")
+        + (
+            f"{meta['step']} self-play moves ({state['games']} games, {state['updates']} updates)"
+            if algo != "alphago"
+            else f"pipeline to stage {meta['step']}"
+        )
         + (f" in {seconds / 60:.1f} min" if seconds is not None else "")
         + f"; agent {args.simulations} simulations per move"
         + (" with MCTS-Solver" if args.solve else "")

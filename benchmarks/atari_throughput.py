@@ -392,10 +392,19 @@ def dqn_network_ceiling(seed: int, args) -> dict:
 
 SECTIONS = {
     "raw": {"backend": raw_backend, "wrapper path": raw_wrapper, "sb3": raw_sb3},
-    "ppo": {"bellman": ppo_bellman, "sb3": ppo_sb3, "network alone": ppo_network_ceiling,
-            "bellman, env_overlap": ppo_bellman_overlap, "bellman, bf16": ppo_bellman_bf16},
-    "dqn": {"bellman": dqn_bellman, "sb3": dqn_sb3, "network alone": dqn_network_ceiling,
-            "bellman, bf16": dqn_bellman_bf16},
+    "ppo": {
+        "bellman": ppo_bellman,
+        "sb3": ppo_sb3,
+        "network alone": ppo_network_ceiling,
+        "bellman, env_overlap": ppo_bellman_overlap,
+        "bellman, bf16": ppo_bellman_bf16,
+    },
+    "dqn": {
+        "bellman": dqn_bellman,
+        "sb3": dqn_sb3,
+        "network alone": dqn_network_ceiling,
+        "bellman, bf16": dqn_bellman_bf16,
+    },
 }
 
 

@@ -70,6 +70,7 @@ def elo_difference(p: float) -> float:
 def exit_with_parent(parent: int) -> None:
     """A pool worker's initializer: a daemon thread that ends this worker (and, by closing its
     pipe, its GnuGo) once `parent` is gone, so that a SIGTERM to the script stops every game."""
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
@@ -107,8 +108,9 @@ def play_level(args, level: int, sgf_dir: Path) -> dict:
         played = [play_game(args, level, g, sgf_dir) for g in range(args.games)]
     else:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=exit_with_parent,
-                                 initargs=(os.getpid(),)) as pool:
+        with ProcessPoolExecutor(
+            args.jobs, mp_context=context, initializer=exit_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             games = range(args.games)
             played = list(pool.map(play_game, [args] * len(games), [level] * len(games), games,
                                    [sgf_dir] * len(games)))  # fmt: skip
@@ -151,19 +153,36 @@ def main() -> None:
     parser.add_argument("--levels", default="1,5,10", help="GnuGo levels, comma-separated")
     parser.add_argument("--simulations", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="games played at once, each in its own process (one core each)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="games played at once, each in its own process (one core each)",
+    )
     parser.add_argument("--results", default="go_vs_gnugo")
-    parser.add_argument("--scoring", choices=("gnugo", "tromp-taylor"), default="gnugo",
-                        help="who scores a game: GnuGo's final_score (dead stones removed by "
-                        "its judgement) or Tromp-Taylor, GnuGo capturing dead stones first")
-    parser.add_argument("--train", choices=("alphago", "alphazero", "muzero"), default=None,
-                        help="first train a new run of this algorithm into --checkpoint")
+    parser.add_argument(
+        "--scoring",
+        choices=("gnugo", "tromp-taylor"),
+        default="gnugo",
+        help="who scores a game: GnuGo's final_score (dead stones removed by "
+        "its judgement) or Tromp-Taylor, GnuGo capturing dead stones first",
+    )
+    parser.add_argument(
+        "--train",
+        choices=("alphago", "alphazero", "muzero"),
+        default=None,
+        help="first train a new run of this algorithm into --checkpoint",
+    )
     parser.add_argument("--minutes", type=float, default=180.0, help="--train's budget")
     parser.add_argument("--env", default="go9", help="--train's board (go9, go13, go19)")
     parser.add_argument("--workers", type=int, default=2, help="--train's self-play processes")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="--train: override a value of the shipped config (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--train: override a value of the shipped config (repeatable)",
+    )
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")

@@ -96,8 +96,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--minutes", type=float, default=8.0, help="training's time limit")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between curve points")
-    parser.add_argument("--flush-every", type=int, default=262_144,
-                        help="checkpoint_every: the CSV logs and the policy of step 2")
+    parser.add_argument(
+        "--flush-every",
+        type=int,
+        default=262_144,
+        help="checkpoint_every: the CSV logs and the policy of step 2",
+    )
     parser.add_argument("--room-episodes", type=int, default=8)
     parser.add_argument("--max-frames", type=int, default=4500, help="agent steps per episode")
     parser.add_argument("--set", action="append", default=[], help="PPO config overrides")

@@ -154,7 +154,7 @@ def test_watch_streams_the_greedy_episode(client, cartpole_run):
     with client.stream("GET", "/api/watch/dqn-cartpole/stream?seed=5&fps=60") as answer:
         assert answer.headers["content-type"].startswith("text/event-stream")
         for line in answer.iter_lines():
-            if line.startswith("data: {\"episode\""):
+            if line.startswith('data: {"episode"'):
                 frames.append(json.loads(line[6:]))
     policy, _, env = load_policy(cartpole_run, seed=5)
     expected_return, length = run_episode(policy, env, seed=5)

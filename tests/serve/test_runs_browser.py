@@ -14,7 +14,7 @@ def test_open_a_run_and_see_its_curve(live_server, browser, artifacts, cartpole_
     curve = browser.locator(".plot[data-metric='episode_return_mean'] .scatterlayer .trace")
     assert curve.count() == 1
     assert browser.locator(".plot").count() == 2  # the return and DQN's TD loss
-    assert "algo = \"dqn\"" in browser.text_content("#config")
+    assert 'algo = "dqn"' in browser.text_content("#config")
     browser.screenshot(path=str(artifacts / "runs-one.png"), full_page=True)
 
     browser.goto(url + "/runs")

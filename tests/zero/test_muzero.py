@@ -236,8 +236,9 @@ def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path):
                         run_dir=tmp_path / "c", quiet=True)  # fmt: skip
     other, _ = checkpoint.load(decayed.dir / "checkpoints")
     assert np.array_equal(other["replay/actions"][:64], arrays["replay/actions"][:64])
-    assert not np.allclose(other["net/representation.0.weight"],
-                           arrays["net/representation.0.weight"], atol=1e-4)
+    assert not np.allclose(
+        other["net/representation.0.weight"], arrays["net/representation.0.weight"], atol=1e-4
+    )
     rows_a = (one_go.dir / "metrics.csv").read_text().splitlines()
     rows_b = (resumed.dir / "metrics.csv").read_text().splitlines()
     header = rows_a[0].split(",")

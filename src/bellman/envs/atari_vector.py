@@ -145,13 +145,18 @@ class AtariVector(gym.vector.VectorEnv):
         size = n_envs // groups
         self.ale_envs = [
             AtariVectorEnv(
-                kwargs["game"], size, batch_size=async_batch,
+                kwargs["game"],
+                size,
+                batch_size=async_batch,
                 num_threads=min(env_threads or CORES, size),
                 max_num_frames_per_episode=kwargs.get("max_num_frames_per_episode", 108_000),
                 repeat_action_probability=float(sticky),
                 full_action_space=kwargs.get("full_action_space", False),
                 autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-                stack_num=1, noop_max=noop_max, life_loss_info=training, reward_clipping=False,
+                stack_num=1,
+                noop_max=noop_max,
+                life_loss_info=training,
+                reward_clipping=False,
                 use_fire_reset=fire_reset,
             )  # fmt: skip
             for _ in range(groups)
@@ -206,9 +211,9 @@ class AtariVector(gym.vector.VectorEnv):
             self.send(actions[group], g)
         steps = [ale_env.recv() for ale_env in self.ale_envs]
         info = {  # what `finish` reads (final_obs: where a game ended, else any frame)
-            "env_id": np.concatenate([
-                s[4]["env_id"] + group.start for s, group in zip(steps, self.groups, strict=True)
-            ]),
+            "env_id": np.concatenate(
+                [s[4]["env_id"] + group.start for s, group in zip(steps, self.groups, strict=True)]
+            ),
             "lives": np.concatenate([s[4]["lives"] for s in steps]),
             "final_obs": np.concatenate([s[4].get("final_obs", s[0]) for s in steps]),
         }

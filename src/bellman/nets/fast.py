@@ -142,7 +142,6 @@ class FastPath:
         self.flat.step(optimizer)
         return policy_loss, critic_loss, entropy.mean(), clip_fraction, kl
 
-
     def value_step(self, optimizer, obs, returns, max_grad_norm: float) -> torch.Tensor:
         """One minibatch step of a value regression (TRPO's step 9) as the plain path takes it:
         the loss 0.5 (V - R)^2 (`losses.value_loss`) of V = `ActorCritic.value`, its gradients,

@@ -94,8 +94,10 @@ def serve(state: ServeState, host: str = "127.0.0.1", port: int = 8000, log=prin
 
     sock = listen(host, port)
     bound = sock.getsockname()[1]
-    counts = ", ".join(f"{n} {what}{'' if n == 1 else 's'}"
-                       for n, what in ((len(state.runs), "run"), (len(state.agents), "agent")))
+    counts = ", ".join(
+        f"{n} {what}{'' if n == 1 else 's'}"
+        for n, what in ((len(state.runs), "run"), (len(state.agents), "agent"))
+    )
     where = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
     log(f"bellman serve: http://{where}:{bound}/ ({counts}); Ctrl-C stops")
     config = uvicorn.Config(create_app(state), log_level="warning", lifespan="off")

@@ -210,7 +210,8 @@ class AlphaGoConfig(TrainConfig):
             resolve_device(self.device)  # no GPU visible: the ConfigError, before any writing
         if self.features != "board" and not self.env.startswith("go"):
             raise ConfigError(
-                f"features = '{self.features}' are Go's planes; {self.env} has: board")
+                f"features = '{self.features}' are Go's planes; {self.env} has: board"
+            )
         lambda_values(self.lambdas)
 
     @property
@@ -368,8 +369,10 @@ def go_expert_games(
     for path in files:
         record = read_sgf_file(path, game.name)
         if any(player != number % 2 for number, player in enumerate(record.players)):
-            raise ConfigError(f"expert game '{path}' has two moves of one colour in a row "
-                              "(setup stones); the SL stage needs games whose moves alternate")
+            raise ConfigError(
+                f"expert game '{path}' has two moves of one colour in a row "
+                "(setup stones); the SL stage needs games whose moves alternate"
+            )
         games.append(record.moves)
     return games
 
@@ -417,8 +420,16 @@ def split(items: list, held_out: float, rng) -> tuple[list, list]:
 
 # ---- stages 1, 2 and 4: supervised training ------------------------------------------------
 def fit(
-    model: nn.Module, inputs, targets, loss_of, config, epochs: int, rng, check=no_stop,
-    weight_decay: float = 0.0, validation: tuple | None = None,
+    model: nn.Module,
+    inputs,
+    targets,
+    loss_of,
+    config,
+    epochs: int,
+    rng,
+    check=no_stop,
+    weight_decay: float = 0.0,
+    validation: tuple | None = None,
 ) -> float:
     """Minibatch Adam (AdamW's decoupled `weight_decay`) over (inputs, targets) for `epochs`
     passes (`check()` before each minibatch); returns the last epoch's mean loss.
@@ -556,8 +567,9 @@ def match_rate(game: Game, first, second, games: int) -> float:
     return float(np.mean([(s + 1) / 2 for s in scores]))
 
 
-def value_positions(game: Game, sl, rl, rng, max_u: int, count: int, check=no_stop,
-                    parallel: int = 64) -> list[tuple[np.ndarray, float]]:
+def value_positions(
+    game: Game, sl, rl, rng, max_u: int, count: int, check=no_stop, parallel: int = 64
+) -> list[tuple[np.ndarray, float]]:
     """Stage 4's data: `count` positions, ONE per self-play game (successive positions of one
     game are strongly correlated; the paper's one-per-game removes that). Each game draws
     U ~ unif{1..max_u}, plays moves 1..U-1 with p_sigma, move U uniformly at random, then p_rho

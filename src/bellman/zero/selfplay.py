@@ -258,9 +258,7 @@ def start_workers(workers: int):
     return multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_interrupts)
 
 
-def idle_workers_note(
-    workers: int, games_per_iteration: int, concurrent_games: int
-) -> str | None:
+def idle_workers_note(workers: int, games_per_iteration: int, concurrent_games: int) -> str | None:
     """The run note when an iteration's groups of `concurrent_games` (cut by game number, the
     same for any number of workers) are fewer than the self-play workers; None otherwise."""
     groups = math.ceil(games_per_iteration / concurrent_games)
