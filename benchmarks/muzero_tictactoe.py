@@ -83,9 +83,10 @@ def main() -> None:
                       overrides=[f"seed={seed}", *args.overrides])  # fmt: skip
             seconds = time.perf_counter() - started
             _, meta = checkpoint.load(run_dir / "checkpoints")
-            counts = {s: len(failures(run_dir, s)) for s in args.simulations}
+            failed = {s: failures(run_dir, s) for s in args.simulations}
+            counts = {s: len(games) for s, games in failed.items()}
             runs.append({"seed": seed, "moves": meta["step"], "seconds": round(seconds, 1),
-                         "failed_games_of_146": counts})  # fmt: skip
+                         "failed_games_of_146": counts, "failed_games": failed})  # fmt: skip
             rows.append([seed, meta["step"], f"{seconds:.0f}",
                          *(counts[s] for s in args.simulations)])  # fmt: skip
             print(*rows[-1], flush=True)

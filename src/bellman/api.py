@@ -300,6 +300,9 @@ _RESTORE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, 
 
 
 def _train(spec: Algorithm, config, env, run: Run) -> Run:
+    from bellman.torch_state import flush_denormals  # (torch: imported when a run trains)
+
+    flush_denormals(True)  # (subnormal weights slow training ~100x; off again when it ends)
     try:
         spec.load().train(config, env, run)
     except BaseException as error:
@@ -311,6 +314,7 @@ def _train(spec: Algorithm, config, env, run: Run) -> Run:
             ) from None
         raise
     finally:
+        flush_denormals(False)
         run.close()
         if hasattr(env, "close"):
             env.close()

@@ -13,6 +13,16 @@ from safetensors.torch import save as save_tensors
 from bellman.errors import CheckpointError
 
 
+def flush_denormals(on: bool = True) -> None:
+    """Make this thread's CPU float math treat subnormal numbers (|x| < 1.18e-38 in float32)
+    as zero (x86's FTZ and DAZ; threads started afterwards inherit it). Training turns it on:
+    weights and Adam moments of units that stop receiving gradient decay into subnormals, and
+    every multiply that touches one then takes ~100 times as long. MuZero on tic-tac-toe went
+    from 0.1 s to 0.7 s a gradient step by 14,000 moves with 81k subnormal weights (1.2 s
+    against 0.17 s a step measured on that checkpoint with it off and on)."""
+    torch.set_flush_denormal(on)
+
+
 def weights_bytes(network: torch.nn.Module) -> bytes:
     """The network's state dict as safetensors bytes (what self-play workers and Ape-X's actors
     receive: never a pickled module)."""

@@ -81,7 +81,7 @@ from bellman.buffers import ReplayBatch, ReplayMemory
 from bellman.errors import NonFiniteError
 from bellman.loop import after_iteration, crossed
 from bellman.schedules import make_schedule
-from bellman.torch_state import load_weights, weights_bytes
+from bellman.torch_state import flush_denormals, load_weights, weights_bytes
 
 #: The `ApexCluster` of the run in progress in this process, if any (for monitoring and the
 #: fault tests, which kill one of its actors).
@@ -206,6 +206,7 @@ class ApexActor:
         import ray
 
         torch.set_num_threads(1)
+        flush_denormals(True)  # as the learner
         self.epsilon, self.pieces, self.config = epsilon, pieces, config
         self.shard, self.ring = ray.get_actor(shard), ring  # (by name: nothing to keep alive)
         self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)

@@ -339,7 +339,10 @@ class RolloutActor:
 
         import torch
 
+        from bellman.torch_state import flush_denormals
+
         torch.set_num_threads(1)
+        flush_denormals(True)  # as the learner
         self.envs = gym.vector.SyncVectorEnv(
             [make_env] * k, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
         )

@@ -49,7 +49,11 @@ class SelfPlayWorker:
 
     def play_group(self, play: Callable[[Task], list], weights: bytes, *rest) -> list:
         """One group of games: `play((weights, settings, seed, numbers))`; Ray has resolved the
-        weights' reference into the bytes in this process."""
+        weights' reference into the bytes in this process. Subnormal floats are flushed to zero
+        as in the learner (on the thread that plays: actor methods may run on any of its)."""
+        from bellman.torch_state import flush_denormals
+
+        flush_denormals(True)
         return play((weights, *rest))
 
     def pid(self) -> int:

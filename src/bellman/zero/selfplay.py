@@ -29,7 +29,7 @@ from bellman.errors import CheckpointError
 from bellman.games import Game, make_game
 from bellman.nets import AlphaZeroNetwork
 from bellman.search.mcts import MCTS, play_together, select_action, visit_policy
-from bellman.torch_state import check_arrays
+from bellman.torch_state import check_arrays, flush_denormals
 from bellman.zero.network import NetworkEvaluator, build_network, load_weights
 
 
@@ -273,8 +273,10 @@ def idle_workers_note(workers: int, games_per_iteration: int, concurrent_games: 
 
 
 def _ignore_interrupts() -> None:
-    """A worker leaves Ctrl-C (sent to the whole process group by a terminal) to the learner."""
+    """A worker leaves Ctrl-C (sent to the whole process group by a terminal) to the learner,
+    and flushes subnormal floats to zero as the learner does (`flush_denormals`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    flush_denormals(True)
 
 
 def play_groups(
