@@ -254,8 +254,9 @@ def start_workers(workers: int):
     """A pool of `workers` self-play processes, started with spawn: a fresh interpreter each,
     so nothing of the learner's process is inherited (a forked CUDA context breaks the child
     when the learner's network is on a GPU; forked locks held by other threads deadlock it).
-    The workers ignore Ctrl-C: the learner decides when to stop (`play_groups`)."""
-    return multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_interrupts)
+    The workers ignore Ctrl-C (the learner decides when to stop: `play_groups`) and flush
+    subnormal floats to zero, as the learner does."""
+    return multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker)
 
 
 def idle_workers_note(workers: int, games_per_iteration: int, concurrent_games: int) -> str | None:
@@ -272,7 +273,7 @@ def idle_workers_note(workers: int, games_per_iteration: int, concurrent_games: 
     )
 
 
-def _ignore_interrupts() -> None:
+def _start_worker() -> None:
     """A worker leaves Ctrl-C (sent to the whole process group by a terminal) to the learner,
     and flushes subnormal floats to zero as the learner does (`flush_denormals`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
