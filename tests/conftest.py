@@ -31,23 +31,67 @@ class CliResult:
         return f"rc={self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
 
 
+def run_process(args, cwd: Path, timeout: float = 300) -> CliResult:
+    """`bellman ARGS` as a process of its own, in `cwd`."""
+    env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bellman", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    return CliResult(completed)
+
+
 @pytest.fixture
 def bellman(tmp_path: Path):
     """Run `bellman ARGS...` in a subprocess with tmp_path as working directory."""
 
     def run(*args: str, timeout: float = 300, cwd: Path | None = None) -> CliResult:
-        env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200"}
-        completed = subprocess.run(
-            [sys.executable, "-m", "bellman", *map(str, args)],
-            cwd=cwd or tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
-        return CliResult(completed)
+        return run_process(args, cwd or tmp_path, timeout)
 
     return run
+
+
+def run_here(args: list[str], cwd: Path) -> CliResult:
+    """`bellman ARGS` in `cwd` through `bellman.cli.main` in this process: the command's code,
+    output and exit status without a new interpreter, whose imports (torch, torch._dynamo,
+    matplotlib) cost about 3 s of a core each time. A traceback counts as exit status 1, as the
+    command's would. What needs a process of its own (a signal, a kill, the interpreter's own
+    output) starts `python -m bellman`; so does everything when this process hashes strings
+    with a random seed (PYTHONHASHSEED unset), which a `bellman` subprocess never does here.
+    """
+    if sys.flags.hash_randomization:
+        return run_process(args, cwd)
+    import contextlib
+    import io
+    import traceback
+
+    import torch
+
+    from bellman.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here, threads, columns = Path.cwd(), torch.get_num_threads(), os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "200"
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main([*map(str, args)])
+            except Exception:
+                traceback.print_exc()
+                status = 1
+    finally:
+        os.chdir(here)
+        torch.set_num_threads(threads)
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
+    return CliResult(subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue()))
 
 
 def assert_user_error(result: CliResult, *fragments: str) -> None:
@@ -78,10 +122,11 @@ def _final_state(run_dir: Path, step: int):
     return arrays, metrics, (run_dir / "episodes.csv").read_text()
 
 
-def assert_killed_run_resumes_exactly(bellman, cwd: Path, train_args: list[str], steps: int):
-    """Train `bellman *train_args` once in one go; start it again, SIGKILL it as soon as its first
-    checkpoint exists, resume it, and check the two runs end bit for bit the same: every array
-    of the final checkpoint `step-<steps>`, metrics.csv (timing columns aside), episodes.csv.
+def assert_killed_run_resumes_exactly(cwd: Path, train_args: list[str], steps: int):
+    """Train `bellman *train_args` once in one go; start it again as a process of its own, SIGKILL
+    it as soon as its first checkpoint exists, resume it, and check the two runs end bit for bit
+    the same: every array of the final checkpoint `step-<steps>`, metrics.csv (timing columns
+    aside), episodes.csv. The run in one go and the resume run in this process (`run_here`).
 
     Returns:
         The final checkpoint's arrays.
@@ -91,7 +136,7 @@ def assert_killed_run_resumes_exactly(bellman, cwd: Path, train_args: list[str],
 
     import numpy as np
 
-    one_go = bellman(*train_args, "--run-dir", "one-go")
+    one_go = run_here([*train_args, "--run-dir", "one-go"], cwd)
     assert one_go.returncode == 0, one_go
     expected = _final_state(cwd / "one-go", steps)
 
@@ -108,7 +153,7 @@ def assert_killed_run_resumes_exactly(bellman, cwd: Path, train_args: list[str],
     stopped = json.loads((latest.parent / f"{latest.read_text().strip()}.json").read_text())
     assert stopped["step"] < steps  # it really was stopped part-way
 
-    resumed = bellman("train", "--resume", "killed", "--quiet")
+    resumed = run_here(["train", "--resume", "killed", "--quiet"], cwd)
     assert resumed.returncode == 0, resumed
     arrays, metrics, episodes = _final_state(cwd / "killed", steps)
     assert set(arrays) == set(expected[0])

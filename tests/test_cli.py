@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from bellman.errors import ConfigError
 from bellman.run import TIMING_COLUMNS
+from tests.conftest import run_here
 
 
 def test_plan_json_reproduces_the_recycling_lecture_table(bellman):
@@ -131,7 +132,7 @@ def _wait_for_checkpoint(run_dir, not_named=None, timeout=120):
 
 
 def _final_state(run_dir):
-    arrays = load_file(run_dir / "checkpoints" / "step-150000.safetensors")
+    arrays = load_file(run_dir / "checkpoints" / f"step-{TAXI_STEPS}.safetensors")
     with open(run_dir / "metrics.csv") as handle:
         metrics = [
             {k: v for k, v in row.items() if k not in TIMING_COLUMNS}
@@ -140,12 +141,13 @@ def _final_state(run_dir):
     return arrays, metrics, (run_dir / "episodes.csv").read_text()
 
 
-TAXI = ("train", "q-learning", "--env", "Taxi-v4", "--steps", "150000", "--seed", "3",
-        "--set", "log_every=1000", "--set", "checkpoint_every=20000", "--quiet")  # fmt: skip
+TAXI_STEPS = 48000
+TAXI = ("train", "q-learning", "--env", "Taxi-v4", "--steps", str(TAXI_STEPS), "--seed", "3",
+        "--set", "log_every=1000", "--set", "checkpoint_every=8000", "--quiet")  # fmt: skip
 
 
-def test_interrupted_runs_resume_bit_for_bit(bellman, tmp_path):
-    one_go = bellman(*TAXI, "--run-dir", "one-go")
+def test_interrupted_runs_resume_bit_for_bit(tmp_path):
+    one_go = run_here([*TAXI, "--run-dir", "one-go"], tmp_path)
     assert one_go.returncode == 0, one_go
     expected = _final_state(tmp_path / "one-go")
 
@@ -161,7 +163,7 @@ def test_interrupted_runs_resume_bit_for_bit(bellman, tmp_path):
             tmp_path / "sigint/checkpoints" / f"{_wait_for_checkpoint(tmp_path / 'sigint')}.json"
         ).read_text()
     )["step"]
-    assert 20000 <= stopped_at < 150000
+    assert 8000 <= stopped_at < TAXI_STEPS
 
     # A hard kill after the second checkpoint: rows written after it must not be duplicated.
     process = _popen(tmp_path, *TAXI, "--run-dir", "killed")
@@ -171,7 +173,7 @@ def test_interrupted_runs_resume_bit_for_bit(bellman, tmp_path):
     process.communicate(timeout=60)
 
     for name in ("sigint", "killed"):
-        resumed = bellman("train", "--resume", name, "--quiet")
+        resumed = run_here(["train", "--resume", name, "--quiet"], tmp_path)
         assert resumed.returncode == 0, resumed
         arrays, metrics, episodes = _final_state(tmp_path / name)
         for key in ("q", "visit_counts"):

@@ -97,8 +97,8 @@ RESUMABLE = ["train", "a2c", "--env", "Pendulum-v1", "--steps", "6000", "--seed"
              "--set", "checkpoint_every=1000", "--set", "log_every=500", "--quiet"]  # fmt: skip
 
 
-def test_a_killed_run_resumes_bit_for_bit(bellman, tmp_path):
-    arrays = assert_killed_run_resumes_exactly(bellman, tmp_path, RESUMABLE, steps=6000)
+def test_a_killed_run_resumes_bit_for_bit(tmp_path):
+    arrays = assert_killed_run_resumes_exactly(tmp_path, RESUMABLE, steps=6000)
     assert {"normalize/obs_mean", "optim/0/square_avg"} <= set(arrays)
 
 

@@ -161,8 +161,8 @@ RESUMABLE = ["train", "dqn", "--env", "CartPole-v1", "--steps", "8000", "--seed"
              "--set", "prioritized=true", "--set", "n_step=2", "--quiet"]  # fmt: skip
 
 
-def test_a_killed_run_resumes_bit_for_bit_from_its_last_checkpoint(bellman, tmp_path):
-    assert_killed_run_resumes_exactly(bellman, tmp_path, RESUMABLE, steps=8000)
+def test_a_killed_run_resumes_bit_for_bit_from_its_last_checkpoint(tmp_path):
+    assert_killed_run_resumes_exactly(tmp_path, RESUMABLE, steps=8000)
 
 
 # ---- bad input ----------------------------------------------------------------------------

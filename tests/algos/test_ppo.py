@@ -414,8 +414,8 @@ RESUMABLE = ["train", "ppo", "--env", "Pendulum-v1", "--steps", "8192", "--seed"
              "--quiet"]  # fmt: skip
 
 
-def test_a_killed_run_resumes_bit_for_bit_from_its_last_checkpoint(bellman, tmp_path):
-    arrays = assert_killed_run_resumes_exactly(bellman, tmp_path, RESUMABLE, steps=8192)
+def test_a_killed_run_resumes_bit_for_bit_from_its_last_checkpoint(tmp_path):
+    arrays = assert_killed_run_resumes_exactly(tmp_path, RESUMABLE, steps=8192)
     assert {"normalize/obs_mean", "normalize/return_var", "torch_rng"} <= set(arrays)
 
 

@@ -95,8 +95,8 @@ RESUMABLE = ["train", "reinforce", "--env", "CartPole-v1", "--steps", "6000", "-
              "--quiet"]  # fmt: skip
 
 
-def test_a_killed_run_resumes_bit_for_bit(bellman, tmp_path):
-    arrays = assert_killed_run_resumes_exactly(bellman, tmp_path, RESUMABLE, steps=6000)
+def test_a_killed_run_resumes_bit_for_bit(tmp_path):
+    arrays = assert_killed_run_resumes_exactly(tmp_path, RESUMABLE, steps=6000)
     assert "torch_rng" in arrays
 
 

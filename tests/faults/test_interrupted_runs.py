@@ -1,14 +1,15 @@
 """Interrupted runs: a real SIGINT or SIGTERM at a random moment of training, then `--resume`,
 must end bit for bit where the uninterrupted run ends, for every algorithm that trains on an env.
 
-Each case starts the same `bellman train` twice at once: one run goes to the end, the other gets
-the signal at a seeded random moment after its k-th checkpoint (k drawn from the seed in the
-first half of the run, plus a drawn delay), must exit 130 (SIGINT) or 143 (SIGTERM), and is
-then resumed to the end. The two
-final checkpoints must hold the same arrays bit for bit (weights, optimizer state, RNG states,
-statistics, replay memory, Q-tables), and metrics.csv (timing columns aside) and episodes.csv
-must be the same. Checkpoints come every few iterations, so a loop that stopped where the signal
-found it (and reset its episodes on resume) would not meet the uninterrupted run's episodes.
+Each case starts `bellman train` as a process of its own and sends it the signal at a seeded
+random moment after its k-th checkpoint (k drawn from the seed in the first half of the run,
+plus a drawn delay); it must exit 130 (SIGINT) or 143 (SIGTERM), and is then resumed to the end.
+The same command run in one go (it and the resume run in the test's process: `run_here`) is the
+reference: the two final checkpoints must hold the same arrays bit for bit (weights, optimizer
+state, RNG states, statistics, replay memory, Q-tables), and metrics.csv (timing columns aside)
+and episodes.csv must be the same. Checkpoints come every few iterations, so a loop that stopped
+where the signal found it (and reset its episodes on resume) would not meet the uninterrupted
+run's episodes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import _final_state, assert_killed_run_resumes_exactly
+from tests.conftest import _final_state, assert_killed_run_resumes_exactly, run_here
 
 #: algo -> (env, steps, checkpoint_every, the signal, settings): small runs, several iterations
 #: between two checkpoints.
@@ -99,7 +100,6 @@ def test_a_signal_at_a_random_moment_then_resume_is_the_uninterrupted_run(tmp_pa
     after = every * int(rng.integers(1, steps // every // 2))  # in the first half of the run
     delay = float(rng.uniform(0.0, 0.05))
     args = _train_args(algo)
-    one_go = _start([*args, "--run-dir", "one-go"], tmp_path)
     stopped = _start([*args, "--run-dir", "stopped"], tmp_path)
     try:
         _interrupt(stopped, tmp_path / "stopped", after, delay, signum)
@@ -111,12 +111,12 @@ def test_a_signal_at_a_random_moment_then_resume_is_the_uninterrupted_run(tmp_pa
     assert "Traceback" not in err, err
     at = _latest_step(tmp_path / "stopped")
     assert after < at < steps, (after, at)  # it stopped part-way, after the signal
-    out, err = one_go.communicate(timeout=120)
-    assert one_go.returncode == 0, (out, err)
 
-    resumed = _start(["train", "--resume", "stopped", "--quiet"], tmp_path)
-    out, err = resumed.communicate(timeout=120)
-    assert resumed.returncode == 0, (out, err)
+    # the run in one go and the resume: the same commands in this process
+    one_go = run_here([*args, "--run-dir", "one-go"], tmp_path)
+    assert one_go.returncode == 0, one_go
+    resumed = run_here(["train", "--resume", "stopped", "--quiet"], tmp_path)
+    assert resumed.returncode == 0, resumed
     arrays, metrics, episodes = _final_state(tmp_path / "stopped", steps)
     expected_arrays, expected_metrics, expected_episodes = _final_state(tmp_path / "one-go", steps)
     assert set(arrays) == set(expected_arrays)
@@ -130,7 +130,7 @@ def test_a_signal_at_a_random_moment_then_resume_is_the_uninterrupted_run(tmp_pa
 # ---- on CUDA, where a GPU is visible -----------------------------------------------------------
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 @pytest.mark.parametrize("suite", ["ppo", "dqn"])
-def test_a_killed_cuda_run_resumes_bit_for_bit(bellman, tmp_path, suite):
+def test_a_killed_cuda_run_resumes_bit_for_bit(tmp_path, suite):
     """The CUDA generator is captured and restored with the rest (seeding.capture_rngs): a run
     on the GPU killed after its first checkpoint and resumed ends bit for bit as one that never
     stopped. Not yet run: no GPU was lent to the session that wrote it."""
@@ -138,7 +138,5 @@ def test_a_killed_cuda_run_resumes_bit_for_bit(bellman, tmp_path, suite):
 
     args = {"ppo": test_ppo.RESUMABLE, "dqn": test_dqn.RESUMABLE}[suite]
     steps = {"ppo": 8192, "dqn": 8000}[suite]
-    arrays = assert_killed_run_resumes_exactly(
-        bellman, tmp_path, [*args, "--set", "device=cuda"], steps=steps
-    )
+    arrays = assert_killed_run_resumes_exactly(tmp_path, [*args, "--set", "device=cuda"], steps)
     assert "cuda_rng" in arrays
