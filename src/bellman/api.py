@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from bellman import checkpoint, evaluation
 from bellman import config as configs
 from bellman.errors import CheckpointError, ConfigError, unknown
-from bellman.run import Run, read_run_config
+from bellman.run import Run, ctrl_c_deferred, read_run_config
 
 
 class AlgorithmModule(Protocol):
@@ -103,8 +103,10 @@ class Algorithm:
         return LMStepModule if self.is_lm_step else AlgorithmModule
 
     def load(self) -> Any:
-        """The algorithm's module (imported on first use), checked against its Protocol."""
-        module = importlib.import_module(self.module)
+        """The algorithm's module (imported on first use, Ctrl-C held until the import ends),
+        checked against its Protocol."""
+        with ctrl_c_deferred():
+            module = importlib.import_module(self.module)
         missing = [name for name in _protocol_members(self.protocol) if not hasattr(module, name)]
         if missing:
             raise TypeError(

@@ -440,6 +440,33 @@ class Run:
             self.close()
 
 
+@contextmanager
+def ctrl_c_deferred():
+    """Hold Ctrl-C (SIGINT) until the block ends, then act on it as the handler in place would
+    have (a KeyboardInterrupt by default): for imports of native libraries. A KeyboardInterrupt
+    raised while torch imports can run inside Python code that C++ called, and then aborts the
+    process ("terminate called after throwing an instance of 'pybind11::error_already_set'",
+    SIGABRT) or is swallowed by importlib ("Exception ignored in ... _get_module_lock"), and
+    the command goes on as if no Ctrl-C came. Outside the main thread (where no handler can be
+    set) the block runs as it is.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, None)
+    elif received and previous == signal.SIG_DFL:
+        signal.raise_signal(signal.SIGINT)
+
+
 #: What the progress bar shows when a run has no episodes (language models, AlphaZero's
 #: learner): the first of these its rows carry.
 HEADLINES = ("reward", "held_out_perplexity", "held_out_accuracy", "loss")

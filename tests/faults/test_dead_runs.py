@@ -80,3 +80,42 @@ def test_an_early_signal_leaves_a_run_that_can_go_on(bellman, tmp_path, delay, s
             assert resumed.returncode == 0 or (resumed.returncode == 2 and finished), resumed
     else:
         pytest.fail(f"dead run directory: {sorted(p.name for p in run.iterdir())}")
+
+
+# ---- Ctrl-C while native libraries import ------------------------------------------------------
+# A KeyboardInterrupt raised while torch imports can run inside Python code that C++ called: it
+# aborted `bellman train` with SIGABRT ("terminate called after throwing an instance of
+# 'pybind11::error_already_set'") in about 1 of 60 signals sent in the first second on 2 busy
+# cores, or importlib swallowed it and the run went on. The algorithm's module now imports with
+# Ctrl-C held (`run.ctrl_c_deferred`), and the startup handler exits with os._exit.
+def test_a_ctrl_c_during_a_held_import_lands_after_it():
+    import importlib
+
+    from bellman.run import ctrl_c_deferred
+
+    imported = []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler has run by now: it only noted the signal
+            imported.append(importlib.import_module("json"))
+    assert imported  # the block ran to its end first
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_held_ctrl_c_reaches_the_handler_that_was_in_place():
+    from bellman.run import ctrl_c_deferred
+
+    seen = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: seen.append(signum))
+    try:
+        with ctrl_c_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert seen == []
+        assert seen == [signal.SIGINT]
+        with ctrl_c_deferred():  # no signal: nothing happens after the block
+            pass
+        assert seen == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, previous)
