@@ -94,6 +94,17 @@ def run_here(args: list[str], cwd: Path) -> CliResult:
     return CliResult(subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue()))
 
 
+@pytest.fixture
+def bellman_here(tmp_path: Path):
+    """Run `bellman ARGS...` in this process (`run_here`) with tmp_path as working directory:
+    for tests of what a command computes and writes, not of the process around it."""
+
+    def run(*args: str, cwd: Path | None = None) -> CliResult:
+        return run_here(list(args), cwd or tmp_path)
+
+    return run
+
+
 def assert_user_error(result: CliResult, *fragments: str) -> None:
     """Exit status 2, exactly one `error:` line on stderr naming every fragment, no traceback."""
     assert result.returncode == 2, result

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_user_error
+from tests.conftest import assert_user_error, run_here
 
 TINY = [
     "steps=30", "simulations=8", "blocks=1", "channels=8", "value_hidden=8", "batch_size=16",
@@ -34,12 +33,7 @@ def runs(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cli")
 
     def bellman(*args, cwd=cwd):
-        env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200"}
-        completed = subprocess.run(
-            [sys.executable, "-m", "bellman", *map(str, args)], cwd=cwd, capture_output=True,
-            text=True, timeout=300, env=env,
-        )  # fmt: skip
-        return completed
+        return run_here(list(args), cwd)  # the runs' training in this process
 
     return cwd, _train(bellman, cwd, "tictactoe", "ttt"), _train(bellman, cwd, "connect4", "c4")
 

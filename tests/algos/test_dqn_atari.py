@@ -52,7 +52,7 @@ def test_shipped_atari_configs_are_nature_dqn(env_id):
     assert shipped(PONG) == shipped(BREAKOUT)  # Nature used one set of values for every game
 
 
-def test_pong_cli_train_then_eval_plays_a_whole_game(bellman, tmp_path: Path):
+def test_pong_cli_train_then_eval_plays_a_whole_game(bellman_here, tmp_path: Path):
     run_dir = tmp_path / "run"
     overrides = {
         "learning_starts": 200,
@@ -62,7 +62,7 @@ def test_pong_cli_train_then_eval_plays_a_whole_game(bellman, tmp_path: Path):
     }
     sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
     started = time.perf_counter()
-    result = bellman(
+    result = bellman_here(
         "train", "dqn", "--env", PONG, "--steps", "400", *sets, "--run-dir", run_dir, "--quiet"
     )
     train_seconds = time.perf_counter() - started
@@ -90,7 +90,7 @@ def test_pong_cli_train_then_eval_plays_a_whole_game(bellman, tmp_path: Path):
     assert int(last["updates"]) == (400 - 200) // 4 + 1  # at steps 200, 204, ..., 400
 
     started = time.perf_counter()
-    result = bellman("eval", run_dir, "--episodes", "1")
+    result = bellman_here("eval", run_dir, "--episodes", "1")
     eval_seconds = time.perf_counter() - started
     assert result.returncode == 0, result
     evaluation = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))

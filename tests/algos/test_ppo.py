@@ -420,12 +420,12 @@ def test_a_killed_run_resumes_bit_for_bit_from_its_last_checkpoint(tmp_path):
 
 
 # ---- the CLI ------------------------------------------------------------------------------
-def test_train_then_eval_and_record_through_the_cli(bellman, tmp_path):
-    trained = bellman("train", "ppo", "--env", "CartPole-v1", "--steps", "4096",
-                      "--set", "eval_every=2048", "--run-dir", "run")  # fmt: skip
+def test_train_then_eval_and_record_through_the_cli(bellman_here, tmp_path):
+    trained = bellman_here("train", "ppo", "--env", "CartPole-v1", "--steps", "4096",
+                           "--set", "eval_every=2048", "--run-dir", "run")  # fmt: skip
     assert trained.returncode == 0, trained
     assert "trained ppo on CartPole-v1 for 4096 steps" in trained.stdout
-    evaluated = bellman("eval", "run", "--episodes", "3", "--record", "cartpole.gif")
+    evaluated = bellman_here("eval", "run", "--episodes", "3", "--record", "cartpole.gif")
     assert evaluated.returncode == 0, evaluated
     assert (tmp_path / "cartpole.gif").read_bytes()[:3] == b"GIF"
     result = json.loads((tmp_path / "run" / "eval.json").read_text())
@@ -489,12 +489,12 @@ def test_bad_ppo_input_is_one_error_line(bellman, tmp_path, args, fragments):
     assert not (tmp_path / "run").exists()
 
 
-def test_atari_runs_with_the_papers_settings(bellman, tmp_path):
+def test_atari_runs_with_the_papers_settings(bellman_here, tmp_path):
     # `bellman train ppo --env ALE/Breakout-v5` takes the shipped Table-5 settings; a short run
     # (one iteration of 8 x 128 steps, shortened here to 2 x 64) trains the shared Nature CNN.
-    trained = bellman("train", "ppo", "--env", "ALE/Breakout-v5", "--steps", "256",
-                      "--set", "n_envs=2", "--set", "n_steps=64", "--set", "minibatch_size=64",
-                      "--run-dir", "run", "--quiet")  # fmt: skip
+    trained = bellman_here("train", "ppo", "--env", "ALE/Breakout-v5", "--steps", "256",
+                           "--set", "n_envs=2", "--set", "n_steps=64", "--set", "minibatch_size=64",
+                           "--run-dir", "run", "--quiet")  # fmt: skip
     assert trained.returncode == 0, trained
     config = (tmp_path / "run" / "config.toml").read_text()
     assert "shared_trunk = true" in config and "clip_range = 0.1" in config

@@ -76,16 +76,16 @@ def test_gaussian_policy_on_pendulum_trains(tmp_path):
     assert np.isfinite(float(rows[-1]["policy_loss"]))
 
 
-def test_the_pong_example_runs(bellman, tmp_path):
+def test_the_pong_example_runs(bellman_here, tmp_path):
     # `bellman train reinforce --env ALE/Pong-v5` with Karpathy's settings from the shipped
     # file; a short run ends inside its first game and still leaves a loadable checkpoint.
-    trained = bellman("train", "reinforce", "--env", "ALE/Pong-v5", "--steps", "300",
-                      "--run-dir", "pong", "--quiet")  # fmt: skip
+    trained = bellman_here("train", "reinforce", "--env", "ALE/Pong-v5", "--steps", "300",
+                           "--run-dir", "pong", "--quiet")  # fmt: skip
     assert trained.returncode == 0, trained
     config = (tmp_path / "pong" / "config.toml").read_text()
     assert 'optimizer = "rmsprop"' in config and "reset_return_on_reward = true" in config
     assert (tmp_path / "pong" / "checkpoints" / "step-300.safetensors").exists()
-    evaluated = bellman("eval", "pong", "--episodes", "1", timeout=600)
+    evaluated = bellman_here("eval", "pong", "--episodes", "1")
     assert evaluated.returncode == 0, evaluated
 
 

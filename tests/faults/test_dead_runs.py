@@ -25,11 +25,11 @@ DQN = ["train", "dqn", "--env", "CartPole-v1", "--steps", "3000", "--quiet",
        "--set", "hidden_size=32", "--set", "gradient_steps=16"]  # fmt: skip
 
 
-def test_a_nan_before_the_first_checkpoint_leaves_nothing(bellman, tmp_path):
-    result = bellman(*DQN, "--run-dir", "run", "--set", "learning_rate=1e30")
+def test_a_nan_before_the_first_checkpoint_leaves_nothing(bellman_here, tmp_path):
+    result = bellman_here(*DQN, "--run-dir", "run", "--set", "learning_rate=1e30")
     assert_user_error(result, "loss is nan", "step")
     assert not (tmp_path / "run").exists()
-    again = bellman(*DQN, "--run-dir", "run", "--steps", "1000")  # the same place works
+    again = bellman_here(*DQN, "--run-dir", "run", "--steps", "1000")  # the same place works
     assert again.returncode == 0, again
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step-1000"
 
@@ -94,13 +94,17 @@ def test_a_ctrl_c_during_a_held_import_lands_after_it():
     from bellman.run import ctrl_c_deferred
 
     imported = []
-    with pytest.raises(KeyboardInterrupt):
-        with ctrl_c_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the handler has run by now: it only noted the signal
-            imported.append(importlib.import_module("json"))
-    assert imported  # the block ran to its end first
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with ctrl_c_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the handler has run by now: it only noted the signal
+                imported.append(importlib.import_module("json"))
+        assert imported  # the block ran to its end first
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_held_ctrl_c_reaches_the_handler_that_was_in_place():
