@@ -216,3 +216,44 @@ def train_fast_and_plain(algo: str, env_id: str, overrides: list[str], tmp_path:
         returns = {fast: [row["episode_return_mean"] for row in rows[fast]] for fast in rows}
         assert returns["true"] == returns["false"] and any(returns["true"])
     return arrays, rows
+
+
+# ---- scheduling under pytest-xdist (`make test`: two workers) ----------------------------------
+def shared_fixture_scope(rootpath: Path, nodeid: str) -> str:
+    """The unit of work a test belongs to: a directory whose conftest.py defines a session-scoped
+    fixture (tests/distributed: one local Ray; tests/lm: one pretrained GPT; tests/serve), else
+    its module when that defines a module- or session-scoped fixture, else the test alone.
+    pytest-xdist builds such a fixture once in every worker that runs one of its tests:
+    AlphaZero's 23-second strength run was trained twice when its two tests went to both
+    workers. (Its own `--dist loadgroup` cannot group them here: with pytest 9 it no longer
+    marks the node ids it groups by.)"""
+    module = nodeid.split("::", 1)[0]
+    directory = Path(module).parent
+    while directory.parts[1:]:  # up to, not including, tests/
+        conftest = rootpath / directory / "conftest.py"
+        if conftest.exists() and 'scope="session"' in conftest.read_text():
+            return str(directory)
+        directory = directory.parent
+    text = (rootpath / module).read_text() if (rootpath / module).is_file() else ""
+    if 'scope="module"' in text or 'scope="session"' in text:
+        return module
+    return nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`-n N` (load balancing, one test at a time) with the tests that share a fixture sent to
+    one worker together (`shared_fixture_scope`), the largest such groups first."""
+    if config.getvalue("dist") != "load":
+        return None
+    from functools import cache
+
+    from xdist.scheduler import LoadScopeScheduling
+
+    scope = cache(shared_fixture_scope)
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope(config.rootpath, nodeid)
+
+    return SharedFixtureScheduling(config, log)
