@@ -12,16 +12,13 @@ trained once for the module; a test that damages it works on a copy.
 from __future__ import annotations
 
 import hashlib
-import os
 import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult, assert_user_error
+from tests.conftest import CliResult, assert_user_error, run_process
 
 STEPS = 2000
 TRAIN_RUN = (
@@ -40,16 +37,7 @@ TRAIN_RUN = (
 
 
 def _cli(cwd: Path, *args: str) -> CliResult:
-    env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "bellman", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    return CliResult(completed)
+    return run_process(args, cwd)
 
 
 def snapshot(root: Path) -> dict[str, str]:
