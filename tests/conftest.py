@@ -220,9 +220,10 @@ def train_fast_and_plain(algo: str, env_id: str, overrides: list[str], tmp_path:
 
 # ---- scheduling under pytest-xdist (`make test`: two workers) ----------------------------------
 def shared_fixture_scope(rootpath: Path, nodeid: str) -> str:
-    """The unit of work a test belongs to: a directory whose conftest.py defines a session-scoped
-    fixture (tests/distributed: one local Ray; tests/lm: one pretrained GPT; tests/serve), else
-    its module when that defines a module- or session-scoped fixture, else the test alone.
+    """The unit of work a test belongs to: a directory whose conftest.py defines a session- or
+    package-scoped fixture (tests/distributed: one local Ray; tests/lm: one pretrained GPT;
+    tests/serve), else its module when that defines a module- or session-scoped fixture, else
+    the test alone.
     pytest-xdist builds such a fixture once in every worker that runs one of its tests:
     AlphaZero's 23-second strength run was trained twice when its two tests went to both
     workers. (Its own `--dist loadgroup` cannot group them here: with pytest 9 it no longer
@@ -231,7 +232,8 @@ def shared_fixture_scope(rootpath: Path, nodeid: str) -> str:
     directory = Path(module).parent
     while directory.parts[1:]:  # up to, not including, tests/
         conftest = rootpath / directory / "conftest.py"
-        if conftest.exists() and 'scope="session"' in conftest.read_text():
+        text = conftest.read_text() if conftest.exists() else ""
+        if 'scope="session"' in text or 'scope="package"' in text:
             return str(directory)
         directory = directory.parent
     text = (rootpath / module).read_text() if (rootpath / module).is_file() else ""
