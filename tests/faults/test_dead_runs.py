@@ -82,6 +82,30 @@ def test_an_early_signal_leaves_a_run_that_can_go_on(bellman, tmp_path, delay, s
         pytest.fail(f"dead run directory: {sorted(p.name for p in run.iterdir())}")
 
 
+#: The `bellman` command users type: the console script pip installs beside this interpreter.
+CONSOLE_SCRIPT = Path(sys.executable).with_name("bellman")
+
+
+@pytest.mark.skipif(
+    not CONSOLE_SCRIPT.exists(), reason="no `bellman` console script beside this Python"
+)
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3])
+def test_a_ctrl_c_while_the_console_script_starts_is_130_without_a_traceback(tmp_path, delay):
+    """The console script starts in `bellman.__main__.run`, as `python -m bellman` does: before,
+    it imported `bellman.cli` with Python's own SIGINT handling, and a Ctrl-C in its first ~0.3 s
+    (numpy importing) printed a KeyboardInterrupt traceback and died by the signal."""
+    process = subprocess.Popen(
+        [CONSOLE_SCRIPT, *DQN, "--run-dir", "run"], cwd=tmp_path,
+        env={**os.environ, "PYTHONHASHSEED": "0"}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert process.returncode == 130, (process.returncode, stderr)
+
+
 # ---- Ctrl-C while native libraries import ------------------------------------------------------
 # A KeyboardInterrupt raised while torch imports can run inside Python code that C++ called: it
 # aborted `bellman train` with SIGABRT ("terminate called after throwing an instance of
