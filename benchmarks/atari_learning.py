@@ -13,8 +13,11 @@ hours on 2 cores; check the script on a tiny budget first:
     BELLMAN_BENCH_RESULTS=/tmp/out python benchmarks/atari_learning.py --steps 4096
 
 `--set KEY=VALUE` overrides the shipped config (e.g. `--set bf16_autocast=true`, the Nature CNN in
-bfloat16). Writes benchmarks/results/atari_learning.json (`--results NAME`: NAME.json) and keeps
-the run directory with --run-dir.
+bfloat16). `--algo dqn` trains DQN with the shipped dqn-ALE-Breakout-v5.toml instead (Nature's
+settings, one env): with `--set` for a shorter schedule it checks that a speed switch learns as
+the float32 path does, two runs with the same seed side by side. Writes
+benchmarks/results/atari_learning.json (`--results NAME`: NAME.json) and keeps the run directory
+with --run-dir.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ WINDOW = 100
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--algo", choices=["ppo", "dqn"], default="ppo")
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--torch-threads", type=int, default=1)
@@ -50,7 +54,7 @@ def main() -> None:
         run_dir = args.run_dir or Path(tmp) / "run"
         overrides = [f"seed={args.seed}", f"steps={args.steps}", "device=cpu",
                      f"torch_threads={args.torch_threads}", "eval_every=0", *args.set]  # fmt: skip
-        bellman.train("ppo", ENV_ID, overrides=overrides, run_dir=run_dir, quiet=True)
+        bellman.train(args.algo, ENV_ID, overrides=overrides, run_dir=run_dir, quiet=True)
         with open(run_dir / "episodes.csv", encoding="utf-8") as handle:
             games = [(int(r["step"]), float(r["return"])) for r in csv.DictReader(handle)]
     wall = time.perf_counter() - started
@@ -66,7 +70,8 @@ def main() -> None:
               "mean_last_100": mean, "wall_seconds": wall,
               "env_steps_per_second": args.steps / wall, "curve": curve}  # fmt: skip
     machine = record["machine"]
-    print(f"PPO on {ENV_ID}, {args.steps:,} env steps, {today()}, {machine['platform']}, "
+    print(f"{args.algo.upper()} on {ENV_ID}, {args.steps:,} env steps, {today()}, "
+          f"{machine['platform']}, "
           f"{machine['cpu_count']} CPUs, torch threads {args.torch_threads}"
           + (f", --set {' '.join(args.set)}" if args.set else ""))  # fmt: skip
     print_table(
