@@ -102,8 +102,9 @@ class DeepConfig(TrainConfig):
     """Nature-CNN networks compute their convolutions and fully connected layer under bfloat16
     autocast, the features back in float32 for the heads (`nets.fast.bf16_convolutions`;
     parameters, optimizer and checkpoints stay float32). Pays where the hardware has bfloat16
-    arithmetic (CPUs with AVX512-BF16 or AMX, GPUs); rounds to 8 significant bits, so not the
-    float32 run bit for bit. false: the plain float32 path."""
+    arithmetic (CPUs with AVX512-BF16 or AMX, GPUs; on a CPU batches under 8 frames stay
+    float32); rounds to 8 significant bits, so not the float32 run bit for bit. false: the plain
+    float32 path."""
     backend: str = field(default="local", metadata=choices("local", "ray"))
     """local: one process, exactly as before; ray: actors on a Ray cluster (see ray_address)."""
     workers: int = field(default=0, metadata=interval("[0, 1024]"))

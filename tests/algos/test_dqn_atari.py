@@ -23,6 +23,7 @@ import torch
 from bellman import checkpoint
 from bellman import config as configs
 from bellman.algos import dqn
+from bellman.nets import BF16_MIN_BATCH
 from bellman.run import Run
 
 torch.set_num_threads(1)
@@ -229,12 +230,16 @@ def test_bf16_autocast_q_values_stay_close_and_each_network_keeps_its_own_weight
         learners[switch] = dqn.DQNLearner(config, envs)
         obs, _ = envs.reset(seed=[3])
         envs.close()
-    obs = torch.as_tensor(np.concatenate([obs, np.flip(obs, axis=-1)]))
+    # a minibatch of BF16_MIN_BATCH frames (the frame, mirrored, each 4 times)
+    obs = torch.as_tensor(np.concatenate([obs, np.flip(obs, axis=-1)] * 4))
+    assert len(obs) == BF16_MIN_BATCH
     plain, fast = learners["false"], learners["true"]
     with torch.no_grad():
         q, q16 = plain.q_network(obs), fast.q_network(obs)
         assert q16.dtype == torch.float32 and not torch.equal(q16, q)
         assert torch.allclose(q16, q, atol=0.02), (q16 - q).abs().max()
+        # fewer frames (acting with one env) stay float32 on the CPU: float32's Q exactly
+        assert torch.equal(fast.q_network(obs[:1]), plain.q_network(obs[:1]))
         before = fast.target_network(obs)
         for parameter in fast.q_network.parameters():
             parameter.add_(1.0)

@@ -17,6 +17,7 @@ from bellman import config as configs
 from bellman.algos import onpolicy
 from bellman.algos.ppo import PPOConfig
 from bellman.errors import ConfigError
+from bellman.nets import BF16_MIN_BATCH
 
 torch.set_num_threads(1)
 BREAKOUT = "ALE/Breakout-v5"
@@ -121,13 +122,16 @@ def test_bf16_autocast_keeps_float32_outputs_close_to_the_plain_forward():
     )  # fmt: skip
     obs, _ = envs.reset(seed=[1, 2])
     envs.close()
-    obs = torch.as_tensor(obs)
+    obs = torch.as_tensor(np.concatenate([obs] * (BF16_MIN_BATCH // 2)))  # 8 frames
     (logits, values), (logits16, values16) = plain.policy(obs), fast.policy(obs)
     assert logits16.dtype == values16.dtype == torch.float32
     assert torch.allclose(logits16, logits, atol=0.05) and torch.allclose(
         values16, values, atol=0.05
     )
     assert not torch.equal(logits16, logits)  # bfloat16 really ran
+    # on the CPU fewer than BF16_MIN_BATCH frames stay float32: the plain outputs exactly
+    for small, plain_output in zip(fast.policy(obs[:2]), plain.policy(obs[:2]), strict=True):
+        assert torch.equal(small, plain_output)
 
 
 def test_channels_last_gives_the_plain_layouts_outputs_and_gradients():

@@ -81,6 +81,14 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int | None = None) -> nn.
     return nn.Sequential(*layers)
 
 
+#: `bf16_autocast` on a CPU: batches of fewer frames than this run in float32. Autocast casts
+#: the weights to bfloat16 at every call, which costs more than it saves on a few frames: one
+#: frame took 1.46 ms in bf16 against 0.84 in float32 (the Nature CNN, torch with 1 thread,
+#: 2026-12-06), and DQN with one env, which acts on one frame every step, ran 168-172 env
+#: steps/s with this rule against 109-130 without (Breakout, alternating runs in one process).
+BF16_MIN_BATCH = 8
+
+
 class NatureCNN(nn.Module):
     """The Nature DQN convolutional trunk: [B, C, H, W] uint8 -> [B, 512] features."""
 
@@ -103,14 +111,15 @@ class NatureCNN(nn.Module):
         # channels_last_inputs sets torch.channels_last)
         self.memory_format = torch.contiguous_format
         # None: float32 throughout; torch.bfloat16: the layers under autocast, the features
-        # back in float32 (`nets.fast.bf16_convolutions` sets it)
+        # back in float32 (`nets.fast.bf16_convolutions` sets it; on a CPU only for batches of
+        # BF16_MIN_BATCH frames or more)
         self.compute_dtype: torch.dtype | None = None
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         # the frames laid out (as bytes: the cheap copy), then as new floats scaled to [0, 1]
         x = frames.contiguous(memory_format=self.memory_format).to(torch.float32, copy=True)
         x = x.div_(255.0)
-        if self.compute_dtype is None:
+        if self.compute_dtype is None or (x.device.type == "cpu" and len(x) < BF16_MIN_BATCH):
             return self.fc(self.convs(x))
         with torch.autocast(x.device.type, dtype=self.compute_dtype):
             features = self.fc(self.convs(x))
