@@ -44,10 +44,14 @@ def test_a_replay_memory_larger_than_the_machine_is_refused(bellman, tmp_path, s
     assert not (tmp_path / "run").exists()
 
 
-def _interrupt_after(tmp_path: Path, delay: float, signum: int) -> subprocess.CompletedProcess:
+def _interrupt_after(
+    tmp_path: Path, delay: float, signum: int, program=(sys.executable, "-m", "bellman")
+) -> subprocess.CompletedProcess:
+    """DQN's short run started as `program` (`python -m bellman`, or the console script), sent
+    `signum` after `delay` seconds, and waited for."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "bellman", *DQN, "--run-dir", "run"], cwd=tmp_path, env=env,
+        [*program, *DQN, "--run-dir", "run"], cwd=tmp_path, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(delay)
@@ -94,16 +98,10 @@ def test_a_ctrl_c_while_the_console_script_starts_is_130_without_a_traceback(tmp
     """The console script starts in `bellman.__main__.run`, as `python -m bellman` does: before,
     it imported `bellman.cli` with Python's own SIGINT handling, and a Ctrl-C in its first ~0.3 s
     (numpy importing) printed a KeyboardInterrupt traceback and died by the signal."""
-    process = subprocess.Popen(
-        [CONSOLE_SCRIPT, *DQN, "--run-dir", "run"], cwd=tmp_path,
-        env={**os.environ, "PYTHONHASHSEED": "0"}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    time.sleep(delay)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=300)
+    result = _interrupt_after(tmp_path, delay, signal.SIGINT, program=(CONSOLE_SCRIPT,))
+    stderr = result.stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
-    assert process.returncode == 130, (process.returncode, stderr)
+    assert result.returncode == 130, (result.returncode, stderr)
 
 
 # ---- Ctrl-C while native libraries import ------------------------------------------------------
