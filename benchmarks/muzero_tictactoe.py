@@ -9,7 +9,10 @@ as X and as O (146 games). A game is failed when the agent gets less than the po
 game-theoretic result for its side. Target (issue 19): no failed game.
 
     python benchmarks/muzero_tictactoe.py [--seeds 0 1 2] [--simulations 25 50]
-        [--set KEY=VALUE ...]
+        [--set KEY=VALUE ...] [--stages 2000 4000 ...]
+
+`--stages` gives a learning curve: each seed's run is measured at each of these move counts
+(trained to the first, then resumed to the next, which is the same run bit for bit).
 
 Writes benchmarks/results/muzero_tictactoe.json (set BELLMAN_BENCH_RESULTS=DIR for scratch).
 """
@@ -71,6 +74,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--simulations", type=int, nargs="+", default=[25, 50])
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--stages",
+        type=int,
+        nargs="+",
+        default=[],
+        help="measure at these self-play move counts (default: the config's steps)",
+    )
     parser.add_argument("--name", default="muzero_tictactoe")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -78,18 +88,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         for seed in args.seeds:
             run_dir = Path(root) / f"seed{seed}"
-            started = time.perf_counter()
-            api.train("muzero", "tictactoe", run_dir=run_dir, quiet=True,
-                      overrides=[f"seed={seed}", *args.overrides])  # fmt: skip
-            seconds = time.perf_counter() - started
-            _, meta = checkpoint.load(run_dir / "checkpoints")
-            failed = {s: failures(run_dir, s) for s in args.simulations}
-            counts = {s: len(games) for s, games in failed.items()}
-            runs.append({"seed": seed, "moves": meta["step"], "seconds": round(seconds, 1),
-                         "failed_games_of_146": counts, "failed_games": failed})  # fmt: skip
-            rows.append([seed, meta["step"], f"{seconds:.0f}",
-                         *(counts[s] for s in args.simulations)])  # fmt: skip
-            print(*rows[-1], flush=True)
+            seconds = 0.0
+            for stage, moves in enumerate(args.stages or [None]):
+                started = time.perf_counter()
+                if stage == 0:
+                    steps = [] if moves is None else [f"steps={moves}"]
+                    api.train("muzero", "tictactoe", run_dir=run_dir, quiet=True,
+                              overrides=[f"seed={seed}", *args.overrides, *steps])  # fmt: skip
+                else:
+                    api.resume(run_dir, steps=moves, quiet=True)
+                seconds += time.perf_counter() - started
+                _, meta = checkpoint.load(run_dir / "checkpoints")
+                failed = {s: failures(run_dir, s) for s in args.simulations}
+                counts = {s: len(games) for s, games in failed.items()}
+                runs.append({"seed": seed, "moves": meta["step"], "seconds": round(seconds, 1),
+                             "failed_games_of_146": counts, "failed_games": failed})  # fmt: skip
+                rows.append([seed, meta["step"], f"{seconds:.0f}",
+                             *(counts[s] for s in args.simulations)])  # fmt: skip
+                print(*rows[-1], flush=True)
     common.print_table(
         ["seed", "self-play moves", "training seconds",
          *(f"failed of 146 ({s} simulations)" for s in args.simulations)], rows,
