@@ -130,7 +130,7 @@ def test_the_network_itself_learned(trained):
 #: with a learned model"); this run shows the learning itself, which a MuZero with wrong targets,
 #: signs or unrolling does not reach. Seeds 0, 1, 2: reward at a winning move 0.33 / 0.41 /
 #: 0.39 against 0.16 / 0.24 / 0.23 elsewhere, value signs 0.43 / 0.60 / 0.54 right (untrained
-#: 0.23), wins in one taken by the search 0.56 / 0.53 / 0.59 (untrained 0.34).
+#: 0.23), wins in one taken by the search 0.53 / 0.53 / 0.59 (untrained 0.35).
 MUZERO_OVERRIDES = ["steps=1500", "seed=0"]
 MUZERO_SIMULATIONS = 25
 
@@ -195,10 +195,10 @@ def test_muzero_learns_the_game_s_rewards_and_values_and_its_search_takes_wins(t
     print(f"policy {policy:.3f} (untrained {random_policy:.3f}), value {value:.3f} "
           f"(untrained {random_value:.3f})")  # fmt: skip
     assert value > random_value + 0.1, (value, random_value)
-    # the search over the learned model plays a win in one (295 positions, every 8th)
+    # the search over the learned model plays a win in one (148 positions, every 16th)
     taken = {}
     for name, network in (("trained", trained), ("untrained", untrained)):
         agent = muzero.agent_act(config, game, network, MUZERO_SIMULATIONS)
-        taken[name] = np.mean([agent(state) in moves for state, moves in wins[::8]])
+        taken[name] = np.mean([agent(state) in moves for state, moves in wins[::16]])
     print(taken)
-    assert taken["trained"] > taken["untrained"] + 0.15, taken
+    assert taken["trained"] > taken["untrained"] + 0.1, taken
