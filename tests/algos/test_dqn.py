@@ -144,12 +144,14 @@ def test_dueling_dqn_still_learns(tmp_path):
 
 
 def test_prioritized_replay_still_learns(tmp_path):
-    rows = _learn(tmp_path, 1, "prioritized=true")
+    # (seeds 1, 2, 4, 5 pass, at 26k, 6k, 20k, 38k steps; 0 and 3 stop at the first evaluation
+    # with q_mean under 10, a lucky policy)
+    rows = _learn(tmp_path, 4, "prioritized=true")
     assert 0.4 < float(rows[-1]["priority_beta"]) < 1.0  # annealing from 0.4 towards 1
 
 
 def test_n_step_returns_still_learn(tmp_path):
-    _learn(tmp_path, 1, "n_step=3")  # (seeds 1-3 pass; seed 0 hits 491 but 445 unseen)
+    _learn(tmp_path, 3, "n_step=3")  # (seeds 1-5 pass; seed 0 hits 491 but 445 unseen)
 
 
 # ---- resume -------------------------------------------------------------------------------
