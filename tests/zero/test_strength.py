@@ -58,9 +58,10 @@ def _openings(game):
     return positions
 
 
-def _failures(game, agent) -> list:
-    """The games against perfect play, from the empty board and the 72 two-move openings, as X
-    and as O, where `agent` got less than its side's game-theoretic result."""
+def test_never_loses_to_perfect_play(trained):
+    game, config, network, seconds = trained
+    print(f"tic-tac-toe trained in {seconds:.1f} s")
+    agent = search_player(game, NetworkEvaluator(game, network), SIMULATIONS, config)
     failures = []
     for seed, start in enumerate(_openings(game)):
         perfect = PerfectPlayer(game, seed=seed)
@@ -72,14 +73,6 @@ def _failures(game, agent) -> list:
             result = _play(game, start, agent, perfect, side)
             if result < deserved:
                 failures.append((game.render(start), side, result, deserved))
-    return failures
-
-
-def test_never_loses_to_perfect_play(trained):
-    game, config, network, seconds = trained
-    print(f"tic-tac-toe trained in {seconds:.1f} s")
-    agent = search_player(game, NetworkEvaluator(game, network), SIMULATIONS, config)
-    failures = _failures(game, agent)
     assert not failures, failures
 
 
