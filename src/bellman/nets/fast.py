@@ -723,9 +723,9 @@ def bf16_convolutions(network: nn.Module) -> None:
     and checkpoints. Pays where the hardware has bfloat16 arithmetic (CPUs with AVX512-BF16 or
     AMX, GPUs); on a CPU, batches of fewer than `nets.BF16_MIN_BATCH` frames (acting with a few
     envs) stay float32, where bf16 is slower. The numbers change by bfloat16's rounding (8
-    significant bits): the plain path is
-    `bf16_autocast = false`; tests compare the two. (An MLP has no such trunk: there the switch
-    would do nothing, so the config refuses it, `config.check_deep_fields`.)"""
+    significant bits): the plain path is `bf16_autocast = false`; tests compare the two. (An MLP
+    has no such trunk: there the switch would do nothing, so the config refuses it,
+    `config.check_deep_fields`.)"""
     for module in network.modules():
         if isinstance(module, NatureCNN):
             module.compute_dtype = torch.bfloat16
