@@ -57,10 +57,8 @@ def states_seen(env, network, algo: str, steps: int, epsilon: float, seed: int) 
         seen.append(np.asarray(obs))
         with torch.no_grad():
             out = network(torch.as_tensor(seen[-1][None]))
-        scores = out if algo == "dqn" else out[0]
-        action = int(scores.argmax(dim=1)[0])
-        if rng.random() < epsilon:
-            action = int(rng.integers(env.action_space.n))
+        scores = out if algo == "dqn" else out[0]  # (PPO: epsilon 0, the argmax of the logits)
+        action = int(dqn.epsilon_greedy_actions(scores, epsilon, rng)[0])
         obs, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             obs, _ = env.reset()
