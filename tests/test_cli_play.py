@@ -110,13 +110,14 @@ def test_play_a_scripted_game(bellman, runs):
     assert any(end in out for end in ("you win", "draw", "the agent wins"))
 
 
-def test_bad_input(bellman, runs):
+def test_bad_input(bellman_here, runs):
+    # in this process: the commands' own checks (tests/test_cli_errors.py starts processes)
     cwd, ttt, c4 = runs
-    result = bellman("train", "alphazero", "--env", "chess", "--quiet", cwd=cwd)
+    result = bellman_here("train", "alphazero", "--env", "chess", "--quiet", cwd=cwd)
     assert_user_error(result, "unknown game 'chess'", "tictactoe", "connect4", "go9")
-    result = bellman("play", "connect4", "--checkpoint", ttt, cwd=cwd)
+    result = bellman_here("play", "connect4", "--checkpoint", ttt, cwd=cwd)
     assert_user_error(result, "trained on 'tictactoe'", "connect4")
-    result = bellman("move", "go9", "--checkpoint", c4, cwd=cwd)
+    result = bellman_here("move", "go9", "--checkpoint", c4, cwd=cwd)
     assert_user_error(result, "trained on 'connect4'", "go9")
     # a checkpoint whose network does not fit the config's game (e.g. copied from another run)
     other = cwd / "ttt"
@@ -127,7 +128,7 @@ def test_bad_input(bellman, runs):
     (broken / "checkpoints").mkdir(exist_ok=True)
     for path in (other / "checkpoints").iterdir():
         (broken / "checkpoints" / path.name).write_bytes(path.read_bytes())
-    result = bellman("move", "tictactoe", "--checkpoint", broken, cwd=cwd)
+    result = bellman_here("move", "tictactoe", "--checkpoint", broken, cwd=cwd)
     assert_user_error(result, "shape")
 
 

@@ -186,8 +186,9 @@ def test_a_killed_run_resumes_bit_for_bit_from_its_last_checkpoint(tmp_path):
         (["--env", "CartPole-v1", "--set", "dueling=maybe"], ["'dueling' expects bool"]),
     ],
 )  # fmt: skip
-def test_bad_dqn_input_is_one_error_line(bellman, tmp_path, args, fragments):
-    result = bellman("train", "dqn", *args, "--run-dir", "run")
+def test_bad_dqn_input_is_one_error_line(bellman_here, tmp_path, args, fragments):
+    # in this process (the CLI's own error path; tests/test_cli_errors.py starts the processes)
+    result = bellman_here("train", "dqn", *args, "--run-dir", "run")
     assert_user_error(result, *fragments)
     assert not (tmp_path / "run").exists()
 

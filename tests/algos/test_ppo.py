@@ -483,8 +483,9 @@ def test_infinite_action_bounds_are_one_error_line(tmp_path):
          ["bf16_autocast runs the Nature CNN", "Pendulum-v1", "gets an MLP", "network = cnn"]),
     ],
 )  # fmt: skip
-def test_bad_ppo_input_is_one_error_line(bellman, tmp_path, args, fragments):
-    result = bellman("train", "ppo", *args, "--run-dir", "run")
+def test_bad_ppo_input_is_one_error_line(bellman_here, tmp_path, args, fragments):
+    # in this process (the CLI's own error path; tests/test_cli_errors.py starts the processes)
+    result = bellman_here("train", "ppo", *args, "--run-dir", "run")
     assert_user_error(result, *fragments)
     assert not (tmp_path / "run").exists()
 

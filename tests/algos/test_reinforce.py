@@ -108,7 +108,8 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path):
         (["--env", "CartPole-v1", "--set", "optimizer=sgd"], ["'optimizer'", "adam, rmsprop"]),
     ],
 )  # fmt: skip
-def test_bad_reinforce_input_is_one_error_line(bellman, tmp_path, args, fragments):
-    result = bellman("train", "reinforce", *args, "--run-dir", "run")
+def test_bad_reinforce_input_is_one_error_line(bellman_here, tmp_path, args, fragments):
+    # in this process (the CLI's own error path; tests/test_cli_errors.py starts the processes)
+    result = bellman_here("train", "reinforce", *args, "--run-dir", "run")
     assert_user_error(result, *fragments)
     assert not (tmp_path / "run").exists()

@@ -100,21 +100,21 @@ def finished(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("verb", ["resume", "eval"])
 @pytest.mark.parametrize("name", sorted(CRAFTED))
 def test_crafted_checkpoint_json_is_refused_and_changes_nothing(
-    bellman, finished, tmp_path, name, verb
+    bellman_here, finished, tmp_path, name, verb
 ):
     change, fragments = CRAFTED[name]
     run = Path(shutil.copytree(finished, tmp_path / "run"))
     _edit(run, change)
     before = snapshot(tmp_path)
     if verb == "eval":
-        result = bellman("eval", "run", "--episodes", "1")
+        result = bellman_here("eval", "run", "--episodes", "1")
         fragments = fragments if name not in EVAL_LENIENT else ()
         if name in EVAL_LENIENT:  # eval reads only the weights: it may succeed, never crash
             assert result.returncode in (0, 2), result
             assert "Traceback" not in result.stderr, result
             return
     else:
-        result = bellman("train", "--resume", "run", "--steps", str(2 * STEPS))
+        result = bellman_here("train", "--resume", "run", "--steps", str(2 * STEPS))
     assert_user_error(result, *fragments)
     assert_unchanged(tmp_path, before)
 
@@ -130,14 +130,14 @@ EVAL_LENIENT = {
 }
 
 
-def test_a_refused_resume_then_a_good_one_continues_the_run(bellman, finished, tmp_path):
+def test_a_refused_resume_then_a_good_one_continues_the_run(bellman_here, finished, tmp_path):
     """The logs a refused resume left alone are the ones the good resume continues."""
     run = Path(shutil.copytree(finished, tmp_path / "run"))
     good = (run / "checkpoints" / f"{LAST}.json").read_text()
     _edit(run, _set("run", DELETE))
-    assert bellman("train", "--resume", "run").returncode == 2
+    assert bellman_here("train", "--resume", "run").returncode == 2
     (run / "checkpoints" / f"{LAST}.json").write_text(good)
-    result = bellman("train", "--resume", "run")
+    result = bellman_here("train", "--resume", "run")
     assert result.returncode == 0, result
     rows = (run / "metrics.csv").read_text().splitlines()
     steps = [int(line.split(",")[0]) for line in rows[1:]]
