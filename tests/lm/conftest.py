@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import CliResult
+from tests.conftest import CliResult, run_here
 
 torch.set_num_threads(1)
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -43,12 +43,22 @@ def lm_cli(tmp_path: Path):
     return lambda *args, timeout=300: run_lm(*args, cwd=tmp_path, timeout=timeout)
 
 
+@pytest.fixture
+def lm_here(tmp_path: Path):
+    """Run `bellman lm ARGS...` in this process (`run_here`: no interpreter importing torch and
+    transformers again) with tmp_path as working directory, for the commands' own checks."""
+    return lambda *args: run_here(["lm", *args], tmp_path)
+
+
 @pytest.fixture(scope="session")
 def pretrained(tmp_path_factory) -> tuple[Path, CliResult]:
-    """(run directory, CLI result) of `bellman lm pretrain --corpus pydoc` with the TINY GPT."""
+    """(run directory, CLI result) of `bellman lm pretrain --corpus pydoc` with the TINY GPT,
+    run in this process (`run_here`)."""
     root = tmp_path_factory.mktemp("pretrain")
     sets = [item for pair in (("--set", s) for s in TINY) for item in pair]
-    result = run_lm("pretrain", "--corpus", "pydoc", *sets, "--run-dir", "pt", "--quiet", cwd=root)
+    result = run_here(
+        ["lm", "pretrain", "--corpus", "pydoc", *sets, "--run-dir", "pt", "--quiet"], root
+    )
     assert result.returncode == 0, result
     return root / "pt", result
 

@@ -115,16 +115,16 @@ def test_a_short_dpo_run_changes_every_parameter(word_world, ranked, tmp_path): 
         assert torch.equal(tensor, before[name]), name
 
 
-def test_cli_dpo_run_and_bad_data(pretrained, lm_cli, tmp_path):
+def test_cli_dpo_run_and_bad_data(pretrained, lm_here, tmp_path):
     run_dir, _ = pretrained
     (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "p", "responses": ["x"]}) + "\n")
-    assert_user_error(lm_cli("dpo", run_dir, "--data", "bad.jsonl"), "bad.jsonl:1",
+    assert_user_error(lm_here("dpo", run_dir, "--data", "bad.jsonl"), "bad.jsonl:1",
                       "a comparison needs at least 2")  # fmt: skip
-    assert_user_error(lm_cli("dpo", run_dir), "needs --data")
+    assert_user_error(lm_here("dpo", run_dir), "needs --data")
     records = [{"prompt": f"The {w} is", "responses": [" good and nice.", " bad and sad."]}
                for w in ("list", "dict", "set", "tuple", "module", "class")]  # fmt: skip
     (tmp_path / "ranked.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    result = lm_cli("dpo", run_dir, "--data", "ranked.jsonl", "--steps", "2", "--run-dir", "d",
+    result = lm_here("dpo", run_dir, "--data", "ranked.jsonl", "--steps", "2", "--run-dir", "d",
                     "--quiet", "--set", "log_every=1", "--set", "batch_prompts=2")  # fmt: skip
     assert result.returncode == 0, result
     assert "held-out preference accuracy" in result.stdout

@@ -29,9 +29,9 @@ def test_pretrain_on_pydoc_drops_perplexity_far_below_the_vocabulary(pretrained)
     assert meta["state"]["pad_id"] != meta["state"]["eos_id"]
 
 
-def test_generate_from_the_cli(pretrained, lm_cli):
+def test_generate_from_the_cli(pretrained, lm_here):
     run_dir, _ = pretrained
-    result = lm_cli("generate", run_dir, "--prompt", "The class", "--temperature", "0.8",
+    result = lm_here("generate", run_dir, "--prompt", "The class", "--temperature", "0.8",
                     "--top-k", "20", "--top-p", "0.9", "--samples", "2", "--max-new-tokens", "8",
                     "--seed", "1")  # fmt: skip
     assert result.returncode == 0, result
@@ -39,13 +39,13 @@ def test_generate_from_the_cli(pretrained, lm_cli):
     assert len(lines) == 2 and all(line.startswith("The class") for line in lines)
 
 
-def test_demos_fit_the_model_s_context(pretrained, lm_cli, tmp_path):
+def test_demos_fit_the_model_s_context(pretrained, lm_here, tmp_path):
     """Demonstrations longer than the base model's context (64 tokens) are left out, since
     `lm sft` refuses them; the rest are written."""
     from bellman.lm.runs import load_lm
 
     run_dir, _ = pretrained
-    result = lm_cli("demos", run_dir, "--out", "demos.jsonl", "--response-words", "40")
+    result = lm_here("demos", run_dir, "--out", "demos.jsonl", "--response-words", "40")
     assert result.returncode == 0, result
     lm = load_lm(run_dir)
     lines = (tmp_path / "demos.jsonl").read_text().splitlines()
@@ -58,7 +58,7 @@ def test_demos_fit_the_model_s_context(pretrained, lm_cli, tmp_path):
             demo["response"])) + 1 <= 64  # fmt: skip
 
 
-def test_two_reward_runs_with_one_seed_are_identical(pretrained, lm_cli, tmp_path):
+def test_two_reward_runs_with_one_seed_are_identical(pretrained, lm_here, tmp_path):
     """The reward head's initial weights follow the seed, so a seeded run repeats bit for bit
     (and writes its plot.png like every lm step)."""
     run_dir, _ = pretrained
@@ -69,7 +69,7 @@ def test_two_reward_runs_with_one_seed_are_identical(pretrained, lm_cli, tmp_pat
     ))  # fmt: skip
     arrays = []
     for name in ("rm1", "rm2"):
-        result = lm_cli("reward", run_dir, "--data", "ranked.jsonl", "--set", "steps=4", "--set",
+        result = lm_here("reward", run_dir, "--data", "ranked.jsonl", "--set", "steps=4", "--set",
                         "batch_prompts=4", "--seed", "3", "--run-dir", name, "--quiet")  # fmt: skip
         assert result.returncode == 0, result
         assert (tmp_path / name / "plot.png").read_bytes()[:4] == b"\x89PNG"

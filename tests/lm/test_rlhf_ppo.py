@@ -290,28 +290,28 @@ def test_a_stopped_run_resumes_exactly(word_world, tmp_path, monkeypatch):
     assert meta["state"]["kl_coef"] == again["state"]["kl_coef"] != 0.05
 
 
-def test_cli_bad_inputs(pretrained, lm_cli, tmp_path):
+def test_cli_bad_inputs(pretrained, lm_here, tmp_path):
     run_dir, _ = pretrained
-    assert_user_error(lm_cli("ppo", run_dir), "no reward given")
-    assert_user_error(lm_cli("ppo", run_dir, "--reward-model", run_dir, "--judge", "sentiment"),
+    assert_user_error(lm_here("ppo", run_dir), "no reward given")
+    assert_user_error(lm_here("ppo", run_dir, "--reward-model", run_dir, "--judge", "sentiment"),
                       "is a lm-pretrain run, not a reward model")  # fmt: skip
-    assert_user_error(lm_cli("ppo", run_dir, "--judge", "sentimnt"), "sentimnt")
-    assert_user_error(lm_cli("ppo", run_dir, "--judge", "sentiment", "--set", "advantage=grpo"),
+    assert_user_error(lm_here("ppo", run_dir, "--judge", "sentimnt"), "sentimnt")
+    assert_user_error(lm_here("ppo", run_dir, "--judge", "sentiment", "--set", "advantage=grpo"),
                       "needs group_size >= 2", "group_size = 1")  # fmt: skip
-    assert_user_error(lm_cli("ppo", run_dir, "--judge", "sentiment", "--set", "batch_prompts=6",
+    assert_user_error(lm_here("ppo", run_dir, "--judge", "sentiment", "--set", "batch_prompts=6",
                              "--set", "minibatch_size=4"), "must divide")  # fmt: skip
     long = " ".join(["word"] * 200)
     (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "ok"}) + "\n"
                                             + json.dumps({"prompt": long}) + "\n")  # fmt: skip
-    assert_user_error(lm_cli("ppo", run_dir, "--judge", "sentiment", "--set",
+    assert_user_error(lm_here("ppo", run_dir, "--judge", "sentiment", "--set",
                              f"prompts={tmp_path / 'prompts.jsonl'}"),
                       "prompts.jsonl:2", "leaves no room")  # fmt: skip
     assert not (tmp_path / "runs").exists()
 
 
-def test_cli_runs_ppo_and_writes_every_metric(pretrained, lm_cli, tmp_path):
+def test_cli_runs_ppo_and_writes_every_metric(pretrained, lm_here, tmp_path):
     run_dir, _ = pretrained
-    result = lm_cli("ppo", run_dir, "--judge", "sentiment", "--steps", "2", "--run-dir", "ppo",
+    result = lm_here("ppo", run_dir, "--judge", "sentiment", "--steps", "2", "--run-dir", "ppo",
                     "--quiet", "--set", "batch_prompts=4", "--set", "minibatch_size=4",
                     "--set", "max_new_tokens=6", "--set", "eval_tokens=256",
                     "--set", "ppo_epochs=1")  # fmt: skip
@@ -322,7 +322,7 @@ def test_cli_runs_ppo_and_writes_every_metric(pretrained, lm_cli, tmp_path):
     assert [row["step"] for row in rows] == ["0", "1", "2"]
     for column in set(rlhf_ppo.COLUMNS) - {"reward_learned", "ptx_loss"}:  # no RM, no ptx
         assert rows[-1][column] != "", column
-    generated = lm_cli("generate", "ppo", "--prompt", "The", "--max-new-tokens", "4")
+    generated = lm_here("generate", "ppo", "--prompt", "The", "--max-new-tokens", "4")
     assert generated.returncode == 0, generated
 
 

@@ -143,12 +143,12 @@ def test_judges_refuse_prompts_of_another_task():
 
 
 def test_label_with_the_hallucination_judge_refuses_corpus_prompts_and_takes_the_task_s(
-    pretrained, lm_cli, tmp_path
+    pretrained, lm_here, tmp_path
 ):
     """The issue's crash: `lm label RUN --judge hallucination` on the corpus's openings was a
     ValueError traceback; now one error line, exit 2, nothing written; the task's prompts pass."""
     run_dir, _ = pretrained
-    result = lm_cli("label", run_dir, "--judge", "hallucination", "--prompts", "4", "--k", "2",
+    result = lm_here("label", run_dir, "--judge", "hallucination", "--prompts", "4", "--k", "2",
                     "--out", "ranked.jsonl")  # fmt: skip
     assert_user_error(result, "held-out prompt 1 of 'pydoc'", "not a question of the "
                       "hallucination task", "bellman lm task hallucination --out DIR")  # fmt: skip
@@ -157,7 +157,7 @@ def test_label_with_the_hallucination_judge_refuses_corpus_prompts_and_takes_the
     # world, so every response is a confident wrong answer: nothing to rank, nothing written
     # (test_task_learning labels them with a model that has read the task's demonstrations)
     tasks.write_task("hallucination", tmp_path / "hal")
-    result = lm_cli("label", run_dir, "--judge", "hallucination", "--data", "hal/prompts.jsonl",
+    result = lm_here("label", run_dir, "--judge", "hallucination", "--data", "hal/prompts.jsonl",
                     "--prompts", "6", "--k", "2", "--max-new-tokens", "4", "--out",
                     "ranked.jsonl")  # fmt: skip
     assert_user_error(result, "scored all 2 responses equal for each of the 6 prompts",
