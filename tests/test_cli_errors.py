@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult, assert_user_error, run_process
+from tests.conftest import CliResult, assert_user_error, run_here
 
 STEPS = 2000
 TRAIN_RUN = (
@@ -37,7 +37,8 @@ TRAIN_RUN = (
 
 
 def _cli(cwd: Path, *args: str) -> CliResult:
-    return run_process(args, cwd)
+    """`bellman ARGS` in this process (`run_here`): the runs the tests start from."""
+    return run_here(list(args), cwd)
 
 
 def snapshot(root: Path) -> dict[str, str]:

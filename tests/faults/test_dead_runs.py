@@ -70,19 +70,20 @@ DELAYS = np.random.default_rng(17).uniform(0.2, 2.5, size=3).round(2).tolist()
 
 @pytest.mark.parametrize("delay", DELAYS)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_an_early_signal_leaves_a_run_that_can_go_on(bellman, tmp_path, delay, signum):
+def test_an_early_signal_leaves_a_run_that_can_go_on(bellman_here, tmp_path, delay, signum):
     """Whenever the signal lands, what is left is either nothing (the same command starts
-    again) or a run with a checkpoint (`--resume` continues it): never a dead directory."""
+    again) or a run with a checkpoint (`--resume` continues it): never a dead directory. (The
+    signalled run is a process of its own; what follows runs in this process.)"""
     result = _interrupt_after(tmp_path, delay, signum)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode in (0, 130, 143, -signum), result
     run = tmp_path / "run"
     if not run.exists():
-        again = bellman(*DQN, "--run-dir", "run", "--steps", "1000")
+        again = bellman_here(*DQN, "--run-dir", "run", "--steps", "1000")
         assert again.returncode == 0, again
     elif (run / "checkpoints" / "latest").exists():
         if result.returncode != 0:
-            resumed = bellman("train", "--resume", "run")
+            resumed = bellman_here("train", "--resume", "run")
             # a signal after the last step's checkpoint leaves a finished run: resume says so
             finished = "already reached its target" in resumed.stderr
             assert resumed.returncode == 0 or (resumed.returncode == 2 and finished), resumed

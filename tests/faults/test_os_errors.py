@@ -201,10 +201,10 @@ def test_eval_seed_out_of_range(run_copy, tmp_path):
 
 def test_a_large_seed_is_stored_exactly(tmp_path):
     seed = 2**53 + 1  # 9007199254740993: a float rounds it to ...992
-    result = _run([*BELLMAN, *TRAIN, "--seed", str(seed), "--run-dir", "run"], tmp_path)
+    result = _cli(tmp_path, *TRAIN, "--seed", str(seed), "--run-dir", "run")
     assert result.returncode == 0, result
     assert tomllib.loads((tmp_path / "run" / "config.toml").read_text())["seed"] == seed
-    result = _run([*BELLMAN, *TRAIN, "--set", f"seed={2**63 - 1}", "--run-dir", "top"], tmp_path)
+    result = _cli(tmp_path, *TRAIN, "--set", f"seed={2**63 - 1}", "--run-dir", "top")
     assert result.returncode == 0, result
     assert tomllib.loads((tmp_path / "top" / "config.toml").read_text())["seed"] == 2**63 - 1
 
