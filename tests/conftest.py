@@ -94,6 +94,60 @@ def run_here(args: list[str], cwd: Path) -> CliResult:
     return CliResult(subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue()))
 
 
+#: Runs the `bellman` commands of the JSON file argv[1] ([[cwd, [args...]], ...]) one after
+#: another through `bellman.cli.main`, as the `bellman` command runs them (a traceback counts as
+#: exit status 1), and writes [[status, stdout, stderr], ...] to argv[2].
+MAIN_EACH = """
+import contextlib, io, json, os, sys, traceback
+from bellman.cli.main import main
+results = []
+for cwd, args in json.load(open(sys.argv[1])):
+    os.chdir(cwd)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            status = main(args)
+        except BaseException:
+            traceback.print_exc()
+            status = 1
+    results.append([status, out.getvalue(), err.getvalue()])
+with open(sys.argv[2], "w") as handle:
+    json.dump(results, handle)
+"""
+
+
+def run_in_one_process(commands: list[tuple[Path, list[str]]]) -> list[CliResult]:
+    """`bellman ARGS` for each (cwd, args) of `commands`, one after another in one `python`
+    process of their own (through `bellman.cli.main`, as the command runs): a table of bad
+    inputs goes through a real interpreter (its stdout, stderr and exit status; a crash fails
+    the table, not the test process) and pays torch's import once instead of once a case."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        listing, found = Path(scratch) / "commands.json", Path(scratch) / "results.json"
+        listing.write_text(json.dumps([[str(cwd), [*map(str, args)]] for cwd, args in commands]))
+        env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
+        completed = subprocess.run(
+            [sys.executable, "-c", MAIN_EACH, str(listing), str(found)],
+            capture_output=True, text=True, timeout=600, env=env,
+        )  # fmt: skip
+        assert completed.returncode == 0, (completed.returncode, completed.stderr[-3000:])
+        results = json.loads(found.read_text())
+    return [CliResult(subprocess.CompletedProcess(args, *result))
+            for (_, args), result in zip(commands, results, strict=True)]  # fmt: skip
+
+
+def run_table(root: Path, commands: list[list[str]]) -> list[tuple[CliResult, Path]]:
+    """(result, working directory) of each command, each in a fresh directory under `root`,
+    all in one process (`run_in_one_process`)."""
+    cwds = [root / f"case-{i}" for i in range(len(commands))]
+    for cwd in cwds:
+        cwd.mkdir()
+    results = run_in_one_process(list(zip(cwds, commands, strict=True)))
+    return list(zip(results, cwds, strict=True))
+
+
 @pytest.fixture
 def bellman_here(tmp_path: Path):
     """Run `bellman ARGS...` in this process (`run_here`) with tmp_path as working directory:

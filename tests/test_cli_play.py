@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_user_error, run_here
+from tests.conftest import assert_user_error, run_here, run_in_one_process
 
 TINY = [
     "steps=30", "simulations=8", "blocks=1", "channels=8", "value_hidden=8", "batch_size=16",
@@ -110,15 +110,8 @@ def test_play_a_scripted_game(bellman, runs):
     assert any(end in out for end in ("you win", "draw", "the agent wins"))
 
 
-def test_bad_input(bellman_here, runs):
-    # in this process: the commands' own checks (tests/test_cli_errors.py starts processes)
+def test_bad_input(runs):
     cwd, ttt, c4 = runs
-    result = bellman_here("train", "alphazero", "--env", "chess", "--quiet", cwd=cwd)
-    assert_user_error(result, "unknown game 'chess'", "tictactoe", "connect4", "go9")
-    result = bellman_here("play", "connect4", "--checkpoint", ttt, cwd=cwd)
-    assert_user_error(result, "trained on 'tictactoe'", "connect4")
-    result = bellman_here("move", "go9", "--checkpoint", c4, cwd=cwd)
-    assert_user_error(result, "trained on 'connect4'", "go9")
     # a checkpoint whose network does not fit the config's game (e.g. copied from another run)
     other = cwd / "ttt"
     config = (other / "config.toml").read_text()
@@ -128,8 +121,16 @@ def test_bad_input(bellman_here, runs):
     (broken / "checkpoints").mkdir(exist_ok=True)
     for path in (other / "checkpoints").iterdir():
         (broken / "checkpoints" / path.name).write_bytes(path.read_bytes())
-    result = bellman_here("move", "tictactoe", "--checkpoint", broken, cwd=cwd)
-    assert_user_error(result, "shape")
+    cases = [
+        (["train", "alphazero", "--env", "chess", "--quiet"],
+         ["unknown game 'chess'", "tictactoe", "connect4", "go9"]),
+        (["play", "connect4", "--checkpoint", ttt], ["trained on 'tictactoe'", "connect4"]),
+        (["move", "go9", "--checkpoint", c4], ["trained on 'connect4'", "go9"]),
+        (["move", "tictactoe", "--checkpoint", broken], ["shape"]),
+    ]  # fmt: skip
+    results = run_in_one_process([(cwd, args) for args, _ in cases])
+    for (_, fragments), result in zip(cases, results, strict=True):
+        assert_user_error(result, *fragments)
 
 
 def test_load_agent_can_switch_the_solver_on(runs):

@@ -14,7 +14,12 @@ import bellman
 from bellman.algos.a2c import A2CConfig, actor_critic_loss
 from bellman.algos.onpolicy import Rollout, estimate_advantages
 from tests.algos.test_ppo import UNBOUNDED_CLI
-from tests.conftest import CliResult, assert_killed_run_resumes_exactly, assert_user_error
+from tests.conftest import (
+    CliResult,
+    assert_killed_run_resumes_exactly,
+    assert_user_error,
+    run_table,
+)
 
 torch.set_num_threads(1)
 
@@ -114,19 +119,26 @@ def test_infinite_action_bounds_are_one_error_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (["--env", "CartPole-v1", "--set", "gae_lambda=-0.1"], ["'gae_lambda'", "[0, 1]"]),
-        (["--env", "CartPole-v1", "--set", "n_steps=0"], ["'n_steps'", "[1, inf)"]),
-        (["--env", "CartPole-v1", "--set", "optimizer=sgd"], ["'optimizer'", "rmsprop, adam"]),
-        (["--env", "CartPole-v1", "--set", "ent_coef=-1"], ["'ent_coef'", "[0, inf)"]),
-        (["--env", "FrozenLake-v1", "--set", "normalize_observations=true"],
-         ["normalize_observations", "Discrete(16)"]),
-    ],
-)  # fmt: skip
-def test_bad_a2c_input_is_one_error_line(bellman_here, tmp_path, args, fragments):
-    # in this process (the CLI's own error path; tests/test_cli_errors.py starts the processes)
-    result = bellman_here("train", "a2c", *args, "--run-dir", "run")
-    assert_user_error(result, *fragments)
-    assert not (tmp_path / "run").exists()
+#: (args, fragments): bad `bellman train a2c` input and what its one error line must name.
+BAD_INPUT = [
+    (["--env", "CartPole-v1", "--set", "gae_lambda=-0.1"], ["'gae_lambda'", "[0, 1]"]),
+    (["--env", "CartPole-v1", "--set", "n_steps=0"], ["'n_steps'", "[1, inf)"]),
+    (["--env", "CartPole-v1", "--set", "optimizer=sgd"], ["'optimizer'", "rmsprop, adam"]),
+    (["--env", "CartPole-v1", "--set", "ent_coef=-1"], ["'ent_coef'", "[0, inf)"]),
+    (["--env", "FrozenLake-v1", "--set", "normalize_observations=true"],
+     ["normalize_observations", "Discrete(16)"]),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_input(tmp_path_factory):
+    """Every BAD_INPUT command, in one process of its own (`run_table`)."""
+    commands = [["train", "a2c", *args, "--run-dir", "run"] for args, _ in BAD_INPUT]
+    return run_table(tmp_path_factory.mktemp("bad-input"), commands)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)))
+def test_bad_a2c_input_is_one_error_line(bad_input, case):
+    result, cwd = bad_input[case]
+    assert_user_error(result, *BAD_INPUT[case][1])
+    assert not (cwd / "run").exists()

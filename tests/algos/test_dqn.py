@@ -23,7 +23,7 @@ from bellman.algos.dqn import (
 from bellman.errors import ConfigError
 from bellman.nets import trunk_for
 from bellman.nets.fast import NumpyGreedy
-from tests.conftest import assert_killed_run_resumes_exactly, assert_user_error
+from tests.conftest import assert_killed_run_resumes_exactly, assert_user_error, run_table
 
 torch.set_num_threads(1)
 
@@ -168,29 +168,36 @@ def test_a_killed_run_resumes_bit_for_bit_from_its_last_checkpoint(tmp_path):
 
 
 # ---- bad input ----------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (["--env", "Pendulum-v1"], ["DQN needs a Discrete action space", "Pendulum-v1", "Box"]),
-        (["--env", "CartPole-v1", "--set", "network=cnn"], ["Nature CNN", "(4,)", "network = mlp"]),
-        (["--env", "CartPole-v1", "--set", "buffer_size=16"],
-         ["replay capacity (buffer_size = 16)", "batch (batch_size = 64)"]),
-        (["--env", "CartPole-v1", "--set", "gamma=1.5"], ["'gamma'", "[0, 1]", "1.5"]),
-        (["--env", "CartPole-v1", "--set", "gamma=-0.1"], ["'gamma'", "[0, 1]"]),
-        (["--env", "CartPole-v1", "--set", "stop_when_solved=true", "--set", "eval_every=0"],
-         ["stop_when_solved needs evaluations"]),
-        (["--env", "CartPole-v1", "--set", "tau=0"], ["'tau'", "(0, 1]"]),
-        (["--env", "CartPole-v1", "--set", "bf16_autocast=true"],
-         ["bf16_autocast runs the Nature CNN", "CartPole-v1", "network = auto gets an MLP",
-          "ALE/"]),
-        (["--env", "CartPole-v1", "--set", "dueling=maybe"], ["'dueling' expects bool"]),
-    ],
-)  # fmt: skip
-def test_bad_dqn_input_is_one_error_line(bellman_here, tmp_path, args, fragments):
-    # in this process (the CLI's own error path; tests/test_cli_errors.py starts the processes)
-    result = bellman_here("train", "dqn", *args, "--run-dir", "run")
-    assert_user_error(result, *fragments)
-    assert not (tmp_path / "run").exists()
+#: (args, fragments): bad `bellman train dqn` input and what its one error line must name.
+BAD_INPUT = [
+    (["--env", "Pendulum-v1"], ["DQN needs a Discrete action space", "Pendulum-v1", "Box"]),
+    (["--env", "CartPole-v1", "--set", "network=cnn"], ["Nature CNN", "(4,)", "network = mlp"]),
+    (["--env", "CartPole-v1", "--set", "buffer_size=16"],
+     ["replay capacity (buffer_size = 16)", "batch (batch_size = 64)"]),
+    (["--env", "CartPole-v1", "--set", "gamma=1.5"], ["'gamma'", "[0, 1]", "1.5"]),
+    (["--env", "CartPole-v1", "--set", "gamma=-0.1"], ["'gamma'", "[0, 1]"]),
+    (["--env", "CartPole-v1", "--set", "stop_when_solved=true", "--set", "eval_every=0"],
+     ["stop_when_solved needs evaluations"]),
+    (["--env", "CartPole-v1", "--set", "tau=0"], ["'tau'", "(0, 1]"]),
+    (["--env", "CartPole-v1", "--set", "bf16_autocast=true"],
+     ["bf16_autocast runs the Nature CNN", "CartPole-v1", "network = auto gets an MLP",
+      "ALE/"]),
+    (["--env", "CartPole-v1", "--set", "dueling=maybe"], ["'dueling' expects bool"]),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_input(tmp_path_factory):
+    """Every BAD_INPUT command, in one process of its own (`run_table`)."""
+    commands = [["train", "dqn", *args, "--run-dir", "run"] for args, _ in BAD_INPUT]
+    return run_table(tmp_path_factory.mktemp("bad-input"), commands)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)))
+def test_bad_dqn_input_is_one_error_line(bad_input, case):
+    result, cwd = bad_input[case]
+    assert_user_error(result, *BAD_INPUT[case][1])
+    assert not (cwd / "run").exists()
 
 
 def test_vector_envs_feed_one_replay_memory(tmp_path):

@@ -34,6 +34,7 @@ from tests.conftest import (
     CliResult,
     assert_killed_run_resumes_exactly,
     assert_user_error,
+    run_table,
     train_fast_and_plain,
 )
 
@@ -466,28 +467,35 @@ def test_infinite_action_bounds_are_one_error_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (["--env", "CartPole-v1", "--set", "minibatch_size=512"],
-         ["minibatch_size = 512", "n_envs x n_steps = 8 x 32 = 256"]),
-        (["--env", "CartPole-v1", "--set", "minibatch_size=100"],
-         ["does not divide", "256", "such as 64 or 128"]),
-        (["--env", "CartPole-v1", "--set", "clip_range=0"], ["'clip_range'", "(0, 1)", "0.0"]),
-        (["--env", "Pendulum-v1", "--set", "gae_lambda=1.5"], ["'gae_lambda'", "[0, 1]", "1.5"]),
-        (["--env", "FrozenLake-v1", "--set", "normalize_observations=true"],
-         ["normalize_observations", "Discrete(16)"]),
-        (["--env", "Pendulum-v1", "--set", "objective=kl"],
-         ["'objective'", "clip, adaptive_kl, fixed_kl, none"]),
-        (["--env", "Pendulum-v1", "--set", "bf16_autocast=true"],
-         ["bf16_autocast runs the Nature CNN", "Pendulum-v1", "gets an MLP", "network = cnn"]),
-    ],
-)  # fmt: skip
-def test_bad_ppo_input_is_one_error_line(bellman_here, tmp_path, args, fragments):
-    # in this process (the CLI's own error path; tests/test_cli_errors.py starts the processes)
-    result = bellman_here("train", "ppo", *args, "--run-dir", "run")
-    assert_user_error(result, *fragments)
-    assert not (tmp_path / "run").exists()
+#: (args, fragments): bad `bellman train ppo` input and what its one error line must name.
+BAD_INPUT = [
+    (["--env", "CartPole-v1", "--set", "minibatch_size=512"],
+     ["minibatch_size = 512", "n_envs x n_steps = 8 x 32 = 256"]),
+    (["--env", "CartPole-v1", "--set", "minibatch_size=100"],
+     ["does not divide", "256", "such as 64 or 128"]),
+    (["--env", "CartPole-v1", "--set", "clip_range=0"], ["'clip_range'", "(0, 1)", "0.0"]),
+    (["--env", "Pendulum-v1", "--set", "gae_lambda=1.5"], ["'gae_lambda'", "[0, 1]", "1.5"]),
+    (["--env", "FrozenLake-v1", "--set", "normalize_observations=true"],
+     ["normalize_observations", "Discrete(16)"]),
+    (["--env", "Pendulum-v1", "--set", "objective=kl"],
+     ["'objective'", "clip, adaptive_kl, fixed_kl, none"]),
+    (["--env", "Pendulum-v1", "--set", "bf16_autocast=true"],
+     ["bf16_autocast runs the Nature CNN", "Pendulum-v1", "gets an MLP", "network = cnn"]),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_input(tmp_path_factory):
+    """Every BAD_INPUT command, in one process of its own (`run_table`)."""
+    commands = [["train", "ppo", *args, "--run-dir", "run"] for args, _ in BAD_INPUT]
+    return run_table(tmp_path_factory.mktemp("bad-input"), commands)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)))
+def test_bad_ppo_input_is_one_error_line(bad_input, case):
+    result, cwd = bad_input[case]
+    assert_user_error(result, *BAD_INPUT[case][1])
+    assert not (cwd / "run").exists()
 
 
 def test_atari_runs_with_the_papers_settings(bellman_here, tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 import bellman
 from bellman.algos.reinforce import discounted_returns
-from tests.conftest import assert_killed_run_resumes_exactly, assert_user_error
+from tests.conftest import assert_killed_run_resumes_exactly, assert_user_error, run_table
 
 torch.set_num_threads(1)
 
@@ -100,16 +100,23 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path):
     assert "torch_rng" in arrays
 
 
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (["--env", "CartPole-v1", "--set", "batch_episodes=0"], ["'batch_episodes'", "[1, inf)"]),
-        (["--env", "CartPole-v1", "--set", "gamma=1.5"], ["'gamma'", "[0, 1]", "1.5"]),
-        (["--env", "CartPole-v1", "--set", "optimizer=sgd"], ["'optimizer'", "adam, rmsprop"]),
-    ],
-)  # fmt: skip
-def test_bad_reinforce_input_is_one_error_line(bellman_here, tmp_path, args, fragments):
-    # in this process (the CLI's own error path; tests/test_cli_errors.py starts the processes)
-    result = bellman_here("train", "reinforce", *args, "--run-dir", "run")
-    assert_user_error(result, *fragments)
-    assert not (tmp_path / "run").exists()
+#: (args, fragments): bad `bellman train reinforce` input and what its one error line must name.
+BAD_INPUT = [
+    (["--env", "CartPole-v1", "--set", "batch_episodes=0"], ["'batch_episodes'", "[1, inf)"]),
+    (["--env", "CartPole-v1", "--set", "gamma=1.5"], ["'gamma'", "[0, 1]", "1.5"]),
+    (["--env", "CartPole-v1", "--set", "optimizer=sgd"], ["'optimizer'", "adam, rmsprop"]),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_input(tmp_path_factory):
+    """Every BAD_INPUT command, in one process of its own (`run_table`)."""
+    commands = [["train", "reinforce", *args, "--run-dir", "run"] for args, _ in BAD_INPUT]
+    return run_table(tmp_path_factory.mktemp("bad-input"), commands)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)))
+def test_bad_reinforce_input_is_one_error_line(bad_input, case):
+    result, cwd = bad_input[case]
+    assert_user_error(result, *BAD_INPUT[case][1])
+    assert not (cwd / "run").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_user_error
+from tests.conftest import assert_user_error, run_in_one_process
 from tests.test_cli_errors import STEPS, TRAIN_RUN, _cli, assert_unchanged, snapshot
 
 LAST = f"step-{STEPS // 2}"  # resume from the middle checkpoint: its logs get truncated
@@ -97,26 +97,40 @@ def finished(tmp_path_factory) -> Path:
     return root / "run"
 
 
+def _command(verb: str) -> list[str]:
+    if verb == "eval":
+        return ["eval", "run", "--episodes", "1"]
+    return ["train", "--resume", "run", "--steps", str(2 * STEPS)]
+
+
+@pytest.fixture(scope="module")
+def refused(finished, tmp_path_factory) -> dict:
+    """(name, verb) -> (result, working directory, its snapshot before): every crafted copy's
+    resume and eval, all in one process of their own (`run_in_one_process`)."""
+    cases, commands = {}, []
+    for name, (change, _) in CRAFTED.items():
+        for verb in ("resume", "eval"):
+            cwd = tmp_path_factory.mktemp(f"{name}-{verb}")
+            _edit(Path(shutil.copytree(finished, cwd / "run")), change)
+            cases[name, verb] = (cwd, snapshot(cwd))
+            commands.append((cwd, _command(verb)))
+    results = run_in_one_process(commands)
+    return {
+        key: (result, *case) for (key, case), result in zip(cases.items(), results, strict=True)
+    }
+
+
 @pytest.mark.parametrize("verb", ["resume", "eval"])
 @pytest.mark.parametrize("name", sorted(CRAFTED))
-def test_crafted_checkpoint_json_is_refused_and_changes_nothing(
-    bellman_here, finished, tmp_path, name, verb
-):
-    change, fragments = CRAFTED[name]
-    run = Path(shutil.copytree(finished, tmp_path / "run"))
-    _edit(run, change)
-    before = snapshot(tmp_path)
-    if verb == "eval":
-        result = bellman_here("eval", "run", "--episodes", "1")
-        fragments = fragments if name not in EVAL_LENIENT else ()
-        if name in EVAL_LENIENT:  # eval reads only the weights: it may succeed, never crash
-            assert result.returncode in (0, 2), result
-            assert "Traceback" not in result.stderr, result
-            return
-    else:
-        result = bellman_here("train", "--resume", "run", "--steps", str(2 * STEPS))
+def test_crafted_checkpoint_json_is_refused_and_changes_nothing(refused, name, verb):
+    result, cwd, before = refused[name, verb]
+    fragments = CRAFTED[name][1]
+    if verb == "eval" and name in EVAL_LENIENT:  # eval reads only the weights: it may succeed
+        assert result.returncode in (0, 2), result
+        assert "Traceback" not in result.stderr, result
+        return
     assert_user_error(result, *fragments)
-    assert_unchanged(tmp_path, before)
+    assert_unchanged(cwd, before)
 
 
 #: Damage that only a resume meets (eval does not restore the learner's state or the logs).
@@ -130,12 +144,15 @@ EVAL_LENIENT = {
 }
 
 
-def test_a_refused_resume_then_a_good_one_continues_the_run(bellman_here, finished, tmp_path):
-    """The logs a refused resume left alone are the ones the good resume continues."""
+def test_a_refused_resume_then_a_good_one_continues_the_run(
+    bellman, bellman_here, finished, tmp_path
+):
+    """The logs a refused resume left alone are the ones the good resume continues (that one
+    in this process)."""
     run = Path(shutil.copytree(finished, tmp_path / "run"))
     good = (run / "checkpoints" / f"{LAST}.json").read_text()
     _edit(run, _set("run", DELETE))
-    assert bellman_here("train", "--resume", "run").returncode == 2
+    assert bellman("train", "--resume", "run").returncode == 2
     (run / "checkpoints" / f"{LAST}.json").write_text(good)
     result = bellman_here("train", "--resume", "run")
     assert result.returncode == 0, result

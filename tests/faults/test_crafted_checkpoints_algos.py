@@ -9,9 +9,10 @@ Before the checks, tiny `optim/*` arrays made REINFORCE die in glibc ("corrupted
 list") and DQN with SIGSEGV, A2C and PPO printed tracebacks, and a (31,) tensor for a (32,)
 parameter was accepted by the optimizer's state.
 
-All the crafted copies of one algorithm's run are resumed in one Python process (through
-`bellman.cli.main`, as the `bellman` command runs), so the module pays for torch's import once
-per algorithm; a crash of that process fails every case of the algorithm.
+All the crafted copies of one algorithm's run are resumed in one Python process
+(`run_in_one_process`: through `bellman.cli.main`, as the `bellman` command runs), so the
+module pays for torch's import once per algorithm; a crash of that process fails every case of
+the algorithm.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pytest
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
+from tests.conftest import assert_user_error, run_in_one_process
 from tests.test_cli_errors import assert_unchanged, snapshot
 
 #: algo -> (steps, settings): a run with checkpoints at steps / 2 and steps, after some updates
@@ -182,29 +184,9 @@ def _craft(run: Path, algo: str, craft) -> None:
     (checkpoints / f"{name}.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
 
 
-#: Resumes every run directory named on the command line in this one process, as the `bellman`
-#: command would (a traceback counts as exit status 1), and writes {dir: [status, stderr]}.
-RESUME_ALL = """
-import contextlib, io, json, sys, traceback
-from bellman.cli.main import main
-results = {}
-for run in sys.argv[2:]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            status = main(["train", "--resume", run, "--quiet"])
-        except BaseException:
-            traceback.print_exc()
-            status = 1
-    results[run] = [status, err.getvalue()]
-with open(sys.argv[1], "w") as handle:
-    json.dump(results, handle)
-"""
-
-
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory):
-    """algo -> {craft name: (exit status, stderr, run dir, snapshot before)}, computed for all the
+    """algo -> {craft name: (result, run dir, snapshot before)}, computed for all the
     algorithm's crafts at once on first use."""
     cache: dict[str, dict] = {}
 
@@ -219,14 +201,9 @@ def resumed(tmp_path_factory):
                 run = Path(shutil.copytree(finished, root / craft.__name__))
                 _craft(run, algo, craft)
                 before[craft.__name__] = snapshot(run)
-        completed = subprocess.run(
-            [sys.executable, "-c", RESUME_ALL, "results.json", *before], cwd=root,
-            capture_output=True, text=True, timeout=600,
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-        )  # fmt: skip
-        assert completed.returncode == 0, (completed.returncode, completed.stderr[-3000:])
-        found = json.loads((root / "results.json").read_text())
-        cache[algo] = {name: (*found[name], root / name, before[name]) for name in before}
+        commands = [(root, ["train", "--resume", name, "--quiet"]) for name in before]
+        found = dict(zip(before, run_in_one_process(commands), strict=True))
+        cache[algo] = {name: (found[name], root / name, before[name]) for name in before}
         return cache[algo]
 
     return results
@@ -234,9 +211,6 @@ def resumed(tmp_path_factory):
 
 @pytest.mark.parametrize(("algo", "craft"), CASES, ids=[f"{a}-{c.__name__}" for a, c in CASES])
 def test_a_crafted_checkpoint_is_one_error_line_and_changes_nothing(resumed, algo, craft):
-    status, stderr, run, before = resumed(algo)[craft.__name__]
-    lines = stderr.strip().splitlines()
-    assert status == 2, stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    assert "Traceback" not in stderr
+    result, run, before = resumed(algo)[craft.__name__]
+    assert_user_error(result)
     assert_unchanged(run, before)

@@ -17,7 +17,7 @@ from bellman.lm.data import write_jsonl
 from bellman.lm.reward_model import TokenizedComparison, comparison_pairs, label_comparisons
 from bellman.lm.rewards import sentiment
 from bellman.lm.sampling import sample
-from tests.conftest import assert_user_error
+from tests.conftest import assert_user_error, run_in_one_process
 from tests.lm.test_rlhf_ppo import word_world  # noqa: F401 (the shared fixture)
 
 torch.set_num_threads(1)
@@ -118,9 +118,10 @@ def test_a_short_dpo_run_changes_every_parameter(word_world, ranked, tmp_path): 
 def test_cli_dpo_run_and_bad_data(pretrained, lm_here, tmp_path):
     run_dir, _ = pretrained
     (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "p", "responses": ["x"]}) + "\n")
-    assert_user_error(lm_here("dpo", run_dir, "--data", "bad.jsonl"), "bad.jsonl:1",
-                      "a comparison needs at least 2")  # fmt: skip
-    assert_user_error(lm_here("dpo", run_dir), "needs --data")
+    bad = run_in_one_process([(tmp_path, ["lm", "dpo", run_dir, "--data", "bad.jsonl"]),
+                              (tmp_path, ["lm", "dpo", run_dir])])  # fmt: skip
+    assert_user_error(bad[0], "bad.jsonl:1", "a comparison needs at least 2")
+    assert_user_error(bad[1], "needs --data")
     records = [{"prompt": f"The {w} is", "responses": [" good and nice.", " bad and sad."]}
                for w in ("list", "dict", "set", "tuple", "module", "class")]  # fmt: skip
     (tmp_path / "ranked.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

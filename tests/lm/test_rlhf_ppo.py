@@ -22,7 +22,7 @@ from bellman.lm import model as lm_model
 from bellman.lm import reward_model, rlhf_ppo, runs, sampling
 from bellman.lm.batch import pack
 from bellman.lm.tokenizer import tokenize_pair
-from tests.conftest import assert_user_error
+from tests.conftest import assert_user_error, run_in_one_process
 from tests.lm.conftest import train_tiny_sft
 
 torch.set_num_threads(1)
@@ -290,22 +290,24 @@ def test_a_stopped_run_resumes_exactly(word_world, tmp_path, monkeypatch):
     assert meta["state"]["kl_coef"] == again["state"]["kl_coef"] != 0.05
 
 
-def test_cli_bad_inputs(pretrained, lm_here, tmp_path):
+def test_cli_bad_inputs(pretrained, tmp_path):
     run_dir, _ = pretrained
-    assert_user_error(lm_here("ppo", run_dir), "no reward given")
-    assert_user_error(lm_here("ppo", run_dir, "--reward-model", run_dir, "--judge", "sentiment"),
-                      "is a lm-pretrain run, not a reward model")  # fmt: skip
-    assert_user_error(lm_here("ppo", run_dir, "--judge", "sentimnt"), "sentimnt")
-    assert_user_error(lm_here("ppo", run_dir, "--judge", "sentiment", "--set", "advantage=grpo"),
-                      "needs group_size >= 2", "group_size = 1")  # fmt: skip
-    assert_user_error(lm_here("ppo", run_dir, "--judge", "sentiment", "--set", "batch_prompts=6",
-                             "--set", "minibatch_size=4"), "must divide")  # fmt: skip
     long = " ".join(["word"] * 200)
     (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "ok"}) + "\n"
                                             + json.dumps({"prompt": long}) + "\n")  # fmt: skip
-    assert_user_error(lm_here("ppo", run_dir, "--judge", "sentiment", "--set",
-                             f"prompts={tmp_path / 'prompts.jsonl'}"),
-                      "prompts.jsonl:2", "leaves no room")  # fmt: skip
+    sentiment = ["--judge", "sentiment"]
+    cases = [
+        ([], ["no reward given"]),
+        (["--reward-model", run_dir, *sentiment], ["is a lm-pretrain run, not a reward model"]),
+        (["--judge", "sentimnt"], ["sentimnt"]),
+        ([*sentiment, "--set", "advantage=grpo"], ["needs group_size >= 2", "group_size = 1"]),
+        ([*sentiment, "--set", "batch_prompts=6", "--set", "minibatch_size=4"], ["must divide"]),
+        ([*sentiment, "--set", f"prompts={tmp_path / 'prompts.jsonl'}"],
+         ["prompts.jsonl:2", "leaves no room"]),
+    ]  # fmt: skip
+    commands = [(tmp_path, ["lm", "ppo", run_dir, *args]) for args, _ in cases]
+    for (_, fragments), result in zip(cases, run_in_one_process(commands), strict=True):
+        assert_user_error(result, *fragments)
     assert not (tmp_path / "runs").exists()
 
 

@@ -42,12 +42,12 @@ def _checkpoints_finite(run_dir: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("arena", ["0", "2"])
-def test_diverging_run_stops_with_one_error_line(bellman_here, tmp_path: Path, arena: str):
+def test_diverging_run_stops_with_one_error_line(bellman, tmp_path: Path, arena: str):
     # learning_rate = 1e9 blows up BatchNorm's running variances (the loss can stay finite)
     settings = [*TINY, "steps=60", "learning_rate=1e9", f"arena_games={arena}", "arena_every=1",
                 "arena_simulations=4", "baseline_simulations=8"]  # fmt: skip
-    result = bellman_here("train", "alphazero", "--env", "tictactoe", "--run-dir", "run",
-                          "--quiet", *_set(*settings))  # fmt: skip
+    result = bellman("train", "alphazero", "--env", "tictactoe", "--run-dir", "run",
+                     "--quiet", *_set(*settings))  # fmt: skip
     assert_user_error(result, "at step")
     assert "nan" in result.stderr or "inf" in result.stderr
     _checkpoints_finite(tmp_path / "run")
@@ -218,11 +218,10 @@ def test_crafted_checkpoint_is_refused_and_the_run_left_as_it_was(
 @pytest.mark.parametrize(
     "case", ["optim arrays replaced by tiny ones", "a float16 re-save of a float32 weight"]
 )
-def test_crafted_checkpoint_through_the_cli(bellman_here, tmp_path: Path, finished_run: Path,
-                                           case):  # fmt: skip
+def test_crafted_checkpoint_through_the_cli(bellman, tmp_path: Path, finished_run: Path, case):
     run_dir = _crafted_copy(tmp_path, finished_run, case)
     files = _files(run_dir)
-    result = bellman_here("train", "--resume", run_dir, "--steps", "40", "--quiet")
+    result = bellman("train", "--resume", run_dir, "--steps", "40", "--quiet")
     assert_user_error(result)
     assert _files(run_dir) == files
 
