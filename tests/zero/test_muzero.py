@@ -216,8 +216,9 @@ def test_prioritized_sampling_exact_numbers():
 
 
 def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path):
-    # with prioritized replay: the priorities travel in the checkpoint too
-    tiny = [*TINY, "priority_alpha=1"]
+    # with prioritized replay: the priorities travel in the checkpoint too; a replay that holds
+    # every stored position (no slot overwritten: the first games stay in the first slots)
+    tiny = [*TINY, "priority_alpha=1", "replay_window=2000"]
     one_go = api.train("muzero", "tictactoe", overrides=tiny, run_dir=tmp_path / "a", quiet=True)
     arrays, meta = checkpoint.load(one_go.dir / "checkpoints")
     assert {"net/representation.0.weight", "replay/observations", "torch_rng"} <= set(arrays)
@@ -652,7 +653,7 @@ def test_the_arena_rates_the_agent_and_resumes_exactly(tmp_path: Path):
     arrays, meta = checkpoint.load(one_go.dir / "checkpoints")
     ratings = meta["state"]["elo"]
     assert set(ratings) == {"random", "alphabeta", "net-1", "net-2"} and ratings["random"] == 0
-    assert meta["state"]["best_generation"] == 2 and "best/value_head.5.weight" in arrays
+    assert meta["state"]["best_generation"] == 2 and "best/value_head.6.weight" in arrays
     rows = (one_go.dir / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     elo = [row.split(",")[header.index("elo")] for row in rows[1:]]

@@ -121,9 +121,10 @@ def test_the_network_itself_learned(trained):
 #: about 50 s on one core. Perfect play took 20,000-30,000 moves (9-13 minutes of a core) for the
 #: two seeds of four that reached it, beyond what CI's 10 minutes can hold (README, "Planning
 #: with a learned model"); this run shows the learning itself, which a MuZero with wrong targets,
-#: signs or unrolling does not reach. Seeds 0, 1, 2: reward at a winning move 0.33 / 0.41 /
-#: 0.39 against 0.16 / 0.24 / 0.23 elsewhere, value signs 0.43 / 0.60 / 0.54 right (untrained
-#: 0.23), wins in one taken by the search 0.53 / 0.53 / 0.59 (untrained 0.35).
+#: signs or unrolling does not reach. Seeds 0, 1, 2: reward at a winning move 0.35 / 0.46 /
+#: 0.50 against 0.18 / 0.17 / 0.17 elsewhere (untrained 0.36 and 0.36), value signs 0.48 / 0.51
+#: / 0.52 right (untrained 0.23), wins in one taken by the search 0.52 / 0.63 / 0.55 (untrained
+#: 0.39).
 MUZERO_OVERRIDES = ["steps=1500", "seed=0"]
 MUZERO_SIMULATIONS = 25
 
@@ -177,7 +178,7 @@ def test_muzero_learns_the_game_s_rewards_and_values_and_its_search_takes_wins(t
     print(f"reward at a winning move {win_reward:.3f}, elsewhere {other_reward:.3f} "
           f"(untrained {random_win:.3f}, {random_other:.3f})")  # fmt: skip
     assert abs(random_win - random_other) < 0.05
-    assert win_reward > 0.25 and win_reward - other_reward > 0.1, (win_reward, other_reward)
+    assert win_reward - other_reward > 0.1, (win_reward, other_reward)
     # f's value has the sign of the solved value more often than before training
     model = muzero.model_for(trained, game)
     policy, value = _agreement(game, positions, *model.initial_inference(positions)[:2])

@@ -30,8 +30,9 @@ preprocessed frames only (the dynamics still takes the action planes). The board
 has `blocks` residual blocks like h (the paper uses 16 in both for Go).
 
 Normalisation. h's towers keep AlphaZero's BatchNorm (h only ever sees observations), but the
-layers that also see latent states reached by g (g's tower, and Atari's f tower) normalise each
-state by itself (`LayerNorm2d`, over its channels and cells): training unrolls g K times, one
+layers that also see latent states reached by g (g's tower, the board games' heads of f and g,
+and Atari's f tower) normalise each state by itself (`LayerNorm2d`, over its channels and
+cells): training unrolls g K times, one
 batch per step k, so BatchNorm there normalises every k by its own batch statistics while
 search, one state at a time, uses the running averages over all k. On tic-tac-toe (the shipped
 config, 12,000 moves) that mismatch made g's predictions at search time far from the ones
@@ -118,6 +119,18 @@ def state_residual_block(channels: int) -> ResidualBlock:
     block = ResidualBlock(channels)
     block.bn1, block.bn2 = LayerNorm2d(channels), LayerNorm2d(channels)
     return block
+
+
+def head_planes(channels: int, planes: int) -> list[nn.Module]:
+    """The start of a board head (AlphaZero's: conv 1x1 to `planes` filters, a normalisation,
+    ReLU), flattened to `[B, planes * H * W]`; the normalisation is `LayerNorm2d`, as in every
+    layer that sees g's states. Without it (a conv 1x1 with a bias straight into the ReLU) a
+    head whose target is mostly 0, g's reward, could settle into a dead ReLU and one constant:
+    Connect Four's reward head trained on its unrolled rewards alone (random games, K = 5,
+    batch 128) predicted 0.044 at every move after 500 steps, and with the normalisation 0.69
+    at winning moves against 0.06 elsewhere after 1,500."""
+    return [nn.Conv2d(channels, planes, 1, bias=False), LayerNorm2d(planes), nn.ReLU(),
+            nn.Flatten()]  # fmt: skip
 
 
 def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -270,15 +283,15 @@ class BoardMuZeroNetwork(MuZeroNetwork):
         self.dynamics_tower = tower(channels + action_plane_count(action_size, (height, width)),
                                     LayerNorm2d, state_residual_block)  # fmt: skip
         self.reward_head = nn.Sequential(
-            nn.Conv2d(channels, 1, 1), nn.ReLU(), nn.Flatten(),
-            nn.Linear(cells, value_hidden), nn.ReLU(), nn.Linear(value_hidden, 1),
+            *head_planes(channels, 1), nn.Linear(cells, value_hidden), nn.ReLU(),
+            nn.Linear(value_hidden, 1),
         )  # fmt: skip
         self.policy_head = nn.Sequential(
-            nn.Conv2d(channels, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * cells, action_size)
-        )
+            *head_planes(channels, 2), nn.Linear(2 * cells, action_size)
+        )  # fmt: skip
         self.value_head = nn.Sequential(
-            nn.Conv2d(channels, 1, 1), nn.ReLU(), nn.Flatten(),
-            nn.Linear(cells, value_hidden), nn.ReLU(), nn.Linear(value_hidden, 1),
+            *head_planes(channels, 1), nn.Linear(cells, value_hidden), nn.ReLU(),
+            nn.Linear(value_hidden, 1),
         )  # fmt: skip
 
     def represent(self, observations: torch.Tensor) -> torch.Tensor:
