@@ -138,14 +138,31 @@ def run_in_one_process(commands: list[tuple[Path, list[str]]]) -> list[CliResult
             for (_, args), result in zip(commands, results, strict=True)]  # fmt: skip
 
 
-def run_table(root: Path, commands: list[list[str]]) -> list[tuple[CliResult, Path]]:
-    """(result, working directory) of each command, each in a fresh directory under `root`,
-    all in one process (`run_in_one_process`)."""
-    cwds = [root / f"case-{i}" for i in range(len(commands))]
-    for cwd in cwds:
-        cwd.mkdir()
-    results = run_in_one_process(list(zip(cwds, commands, strict=True)))
-    return list(zip(results, cwds, strict=True))
+def bad_train_input_tests(algo: str, table: list[tuple[list[str], list[str]]]):
+    """(fixture, test) for a module: `bellman train ALGO ARGS --run-dir run` for each (ARGS,
+    fragments) of `table` must print one `error:` line naming every fragment, exit with status 2
+    and leave no run directory. The commands run each in a fresh directory, all in one process
+    (`run_in_one_process`), on the first case's use.
+
+    Usage: `bad_input, test_bad_ALGO_input_is_one_error_line = bad_train_input_tests(...)`."""
+
+    @pytest.fixture(scope="module")
+    def bad_input(tmp_path_factory) -> list[tuple[CliResult, Path]]:
+        root = tmp_path_factory.mktemp("bad-input")
+        cwds = [root / f"case-{i}" for i in range(len(table))]
+        for cwd in cwds:
+            cwd.mkdir()
+        commands = [(cwd, ["train", algo, *args, "--run-dir", "run"])
+                    for cwd, (args, _) in zip(cwds, table, strict=True)]  # fmt: skip
+        return list(zip(run_in_one_process(commands), cwds, strict=True))
+
+    @pytest.mark.parametrize("case", range(len(table)))
+    def test(bad_input, case):
+        result, cwd = bad_input[case]
+        assert_user_error(result, *table[case][1])
+        assert not (cwd / "run").exists()
+
+    return bad_input, test
 
 
 @pytest.fixture

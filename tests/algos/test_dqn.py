@@ -23,7 +23,10 @@ from bellman.algos.dqn import (
 from bellman.errors import ConfigError
 from bellman.nets import trunk_for
 from bellman.nets.fast import NumpyGreedy
-from tests.conftest import assert_killed_run_resumes_exactly, assert_user_error, run_table
+from tests.conftest import (
+    assert_killed_run_resumes_exactly,
+    bad_train_input_tests,
+)
 
 torch.set_num_threads(1)
 
@@ -186,18 +189,7 @@ BAD_INPUT = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def bad_input(tmp_path_factory):
-    """Every BAD_INPUT command, in one process of its own (`run_table`)."""
-    commands = [["train", "dqn", *args, "--run-dir", "run"] for args, _ in BAD_INPUT]
-    return run_table(tmp_path_factory.mktemp("bad-input"), commands)
-
-
-@pytest.mark.parametrize("case", range(len(BAD_INPUT)))
-def test_bad_dqn_input_is_one_error_line(bad_input, case):
-    result, cwd = bad_input[case]
-    assert_user_error(result, *BAD_INPUT[case][1])
-    assert not (cwd / "run").exists()
+bad_input, test_bad_dqn_input_is_one_error_line = bad_train_input_tests("dqn", BAD_INPUT)
 
 
 def test_vector_envs_feed_one_replay_memory(tmp_path):

@@ -34,7 +34,7 @@ from tests.conftest import (
     CliResult,
     assert_killed_run_resumes_exactly,
     assert_user_error,
-    run_table,
+    bad_train_input_tests,
     train_fast_and_plain,
 )
 
@@ -484,18 +484,7 @@ BAD_INPUT = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def bad_input(tmp_path_factory):
-    """Every BAD_INPUT command, in one process of its own (`run_table`)."""
-    commands = [["train", "ppo", *args, "--run-dir", "run"] for args, _ in BAD_INPUT]
-    return run_table(tmp_path_factory.mktemp("bad-input"), commands)
-
-
-@pytest.mark.parametrize("case", range(len(BAD_INPUT)))
-def test_bad_ppo_input_is_one_error_line(bad_input, case):
-    result, cwd = bad_input[case]
-    assert_user_error(result, *BAD_INPUT[case][1])
-    assert not (cwd / "run").exists()
+bad_input, test_bad_ppo_input_is_one_error_line = bad_train_input_tests("ppo", BAD_INPUT)
 
 
 def test_atari_runs_with_the_papers_settings(bellman_here, tmp_path):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-import pytest
 import torch
 
 import bellman
 from bellman.algos.reinforce import discounted_returns
-from tests.conftest import assert_killed_run_resumes_exactly, assert_user_error, run_table
+from tests.conftest import (
+    assert_killed_run_resumes_exactly,
+    bad_train_input_tests,
+)
 
 torch.set_num_threads(1)
 
@@ -108,15 +110,6 @@ BAD_INPUT = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def bad_input(tmp_path_factory):
-    """Every BAD_INPUT command, in one process of its own (`run_table`)."""
-    commands = [["train", "reinforce", *args, "--run-dir", "run"] for args, _ in BAD_INPUT]
-    return run_table(tmp_path_factory.mktemp("bad-input"), commands)
-
-
-@pytest.mark.parametrize("case", range(len(BAD_INPUT)))
-def test_bad_reinforce_input_is_one_error_line(bad_input, case):
-    result, cwd = bad_input[case]
-    assert_user_error(result, *BAD_INPUT[case][1])
-    assert not (cwd / "run").exists()
+bad_input, test_bad_reinforce_input_is_one_error_line = bad_train_input_tests(
+    "reinforce", BAD_INPUT
+)
