@@ -96,7 +96,8 @@ def run_here(args: list[str], cwd: Path) -> CliResult:
 
 #: Runs the `bellman` commands of the JSON file argv[1] ([[cwd, [args...]], ...]) one after
 #: another through `bellman.cli.main`, as the `bellman` command runs them (a traceback counts as
-#: exit status 1), and writes [[status, stdout, stderr], ...] to argv[2].
+#: exit status 1, a SystemExit as its code), and writes [[status, stdout, stderr], ...] to
+#: argv[2].
 MAIN_EACH = """
 import contextlib, io, json, os, sys, traceback
 from bellman.cli.main import main
@@ -107,6 +108,8 @@ for cwd, args in json.load(open(sys.argv[1])):
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
             status = main(args)
+        except SystemExit as exit:  # as the interpreter ends on it
+            status = exit.code if isinstance(exit.code, int) else 1
         except BaseException:
             traceback.print_exc()
             status = 1
