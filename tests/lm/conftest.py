@@ -46,7 +46,8 @@ def lm_cli(tmp_path: Path):
 @pytest.fixture
 def lm_here(tmp_path: Path):
     """Run `bellman lm ARGS...` in this process (`run_here`: no interpreter importing torch and
-    transformers again) with tmp_path as working directory, for the commands' own checks."""
+    transformers again) with tmp_path as working directory: for tests of what a command
+    computes and writes (bad input goes through a process: `run_in_one_process`)."""
     return lambda *args: run_here(["lm", *args], tmp_path)
 
 
