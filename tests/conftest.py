@@ -58,10 +58,11 @@ def bellman(tmp_path: Path):
 def run_here(args: list[str], cwd: Path) -> CliResult:
     """`bellman ARGS` in `cwd` through `bellman.cli.main` in this process: the command's code,
     output and exit status without a new interpreter, whose imports (torch, torch._dynamo,
-    matplotlib) cost about 3 s of a core each time. A traceback counts as exit status 1, as the
-    command's would. What needs a process of its own (a signal, a kill, the interpreter's own
-    output) starts `python -m bellman`; so does everything when this process hashes strings
-    with a random seed (PYTHONHASHSEED unset), which a `bellman` subprocess never does here.
+    matplotlib) cost about 3 s of a core each time. A traceback counts as exit status 1 and a
+    SystemExit as its code, as the command's would. What needs a process of its own (a signal,
+    a kill, the interpreter's own output) starts `python -m bellman`; so does everything when
+    this process hashes strings with a random seed (PYTHONHASHSEED unset), which a `bellman`
+    subprocess never does here.
     """
     if sys.flags.hash_randomization:
         return run_process(args, cwd)
@@ -81,6 +82,8 @@ def run_here(args: list[str], cwd: Path) -> CliResult:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 status = main([*map(str, args)])
+            except SystemExit as exit:  # as the interpreter ends on it
+                status = exit.code if isinstance(exit.code, int) else 1
             except Exception:
                 traceback.print_exc()
                 status = 1
@@ -95,35 +98,22 @@ def run_here(args: list[str], cwd: Path) -> CliResult:
 
 
 #: Runs the `bellman` commands of the JSON file argv[1] ([[cwd, [args...]], ...]) one after
-#: another through `bellman.cli.main`, as the `bellman` command runs them (a traceback counts as
-#: exit status 1, a SystemExit as its code), and writes [[status, stdout, stderr], ...] to
-#: argv[2].
+#: another with `run_here` and writes [[status, stdout, stderr], ...] to argv[2].
 MAIN_EACH = """
-import contextlib, io, json, os, sys, traceback
-from bellman.cli.main import main
-results = []
-for cwd, args in json.load(open(sys.argv[1])):
-    os.chdir(cwd)
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            status = main(args)
-        except SystemExit as exit:  # as the interpreter ends on it
-            status = exit.code if isinstance(exit.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-            status = 1
-    results.append([status, out.getvalue(), err.getvalue()])
+import json, sys
+from tests.conftest import run_here
+with open(sys.argv[1]) as handle:
+    results = [run_here(args, cwd) for cwd, args in json.load(handle)]
 with open(sys.argv[2], "w") as handle:
-    json.dump(results, handle)
+    json.dump([[r.returncode, r.stdout, r.stderr] for r in results], handle)
 """
 
 
 def run_in_one_process(commands: list[tuple[Path, list[str]]]) -> list[CliResult]:
     """`bellman ARGS` for each (cwd, args) of `commands`, one after another in one `python`
-    process of their own (through `bellman.cli.main`, as the command runs): a table of bad
-    inputs goes through a real interpreter (its stdout, stderr and exit status; a crash fails
-    the table, not the test process) and pays torch's import once instead of once a case."""
+    process of their own (`run_here` there): a table of bad inputs goes through a real
+    interpreter (its stdout, stderr and exit status; a crash fails the table, not the test
+    process) and pays torch's import once instead of once a case."""
     import json
     import tempfile
 
@@ -133,7 +123,8 @@ def run_in_one_process(commands: list[tuple[Path, list[str]]]) -> list[CliResult
         env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
         completed = subprocess.run(
             [sys.executable, "-c", MAIN_EACH, str(listing), str(found)],
-            capture_output=True, text=True, timeout=600, env=env,
+            cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=600,
+            env=env,
         )  # fmt: skip
         assert completed.returncode == 0, (completed.returncode, completed.stderr[-3000:])
         results = json.loads(found.read_text())
