@@ -31,18 +31,27 @@ class CliResult:
         return f"rc={self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
 
 
-def run_process(args, cwd: Path, timeout: float = 300) -> CliResult:
-    """`bellman ARGS` as a process of its own, in `cwd`."""
-    env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "bellman", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    return CliResult(completed)
+def run_process(
+    args,
+    cwd: Path,
+    timeout: float = 300,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    stdout=subprocess.PIPE,
+) -> CliResult:
+    """`bellman ARGS` as a process of its own (`tests.forked.start`), in `cwd`: `input` on its
+    standard input, `env` over the suite's variables, `stdout` where its output goes."""
+    from tests import forked
+
+    env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200", **(env or {})}
+    stdin = subprocess.PIPE if input is not None else None
+    process = forked.start(args, cwd, env, stdin=stdin, stdout=stdout)
+    try:
+        stdout, stderr = process.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return CliResult(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
 
 
 @pytest.fixture

@@ -5,9 +5,8 @@ bad input; nothing written into the package; a corrupt shipped file is one error
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import torch
 
 from bellman import agents, api, checkpoint
 from bellman.errors import CheckpointError, ConfigError
-from tests.conftest import assert_user_error
+from tests.conftest import CliResult, assert_user_error, run_process
 
 torch.set_num_threads(1)
 
@@ -110,10 +109,9 @@ def test_tictactoe_never_loses_to_perfect_play_from_the_empty_board():
         assert play_match(agent.game, perfect.act, agent.act) <= 0
 
 
-def _piped(text: str, *args: str) -> subprocess.CompletedProcess:
+def _piped(text: str, *args: str) -> CliResult:
     """`bellman ARGS` reading `text` on stdin."""
-    return subprocess.run([sys.executable, "-m", "bellman", *args], input=text,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return run_process(args, os.getcwd(), timeout=120, input=text)
 
 
 def test_play_connect4_through_a_pipe():

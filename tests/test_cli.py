@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import subprocess
-import sys
 import time
 import tomllib
 
@@ -17,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from bellman.errors import ConfigError
 from bellman.run import TIMING_COLUMNS
+from tests import forked
 from tests.conftest import run_here
 
 
@@ -112,13 +111,7 @@ def test_train_writes_a_full_run_directory_then_eval_and_plot(bellman, tmp_path)
 
 
 def _popen(tmp_path, *args):
-    return subprocess.Popen(
-        [sys.executable, "-m", "bellman", *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return forked.start(args, tmp_path)
 
 
 def _wait_for_checkpoint(run_dir, not_named=None, timeout=120):

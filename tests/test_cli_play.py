@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_user_error, run_here, run_in_one_process
+from tests.conftest import assert_user_error, run_here, run_in_one_process, run_process
 
 TINY = [
     "steps=30", "simulations=8", "blocks=1", "channels=8", "value_hidden=8", "batch_size=16",
@@ -57,10 +55,10 @@ def test_train_eval_plot_resume(bellman, runs):
 def test_move_answers_every_line(bellman, runs):
     cwd, ttt, c4 = runs
     lines = "\n".join(["", "159", "15x", "11", "1234567", "5"]) + "\n"
-    completed = subprocess.run(
-        [sys.executable, "-m", "bellman", "move", "tictactoe", "--checkpoint", str(ttt),
+    completed = run_process(
+        ["move", "tictactoe", "--checkpoint", str(ttt),
          "--simulations", "8"],
-        input=lines, capture_output=True, text=True, cwd=cwd, timeout=120,
+        cwd, timeout=120, input=lines,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout.splitlines()
@@ -71,10 +69,10 @@ def test_move_answers_every_line(bellman, runs):
     assert out[3].startswith("error:") and "legal" in out[3]  # cell 1 twice
     assert out[4].startswith("error:") and "over" in out[4]  # X won with 1 4 7 / 3 5 7
     assert out[5] in list("12346789")
-    completed = subprocess.run(
-        [sys.executable, "-m", "bellman", "move", "connect4", "--checkpoint", str(c4),
+    completed = run_process(
+        ["move", "connect4", "--checkpoint", str(c4),
          "--simulations", "8"],
-        input="4453\n\n8\n", capture_output=True, text=True, cwd=cwd, timeout=120,
+        cwd, timeout=120, input="4453\n\n8\n",
     )  # fmt: skip
     out = completed.stdout.splitlines()
     assert out[0] in list("1234567") and out[1] in list("1234567")
@@ -84,10 +82,10 @@ def test_move_answers_every_line(bellman, runs):
 def test_move_escapes_control_characters(runs):
     """A terminal escape typed into `move` comes back escaped, never executed by the terminal."""
     cwd, ttt, _ = runs
-    completed = subprocess.run(
-        [sys.executable, "-m", "bellman", "move", "tictactoe", "--checkpoint", str(ttt),
+    completed = run_process(
+        ["move", "tictactoe", "--checkpoint", str(ttt),
          "--simulations", "8"],
-        input="5\x1b[2J\n", capture_output=True, text=True, cwd=cwd, timeout=120,
+        cwd, timeout=120, input="5\x1b[2J\n",
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("error: ") and "\\x1b" in completed.stdout
@@ -97,10 +95,10 @@ def test_move_escapes_control_characters(runs):
 def test_play_a_scripted_game(bellman, runs):
     cwd, ttt, _ = runs
     script = "\n".join(["stats", "0", "1", "1", "2", "3", "4", "5", "6", "7", "8", "9"]) + "\n"
-    completed = subprocess.run(
-        [sys.executable, "-m", "bellman", "play", "tictactoe", "--checkpoint", str(ttt),
+    completed = run_process(
+        ["play", "tictactoe", "--checkpoint", str(ttt),
          "--simulations", "8", "--second"],
-        input=script, capture_output=True, text=True, cwd=cwd, timeout=120,
+        cwd, timeout=120, input=script,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout

@@ -148,8 +148,8 @@ def test_dueling_dqn_still_learns(tmp_path):
 
 def test_prioritized_replay_still_learns(tmp_path):
     # (seeds 1, 2, 4, 5 pass, at 26k, 6k, 20k, 38k steps; 0 and 3 stop at the first evaluation
-    # with q_mean under 10, a lucky policy)
-    rows = _learn(tmp_path, 4, "prioritized=true")
+    # with q_mean under 10, a lucky policy; seed 2, the quickest, is the one tested)
+    rows = _learn(tmp_path, 2, "prioritized=true")
     assert 0.4 < float(rows[-1]["priority_beta"]) < 1.0  # annealing from 0.4 towards 1
 
 

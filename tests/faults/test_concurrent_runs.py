@@ -8,28 +8,23 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bellman.run import TIMING_COLUMNS, RunLock
+from tests import forked
 
 STEPS = 60_000
 TRAIN = ["train", "q-learning", "--env", "bellman/Corridor-v0", "--steps", str(STEPS),
          "--set", "log_every=500", "--set", "checkpoint_every=20000", "--quiet"]  # fmt: skip
 
 
-def _start(cwd: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "bellman", *args], cwd=cwd, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+def _start(cwd: Path, *args: str) -> forked.ForkedProcess:
+    return forked.start(args, cwd, {**os.environ, "PYTHONHASHSEED": "0"})
 
 
-def _finish(process: subprocess.Popen) -> tuple[int, str]:
+def _finish(process: forked.ForkedProcess) -> tuple[int, str]:
     _, stderr = process.communicate(timeout=300)
     return process.returncode, stderr
 

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +27,7 @@ import pytest
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
-from tests.conftest import assert_user_error, run_in_one_process
+from tests.conftest import assert_user_error, run_in_one_process, run_process
 from tests.test_cli_errors import assert_unchanged, snapshot
 
 #: algo -> (steps, settings): a run with checkpoints at steps / 2 and steps, after some updates
@@ -159,10 +156,7 @@ def _train(root: Path, algo: str) -> Path:
             "--run-dir", "run"]  # fmt: skip
     for setting in settings:
         args += ["--set", setting]
-    completed = subprocess.run(
-        [sys.executable, "-m", "bellman", *args], cwd=root, capture_output=True, text=True,
-        timeout=300, env={**os.environ, "PYTHONHASHSEED": "0"},
-    )  # fmt: skip
+    completed = run_process(args, root)
     assert completed.returncode == 0, completed.stderr
     return root / "run"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests import forked
 from tests.conftest import _final_state, assert_killed_run_resumes_exactly, run_here
 
 #: algo -> (env, steps, checkpoint_every, the signal, settings): small runs, several iterations
@@ -62,12 +62,8 @@ def _train_args(algo: str) -> list[str]:
     return args
 
 
-def _start(args: list[str], cwd: Path) -> subprocess.Popen:
-    environment = {**os.environ, "PYTHONHASHSEED": "0"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "bellman", *args], cwd=cwd, env=environment, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+def _start(args: list[str], cwd: Path) -> forked.ForkedProcess:
+    return forked.start(args, cwd, {**os.environ, "PYTHONHASHSEED": "0"})
 
 
 def _latest_step(run_dir: Path) -> int:

@@ -6,14 +6,12 @@ Everything runs on one torch thread with data the tests make; nothing is downloa
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import CliResult, run_here
+from tests.conftest import CliResult, run_here, run_process
 
 torch.set_num_threads(1)
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -28,13 +26,7 @@ TINY = [
 
 def run_lm(*args: str, cwd: Path, timeout: float = 300) -> CliResult:
     """`bellman lm ARGS...` in a subprocess."""
-    module = ["-m", "bellman", "lm"]
-    env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
-    completed = subprocess.run(
-        [sys.executable, *module, *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
-    )  # fmt: skip
-    return CliResult(completed)
+    return run_process(["lm", *args], cwd, timeout, env={"HF_HUB_OFFLINE": "1"})
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from bellman.zero.gtp import (
     play_match_game,
     result_of_score,
 )
+from tests.conftest import run_process
 
 GNUGO = shutil.which("gnugo") or shutil.which("gnugo", path="/usr/games")
 needs_gnugo = pytest.mark.skipif(
@@ -168,9 +168,10 @@ def go_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-def _bellman_gtp(run: Path) -> list[str]:
-    return [sys.executable, "-m", "bellman", "gtp", "--checkpoint", str(run), "--simulations",
-            "2"]  # fmt: skip
+def _bellman_gtp(run: Path, script: str):
+    """`bellman gtp` on `run`'s checkpoint, reading `script`."""
+    return run_process(["gtp", "--checkpoint", run, "--simulations", "2"], run.parent,
+                       timeout=120, input=script)  # fmt: skip
 
 
 def test_bellman_gtp_through_a_pipe(go_run: Path):
@@ -183,8 +184,7 @@ def test_bellman_gtp_through_a_pipe(go_run: Path):
         "16 showboard", "17 undo", "18 play white C3", "19 genmove w", "20 showboard",
         "21 quit", "22 name",
     ]) + "\n"  # fmt: skip
-    done = subprocess.run(_bellman_gtp(go_run), input=script, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = _bellman_gtp(go_run, script)
     assert done.returncode == 0, done.stderr
     answers = done.stdout.split("\n\n")
     assert answers[0] == "=1 2"
@@ -217,8 +217,7 @@ def test_bellman_gtp_plays_a_muzero_go_run(tmp_path: Path):
                 "eval_simulations=2"]  # fmt: skip
     api.train("muzero", "go9", overrides=settings, run_dir=tmp_path / "mz", quiet=True)
     script = "1 name\n2 play black E5\n3 play white E5\n4 genmove white\n5 quit\n"
-    done = subprocess.run(_bellman_gtp(tmp_path / "mz"), input=script, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = _bellman_gtp(tmp_path / "mz", script)
     assert done.returncode == 0, done.stderr
     answers = done.stdout.split("\n\n")
     assert answers[0] == "=1 bellman" and answers[1] == "=2"

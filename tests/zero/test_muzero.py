@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +38,7 @@ from bellman.zero.muzero_selfplay import (
     unrolled_targets,
 )
 from bellman.zero.play import load_agent
+from tests.conftest import run_process
 
 torch.set_num_threads(1)
 
@@ -343,10 +342,8 @@ def test_cartpole_with_a_gumbel_root_runs_and_evaluates(tmp_path: Path):
 
 
 def test_bad_input_is_one_error_line(tmp_path: Path):
-    result = subprocess.run(
-        [sys.executable, "-m", "bellman", "train", "muzero", "--env", "Pendulum-v1", "--run-dir",
-         str(tmp_path / "r")], capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = run_process(["train", "muzero", "--env", "Pendulum-v1", "--run-dir", tmp_path / "r"],
+                         tmp_path, timeout=120)  # fmt: skip
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), lines

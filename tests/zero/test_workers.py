@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from bellman.games import make_game
 from bellman.nets import AlphaZeroNetwork
 from bellman.zero import selfplay as sp
 from bellman.zero.network import weights_bytes
+from tests import forked
 
 torch.set_num_threads(1)
 
@@ -97,13 +96,11 @@ def test_sigint_during_self_play_with_two_workers_saves_and_stops_in_seconds(
         "workers=2", "concurrent_games=2", "games_per_iteration=4000", "simulations=200",
         "blocks=1", "channels=8", "value_hidden=8", "batch_size=16", "arena_games=0",
     ]  # fmt: skip
-    command = [sys.executable, "-m", "bellman", "train", algo, "--env", "tictactoe",
-               "--run-dir", "run", "--steps", "100000", "--quiet"]  # fmt: skip
+    command = ["train", algo, "--env", "tictactoe", "--run-dir", "run", "--steps", "100000",
+               "--quiet"]  # fmt: skip
     for setting in settings:
         command += ["--set", setting]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = forked.start(command, tmp_path, {**os.environ, "PYTHONHASHSEED": "0"})
     run = tmp_path / "run"
     deadline = time.monotonic() + 120
     while not (run / "config.toml").exists() and time.monotonic() < deadline:
