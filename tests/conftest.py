@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import forked
+
 os.environ.setdefault("PYTHONHASHSEED", "0")
 # every `bellman` subprocess a test starts computes on one thread too: two pytest workers whose
 # subprocesses each ran torch on 2 threads oversubscribed CI's 2 cores, and a Pong evaluation
@@ -41,8 +43,6 @@ def run_process(
 ) -> CliResult:
     """`bellman ARGS` as a process of its own (`tests.forked.start`), in `cwd`: `input` on its
     standard input, `env` over the suite's variables, `stdout` where its output goes."""
-    from tests import forked
-
     env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200", **(env or {})}
     stdin = subprocess.PIPE if input is not None else None
     process = forked.start(args, cwd, env, stdin=stdin, stdout=stdout)
@@ -119,10 +119,10 @@ with open(sys.argv[2], "w") as handle:
 
 
 def run_in_one_process(commands: list[tuple[Path, list[str]]]) -> list[CliResult]:
-    """`bellman ARGS` for each (cwd, args) of `commands`, one after another in one `python`
-    process of their own (`run_here` there): a table of bad inputs goes through a real
-    interpreter (its stdout, stderr and exit status; a crash fails the table, not the test
-    process) and pays torch's import once instead of once a case."""
+    """`bellman ARGS` for each (cwd, args) of `commands`, one after another in one `python -c`
+    process of their own (`tests.forked`; `run_here` there): a table of bad inputs goes through
+    a real interpreter (its stdout, stderr and exit status; a crash fails the table, not the
+    test process) and one process's start instead of one a case."""
     import json
     import tempfile
 
@@ -130,12 +130,9 @@ def run_in_one_process(commands: list[tuple[Path, list[str]]]) -> list[CliResult
         listing, found = Path(scratch) / "commands.json", Path(scratch) / "results.json"
         listing.write_text(json.dumps([[str(cwd), [*map(str, args)]] for cwd, args in commands]))
         env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
-        completed = subprocess.run(
-            [sys.executable, "-c", MAIN_EACH, str(listing), str(found)],
-            cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=600,
-            env=env,
-        )  # fmt: skip
-        assert completed.returncode == 0, (completed.returncode, completed.stderr[-3000:])
+        process = forked.start([listing, found], Path(__file__).parent.parent, env, code=MAIN_EACH)
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, (process.returncode, stderr[-3000:])
         results = json.loads(found.read_text())
     return [CliResult(subprocess.CompletedProcess(args, *result))
             for (_, args), result in zip(commands, results, strict=True)]  # fmt: skip

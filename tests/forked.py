@@ -16,8 +16,10 @@ What could differ from a fresh interpreter, and how it is kept out:
 - a variable read when the interpreter starts or a library is imported (PYTHON*, locale,
   OMP_NUM_THREADS, HF_*, TMPDIR, ...): a command whose environment differs from the server's in
   one of those runs as a fresh process instead (`start`);
-- the server is single-threaded when it forks (it never runs torch code).
-Tests of the installed console script and of `python -c` code start real processes.
+- the server forks with one thread (it runs no torch code; it refuses to start otherwise).
+`python -c CODE` runs the same way (`tests.conftest.run_in_one_process`); tests of the installed
+console script, of the first seconds of a fresh interpreter and of other programs start real
+processes.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def serve(path: str) -> dict:
                 pid = os.fork()
                 if pid == 0:
                     selector.close()
-                    for closing in (listener, connection):
+                    for closing in (listener, connection, *children.values()):
                         closing.close()
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -107,15 +109,21 @@ def serve(path: str) -> dict:
 
 
 def _run_command(command: dict) -> None:
-    """In the child: become `python -m bellman ARGS` in the command's directory and environment."""
+    """In the child: become `python -m bellman ARGS` (or `python -c CODE ARGS`) in the command's
+    directory and environment."""
     import runpy
 
     os.chdir(command["cwd"])
     os.environ.clear()
     os.environ.update(command["env"])
-    sys.path[0] = os.getcwd()
-    sys.argv = ["-m", *command["args"]]
-    runpy.run_module("bellman", run_name="__main__", alter_sys=True)
+    if command["code"] is None:
+        sys.path[0] = os.getcwd()
+        sys.argv = ["-m", *command["args"]]
+        runpy.run_module("bellman", run_name="__main__", alter_sys=True)
+    else:
+        sys.path[0] = ""
+        sys.argv = ["-c", *command["args"]]
+        exec(compile(command["code"], "<string>", "exec"), {"__name__": "__main__"})
 
 
 # ---- the client (in the pytest worker) ----------------------------------------------------
@@ -169,7 +177,7 @@ class ForkedProcess:
     """The subprocess.Popen calls the tests use (pid, stdin/stdout/stderr, poll, wait,
     communicate, send_signal, terminate, kill, returncode) for a child of the server."""
 
-    def __init__(self, args, cwd, env, stdin, stdout, stderr, text: bool):
+    def __init__(self, args, cwd, env, stdin, stdout, stderr, text: bool, code=None):
         self.args, self.returncode = args, None
         ends, mine = [], []
         for index, spec in enumerate((stdin, stdout, stderr)):
@@ -190,7 +198,7 @@ class ForkedProcess:
                 setattr(self, ("stdin", "stdout", "stderr")[index], None)
         self._connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._connection.connect(_socket_path())
-        command = {"args": [*map(str, args)], "cwd": str(cwd), "env": env}
+        command = {"args": [*map(str, args)], "cwd": str(cwd), "env": env, "code": code}
         socket.send_fds(self._connection, [json.dumps(command).encode()], ends)
         for fd in mine:
             os.close(fd)
@@ -250,17 +258,18 @@ class ForkedProcess:
 
 
 def start(args, cwd, env=None, stdin=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-          text: bool = True):  # fmt: skip
-    """`python -m bellman ARGS` in `cwd`: a child of the forking server, or a fresh process
-    where `env` changes what the interpreter reads at start-up (see STARTUP_PREFIXES)."""
+          text: bool = True, code: str | None = None):  # fmt: skip
+    """`python -m bellman ARGS` (or `python -c CODE ARGS`) in `cwd`: a child of the forking
+    server, or a fresh process where `env` changes what the interpreter reads at start-up (see
+    STARTUP_PREFIXES)."""
     env = dict(os.environ if env is None else env)
     if "path" not in _SERVER:
         _socket_path()
     if _startup_env(env) != _startup_env(_SERVER["env"]):
-        command = [sys.executable, "-m", "bellman", *map(str, args)]
-        return subprocess.Popen(command, cwd=cwd, env=env, stdin=stdin, stdout=stdout,
-                                stderr=stderr, text=text)  # fmt: skip
-    return ForkedProcess(args, cwd, env, stdin, stdout, stderr, text)
+        program = ["-m", "bellman"] if code is None else ["-c", code]
+        return subprocess.Popen([sys.executable, *program, *map(str, args)], cwd=cwd, env=env,
+                                stdin=stdin, stdout=stdout, stderr=stderr, text=text)  # fmt: skip
+    return ForkedProcess(args, cwd, env, stdin, stdout, stderr, text, code)
 
 
 if __name__ == "__main__":
@@ -276,4 +285,6 @@ if __name__ == "__main__":
     # the imported objects out of the collector's sight: a child's exit (the interpreter's own
     # finalisation, kept) took 0.96 s with torch and transformers loaded, 0.29 s after this
     gc.freeze()
+    if len(os.listdir("/proc/self/task")) != 1:  # a fork copies only the thread that forks
+        sys.exit("the forking server has threads after its imports (OMP_NUM_THREADS unset?)")
     _run_command(serve(sys.argv[1]))
