@@ -556,7 +556,7 @@ def test_consistency_targets_are_the_following_observations_of_the_same_episode(
                 assert batch["next_masks"][row, k - 1] == 0 and not following.any()
 
 
-def test_consistency_loss_is_minus_the_cosine_of_the_projections_and_trains_only_g():
+def test_consistency_and_reward_weights_scale_their_losses_and_consistency_trains_only_g():
     learner = _learner("tictactoe", consistency_weight=2.0, blocks=1, unroll_steps=1)
     network = learner.network.train()
     rng = np.random.default_rng(0)
@@ -568,7 +568,13 @@ def test_consistency_loss_is_minus_the_cosine_of_the_projections_and_trains_only
         "rewards": torch.zeros(4, 2), "masks": torch.zeros(4, 2),
         "policies": torch.zeros(4, 2, 9), "weights": torch.ones(4),
     }  # fmt: skip
-    base, _ = muzero.muzero_loss(network, batch, 1)
+    base, plain = muzero.muzero_loss(network, batch, 1)
+    # lambda_r scales the reward part only: l(3) = l(1) + 2 l^r, the parts logged unweighted
+    weighted, parts = muzero.muzero_loss(network, batch, 1, reward_weight=3.0)
+    assert parts["reward_loss"] == plain["reward_loss"] > 0
+    assert float(weighted.detach()) == pytest.approx(
+        float(base.detach()) + 2.0 * plain["reward_loss"], abs=1e-5
+    )
     state = {k: v.clone() for k, v in network.state_dict().items()}
     loss, parts = muzero.muzero_loss(network, batch, 1, consistency_weight=2.0)
     # by hand, with the same BatchNorm statistics: s^1 = g(h(o_t), a), target h(o_{t+1})

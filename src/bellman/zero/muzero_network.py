@@ -32,18 +32,18 @@ has `blocks` residual blocks like h (the paper uses 16 in both for Go).
 Normalisation. h's towers keep AlphaZero's BatchNorm (h only ever sees observations), but the
 layers that also see latent states reached by g (g's tower, the board games' heads of f and g,
 and Atari's f tower) normalise each state by itself (`LayerNorm2d`, over its channels and
-cells): training unrolls g K times, one batch per step k, so BatchNorm there normalises every
-k by its own batch statistics while search, one state at a time, uses the running averages
-over all k. On tic-tac-toe (the shipped config, 12,000 moves) that mismatch made g's
-predictions at search time far from the ones trained: over all 4,520 positions a non-final move's predicted reward was 0.24 on average in
-eval mode against 0.008 with batch statistics, and |v(g(h(o), a)) - v(h(o'))| 0.54 against
-0.13; search over the model lost 33 games to perfect play with the raw policy, 26 with 25
-simulations and 31 with 100. With `LayerNorm2d` in g the same run's model gives a non-final
-move's reward 0.07 at search time and search improves with simulations (48, 43 and 39 games
-lost with 1, 25 and 100 simulations: the 146 games of `benchmarks/muzero_tictactoe.py`, played
-from a scratch diagnostic); with the config shipped since (20,000 moves), seed 0 loses 6, 2
-and 1 with 1, 25 and 50 simulations but seed 1 12, 13 and 19: not every trained model is yet
-one that search improves.
+cells): training unrolls g K times, one batch per step k, so BatchNorm there normalises every k
+by its own batch statistics while search, one state at a time, uses the running averages over
+all k. On tic-tac-toe (the shipped config, 12,000 moves) that mismatch made g's predictions at
+search time far from the ones trained: over all 4,520 positions a non-final move's predicted
+reward was 0.24 on average in eval mode against 0.008 with batch statistics, and |v(g(h(o), a))
+- v(h(o'))| 0.54 against 0.13; search over the model lost 33 games to perfect play with the raw
+policy, 26 with 25 simulations and 31 with 100. With `LayerNorm2d` in g the same run's model
+gives a non-final move's reward 0.07 at search time and search improves with simulations (48, 43
+and 39 games lost with 1, 25 and 100 simulations: the 146 games of
+`benchmarks/muzero_tictactoe.py`, played from a scratch diagnostic); with the config shipped
+since (20,000 moves), seed 0 loses 6, 2 and 1 with 1, 25 and 50 simulations but seed 1 12, 13
+and 19: not every trained model is yet one that search improves.
 """
 
 from __future__ import annotations
