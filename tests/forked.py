@@ -36,7 +36,7 @@ import threading
 
 #: Variables read when the interpreter starts or a library is imported: a command whose
 #: environment differs from the server's in one of these is started fresh.
-STARTUP_PREFIXES = ("PYTHON", "LANG", "LC_", "OMP_", "MKL_", "OPENBLAS", "HF_", "TORCH",
+STARTUP_PREFIXES = ("PYTHON", "LANG", "LC_", "OMP_", "MKL_", "OPENBLAS", "HF_", "TORCH_",
                     "CUDA", "TRANSFORMERS", "TMPDIR", "TEMP", "TMP", "HOME", "XDG_", "MPL",
                     "RAY_")  # fmt: skip
 
@@ -95,8 +95,8 @@ def serve(path: str) -> dict:
                     return json.loads(message)
                 for fd in fds:
                     os.close(fd)
-                connection.send(str(pid).encode())
                 children[pid] = connection
+                _tell(connection, pid)
             else:
                 os.read(wake_read, 4096)
                 while children:
@@ -104,8 +104,16 @@ def serve(path: str) -> dict:
                     if pid == 0:
                         break
                     connection = children.pop(pid)
-                    connection.send(str(os.waitstatus_to_exitcode(status)).encode())
+                    _tell(connection, os.waitstatus_to_exitcode(status))
                     connection.close()
+
+
+def _tell(connection: socket.socket, number: int) -> None:
+    """Send `number` to a test, which may have stopped listening (a timeout): the server goes on."""
+    try:
+        connection.send(str(number).encode())
+    except OSError:
+        pass
 
 
 def _run_command(command: dict) -> None:
@@ -134,8 +142,8 @@ def _server_env() -> dict[str, str]:
     return {**os.environ, "PYTHONHASHSEED": "0"}
 
 
-def _socket_path() -> str | None:
-    """The server's socket, started on first use (None where it cannot start)."""
+def _socket_path() -> str:
+    """The server's socket, the server started on first use."""
     if "path" not in _SERVER:
         import tempfile
 
@@ -167,6 +175,14 @@ def _stop_server() -> None:
 #: that imported it once (this one, or the pytest worker) carries them, with the same effect.
 LM_DEFAULTS = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # fmt: skip
+
+
+def server_environment() -> dict[str, str]:
+    """The variables the server started with (a command with these is always forked; a Ray
+    driver in the pytest worker adds RAY_* and PYTHONBREAKPOINT to its own, and the commands
+    after it then start fresh)."""
+    _socket_path()
+    return dict(_SERVER["env"])
 
 
 def _startup_env(env: dict[str, str]) -> dict[str, str]:

@@ -428,6 +428,8 @@ class Run:
                     value=self.episode_return_mean,
                 )
             yield self
+            if self.stop_requested:  # stopped before its first checkpoint: as after a failure
+                self.abandon()
         except BaseException:
             self.abandon()
             raise

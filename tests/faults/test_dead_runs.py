@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import forked
 from tests.conftest import assert_user_error
 
 DQN = ["train", "dqn", "--env", "CartPole-v1", "--steps", "3000", "--quiet",
@@ -32,6 +33,32 @@ def test_a_nan_before_the_first_checkpoint_leaves_nothing(bellman_here, tmp_path
     again = bellman_here(*DQN, "--run-dir", "run", "--steps", "1000")  # the same place works
     assert again.returncode == 0, again
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step-1000"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_as_the_run_directory_appears_leaves_nothing(bellman_here, tmp_path, signum):
+    """A tabular run stopped between writing its config and its first episode: its loop ended
+    with no checkpoint, and the command said "error: no checkpoint in 'run/checkpoints'" with
+    exit status 2 and left config.toml and an events file (5 of 5 tries on 2026-12-07). Now the
+    run is removed as after a failure, and the command says so and exits 130 or 143."""
+    args = ["train", "q-learning", "--env", "bellman/Corridor-v0", "--steps", "10000000",
+            "--quiet", "--run-dir", "run"]  # fmt: skip
+    process = forked.start(args, tmp_path, {**os.environ, "PYTHONHASHSEED": "0"})
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "run" / "config.toml").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == (130 if signum == signal.SIGINT else 143), stderr
+    if (tmp_path / "run" / "checkpoints" / "latest").exists():  # the signal came later
+        assert "checkpoint saved" in stderr
+    else:
+        assert stderr.strip().splitlines() == [
+            "interrupted before the first checkpoint; nothing was kept: run the same command again"
+        ]
+        assert not (tmp_path / "run").exists()
+        again = bellman_here(*args[:5], "1000", "--quiet", "--run-dir", "run")
+        assert again.returncode == 0, again
 
 
 @pytest.mark.parametrize("size", ["1e12", "4e10"])

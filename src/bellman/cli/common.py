@@ -116,13 +116,18 @@ def report_training(run, resume: str, *, episodes: bool = True) -> int:
     the command, e.g. "bellman train"); return the exit status (130 SIGINT, 143 SIGTERM)."""
     from bellman import checkpoint
 
+    status = 143 if run.stop_signal == signal.SIGTERM else 130
+    if run.stop_requested and not (run.dir / "checkpoints" / "latest").exists():
+        sys.stderr.write("interrupted before the first checkpoint; nothing was kept: run the "
+                         "same command again\n")  # fmt: skip
+        return status
     step = checkpoint.load(run.dir / "checkpoints")[1]["step"]
     if run.stop_requested:
         sys.stderr.write(
             f"interrupted at step {step}; checkpoint saved. Resume with: "
             f"{resume} --resume {run.dir}\n"
         )
-        return 143 if run.stop_signal == signal.SIGTERM else 130
+        return status
     counted = f" ({run.episodes} episodes)" if episodes else ""
     print(f"trained {run.algo} on {run.config.env} for {step} steps{counted}")
     if episodes and run.episodes:
