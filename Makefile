@@ -10,9 +10,10 @@ STAMP := $(VENV)/.installed
 
 # uv installs what pip would (the same versions, checked) in a third of the time: 30 s against
 # 90 s for this set into a new venv, measured 2026-12-07 on a 2-core machine. uv reads local
-# wheel folders from UV_FIND_LINKS (comma-separated), not from pip's PIP_FIND_LINKS, so a
-# machine's own wheels (the CPU build of torch here) are handed on.
-INSTALL = UV_FIND_LINKS="$$(echo $$PIP_FIND_LINKS | tr ' ' ',')" \
+# wheel folders from UV_FIND_LINKS (comma-separated), not from pip's PIP_FIND_LINKS or pip.conf,
+# so a machine's own wheels (the CPU build of torch here) are handed on from either.
+FIND_LINKS = $${PIP_FIND_LINKS:-$$($(BIN)/python -m pip config get global.find-links 2>/dev/null)}
+INSTALL = UV_FIND_LINKS="$$(echo $(FIND_LINKS) | tr ' ' ',')" \
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -c constraints.txt
 
 $(STAMP): pyproject.toml constraints.txt
