@@ -129,7 +129,7 @@ def run_in_one_process(commands: list[tuple[Path, list[str]]]) -> list[CliResult
     with tempfile.TemporaryDirectory() as scratch:
         listing, found = Path(scratch) / "commands.json", Path(scratch) / "results.json"
         listing.write_text(json.dumps([[str(cwd), [*map(str, args)]] for cwd, args in commands]))
-        env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
+        env = {**os.environ, "PYTHONHASHSEED": "0", "COLUMNS": "200"}
         process = forked.start([listing, found], Path(__file__).parent.parent, env, code=MAIN_EACH)
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, (process.returncode, stderr[-3000:])

@@ -277,8 +277,8 @@ def start(args, cwd, env=None, stdin=None, stdout=subprocess.PIPE, stderr=subpro
           text: bool = True, code: str | None = None):  # fmt: skip
     """`python -m bellman ARGS` (or `python -c CODE ARGS`) in `cwd`: a child of the forking
     server, or a fresh process where `env` changes what the interpreter reads at start-up (see
-    STARTUP_PREFIXES)."""
-    env = dict(os.environ if env is None else env)
+    STARTUP_PREFIXES). `env` defaults to this process's variables with PYTHONHASHSEED=0."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"} if env is None else dict(env)
     if "path" not in _SERVER:
         _socket_path()
     if _startup_env(env) != _startup_env(_SERVER["env"]):

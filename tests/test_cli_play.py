@@ -56,10 +56,11 @@ def test_move_answers_every_line(bellman, runs):
     cwd, ttt, c4 = runs
     lines = "\n".join(["", "159", "15x", "11", "1234567", "5"]) + "\n"
     completed = run_process(
-        ["move", "tictactoe", "--checkpoint", str(ttt),
-         "--simulations", "8"],
-        cwd, timeout=120, input=lines,
-    )  # fmt: skip
+        ["move", "tictactoe", "--checkpoint", str(ttt), "--simulations", "8"],
+        cwd,
+        timeout=120,
+        input=lines,
+    )
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout.splitlines()
     assert len(out) == 6, out
@@ -70,10 +71,11 @@ def test_move_answers_every_line(bellman, runs):
     assert out[4].startswith("error:") and "over" in out[4]  # X won with 1 4 7 / 3 5 7
     assert out[5] in list("12346789")
     completed = run_process(
-        ["move", "connect4", "--checkpoint", str(c4),
-         "--simulations", "8"],
-        cwd, timeout=120, input="4453\n\n8\n",
-    )  # fmt: skip
+        ["move", "connect4", "--checkpoint", str(c4), "--simulations", "8"],
+        cwd,
+        timeout=120,
+        input="4453\n\n8\n",
+    )
     out = completed.stdout.splitlines()
     assert out[0] in list("1234567") and out[1] in list("1234567")
     assert out[2].startswith("error:") and "1-7" in out[2]
@@ -83,10 +85,11 @@ def test_move_escapes_control_characters(runs):
     """A terminal escape typed into `move` comes back escaped, never executed by the terminal."""
     cwd, ttt, _ = runs
     completed = run_process(
-        ["move", "tictactoe", "--checkpoint", str(ttt),
-         "--simulations", "8"],
-        cwd, timeout=120, input="5\x1b[2J\n",
-    )  # fmt: skip
+        ["move", "tictactoe", "--checkpoint", str(ttt), "--simulations", "8"],
+        cwd,
+        timeout=120,
+        input="5\x1b[2J\n",
+    )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("error: ") and "\\x1b" in completed.stdout
     assert "\x1b" not in completed.stdout
@@ -96,10 +99,11 @@ def test_play_a_scripted_game(bellman, runs):
     cwd, ttt, _ = runs
     script = "\n".join(["stats", "0", "1", "1", "2", "3", "4", "5", "6", "7", "8", "9"]) + "\n"
     completed = run_process(
-        ["play", "tictactoe", "--checkpoint", str(ttt),
-         "--simulations", "8", "--second"],
-        cwd, timeout=120, input=script,
-    )  # fmt: skip
+        ["play", "tictactoe", "--checkpoint", str(ttt), "--simulations", "8", "--second"],
+        cwd,
+        timeout=120,
+        input=script,
+    )
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout
     assert "agent plays" in out

@@ -7,7 +7,6 @@ interleaved in one metrics.csv, and two concurrent `--resume D` duplicated rows.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ TRAIN = ["train", "q-learning", "--env", "bellman/Corridor-v0", "--steps", str(S
 
 
 def _start(cwd: Path, *args: str) -> forked.ForkedProcess:
-    return forked.start(args, cwd, {**os.environ, "PYTHONHASHSEED": "0"})
+    return forked.start(args, cwd)
 
 
 def _finish(process: forked.ForkedProcess) -> tuple[int, str]:

@@ -43,7 +43,7 @@ def test_a_signal_as_the_run_directory_appears_leaves_nothing(bellman_here, tmp_
     run is removed as after a failure, and the command says so and exits 130 or 143."""
     args = ["train", "q-learning", "--env", "bellman/Corridor-v0", "--steps", "10000000",
             "--quiet", "--run-dir", "run"]  # fmt: skip
-    process = forked.start(args, tmp_path, {**os.environ, "PYTHONHASHSEED": "0"})
+    process = forked.start(args, tmp_path)
     deadline = time.monotonic() + 60
     while not (tmp_path / "run" / "config.toml").exists() and time.monotonic() < deadline:
         time.sleep(0.005)

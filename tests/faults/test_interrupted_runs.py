@@ -14,7 +14,6 @@ run's episodes.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -63,7 +62,7 @@ def _train_args(algo: str) -> list[str]:
 
 
 def _start(args: list[str], cwd: Path) -> forked.ForkedProcess:
-    return forked.start(args, cwd, {**os.environ, "PYTHONHASHSEED": "0"})
+    return forked.start(args, cwd)
 
 
 def _latest_step(run_dir: Path) -> int:

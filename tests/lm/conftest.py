@@ -26,7 +26,7 @@ TINY = [
 
 def run_lm(*args: str, cwd: Path, timeout: float = 300) -> CliResult:
     """`bellman lm ARGS...` in a subprocess."""
-    return run_process(["lm", *args], cwd, timeout, env={"HF_HUB_OFFLINE": "1"})
+    return run_process(["lm", *args], cwd, timeout)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ waited for the whole iteration's self-play (minutes) before saving.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -100,7 +99,7 @@ def test_sigint_during_self_play_with_two_workers_saves_and_stops_in_seconds(
                "--quiet"]  # fmt: skip
     for setting in settings:
         command += ["--set", setting]
-    process = forked.start(command, tmp_path, {**os.environ, "PYTHONHASHSEED": "0"})
+    process = forked.start(command, tmp_path)
     run = tmp_path / "run"
     deadline = time.monotonic() + 120
     while not (run / "config.toml").exists() and time.monotonic() < deadline:
