@@ -139,6 +139,7 @@ _SERVER: dict[str, object] = {}
 
 
 def _server_env() -> dict[str, str]:
+    """This process's variables with PYTHONHASHSEED=0: the server's, and a command's default."""
     return {**os.environ, "PYTHONHASHSEED": "0"}
 
 
@@ -278,7 +279,7 @@ def start(args, cwd, env=None, stdin=None, stdout=subprocess.PIPE, stderr=subpro
     """`python -m bellman ARGS` (or `python -c CODE ARGS`) in `cwd`: a child of the forking
     server, or a fresh process where `env` changes what the interpreter reads at start-up (see
     STARTUP_PREFIXES). `env` defaults to this process's variables with PYTHONHASHSEED=0."""
-    env = {**os.environ, "PYTHONHASHSEED": "0"} if env is None else dict(env)
+    env = _server_env() if env is None else dict(env)
     if "path" not in _SERVER:
         _socket_path()
     if _startup_env(env) != _startup_env(_SERVER["env"]):
