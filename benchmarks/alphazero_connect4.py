@@ -216,6 +216,14 @@ def score_positions(game, agent, labels: Path, start: int, stop: int) -> dict:
 
 
 def model_check(run_dir: Path, labels: Path, positions: int) -> dict:
+    """Step 4 for a MuZero run's latest checkpoint (`learned_model_check`)."""
+    _, config = api.load_run_config(run_dir)
+    arrays, _ = checkpoint.load(run_dir / "checkpoints")
+    game = make_game("connect4")
+    return learned_model_check(muzero.load_network(arrays, config, game), labels, positions)
+
+
+def learned_model_check(network, labels: Path, positions: int) -> dict:
     """Step 4, MuZero only: its learned model against the real rules one move ahead, on the
     positions of step 3. For every position s and legal column a (v is the value for the
     player to move, so the mover's is -v):
@@ -228,10 +236,7 @@ def model_check(run_dir: Path, labels: Path, positions: int) -> dict:
     of one move of lookahead (argmax_a Q) with each, and the mean reward g predicts from h(s')
     for the replies that win at once (target 1) and for the other replies (target 0), and the
     mean Q_model of the replies that win (r - f_v(s^1), target 1: what the tree backs up)."""
-    _, config = api.load_run_config(run_dir)
-    arrays, _ = checkpoint.load(run_dir / "checkpoints")
     game = make_game("connect4")
-    network = muzero.load_network(arrays, config, game)
     labelled = labelled_positions(game, labels, 0, positions)
     q_model, q_rules = np.full((2, len(labelled), 7), -np.inf)
     follow_ups, replies = [], []  # (position, column, s') not over; (s', reply, wins)

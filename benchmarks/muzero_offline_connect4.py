@@ -1,0 +1,229 @@
+"""Data or model? MuZero's network and AlphaZero's, each trained offline on the same games of the
+shipped AlphaZero Connect Four agent, then measured on Pons' labelled positions.
+
+MuZero's 2-hour Connect Four run keeps the result on 70% of Test_L2_R2's positions where
+AlphaZero's keeps it on 95%. Either MuZero's own games hold it back (its first games are played
+over a random model, so their moves and results say little), or its network (h, g and f trained
+through K unrolled steps) learns less than AlphaZero's from the same games. This benchmark
+gives both networks the same games:
+
+    1. Teacher games: the AlphaZero agent of `--teacher` (default: the shipped agent,
+       bellman/agents/connect4) plays `--games` games against itself as AlphaZero's self-play
+       does (`selfplay.self_play_games`: `--teacher-simulations` PUCT simulations a move,
+       Dirichlet noise at the root, the first 16 moves drawn from the visit counts, every
+       move's visit distribution recorded), in `--workers` processes.
+    2. Each learner, built from its shipped Connect Four config (MuZero's changed by each
+       `--muzero` variant's KEY=VALUE list), stores the games with their symmetric copies as
+       its loop does and takes `--updates` gradient steps of its own loss on them (constant
+       learning rate, one thread per learner, the learners in `--workers` processes):
+         AlphaZero   (s_t, pi_t, z_t), z_t the result for the player to move
+                     (`AlphaZeroLearner.train_step`)
+         MuZero      trajectories (o_t, a_t, u_{t+1}, pi_t), u the result on the last move for
+                     its mover, 0 before, and K = `unroll_steps` steps unrolled from each
+                     sampled position (`MuZeroLearner.train_step`)
+    3. Each network on the first `--positions` positions of Test_L2_R2, as
+       benchmarks/alphazero_connect4.py measures its agents: result-preserving and exactly
+       optimal moves of the raw policy (the most probable legal move) and of the search with
+       `--simulations` (AlphaZero: PUCT over the real rules; MuZero: over its learned model);
+       for MuZero also that benchmark's model check (`learned_model_check`: its model one move
+       ahead against the real rules).
+
+If MuZero's network reaches AlphaZero's numbers here, the gap of the self-play runs is their
+data; if not, it is the network and its training.
+
+    python benchmarks/muzero_offline_connect4.py [--games 2000] [--teacher-simulations 64]
+        [--updates 4000] [--positions 1000] [--simulations 100] [--workers 2]
+        [--muzero "" --muzero "unroll_steps=0" ...] [--results NAME]
+
+Writes benchmarks/results/muzero_offline_connect4.json (NAME.json with --results; set
+BELLMAN_BENCH_RESULTS=DIR for scratch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from alphazero_connect4 import DEFAULT_LABELS, learned_model_check, score_positions
+from common import header, print_table, write_results
+
+from bellman import api, checkpoint
+from bellman import config as configs
+from bellman.games import make_game
+from bellman.zero import alphazero, muzero
+from bellman.zero.muzero_selfplay import Trajectory, symmetric_trajectories
+from bellman.zero.network import load_network, weights_bytes
+from bellman.zero.play import Agent
+from bellman.zero.selfplay import (
+    SelfPlaySettings,
+    augment,
+    play_groups,
+    start_workers,
+)
+
+SHIPPED_AGENT = Path(__file__).resolve().parents[1] / "src/bellman/agents/connect4"
+
+
+def teacher_games(args) -> list:
+    """Step 1: the teacher's self-play `GameRecord`s (z_t unmixed: `value_target_mix = 0`)."""
+    _, config = api.load_run_config(args.teacher)
+    arrays, _ = checkpoint.load(args.teacher / "checkpoints", algo="alphazero")
+    game = make_game("connect4")
+    blob = weights_bytes(load_network(arrays, config, game))
+    settings = SelfPlaySettings.of(dataclasses.replace(
+        config, simulations=args.teacher_simulations, fast_simulations=0, value_target_mix=0.0,
+        torch_threads=1,
+    ))  # fmt: skip
+    numbers = list(range(args.games))
+    size = 32
+    tasks = [(blob, settings, args.seed, numbers[i : i + size]) for i in range(0, args.games, size)]
+    pool = start_workers(args.workers)
+    try:
+        played = play_groups(tasks, pool, lambda: False)
+    finally:
+        pool.terminate()
+        pool.join()
+    return [record for _, record in played]
+
+
+def trajectory_of(record) -> Trajectory:
+    """A teacher game as MuZero's trajectory: the reward of the last move is the result for its
+    mover (z of the last position), 0 before; root values unused by board games' targets."""
+    moves = len(record.outcomes)
+    rewards = np.zeros(moves, np.float32)
+    rewards[-1] = record.outcomes[-1]
+    return Trajectory(
+        record.planes, np.array(record.actions, np.int64), rewards, record.policies,
+        np.zeros(moves, np.float32), True, record.first_player_result,
+    )  # fmt: skip
+
+
+def learner_of(algo: str, overrides: list[str], records: list, positions: int):
+    """Step 2's learner, its replay filled with every symmetric copy of the games."""
+    cls = muzero.MuZeroConfig if algo == "muzero" else alphazero.AlphaZeroConfig
+    config, _ = configs.resolve(cls, algo, "connect4", overrides=[
+        f"replay_window={2 * positions}", "seed=0", "torch_threads=1", "train_threads=1",
+        *overrides,
+    ])  # fmt: skip
+    game = make_game("connect4")
+    if algo == "alphazero":
+        learner = alphazero.AlphaZeroLearner(config, game)
+        for record in records:
+            learner.window.add(*augment(game, record, True))
+        return learner
+    learner = muzero.MuZeroLearner(config, game)
+    for number, record in enumerate(records):
+        for copy in symmetric_trajectories(game, trajectory_of(record)):
+            learner.replay.add(copy, number)
+    return learner
+
+
+def raw_move(algo: str, network, game, state) -> int:
+    """The most probable legal move of the network's policy."""
+    planes = torch.from_numpy(game.observation(state)[None])
+    with torch.inference_mode():
+        if algo == "muzero":
+            logits = network.initial_inference(planes)[2]
+        else:
+            logits = network(planes)[0]
+    logits = logits[0].numpy().copy()
+    logits[~game.legal_mask(state)] = -np.inf
+    return int(np.argmax(logits))
+
+
+def shares(game, agent, args) -> dict:
+    """Result-preserving and exactly optimal shares of `agent`'s moves on the positions."""
+    counted = score_positions(game, agent, args.labels, 0, args.positions)
+    return {"result_preserving": counted["preserving"] / counted["positions"],
+            "exactly_optimal": counted["optimal"] / counted["positions"]}  # fmt: skip
+
+
+def job(task: tuple) -> dict:
+    """Steps 2 and 3 for one learner, in a worker process."""
+    algo, overrides, records, args = task
+    torch.set_num_threads(1)
+    positions = sum(len(r.outcomes) for r in records) * 2  # Connect Four: 2 symmetric copies
+    learner = learner_of(algo, overrides, records, positions)
+    started = time.perf_counter()
+    losses = []
+    for update in range(1, args.updates + 1):
+        losses.append(learner.train_step()[0])
+        if update % 500 == 0:
+            print(f"{algo} {' '.join(overrides)}: update {update}, loss "
+                  f"{np.mean(losses[-500:]):.4f}", flush=True)  # fmt: skip
+    seconds = time.perf_counter() - started
+    game, network = make_game("connect4"), learner.network.eval()
+    if algo == "muzero":
+        search = muzero.agent_act(learner.config, game, network, args.simulations)
+    else:
+        search = Agent(game, network, learner.config, args.simulations).act
+    result = {
+        "algo": algo, "overrides": overrides, "updates": args.updates,
+        "train_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-500:])),
+        "raw": shares(game, lambda s: raw_move(algo, network, game, s), args),
+        "search": shares(game, search, args),
+    }  # fmt: skip
+    if algo == "muzero":
+        result["model"] = learned_model_check(network, args.labels, args.positions)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        name = "-".join([algo, *overrides])
+        checkpoint.atomic_write(args.keep / f"{name}.safetensors", weights_bytes(network))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", type=Path, default=SHIPPED_AGENT)
+    parser.add_argument("--games", type=int, default=2000)
+    parser.add_argument("--teacher-simulations", type=int, default=64)
+    parser.add_argument("--updates", type=int, default=4000)
+    parser.add_argument("--positions", type=int, default=1000)
+    parser.add_argument("--simulations", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
+    parser.add_argument("--muzero", action="append", default=None,
+                        help="a MuZero variant: KEY=VALUE overrides ('' = shipped)")  # fmt: skip
+    parser.add_argument("--alphazero", action=argparse.BooleanOptionalAction, default=True,
+                        help="train and measure AlphaZero's network too")  # fmt: skip
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="save each trained network as DIR/<network>.safetensors")  # fmt: skip
+    parser.add_argument("--results", default="muzero_offline_connect4")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    records = teacher_games(args)
+    moves = sum(len(r.outcomes) for r in records)
+    generated = time.perf_counter() - started
+    print(f"{len(records)} teacher games, {moves} moves in {generated:.0f} s", flush=True)
+    variants = [v.split() for v in (args.muzero or [""])]
+    tasks = [("alphazero", [], records, args)] if args.alphazero else []
+    tasks += [("muzero", v, records, args) for v in variants]
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(job, tasks))
+    rows = [[r["algo"], " ".join(r["overrides"]) or "shipped", r["updates"], r["train_seconds"],
+             f"{r['raw']['result_preserving']:.1%}", f"{r['search']['result_preserving']:.1%}",
+             f"{r['search']['exactly_optimal']:.1%}",
+             f"{r['model']['q_correlation']:.2f}" if "model" in r else "",
+             f"{r['model']['reward_at_wins']:.2f}" if "model" in r else ""]
+            for r in results]  # fmt: skip
+    print_table(("network", "config", "updates", "train s", "raw policy: result-preserving",
+                 f"search {args.simulations}: result-preserving", "exactly optimal",
+                 "corr(Q_model, Q_rules)", "g's reward at wins"), rows)  # fmt: skip
+    write_results(args.results, {
+        **header(1, "torch"), "teacher": str(args.teacher), "games": len(records),
+        "moves": moves, "teacher_simulations": args.teacher_simulations,
+        "teacher_seconds": round(generated, 1), "positions": args.positions,
+        "simulations": args.simulations, "learners": results,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
