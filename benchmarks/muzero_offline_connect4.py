@@ -24,16 +24,22 @@ gives both networks the same games:
     3. Each network on the first `--positions` positions of Test_L2_R2, as
        benchmarks/alphazero_connect4.py measures its agents: result-preserving and exactly
        optimal moves of the raw policy (the most probable legal move) and of the search with
-       `--simulations` (AlphaZero: PUCT over the real rules; MuZero: over its learned model);
-       for MuZero also that benchmark's model check (`learned_model_check`: its model one move
-       ahead against the real rules).
+       `--simulations` (AlphaZero: PUCT over the real rules; MuZero: over its learned model).
+       For MuZero also its h and f searched over the real rules (AlphaZero's search with f(h(s))
+       evaluating the real positions, `RealStatePrediction`: MuZero without its g) and that
+       benchmark's model check (`learned_model_check`: g one move ahead against the rules).
 
 If MuZero's network reaches AlphaZero's numbers here, the gap of the self-play runs is their
-data; if not, it is the network and its training.
+data; if not, it is the network and its training, and the search over the rules with h and f
+tells whether h and f or g fall short.
 
     python benchmarks/muzero_offline_connect4.py [--games 2000] [--teacher-simulations 64]
         [--updates 4000] [--positions 1000] [--simulations 100] [--workers 2]
-        [--muzero "" --muzero "unroll_steps=0" ...] [--results NAME]
+        [--muzero "" --muzero "unroll_steps=1" ...] [--no-alphazero] [--keep DIR | --load DIR]
+        [--results NAME]
+
+`--keep DIR` saves each trained network as DIR/<network>.safetensors (`alphazero`,
+`muzero-KEY=VALUE...`); `--load DIR` measures those again without games or training.
 
 Writes benchmarks/results/muzero_offline_connect4.json (NAME.json with --results; set
 BELLMAN_BENCH_RESULTS=DIR for scratch).
@@ -58,7 +64,8 @@ from bellman import config as configs
 from bellman.games import make_game
 from bellman.zero import alphazero, muzero
 from bellman.zero.muzero_selfplay import Trajectory, symmetric_trajectories
-from bellman.zero.network import load_network, weights_bytes
+from bellman.zero.network import build_network as network_of
+from bellman.zero.network import load_network, load_weights, weights_bytes
 from bellman.zero.play import Agent
 from bellman.zero.selfplay import (
     SelfPlaySettings,
@@ -104,13 +111,20 @@ def trajectory_of(record) -> Trajectory:
     )  # fmt: skip
 
 
+def config_of(algo: str, overrides: list[str], window: int | None = None):
+    """The shipped Connect Four config of `algo` with `overrides`, one thread, seed 0, and a
+    replay of `window` positions (default: the config's)."""
+    cls = muzero.MuZeroConfig if algo == "muzero" else alphazero.AlphaZeroConfig
+    window_override = [] if window is None else [f"replay_window={window}"]
+    config, _ = configs.resolve(cls, algo, "connect4", overrides=[
+        *window_override, "seed=0", "torch_threads=1", "train_threads=1", *overrides,
+    ])  # fmt: skip
+    return config
+
+
 def learner_of(algo: str, overrides: list[str], records: list, positions: int):
     """Step 2's learner, its replay filled with every symmetric copy of the games."""
-    cls = muzero.MuZeroConfig if algo == "muzero" else alphazero.AlphaZeroConfig
-    config, _ = configs.resolve(cls, algo, "connect4", overrides=[
-        f"replay_window={2 * positions}", "seed=0", "torch_threads=1", "train_threads=1",
-        *overrides,
-    ])  # fmt: skip
+    config = config_of(algo, overrides, 2 * positions)
     game = make_game("connect4")
     if algo == "alphazero":
         learner = alphazero.AlphaZeroLearner(config, game)
@@ -122,6 +136,47 @@ def learner_of(algo: str, overrides: list[str], records: list, positions: int):
         for copy in symmetric_trajectories(game, trajectory_of(record)):
             learner.replay.add(copy, number)
     return learner
+
+
+def trained(algo: str, overrides: list[str], records: list, args):
+    """Step 2 for one learner: (its config, its network in eval mode, what the row reports);
+    with `--load DIR` the network saved there by `--keep` instead."""
+    path = Path(args.load or args.keep or ".") / f"{'-'.join([algo, *overrides])}.safetensors"
+    if args.load is not None:
+        config = config_of(algo, overrides)
+        build = muzero.build_network if algo == "muzero" else network_of
+        network = build(config, make_game("connect4"), scratch=True)
+        load_weights(network, path.read_bytes())
+        return config, network.eval(), {"loaded": str(path)}
+    positions = sum(len(r.outcomes) for r in records)
+    learner = learner_of(algo, overrides, records, positions)
+    started = time.perf_counter()
+    losses = []
+    for update in range(1, args.updates + 1):
+        losses.append(learner.train_step()[0])
+        if update % 500 == 0:
+            print(f"{algo} {' '.join(overrides)}: update {update}, loss "
+                  f"{np.mean(losses[-500:]):.4f}", flush=True)  # fmt: skip
+    info = {"updates": args.updates, "train_seconds": round(time.perf_counter() - started, 1),
+            "final_loss": float(np.mean(losses[-500:]))}  # fmt: skip
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        checkpoint.atomic_write(path, weights_bytes(learner.network))
+    return learner.config, learner.network.eval(), info
+
+
+class RealStatePrediction(torch.nn.Module):
+    """MuZero's f(h(o)) as an AlphaZero network of a real position (policy logits, value): the
+    leaf evaluation of AlphaZero's search over the real rules, so that MuZero's h and f can be
+    searched without its g."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, planes: torch.Tensor):
+        _, _, logits, value = self.network.initial_inference(planes)
+        return logits, value
 
 
 def raw_move(algo: str, network, game, state) -> int:
@@ -148,33 +203,22 @@ def job(task: tuple) -> dict:
     """Steps 2 and 3 for one learner, in a worker process."""
     algo, overrides, records, args = task
     torch.set_num_threads(1)
-    positions = sum(len(r.outcomes) for r in records) * 2  # Connect Four: 2 symmetric copies
-    learner = learner_of(algo, overrides, records, positions)
-    started = time.perf_counter()
-    losses = []
-    for update in range(1, args.updates + 1):
-        losses.append(learner.train_step()[0])
-        if update % 500 == 0:
-            print(f"{algo} {' '.join(overrides)}: update {update}, loss "
-                  f"{np.mean(losses[-500:]):.4f}", flush=True)  # fmt: skip
-    seconds = time.perf_counter() - started
-    game, network = make_game("connect4"), learner.network.eval()
+    config, network, info = trained(algo, overrides, records, args)
+    game = make_game("connect4")
     if algo == "muzero":
-        search = muzero.agent_act(learner.config, game, network, args.simulations)
+        search = muzero.agent_act(config, game, network, args.simulations)
     else:
-        search = Agent(game, network, learner.config, args.simulations).act
+        search = Agent(game, network, config, args.simulations).act
     result = {
-        "algo": algo, "overrides": overrides, "updates": args.updates,
-        "train_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-500:])),
+        "algo": algo, "overrides": overrides, **info,
         "raw": shares(game, lambda s: raw_move(algo, network, game, s), args),
         "search": shares(game, search, args),
     }  # fmt: skip
-    if algo == "muzero":
+    if algo == "muzero":  # h and f over the rules (AlphaZero's search), and g one move ahead
+        rules = Agent(game, RealStatePrediction(network), config_of("alphazero", []),
+                      args.simulations)  # fmt: skip
+        result["rules_search"] = shares(game, rules.act, args)
         result["model"] = learned_model_check(network, args.labels, args.positions)
-    if args.keep is not None:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        name = "-".join([algo, *overrides])
-        checkpoint.atomic_write(args.keep / f"{name}.safetensors", weights_bytes(network))
     return result
 
 
@@ -195,28 +239,36 @@ def main() -> None:
                         help="train and measure AlphaZero's network too")  # fmt: skip
     parser.add_argument("--keep", type=Path, default=None,
                         help="save each trained network as DIR/<network>.safetensors")  # fmt: skip
+    parser.add_argument("--load", type=Path, default=None,
+                        help="measure the networks --keep saved in DIR")  # fmt: skip
     parser.add_argument("--results", default="muzero_offline_connect4")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    variants = [v.split() for v in (args.muzero or [""])]
+    names = (["alphazero"] if args.alphazero else []) + ["-".join(["muzero", *v]) for v in variants]
+    missing = [n for n in names if args.load and not (args.load / f"{n}.safetensors").is_file()]
+    if missing:
+        parser.error(f"--load {args.load}: no {missing[0]}.safetensors (saved by --keep)")
     started = time.perf_counter()
-    records = teacher_games(args)
+    records = [] if args.load else teacher_games(args)
     moves = sum(len(r.outcomes) for r in records)
     generated = time.perf_counter() - started
     print(f"{len(records)} teacher games, {moves} moves in {generated:.0f} s", flush=True)
-    variants = [v.split() for v in (args.muzero or [""])]
     tasks = [("alphazero", [], records, args)] if args.alphazero else []
     tasks += [("muzero", v, records, args) for v in variants]
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(job, tasks))
-    rows = [[r["algo"], " ".join(r["overrides"]) or "shipped", r["updates"], r["train_seconds"],
-             f"{r['raw']['result_preserving']:.1%}", f"{r['search']['result_preserving']:.1%}",
-             f"{r['search']['exactly_optimal']:.1%}",
+    rows = [[r["algo"], " ".join(r["overrides"]) or "shipped", r.get("updates", "loaded"),
+             r.get("train_seconds", ""), f"{r['raw']['result_preserving']:.1%}",
+             f"{r['search']['result_preserving']:.1%}", f"{r['search']['exactly_optimal']:.1%}",
+             f"{r['rules_search']['result_preserving']:.1%}" if "model" in r else "",
              f"{r['model']['q_correlation']:.2f}" if "model" in r else "",
              f"{r['model']['reward_at_wins']:.2f}" if "model" in r else ""]
             for r in results]  # fmt: skip
     print_table(("network", "config", "updates", "train s", "raw policy: result-preserving",
                  f"search {args.simulations}: result-preserving", "exactly optimal",
-                 "corr(Q_model, Q_rules)", "g's reward at wins"), rows)  # fmt: skip
+                 "h, f searched over the rules", "corr(Q_model, Q_rules)",
+                 "g's reward at wins"), rows)  # fmt: skip
     write_results(args.results, {
         **header(1, "torch"), "teacher": str(args.teacher), "games": len(records),
         "moves": moves, "teacher_simulations": args.teacher_simulations,
