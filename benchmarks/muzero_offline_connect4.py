@@ -10,8 +10,9 @@ gives both networks the same games:
     1. Teacher games: the AlphaZero agent of `--teacher` (default: the shipped agent,
        bellman/agents/connect4) plays `--games` games against itself as AlphaZero's self-play
        does (`selfplay.self_play_games`: `--teacher-simulations` PUCT simulations a move,
-       Dirichlet noise at the root, the first 16 moves drawn from the visit counts, every
-       move's visit distribution recorded), in `--workers` processes.
+       Dirichlet noise at the root, the first `--teacher-temperature-moves` (16) moves drawn
+       from the visit counts, every move's visit distribution recorded), in `--workers`
+       processes.
     2. Each learner, built from its shipped Connect Four config (MuZero's changed by each
        `--muzero` variant's KEY=VALUE list), stores the games with their symmetric copies as
        its loop does and takes `--updates` gradient steps of its own loss on them (constant
@@ -34,6 +35,7 @@ data; if not, it is the network and its training, and the search over the rules 
 tells whether h and f or g fall short.
 
     python benchmarks/muzero_offline_connect4.py [--games 2000] [--teacher-simulations 64]
+        [--teacher-temperature-moves 16]
         [--updates 4000] [--positions 1000] [--simulations 100] [--workers 2]
         [--muzero "" --muzero "unroll_steps=1" ...] [--no-alphazero] [--keep DIR | --load DIR]
         [--results NAME]
@@ -85,7 +87,7 @@ def teacher_games(args) -> list:
     blob = weights_bytes(load_network(arrays, config, game))
     settings = SelfPlaySettings.of(dataclasses.replace(
         config, simulations=args.teacher_simulations, fast_simulations=0, value_target_mix=0.0,
-        torch_threads=1,
+        torch_threads=1, temperature_moves=args.teacher_temperature_moves,
     ))  # fmt: skip
     numbers = list(range(args.games))
     size = 32
@@ -227,6 +229,8 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, default=SHIPPED_AGENT)
     parser.add_argument("--games", type=int, default=2000)
     parser.add_argument("--teacher-simulations", type=int, default=64)
+    parser.add_argument("--teacher-temperature-moves", type=int, default=16,
+                        help="teacher moves drawn from the visit counts (42: all)")  # fmt: skip
     parser.add_argument("--updates", type=int, default=4000)
     parser.add_argument("--positions", type=int, default=1000)
     parser.add_argument("--simulations", type=int, default=100)
@@ -272,6 +276,7 @@ def main() -> None:
     write_results(args.results, {
         **header(1, "torch"), "teacher": str(args.teacher), "games": len(records),
         "moves": moves, "teacher_simulations": args.teacher_simulations,
+        "teacher_temperature_moves": args.teacher_temperature_moves,
         "teacher_seconds": round(generated, 1), "positions": args.positions,
         "simulations": args.simulations, "learners": results,
     })  # fmt: skip
