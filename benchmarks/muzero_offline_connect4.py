@@ -29,6 +29,8 @@ gives both networks the same games:
        For MuZero also its h and f searched over the real rules (AlphaZero's search with f(h(s))
        evaluating the real positions, `RealStatePrediction`: MuZero without its g) and that
        benchmark's model check (`learned_model_check`: g one move ahead against the rules).
+       `--search KEY=VALUE...` changes only MuZero's search over its model (`gumbel=true`,
+       `c_puct=4`, ...), not the network it searches.
 
 If MuZero's network reaches AlphaZero's numbers here, the gap of the self-play runs is their
 data; if not, it is the network and its training, and the search over the rules with h and f
@@ -38,7 +40,7 @@ tells whether h and f or g fall short.
         [--teacher-temperature-moves 16]
         [--updates 4000] [--positions 1000] [--simulations 100] [--workers 2]
         [--muzero "" --muzero "unroll_steps=1" ...] [--no-alphazero] [--keep DIR | --load DIR]
-        [--results NAME]
+        [--search "gumbel=true"] [--results NAME]
 
 `--keep DIR` saves each trained network as DIR/<network>.safetensors (`alphazero`,
 `muzero-KEY=VALUE...`); `--load DIR` measures those again without games or training.
@@ -63,6 +65,7 @@ from common import header, print_table, write_results
 
 from bellman import api, checkpoint
 from bellman import config as configs
+from bellman.errors import ConfigError
 from bellman.games import make_game
 from bellman.zero import alphazero, muzero
 from bellman.zero.muzero_selfplay import Trajectory, symmetric_trajectories
@@ -208,7 +211,8 @@ def job(task: tuple) -> dict:
     config, network, info = trained(algo, overrides, records, args)
     game = make_game("connect4")
     if algo == "muzero":
-        search = muzero.agent_act(config, game, network, args.simulations)
+        searched = config_of("muzero", [*overrides, *args.search.split()])
+        search = muzero.agent_act(searched, game, network, args.simulations)
     else:
         search = Agent(game, network, config, args.simulations).act
     result = {
@@ -245,6 +249,8 @@ def main() -> None:
                         help="save each trained network as DIR/<network>.safetensors")  # fmt: skip
     parser.add_argument("--load", type=Path, default=None,
                         help="measure the networks --keep saved in DIR")  # fmt: skip
+    parser.add_argument("--search", default="",
+                        help="KEY=VALUE overrides of MuZero's search only")  # fmt: skip
     parser.add_argument("--results", default="muzero_offline_connect4")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -253,6 +259,11 @@ def main() -> None:
     missing = [n for n in names if args.load and not (args.load / f"{n}.safetensors").is_file()]
     if missing:
         parser.error(f"--load {args.load}: no {missing[0]}.safetensors (saved by --keep)")
+    try:  # every config before any game is played
+        for v in variants:
+            config_of("muzero", [*v, *args.search.split()])
+    except ConfigError as e:
+        parser.error(str(e))
     started = time.perf_counter()
     records = [] if args.load else teacher_games(args)
     moves = sum(len(r.outcomes) for r in records)
@@ -262,7 +273,10 @@ def main() -> None:
     tasks += [("muzero", v, records, args) for v in variants]
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(job, tasks))
-    rows = [[r["algo"], " ".join(r["overrides"]) or "shipped", r.get("updates", "loaded"),
+    searched = f"; search {args.search}" if args.search else ""
+    rows = [[r["algo"], (" ".join(r["overrides"]) or "shipped")
+             + (searched if r["algo"] == "muzero" else ""),
+             r.get("updates", "loaded"),
              r.get("train_seconds", ""), f"{r['raw']['result_preserving']:.1%}",
              f"{r['search']['result_preserving']:.1%}", f"{r['search']['exactly_optimal']:.1%}",
              f"{r['rules_search']['result_preserving']:.1%}" if "model" in r else "",
@@ -278,7 +292,8 @@ def main() -> None:
         "moves": moves, "teacher_simulations": args.teacher_simulations,
         "teacher_temperature_moves": args.teacher_temperature_moves,
         "teacher_seconds": round(generated, 1), "positions": args.positions,
-        "simulations": args.simulations, "learners": results,
+        "simulations": args.simulations, "search_overrides": args.search.split(),
+        "learners": results,
     })  # fmt: skip
 
 
