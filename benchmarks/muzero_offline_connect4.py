@@ -211,7 +211,7 @@ def job(task: tuple) -> dict:
     config, network, info = trained(algo, overrides, records, args)
     game = make_game("connect4")
     if algo == "muzero":
-        searched = config_of("muzero", [*overrides, *args.search.split()])
+        searched = config_of("muzero", [*overrides, *args.search])
         search = muzero.agent_act(searched, game, network, args.simulations)
     else:
         search = Agent(game, network, config, args.simulations).act
@@ -249,7 +249,7 @@ def main() -> None:
                         help="save each trained network as DIR/<network>.safetensors")  # fmt: skip
     parser.add_argument("--load", type=Path, default=None,
                         help="measure the networks --keep saved in DIR")  # fmt: skip
-    parser.add_argument("--search", default="",
+    parser.add_argument("--search", type=str.split, default=[],
                         help="KEY=VALUE overrides of MuZero's search only")  # fmt: skip
     parser.add_argument("--results", default="muzero_offline_connect4")
     args = parser.parse_args()
@@ -259,9 +259,11 @@ def main() -> None:
     missing = [n for n in names if args.load and not (args.load / f"{n}.safetensors").is_file()]
     if missing:
         parser.error(f"--load {args.load}: no {missing[0]}.safetensors (saved by --keep)")
+    if args.teacher_temperature_moves < 0:
+        parser.error(f"--teacher-temperature-moves {args.teacher_temperature_moves}: must be >= 0")
     try:  # every config before any game is played
         for v in variants:
-            config_of("muzero", [*v, *args.search.split()])
+            config_of("muzero", [*v, *args.search])
     except ConfigError as e:
         parser.error(str(e))
     started = time.perf_counter()
@@ -273,7 +275,7 @@ def main() -> None:
     tasks += [("muzero", v, records, args) for v in variants]
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(job, tasks))
-    searched = f"; search {args.search}" if args.search else ""
+    searched = f"; search {' '.join(args.search)}" if args.search else ""
     rows = [[r["algo"], (" ".join(r["overrides"]) or "shipped")
              + (searched if r["algo"] == "muzero" else ""),
              r.get("updates", "loaded"),
@@ -292,7 +294,7 @@ def main() -> None:
         "moves": moves, "teacher_simulations": args.teacher_simulations,
         "teacher_temperature_moves": args.teacher_temperature_moves,
         "teacher_seconds": round(generated, 1), "positions": args.positions,
-        "simulations": args.simulations, "search_overrides": args.search.split(),
+        "simulations": args.simulations, "search_overrides": args.search,
         "learners": results,
     })  # fmt: skip
 
