@@ -376,6 +376,8 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path: Path, ove
 def test_config_errors_in_the_library():
     with pytest.raises(ConfigError, match="replay_window"):
         muzero.MuZeroConfig(env="tictactoe", batch_size=10, replay_window=5).validate()
+    with pytest.raises(ConfigError, match="sibling_weight > 0 needs a board game.*connect4"):
+        muzero.MuZeroConfig(env="CartPole-v1", sibling_weight=1.0).validate()
 
 
 def test_the_dynamics_predicts_at_search_time_what_it_was_trained_to():
@@ -610,6 +612,121 @@ def test_consistency_runs_log_it_and_resume_and_plain_runs_have_no_heads(tmp_pat
     assert any(key.startswith("net/consistency.") for key in arrays)
     plain = muzero.build_network(muzero.MuZeroConfig(env="tictactoe"), make_game("tictactoe"))
     assert not hasattr(plain, "consistency")
+
+
+# ---- sibling moves ---------------------------------------------------------------------------
+def test_sibling_targets_are_what_the_rules_say_of_the_moves_not_played():
+    game = make_game("tictactoe")
+    state = play_moves(game, [0, 3, 1, 4])  # X: 0 1, O: 3 4; X to move, 2 wins
+    masks, rewards, ended, observations = muzero_selfplay.sibling_targets(game, state, 5)
+    assert masks.tolist() == [0, 0, 1, 0, 0, 0, 1, 1, 1]  # legal, and not the move played (5)
+    assert rewards.tolist() == [0, 0, 1, 0, 0, 0, 0, 0, 0]  # 2 wins for its mover
+    assert ended.tolist() == [0, 0, 1, 0, 0, 0, 0, 0, 0]
+    for action in (6, 7, 8):  # the real next position, from its mover's (O's) side
+        expected = game.observation(game.apply(state, action))
+        np.testing.assert_array_equal(observations[action], expected)
+    assert not observations[[0, 1, 2, 3, 4, 5]].any()
+    # a move that fills the board without a line: the game ends in a draw, reward 0
+    state = play_moves(game, [0, 1, 2, 4, 3, 5, 7, 6])  # X to move; 8 is the last cell
+    masks, rewards, ended, _ = muzero_selfplay.sibling_targets(game, state, 0)
+    assert masks.tolist() == [0] * 8 + [1] and ended[8] == 1 and rewards[8] == 0
+
+
+def test_sampled_positions_get_the_sibling_targets_of_their_real_states():
+    learner = _learner("tictactoe", sibling_weight=1.0, batch_size=16)
+    game = learner.world
+    episodes = ([4, 0, 8, 2, 1, 7, 3], [0, 3, 1, 4, 5, 2, 6, 7, 8])
+    for number, moves in enumerate(episodes):
+        states = [play_moves(game, moves[:t]) for t in range(len(moves))]
+        trajectory = Trajectory(np.stack([game.observation(s) for s in states]), np.array(moves),
+                                np.zeros(len(moves), np.float32),
+                                np.full((len(moves), 9), 1 / 9, np.float32),
+                                np.zeros(len(moves), np.float32), True, 0.0)  # fmt: skip
+        learner.replay.add(trajectory, number)
+    batch = learner.sample_batch()
+    replay = learner.replay
+    for row, slot in enumerate(batch["slots"].tolist()):
+        moves = episodes[replay.episodes[slot]]
+        index = int(replay.indices[slot])
+        expected = muzero_selfplay.sibling_targets(game, play_moves(game, moves[:index]),
+                                                   moves[index])  # fmt: skip
+        names = ("sibling_masks", "sibling_rewards", "sibling_ended", "sibling_observations")
+        for name, value in zip(names, expected, strict=True):
+            np.testing.assert_array_equal(batch[name][row].numpy(), value)
+
+
+def test_the_sibling_loss_by_hand():
+    learner = _learner("tictactoe", blocks=1, unroll_steps=1)
+    network = learner.network.train()
+    rng = np.random.default_rng(0)
+    siblings = np.zeros((3, 9), np.float32)
+    siblings[0, [1, 2, 5]] = 1  # three siblings, one of them (2) a win that ends the game
+    siblings[1, 7] = 1  # one sibling; the third position has none
+    ended = np.zeros((3, 9), np.float32)
+    ended[0, 2] = 1
+    batch = {
+        "observations": torch.from_numpy(rng.random((3, 2, 3, 3), np.float32)),
+        "actions": torch.tensor([[0], [1], [2]]), "values": torch.zeros(3, 2),
+        "rewards": torch.zeros(3, 2), "masks": torch.zeros(3, 2),
+        "policies": torch.zeros(3, 2, 9), "weights": torch.ones(3),
+        "sibling_masks": torch.from_numpy(siblings), "sibling_ended": torch.from_numpy(ended),
+        "sibling_rewards": torch.from_numpy(ended.copy()),
+        "sibling_observations": torch.from_numpy(rng.random((3, 9, 2, 3, 3), np.float32)),
+    }  # fmt: skip
+    state = {k: v.clone() for k, v in network.state_dict().items()}
+    base = float(muzero.muzero_loss(network, batch, 1)[0].detach())
+    network.load_state_dict(state)
+    loss, parts = muzero.muzero_loss(network, batch, 1, reward_weight=3.0, sibling_weight=0.5)
+    # by hand, with the same BatchNorm statistics
+    network.load_state_dict(state)
+    root = network.initial_inference(batch["observations"])[0]
+    with torch.no_grad():
+        real = network.initial_inference(batch["sibling_observations"][[0, 0, 0, 1], [1, 2, 5, 7]])
+    by_position = [[], [], []]
+    for i, (row, action) in enumerate(((0, 1), (0, 2), (0, 5), (1, 7))):
+        with torch.no_grad():
+            _, reward, logits, value = network.recurrent_inference(
+                root[row : row + 1], torch.tensor([action])
+            )
+        over = ended[row, action] == 1
+        target_value = 0.0 if over else float(real[3][i])
+        target_policy = torch.softmax(real[2][i], dim=0)
+        term = 3.0 * (float(reward[0]) - float(over)) ** 2 + (float(value[0]) - target_value) ** 2
+        if not over:
+            term -= float((target_policy * torch.log_softmax(logits[0], dim=0)).sum())
+        by_position[row].append(term)
+    expected = (np.mean(by_position[0]) + np.mean(by_position[1]) + 0.0) / 3
+    assert parts["sibling_loss"] == pytest.approx(expected, abs=1e-5)
+    rewarded = base + 2.0 * parts["reward_loss"]  # lambda_r = 3 on the unrolled reward too
+    assert float(loss.detach()) == pytest.approx(rewarded + 0.5 * expected, abs=1e-5)
+    # the targets are constants: h gets no gradient from the siblings' real positions
+    observations = batch["sibling_observations"].requires_grad_()
+    muzero.muzero_loss(network, batch, 1, sibling_weight=0.5)[0].backward()
+    assert observations.grad is None
+
+
+def test_g_learns_the_reward_of_a_win_that_was_never_played():
+    # every stored game leaves X's win at 2 on the board (X: 0 1, O: 3 4) and plays 5; with
+    # sibling moves g learns from the rules that 2 wins there, without them it cannot
+    game = make_game("tictactoe")
+    moves = [0, 3, 1, 4, 5, 2, 6, 7, 8]  # then a draw
+    states = [play_moves(game, moves[:t]) for t in range(len(moves))]
+    observations = np.stack([game.observation(s) for s in states])
+    rewards = {}
+    for weight in (0.0, 1.0):
+        learner = _learner("tictactoe", sibling_weight=weight, blocks=1, channels=8,
+                           value_hidden=8, batch_size=16, learning_rate=0.02)  # fmt: skip
+        trajectory = Trajectory(observations, np.array(moves), np.zeros(9, np.float32),
+                                np.full((9, 9), 1 / 9, np.float32), np.zeros(9, np.float32),
+                                True, 0.0)  # fmt: skip
+        learner.replay.add(trajectory, 0)
+        for _ in range(200):
+            learner.train_step()
+        network = learner.network.eval()
+        with torch.no_grad():
+            hidden = network.initial_inference(torch.from_numpy(observations[4:5]))[0]
+            rewards[weight] = float(network.recurrent_inference(hidden, torch.tensor([2]))[1])
+    assert rewards[1.0] > 0.7 and abs(rewards[0.0]) < 0.3, rewards
 
 
 # ---- search over a model that knows the rules -------------------------------------------------

@@ -82,6 +82,24 @@ Deviation: the paper bootstraps the fresh value from a target network; here the 
 f = 0 (the default) draws no extra random numbers: runs are the same bit for bit as without the
 option.
 
+Sibling moves (`sibling_weight` = lambda_s > 0, board games; a deviation, not in the paper):
+the unrolls train g only along the moves played, so a move the games never played (a win left
+on the board, a reply that does not block) has a reward and a next state that nothing taught.
+The rules of a board game are known, so for each sampled position t, for every legal move
+b != a_t of its real state s_t (`sibling_targets`), with s' = the position b leads to:
+
+     C'''. s^b = g(s^0, b) (the gradient into g halved, as the unroll) is trained towards what
+           the rules and the latest network say of s':
+              l_s(b) = lambda_r l^r(u(b), r^b) + l^v(z', v^b) + [s' not over] l^p(p', p^b)
+                       (+ [s' not over] lambda_c l^c(s^b, h(o(s'))) with the consistency loss)
+           with u(b) the result of b for its mover when it ends the game, 0 otherwise;
+           z' = 0 when the game is over, else sg(v) of f(h(o(s'))), and p' = sg(softmax) of
+           that f's policy logits; and l += lambda_s mean_b l_s(b) per position.
+
+So every edge out of a real position learns its reward and the value and prior of the position
+it leads to, as AlphaZero's tree reads them from the rules. Positions whose episode start has
+left the replay have no real state here and train no siblings.
+
 Fresh bootstrap values (`reanalyse_values = true`, envs; the value half of Reanalyze without
 its searches, as muzero-general's `use_last_model_value`): for every sampled position,
 
@@ -139,6 +157,7 @@ from bellman.zero.muzero_selfplay import (
     TrajectoryReplay,
     play_episodes,
     search_policy,
+    sibling_targets,
     symmetric_trajectories,
     unrolled_targets,
     value_target,
@@ -217,6 +236,10 @@ class MuZeroConfig(TrainConfig):
     """Weight of the reward loss l^r in step C (the paper: 1). On random Connect Four games g
     learned the reward of a winning move far faster alone than beside the value and policy
     losses (README, "MuZero"); > 1 gives it more of the gradient."""
+    sibling_weight: float = field(default=0.0, metadata=interval("[0, inf)"))
+    """Board games: lambda_s of the sibling moves' loss (module docstring, step C''': g one
+    step along every legal move not played at each sampled position, towards the rules' reward
+    and the latest network's f(h(o)) of the position it leads to); 0: off, as the paper."""
     consistency_weight: float = field(default=0.0, metadata=interval("[0, inf)"))
     """lambda_c of EfficientZero's self-supervised consistency loss (module docstring, step C;
     EfficientZero: 2): trains g's unrolled states towards h's states of the real observations
@@ -335,6 +358,11 @@ class MuZeroConfig(TrainConfig):
             raise ConfigError(
                 f"reanalyse_values = true needs an env's bootstrapped value targets; {self.env}'s "
                 "targets are the game's result (valid: CartPole-v1 or an ALE game)"
+            )
+        if self.sibling_weight > 0 and not self.board:
+            raise ConfigError(
+                f"sibling_weight > 0 needs a board game's rules to try the moves not played; "
+                f"{self.env} is an env (valid: {', '.join(GAMES)})"
             )
         if self.reanalyse_values and self.reanalyse_fraction > 0:
             raise ConfigError(
@@ -483,15 +511,18 @@ def muzero_loss(
     unroll_steps: int,
     consistency_weight: float = 0.0,
     reward_weight: float = 1.0,
+    sibling_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Step C's l (without the L2 term), averaged over the batch; `batch` holds observations
     `[B, ...]`, actions `[B, K]`, values, rewards and masks `[B, K + 1]`, policies
     `[B, K + 1, A]` (`unrolled_targets`) and importance weights `[B]`, and with
     `consistency_weight` > 0 the observations o_{t+1..t+K} `[B, K, ...]` as
-    `next_observations` and `next_masks` `[B, K]` (`TrajectoryReplay.following`). Returns (l,
-    the value, reward and policy parts (and `consistency_loss`) summed over the steps, and v^0
-    as `initial_values`)."""
+    `next_observations` and `next_masks` `[B, K]` (`TrajectoryReplay.following`), with
+    `sibling_weight` > 0 the `sibling_*` arrays (`MuZeroLearner.sibling_batch`). Returns (l,
+    the value, reward and policy parts (and `consistency_loss`, `sibling_loss`) summed over
+    the steps, and v^0 as `initial_values`)."""
     hidden, reward, logits, value = network.initial_inference(batch["observations"])
+    root = hidden
     parts = {"value_loss": 0.0, "reward_loss": 0.0, "policy_loss": 0.0}
     if consistency_weight > 0:  # h's states of the real observations, the loss's targets
         parts["consistency_loss"] = 0.0
@@ -522,7 +553,45 @@ def muzero_loss(
         parts["policy_loss"] += float((policy_loss * batch["masks"][:, k]).mean().detach())
         step = step * batch["weights"]  # importance weights (ones when uniform)
         total = total + step.mean() * (1.0 if k == 0 else 1.0 / unroll_steps)
+    if sibling_weight > 0:
+        siblings = sibling_loss(network, root, batch, consistency_weight, reward_weight)
+        siblings = siblings * batch["weights"]
+        parts["sibling_loss"] = float(siblings.mean().detach())
+        total = total + sibling_weight * siblings.mean()
     return total, parts
+
+
+def sibling_loss(
+    network: MuZeroNetwork,
+    root: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    consistency_weight: float,
+    reward_weight: float,
+) -> torch.Tensor:
+    """Step C''' (module docstring): `[B]` mean_b l_s(b) over each position's sibling moves b
+    (0 for a position without any), g unrolled one step from the root states `root` `[B, ...]`
+    along every b at once."""
+    masks = batch["sibling_masks"]
+    rows, actions = masks.nonzero(as_tuple=True)
+    if rows.numel() == 0:
+        return torch.zeros(masks.shape[0], device=masks.device)
+    hidden, reward, logits, value = network.recurrent_inference(
+        scale_gradient(root[rows], 0.5), actions
+    )
+    going = 1.0 - batch["sibling_ended"][rows, actions]  # s' not over
+    with torch.no_grad():  # what the latest h and f make of the real position s'
+        observed, _, observed_logits, observed_value = network.initial_inference(
+            batch["sibling_observations"][rows, actions]
+        )
+        value_target = network.scalar(observed_value) * going
+        policy_target = torch.softmax(observed_logits, dim=1)
+    loss = reward_weight * _scalar_loss(network, reward, batch["sibling_rewards"][rows, actions])
+    loss = loss + _scalar_loss(network, value, value_target)
+    loss = loss - going * (policy_target * torch.log_softmax(logits, dim=1)).sum(1)
+    if consistency_weight > 0:
+        loss = loss + going * consistency_weight * network.consistency.loss(hidden, observed)
+    per_position = torch.zeros(masks.shape[0], device=masks.device).index_add(0, rows, loss)
+    return per_position / masks.sum(1).clamp(min=1.0)
 
 
 def _scalar_loss(network: MuZeroNetwork, raw: torch.Tensor, target: torch.Tensor):
@@ -585,9 +654,30 @@ class MuZeroLearner:
             following, masks = replay.following(slots, config.unroll_steps)
             batch["next_observations"] = torch.from_numpy(following).to(self.device)
             batch["next_masks"] = torch.from_numpy(masks).to(self.device)
+        if config.sibling_weight > 0:  # C'''. the moves not played, by the rules
+            batch |= self.sibling_batch(slots)
         batch["weights"] = torch.from_numpy(weights).to(self.device)
         batch["slots"] = torch.from_numpy(slots)
         return batch
+
+    def sibling_batch(self, slots: np.ndarray) -> dict[str, torch.Tensor]:
+        """Step C''' (module docstring): `sibling_targets` of each sampled position's real
+        state, stacked as `sibling_masks`, `sibling_rewards`, `sibling_ended` `[B, A]` and
+        `sibling_observations` `[B, A, C, H, W]` (all masks 0 where the episode's start has left
+        the replay)."""
+        game = self.world
+        empty = (np.zeros(game.action_size, np.float32),) * 3 + (
+            np.zeros((game.action_size, *game.observation_shape), np.float32),)  # fmt: skip
+        columns: list[list[np.ndarray]] = [[] for _ in range(4)]
+        for slot in slots.tolist():
+            states = self._real_states(slot, [0])
+            targets = empty if states is None else sibling_targets(
+                game, states[0], int(self.replay.actions[slot]))  # fmt: skip
+            for column, value in zip(columns, targets, strict=True):
+                column.append(value)
+        names = ("sibling_masks", "sibling_rewards", "sibling_ended", "sibling_observations")
+        return {name: torch.from_numpy(np.stack(column)).to(self.device)
+                for name, column in zip(names, columns, strict=True)}  # fmt: skip
 
     def reanalyse(self, slots: np.ndarray, trajectories: list, rows: np.ndarray) -> list:
         """Step C' (module docstring) for the sampled positions of ring `slots`, rows `rows` of
@@ -685,7 +775,8 @@ class MuZeroLearner:
         self.network.train()
         config = self.config
         loss, parts = muzero_loss(self.network, batch, config.unroll_steps,
-                                  config.consistency_weight, config.reward_weight)  # fmt: skip
+                                  config.consistency_weight, config.reward_weight,
+                                  config.sibling_weight)  # fmt: skip
         if config.priority_alpha > 0:  # p = |v^0 - z| for the positions just trained on
             errors = (parts["initial_values"] - batch["values"][:, 0]).abs().cpu().numpy()
             self.replay.priorities[batch["slots"].numpy()] = errors + PRIORITY_EPS

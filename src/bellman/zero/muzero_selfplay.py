@@ -9,6 +9,7 @@ play_episodes      step A of `muzero`'s loop for several episodes at once: every
 Trajectory         one finished episode: o_t, a_t, u_{t+1}, pi_t, nu_t (root values)
 unrolled_targets   the K + 1 targets of a position (the value, reward and policy targets, and
                    the actions to unroll), from its trajectory
+sibling_targets    board games: what the rules say of every other legal move at a position
 TrajectoryReplay   the last `capacity` positions of whole episodes, as a ring of arrays
 """
 
@@ -267,6 +268,32 @@ def unrolled_targets(
         if k < unroll_steps:
             actions[k] = trajectory.actions[index] if index < length else rng.integers(size)
     return actions, values, rewards, policies, masks
+
+
+def sibling_targets(game, state, played: int) -> tuple[np.ndarray, ...]:
+    """What the real rules say of the moves not played at a board position (`sibling_weight`,
+    `muzero.py`'s module docstring), for every action a of the game:
+
+    masks         `[A]`: 1 where a is legal at `state` and is not `played`
+    rewards       u(a) `[A]`: the reward of a for its mover (the result when a ends the game:
+                  +1 a win, 0 a draw; 0 when the game goes on)
+    ended         `[A]`: 1 where a ends the game
+    observations  `[A, C, H, W]`: the observation of the position a leads to (zeros where a is
+                  not a sibling or ends the game)
+    """
+    size = game.action_size
+    masks, rewards, ended = (np.zeros(size, np.float32) for _ in range(3))
+    observations = np.zeros((size, *game.observation_shape), np.float32)
+    for action in game.legal_actions(state):
+        if action == played:
+            continue
+        following = game.apply(state, action)
+        masks[action] = 1.0
+        if game.is_terminal(following):
+            rewards[action], ended[action] = -float(game.outcome(following)), 1.0
+        else:
+            observations[action] = game.observation(following)
+    return masks, rewards, ended, observations
 
 
 # ---- the replay ---------------------------------------------------------------------------
