@@ -729,6 +729,15 @@ def test_g_learns_the_reward_of_a_win_that_was_never_played():
     assert rewards[1.0] > 0.7 and abs(rewards[0.0]) < 0.3, rewards
 
 
+def test_sibling_runs_log_the_sibling_loss(tmp_path):
+    run_dir = tmp_path / "run"
+    api.train("muzero", "tictactoe", overrides=[*TINY, "sibling_weight=1"], run_dir=run_dir,
+              quiet=True)  # fmt: skip
+    with open(run_dir / "metrics.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["updates"] != "0"]
+    assert rows and all(float(r["sibling_loss"]) > 0 for r in rows)
+
+
 # ---- search over a model that knows the rules -------------------------------------------------
 class RulesModel:
     """Tic-tac-toe's real rules as a MuZero model: the latent state is the real state, the

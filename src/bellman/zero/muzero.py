@@ -769,8 +769,8 @@ class MuZeroLearner:
         self.best, self.best_generation = weights_bytes(self.network), self.iteration
 
     def train_step(self) -> tuple[float, ...]:
-        """Step C once. Returns (l, value loss, reward loss, policy loss, consistency loss (NaN
-        without the option))."""
+        """Step C once. Returns (l, value loss, reward loss, policy loss, consistency loss,
+        sibling loss (each NaN without its option))."""
         batch = self.sample_batch()
         self.network.train()
         config = self.config
@@ -793,7 +793,8 @@ class MuZeroLearner:
                 "diverged: lower learning_rate)"
             )
         return (value, parts["value_loss"], parts["reward_loss"], parts["policy_loss"],
-                parts.get("consistency_loss", math.nan))  # fmt: skip
+                parts.get("consistency_loss", math.nan),
+                parts.get("sibling_loss", math.nan))  # fmt: skip
 
     # ---- checkpoints -----------------------------------------------------------------------
     def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -1076,8 +1077,10 @@ def _iteration(
         finally:
             torch.set_num_threads(config.torch_threads)
     learner.iteration += 1
-    mean = np.mean(losses, axis=0) if losses else [math.nan] * 5
+    mean = np.mean(losses, axis=0) if losses else [math.nan] * 6
     consistency = {"consistency_loss": float(mean[4])} if config.consistency_weight > 0 else {}
+    if config.sibling_weight > 0:
+        consistency["sibling_loss"] = float(mean[5])
     return {
         "iteration": learner.iteration, "games": learner.games, "loss": float(mean[0]),
         "value_loss": float(mean[1]), "reward_loss": float(mean[2]),
