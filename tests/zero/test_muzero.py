@@ -653,6 +653,19 @@ def test_sampled_positions_get_the_sibling_targets_of_their_real_states():
         names = ("sibling_masks", "sibling_rewards", "sibling_ended", "sibling_observations")
         for name, value in zip(names, expected, strict=True):
             np.testing.assert_array_equal(batch[name][row].numpy(), value)
+    # at most max_siblings of them, drawn among the same moves
+    learner = _learner("tictactoe", sibling_weight=1.0, batch_size=16, max_siblings=2)
+    learner.replay = replay
+    capped = learner.sample_batch()
+    assert capped["slots"].tolist() == batch["slots"].tolist()  # the same draws first
+    masks = capped["sibling_masks"]
+    assert (masks.sum(1) == torch.clamp(batch["sibling_masks"].sum(1), max=2)).all()
+    for row, slot in enumerate(capped["slots"].tolist()):
+        moves = episodes[replay.episodes[slot]]
+        index = int(replay.indices[slot])
+        legal = muzero_selfplay.sibling_targets(game, play_moves(game, moves[:index]),
+                                                moves[index])[0]  # fmt: skip
+        assert (masks[row].numpy() <= legal).all()
 
 
 def test_the_sibling_loss_by_hand():

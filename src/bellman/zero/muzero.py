@@ -240,6 +240,9 @@ class MuZeroConfig(TrainConfig):
     """Board games: lambda_s of the sibling moves' loss (module docstring, step C''': g one
     step along every legal move not played at each sampled position, towards the rules' reward
     and the latest network's f(h(o)) of the position it leads to); 0: off, as the paper."""
+    max_siblings: int = field(default=0, metadata=interval("[0, inf)"))
+    """With `sibling_weight` > 0: the sibling moves trained per position at most, drawn
+    uniformly (Go's 80-odd legal moves cost 80 unrolls a position); 0: all of them."""
     consistency_weight: float = field(default=0.0, metadata=interval("[0, inf)"))
     """lambda_c of EfficientZero's self-supervised consistency loss (module docstring, step C;
     EfficientZero: 2): trains g's unrolled states towards h's states of the real observations
@@ -664,7 +667,7 @@ class MuZeroLearner:
         """Step C''' (module docstring): `sibling_targets` of each sampled position's real
         state, stacked as `sibling_masks`, `sibling_rewards`, `sibling_ended` `[B, A]` and
         `sibling_observations` `[B, A, C, H, W]` (all masks 0 where the episode's start has left
-        the replay)."""
+        the replay; at most `max_siblings` ones in a row)."""
         game = self.world
         empty = (np.zeros(game.action_size, np.float32),) * 3 + (
             np.zeros((game.action_size, *game.observation_shape), np.float32),)  # fmt: skip
@@ -673,6 +676,11 @@ class MuZeroLearner:
             states = self._real_states(slot, [0])
             targets = empty if states is None else sibling_targets(
                 game, states[0], int(self.replay.actions[slot]))  # fmt: skip
+            siblings = np.flatnonzero(targets[0])
+            if 0 < self.config.max_siblings < len(siblings):  # a uniform subset of them
+                kept = self.rng.choice(siblings, self.config.max_siblings, replace=False)
+                targets = (np.isin(np.arange(game.action_size), kept).astype(np.float32),
+                           *targets[1:])  # fmt: skip
             for column, value in zip(columns, targets, strict=True):
                 column.append(value)
         names = ("sibling_masks", "sibling_rewards", "sibling_ended", "sibling_observations")
