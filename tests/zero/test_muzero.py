@@ -401,6 +401,19 @@ def _learner(env: str, **overrides) -> muzero.MuZeroLearner:
     return muzero.MuZeroLearner(config, muzero.make_train_env(config))
 
 
+def _store_games(learner: muzero.MuZeroLearner, episodes) -> None:
+    """Store tic-tac-toe games given as move lists (uniform policies, rewards and root values
+    0), episode numbers 0, 1, ..."""
+    game = learner.world
+    for number, moves in enumerate(episodes):
+        states = [play_moves(game, moves[:t]) for t in range(len(moves))]
+        observations = np.stack([game.observation(s) for s in states])
+        trajectory = Trajectory(observations, np.array(moves), np.zeros(len(moves), np.float32),
+                                np.full((len(moves), 9), 1 / 9, np.float32),
+                                np.zeros(len(moves), np.float32), True, 0.0)  # fmt: skip
+        learner.replay.add(trajectory, number)
+
+
 def test_the_temperature_decays_over_the_run(monkeypatch):
     # the paper's Atari schedule in real moves: x1 to half the run, x0.5 to 3/4, x0.25 after
     config = muzero.MuZeroConfig(env="CartPole-v1", steps=1000, temperature_decay=True)
@@ -535,14 +548,7 @@ def test_reanalyse_off_samples_the_stored_targets_with_the_same_draws():
 
 def test_consistency_targets_are_the_following_observations_of_the_same_episode():
     learner = _learner("tictactoe", consistency_weight=2.0, batch_size=16)
-    game = learner.world
-    for number, moves in enumerate(([4, 0, 8], [0, 1, 2, 3])):  # two episodes side by side
-        states = [play_moves(game, moves[:t]) for t in range(len(moves))]
-        observations = np.stack([game.observation(s) for s in states])
-        trajectory = Trajectory(observations, np.array(moves), np.zeros(len(moves), np.float32),
-                                np.full((len(moves), 9), 1 / 9, np.float32),
-                                np.zeros(len(moves), np.float32), True, 0.0)  # fmt: skip
-        learner.replay.add(trajectory, number)
+    _store_games(learner, ([4, 0, 8], [0, 1, 2, 3]))  # two episodes side by side
     batch = learner.sample_batch()
     replay = learner.replay
     for row, slot in enumerate(batch["slots"].tolist()):
@@ -636,13 +642,7 @@ def test_sampled_positions_get_the_sibling_targets_of_their_real_states():
     learner = _learner("tictactoe", sibling_weight=1.0, batch_size=16)
     game = learner.world
     episodes = ([4, 0, 8, 2, 1, 7, 3], [0, 3, 1, 4, 5, 2, 6, 7, 8])
-    for number, moves in enumerate(episodes):
-        states = [play_moves(game, moves[:t]) for t in range(len(moves))]
-        trajectory = Trajectory(np.stack([game.observation(s) for s in states]), np.array(moves),
-                                np.zeros(len(moves), np.float32),
-                                np.full((len(moves), 9), 1 / 9, np.float32),
-                                np.zeros(len(moves), np.float32), True, 0.0)  # fmt: skip
-        learner.replay.add(trajectory, number)
+    _store_games(learner, episodes)
     batch = learner.sample_batch()
     replay = learner.replay
     for row, slot in enumerate(batch["slots"].tolist()):
@@ -722,22 +722,17 @@ def test_g_learns_the_reward_of_a_win_that_was_never_played():
     # every stored game leaves X's win at 2 on the board (X: 0 1, O: 3 4) and plays 5; with
     # sibling moves g learns from the rules that 2 wins there, without them it cannot
     game = make_game("tictactoe")
-    moves = [0, 3, 1, 4, 5, 2, 6, 7, 8]  # then a draw
-    states = [play_moves(game, moves[:t]) for t in range(len(moves))]
-    observations = np.stack([game.observation(s) for s in states])
+    observation = game.observation(play_moves(game, [0, 3, 1, 4]))
     rewards = {}
     for weight in (0.0, 1.0):
         learner = _learner("tictactoe", sibling_weight=weight, blocks=1, channels=8,
                            value_hidden=8, batch_size=16, learning_rate=0.02)  # fmt: skip
-        trajectory = Trajectory(observations, np.array(moves), np.zeros(9, np.float32),
-                                np.full((9, 9), 1 / 9, np.float32), np.zeros(9, np.float32),
-                                True, 0.0)  # fmt: skip
-        learner.replay.add(trajectory, 0)
+        _store_games(learner, ([0, 3, 1, 4, 5, 2, 6, 7, 8],))  # then a draw
         for _ in range(200):
             learner.train_step()
         network = learner.network.eval()
         with torch.no_grad():
-            hidden = network.initial_inference(torch.from_numpy(observations[4:5]))[0]
+            hidden = network.initial_inference(torch.from_numpy(observation[None]))[0]
             rewards[weight] = float(network.recurrent_inference(hidden, torch.tensor([2]))[1])
     assert rewards[1.0] > 0.7 and abs(rewards[0.0]) < 0.3, rewards
 
