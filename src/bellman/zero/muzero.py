@@ -1086,13 +1086,13 @@ def _iteration(
             torch.set_num_threads(config.torch_threads)
     learner.iteration += 1
     mean = np.mean(losses, axis=0) if losses else [math.nan] * 6
-    consistency = {"consistency_loss": float(mean[4])} if config.consistency_weight > 0 else {}
+    options = {"consistency_loss": float(mean[4])} if config.consistency_weight > 0 else {}
     if config.sibling_weight > 0:
-        consistency["sibling_loss"] = float(mean[5])
+        options["sibling_loss"] = float(mean[5])
     return {
         "iteration": learner.iteration, "games": learner.games, "loss": float(mean[0]),
         "value_loss": float(mean[1]), "reward_loss": float(mean[2]),
-        "policy_loss": float(mean[3]), **consistency, "score_mean": float(np.mean(scores)),
+        "policy_loss": float(mean[3]), **options, "score_mean": float(np.mean(scores)),
         "updates": learner.updates, "replay_size": len(learner.replay),
         "selfplay_seconds": round(acting_seconds, 3),
         "train_seconds": round(time.perf_counter() - started, 3),
