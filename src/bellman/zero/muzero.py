@@ -541,7 +541,7 @@ def muzero_loss(
                 scale_gradient(hidden, 0.5), batch["actions"][:, k - 1]
             )
         value_loss = _scalar_loss(network, value, batch["values"][:, k])
-        policy_loss = -(batch["policies"][:, k] * torch.log_softmax(logits, dim=1)).sum(1)
+        policy_loss = _cross_entropy(batch["policies"][:, k], logits)
         step = value_loss + policy_loss * batch["masks"][:, k]
         if k > 0:
             reward_loss = _scalar_loss(network, reward, batch["rewards"][:, k])
@@ -590,7 +590,7 @@ def sibling_loss(
         policy_target = torch.softmax(observed_logits, dim=1)
     loss = reward_weight * _scalar_loss(network, reward, batch["sibling_rewards"][rows, actions])
     loss = loss + _scalar_loss(network, value, value_target)
-    loss = loss - going * (policy_target * torch.log_softmax(logits, dim=1)).sum(1)
+    loss = loss + going * _cross_entropy(policy_target, logits)
     if consistency_weight > 0:
         loss = loss + going * consistency_weight * network.consistency.loss(hidden, observed)
     per_position = torch.zeros(masks.shape[0], device=masks.device).index_add(0, rows, loss)
@@ -602,7 +602,12 @@ def _scalar_loss(network: MuZeroNetwork, raw: torch.Tensor, target: torch.Tensor
     projection on the support (categorical heads)."""
     if not network.support:
         return (raw - target) ** 2
-    return -(scalar_to_support(target, network.support) * torch.log_softmax(raw, dim=1)).sum(1)
+    return _cross_entropy(scalar_to_support(target, network.support), raw)
+
+
+def _cross_entropy(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """`[B]` -sum_i target_i log softmax(logits)_i over the last dimension."""
+    return -(target * torch.log_softmax(logits, dim=1)).sum(1)
 
 
 class MuZeroLearner:
@@ -678,9 +683,9 @@ class MuZeroLearner:
                 game, states[0], int(self.replay.actions[slot]))  # fmt: skip
             siblings = np.flatnonzero(targets[0])
             if 0 < self.config.max_siblings < len(siblings):  # a uniform subset of them
-                kept = self.rng.choice(siblings, self.config.max_siblings, replace=False)
-                targets = (np.isin(np.arange(game.action_size), kept).astype(np.float32),
-                           *targets[1:])  # fmt: skip
+                masks = np.zeros_like(targets[0])
+                masks[self.rng.choice(siblings, self.config.max_siblings, replace=False)] = 1.0
+                targets = (masks, *targets[1:])
             for column, value in zip(columns, targets, strict=True):
                 column.append(value)
         names = ("sibling_masks", "sibling_rewards", "sibling_ended", "sibling_observations")
