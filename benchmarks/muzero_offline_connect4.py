@@ -40,8 +40,13 @@ tells whether h and f or g fall short.
         [--teacher-temperature-moves 16]
         [--updates 4000] [--positions 1000] [--simulations 100] [--workers 2]
         [--muzero "" --muzero "unroll_steps=1" ...] [--no-alphazero] [--keep DIR | --load DIR]
-        [--search "gumbel=true"] [--results NAME]
+        [--search "gumbel=true"] [--save-games FILE | --games-from FILE] [--results NAME]
 
+`--save-games FILE` saves the teacher's games (each game's moves and search policies, one
+safetensors file; refused if FILE exists); `--games-from FILE` trains on them instead of
+playing new ones (the `--games` and `--teacher-*` options then come from the file), after
+checking every move legal, every game over at its last move and every policy a distribution
+over its position's legal moves (positions and results are rebuilt by playing the moves).
 `--keep DIR` saves each trained network as DIR/<network>.safetensors (`alphazero`,
 `muzero-KEY=VALUE...`); `--load DIR` measures those again without games or training.
 
@@ -53,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -62,6 +68,8 @@ import numpy as np
 import torch
 from alphazero_connect4 import DEFAULT_LABELS, learned_model_check, score_positions
 from common import header, print_table, write_results
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save as save_arrays
 
 from bellman import api, checkpoint
 from bellman import config as configs
@@ -73,8 +81,10 @@ from bellman.zero.network import build_network as network_of
 from bellman.zero.network import load_network, load_weights, weights_bytes
 from bellman.zero.play import Agent
 from bellman.zero.selfplay import (
+    GameRecord,
     SelfPlaySettings,
     augment,
+    final_outcomes,
     play_groups,
     start_workers,
 )
@@ -102,6 +112,78 @@ def teacher_games(args) -> list:
         pool.terminate()
         pool.join()
     return [record for _, record in played]
+
+
+GAMES_KEYS = ("actions", "lengths", "policies")
+
+
+def save_games(path: Path, records: list, meta: dict) -> None:
+    """The teacher's games as one safetensors file, atomically: every game's moves and search
+    policies (`load_games` rebuilds the positions and results by playing the moves), with
+    `meta` (how they were played) as JSON in the file's metadata."""
+    arrays = {
+        "actions": np.concatenate([np.asarray(r.actions, np.int64) for r in records]),
+        "lengths": np.array([len(r.actions) for r in records], np.int64),
+        "policies": np.concatenate([r.policies for r in records]).astype(np.float32),
+    }
+    checkpoint.atomic_write(path, save_arrays(arrays, metadata={"games": json.dumps(meta)}))
+
+
+def load_games(path: Path, game) -> tuple[list, dict]:
+    """`save_games`'s file, checked against `game` before use: every move legal, each game over
+    at its last move and not before, each policy a distribution over the legal moves of its
+    position. Returns the `GameRecord`s (positions and results rebuilt by the rules) and the
+    metadata. Raises ValueError naming what is wrong."""
+    try:
+        with safe_open(str(path), framework="numpy") as file:
+            meta = json.loads((file.metadata() or {}).get("games", "null"))
+            arrays = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
+    except (OSError, SafetensorError, json.JSONDecodeError) as e:
+        raise ValueError(f"not a games file ({e})") from None
+    if sorted(arrays) != sorted(GAMES_KEYS) or not isinstance(meta, dict):
+        raise ValueError(f"holds {sorted(arrays)}, expected {list(GAMES_KEYS)} and metadata")
+    actions, lengths, policies = (arrays[key] for key in GAMES_KEYS)
+    if actions.dtype != np.int64 or lengths.dtype != np.int64 or policies.dtype != np.float32:
+        raise ValueError("dtypes must be int64 actions and lengths, float32 policies")
+    if (
+        actions.ndim != 1
+        or lengths.ndim != 1
+        or lengths.min(initial=1) < 1
+        or lengths.sum() != len(actions)
+        or policies.shape != (len(actions), game.action_size)
+    ):
+        raise ValueError(f"shapes {actions.shape}, {lengths.shape}, {policies.shape} do not fit "
+                         f"games of {game.action_size} moves")  # fmt: skip
+    if (
+        not np.isfinite(policies).all()
+        or (policies < 0).any()
+        or not np.allclose(policies.sum(1), 1.0, atol=1e-4)
+    ):
+        raise ValueError("a policy is not a probability distribution")
+    if actions.min(initial=0) < 0 or actions.max(initial=0) >= game.action_size:
+        raise ValueError(f"an action outside 0..{game.action_size - 1}")
+    records, offsets = [], np.concatenate([[0], np.cumsum(lengths)])
+    for number, (start, end) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
+        state, planes, movers = game.initial_state(), [], []
+        for t in range(start, end):
+            legal = game.legal_mask(state)
+            where = f"game {number}, move {t - start}"
+            if game.is_terminal(state) or not legal[actions[t]]:
+                raise ValueError(f"{where}: {actions[t]} is not a legal move there")
+            if policies[t][~legal].any():
+                raise ValueError(f"{where}: the policy gives illegal moves probability")
+            planes.append(game.observation(state))
+            movers.append(game.to_play(state))
+            state = game.apply(state, int(actions[t]))
+        if not game.is_terminal(state):
+            raise ValueError(f"game {number} is not over after its {end - start} moves")
+        result = float(game.outcome(state))  # for the player to move at the end
+        records.append(GameRecord(
+            np.stack(planes), policies[start:end], final_outcomes(game, movers, state),
+            result if game.to_play(state) == 0 else -result, end - start,
+            actions[start:end].tolist(),
+        ))  # fmt: skip
+    return records, meta
 
 
 def trajectory_of(record) -> Trajectory:
@@ -251,6 +333,10 @@ def main() -> None:
                         help="measure the networks --keep saved in DIR")  # fmt: skip
     parser.add_argument("--search", type=str.split, default=[],
                         help="KEY=VALUE overrides of MuZero's search only")  # fmt: skip
+    parser.add_argument("--save-games", type=Path, default=None,
+                        help="save the teacher's games to FILE (a new .safetensors)")  # fmt: skip
+    parser.add_argument("--games-from", type=Path, default=None,
+                        help="train on the games --save-games saved in FILE instead")  # fmt: skip
     parser.add_argument("--results", default="muzero_offline_connect4")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -259,6 +345,12 @@ def main() -> None:
     missing = [n for n in names if args.load and not (args.load / f"{n}.safetensors").is_file()]
     if missing:
         parser.error(f"--load {args.load}: no {missing[0]}.safetensors (saved by --keep)")
+    if args.load and (args.save_games or args.games_from):
+        parser.error("--load measures saved networks: it takes no --save-games or --games-from")
+    if args.save_games and args.games_from:
+        parser.error("--save-games and --games-from: choose one")
+    if args.save_games and (args.save_games.exists() or not args.save_games.parent.is_dir()):
+        parser.error(f"--save-games {args.save_games}: exists already, or its folder does not")
     if args.teacher_temperature_moves < 0:
         parser.error(f"--teacher-temperature-moves {args.teacher_temperature_moves}: must be >= 0")
     try:  # every config before any game is played
@@ -267,7 +359,22 @@ def main() -> None:
     except ConfigError as e:
         parser.error(str(e))
     started = time.perf_counter()
-    records = [] if args.load else teacher_games(args)
+    teacher = {
+        "teacher": str(args.teacher),
+        "teacher_simulations": args.teacher_simulations,
+        "teacher_temperature_moves": args.teacher_temperature_moves,
+        "seed": args.seed,
+    }
+    if args.games_from:
+        try:
+            records, teacher = load_games(args.games_from, make_game("connect4"))
+        except ValueError as e:
+            parser.error(f"--games-from {args.games_from}: {e}")
+        teacher["games_from"] = str(args.games_from)
+    else:
+        records = [] if args.load else teacher_games(args)
+    if args.save_games:
+        save_games(args.save_games, records, teacher)
     moves = sum(len(r.outcomes) for r in records)
     generated = time.perf_counter() - started
     print(f"{len(records)} teacher games, {moves} moves in {generated:.0f} s", flush=True)
@@ -290,9 +397,7 @@ def main() -> None:
                  "h, f searched over the rules", "corr(Q_model, Q_rules)",
                  "g's reward at wins"), rows)  # fmt: skip
     write_results(args.results, {
-        **header(1, "torch"), "teacher": str(args.teacher), "games": len(records),
-        "moves": moves, "teacher_simulations": args.teacher_simulations,
-        "teacher_temperature_moves": args.teacher_temperature_moves,
+        **header(1, "torch"), **teacher, "games": len(records), "moves": moves,
         "teacher_seconds": round(generated, 1), "positions": args.positions,
         "simulations": args.simulations, "search_overrides": args.search,
         "learners": results,
