@@ -349,8 +349,10 @@ def main() -> None:
         parser.error("--load measures saved networks: it takes no --save-games or --games-from")
     if args.save_games and args.games_from:
         parser.error("--save-games and --games-from: choose one")
-    if args.save_games and (args.save_games.exists() or not args.save_games.parent.is_dir()):
-        parser.error(f"--save-games {args.save_games}: exists already, or its folder does not")
+    if args.save_games and args.save_games.exists():
+        parser.error(f"--save-games {args.save_games}: exists already (choose a new file)")
+    if args.save_games and not args.save_games.parent.is_dir():
+        parser.error(f"--save-games {args.save_games}: no folder {args.save_games.parent}")
     if args.teacher_temperature_moves < 0:
         parser.error(f"--teacher-temperature-moves {args.teacher_temperature_moves}: must be >= 0")
     try:  # every config before any game is played
