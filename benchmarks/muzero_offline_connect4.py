@@ -75,6 +75,7 @@ from bellman import api, checkpoint
 from bellman import config as configs
 from bellman.errors import ConfigError
 from bellman.games import make_game
+from bellman.games.base import IllegalMoveError, play_moves
 from bellman.zero import alphazero, muzero
 from bellman.zero.muzero_selfplay import Trajectory, symmetric_trajectories
 from bellman.zero.network import build_network as network_of
@@ -160,23 +161,23 @@ def load_games(path: Path, game) -> tuple[list, dict]:
         or not np.allclose(policies.sum(1), 1.0, atol=1e-4)
     ):
         raise ValueError("a policy is not a probability distribution")
-    if actions.min(initial=0) < 0 or actions.max(initial=0) >= game.action_size:
-        raise ValueError(f"an action outside 0..{game.action_size - 1}")
     records, offsets = [], np.concatenate([[0], np.cumsum(lengths)])
     for number, (start, end) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
+        moves = actions[start:end].tolist()
+        try:  # the rules' own check of a move list (range, order, legality)
+            state = play_moves(game, moves)
+        except IllegalMoveError as e:
+            raise ValueError(f"game {number}: {e}") from None
+        if not game.is_terminal(state):
+            raise ValueError(f"game {number} is not over after its {len(moves)} moves")
         state, planes, movers = game.initial_state(), [], []
-        for t in range(start, end):
-            legal = game.legal_mask(state)
-            where = f"game {number}, move {t - start}"
-            if game.is_terminal(state) or not legal[actions[t]]:
-                raise ValueError(f"{where}: {actions[t]} is not a legal move there")
-            if policies[t][~legal].any():
-                raise ValueError(f"{where}: the policy gives illegal moves probability")
+        for t, action in enumerate(moves):
+            if policies[start + t][~game.legal_mask(state)].any():
+                raise ValueError(f"game {number}, move {t + 1}: the policy gives illegal moves "
+                                 "probability")  # fmt: skip
             planes.append(game.observation(state))
             movers.append(game.to_play(state))
-            state = game.apply(state, int(actions[t]))
-        if not game.is_terminal(state):
-            raise ValueError(f"game {number} is not over after its {end - start} moves")
+            state = game.apply(state, action)
         result = float(game.outcome(state))  # for the player to move at the end
         records.append(GameRecord(
             np.stack(planes), policies[start:end], final_outcomes(game, movers, state),
