@@ -258,7 +258,7 @@ def learned_model_check(network, labels: Path, positions: int) -> dict:
             moves = torch.full((len(labelled),), a)
             _, reward, _, value = network.recurrent_inference(hidden, moves)
             legal = [game.legal_mask(state)[a] for state, _ in labelled]
-            q_model[legal, a] = (reward - value).numpy()[legal]
+            q_model[legal, a] = (network.reward_scalar(reward) - value).numpy()[legal]
         after_hidden, _, _, after_value = network.initial_inference(
             torch.from_numpy(game.observations([after for _, _, after in follow_ups]))
         )
@@ -268,6 +268,7 @@ def learned_model_check(network, labels: Path, positions: int) -> dict:
         _, reward, _, reply_value = network.recurrent_inference(
             after_hidden[torch.from_numpy(which)], torch.from_numpy(reply)
         )
+        reward = network.reward_scalar(reward)
         reward, reply_q = reward.numpy(), (reward - reply_value).numpy()
     legal = np.isfinite(q_rules)
 

@@ -70,7 +70,7 @@ def model_errors(run_dir: Path, episodes: int, unroll: int) -> dict:
             for k in range(1, unroll + 1):
                 moves = torch.as_tensor([padded[t + k - 1] for t in range(length)])
                 hidden, reward, _, value = network.recurrent_inference(hidden, moves)
-                predicted_r = network.scalar(reward).numpy()
+                predicted_r = network.reward_scalar(reward).numpy()
                 predicted_v = network.scalar(value).numpy()
                 for t in range(length):
                     real_r = rewards[t + k - 1] if t + k - 1 < length else 0.0

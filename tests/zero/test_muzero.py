@@ -25,6 +25,7 @@ from bellman.zero.muzero_network import (
     VectorMuZeroNetwork,
     action_planes,
     inverse_value_transform,
+    result_classes,
     scalar_to_support,
     scale_gradient,
     scale_hidden,
@@ -72,6 +73,20 @@ def test_categorical_projection_exact_numbers():
     assert back.item() == pytest.approx(3.0, abs=1e-9)
     batch = scalar_to_support(torch.tensor([[1.5, 40.0]]), 10)
     assert batch.shape == (1, 2, 21) and torch.allclose(batch.sum(-1), torch.ones(1, 2))
+
+
+def test_result_classes_exact_numbers():
+    # a board move's results -1, 0, +1 are one-hot; between them two-hot, expectation x
+    classes = result_classes(torch.tensor([-1.0, 0.0, 1.0, 0.25, -0.5, 3.0]))
+    assert classes.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0.75, 0.25],
+                                [0.5, 0.5, 0], [0, 0, 1]]  # fmt: skip
+    board = BoardMuZeroNetwork((2, 3, 3), 9, blocks=0, channels=4, value_hidden=4,
+                               reward_classes=True)  # fmt: skip
+    logits = torch.log(torch.tensor([[0.2, 0.3, 0.5], [1.0, 1e-30, 1e-30]]))
+    assert board.reward_scalar(logits).tolist() == pytest.approx([0.3, -1.0], abs=1e-6)
+    hidden = board.initial_inference(torch.rand(4, 2, 3, 3))[0]
+    _, reward, _, _ = board.recurrent_inference(hidden, torch.tensor([0, 4, 8, 1]))
+    assert reward.shape == (4, 3) and board.reward_scalar(reward).abs().max() < 1
 
 
 def test_scale_hidden_and_scale_gradient():
@@ -378,6 +393,8 @@ def test_config_errors_in_the_library():
         muzero.MuZeroConfig(env="tictactoe", batch_size=10, replay_window=5).validate()
     with pytest.raises(ConfigError, match="sibling_weight > 0 needs a board game.*connect4"):
         muzero.MuZeroConfig(env="CartPole-v1", sibling_weight=1.0).validate()
+    with pytest.raises(ConfigError, match="reward_classes = true is for a board game.*connect4"):
+        muzero.MuZeroConfig(env="CartPole-v1", reward_classes=True).validate()
 
 
 def test_the_dynamics_predicts_at_search_time_what_it_was_trained_to():
@@ -718,23 +735,65 @@ def test_the_sibling_loss_by_hand():
     assert observations.grad is None
 
 
-def test_g_learns_the_reward_of_a_win_that_was_never_played():
+def test_the_reward_classes_loss_is_the_cross_entropy_of_the_result():
+    learner = _learner("tictactoe", reward_classes=True, blocks=1, unroll_steps=1)
+    network = learner.network.train()
+    state = {k: v.clone() for k, v in network.state_dict().items()}
+    rng = np.random.default_rng(0)
+    batch = {
+        "observations": torch.from_numpy(rng.random((4, 2, 3, 3), np.float32)),
+        "actions": torch.tensor([[0], [1], [2], [3]]), "values": torch.zeros(4, 2),
+        "rewards": torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, -1.0], [0.0, 1.0]]),
+        "masks": torch.zeros(4, 2), "policies": torch.zeros(4, 2, 9), "weights": torch.ones(4),
+    }  # fmt: skip
+    _, parts = muzero.muzero_loss(network, batch, 1)
+    network.load_state_dict(state)  # by hand, with the same BatchNorm statistics
+    hidden = network.initial_inference(batch["observations"])[0]
+    logits = network.recurrent_inference(hidden, batch["actions"][:, 0])[1]
+    assert logits.shape == (4, 3)
+    classes = torch.tensor([2, 1, 0, 2])  # +1, 0, -1, +1
+    expected = -torch.log_softmax(logits, dim=1)[torch.arange(4), classes].mean()
+    assert parts["reward_loss"] == pytest.approx(float(expected.detach()), abs=1e-6)
+
+
+@pytest.mark.parametrize("classes", [False, True])
+def test_g_learns_the_reward_of_a_win_that_was_never_played(classes):
     # every stored game leaves X's win at 2 on the board (X: 0 1, O: 3 4) and plays 5; with
-    # sibling moves g learns from the rules that 2 wins there, without them it cannot
+    # sibling moves g learns from the rules that 2 wins there, without them it cannot; with
+    # the reward a scalar or a distribution over the results
     game = make_game("tictactoe")
     observation = game.observation(play_moves(game, [0, 3, 1, 4]))
     rewards = {}
     for weight in (0.0, 1.0):
         learner = _learner("tictactoe", sibling_weight=weight, blocks=1, channels=8,
-                           value_hidden=8, batch_size=16, learning_rate=0.02)  # fmt: skip
+                           value_hidden=8, batch_size=16, learning_rate=0.02,
+                           reward_classes=classes)  # fmt: skip
         _store_games(learner, ([0, 3, 1, 4, 5, 2, 6, 7, 8],))  # then a draw
         for _ in range(200):
             learner.train_step()
         network = learner.network.eval()
         with torch.no_grad():
             hidden = network.initial_inference(torch.from_numpy(observation[None]))[0]
-            rewards[weight] = float(network.recurrent_inference(hidden, torch.tensor([2]))[1])
+            reward = network.recurrent_inference(hidden, torch.tensor([2]))[1]
+            rewards[weight] = float(network.reward_scalar(reward)[0])
     assert rewards[1.0] > 0.7 and abs(rewards[0.0]) < 0.3, rewards
+
+
+def test_an_agent_with_reward_classes_trains_resumes_and_moves(tmp_path):
+    overrides = [*TINY, "reward_classes=true"]
+    one_go = api.train("muzero", "tictactoe", overrides=overrides, run_dir=tmp_path / "a",
+                       quiet=True)  # fmt: skip
+    arrays, _ = checkpoint.load(one_go.dir / "checkpoints")
+    assert arrays["net/reward_head.6.weight"].shape == (3, 8)  # logits of -1, 0, +1
+    api.train("muzero", "tictactoe", overrides=[*overrides, "steps=40"], run_dir=tmp_path / "b",
+              quiet=True)  # fmt: skip
+    resumed = api.resume(tmp_path / "b", steps=100, quiet=True)
+    again, _ = checkpoint.load(resumed.dir / "checkpoints")
+    for name in ("net/reward_head.6.weight", "net/representation.0.weight"):
+        np.testing.assert_array_equal(again[name], arrays[name])
+    agent = load_agent(one_go.dir, "tictactoe", simulations=12)
+    state = play_moves(agent.game, [0, 3, 1, 4])
+    assert agent.game.legal_mask(state)[agent.act(state)] and agent.last.visit_counts.sum() == 12
 
 
 def test_sibling_runs_log_the_sibling_loss(tmp_path):

@@ -32,6 +32,9 @@ Deviations and details:
     - Board games: value and reward are scalars in [-1, 1] with squared-error losses; the
       reward is 0 except on the last move (the result for its mover), the value target is the
       result for the player to move (n = infinity, gamma = 1, the sign flipping each ply).
+      Option (`reward_classes`): the reward is a distribution over the results -1, 0, +1 with
+      a cross-entropy loss against the target's class (`result_classes`), as Appendix F's
+      categorical heads on a support of three.
       Vector and Atari envs: categorical value and reward over -S..S of h(x) with cross-entropy
       losses (Appendix F); gamma = `discount` and n = `td_steps`.
     - `steps` counts real moves / env steps; an iteration always finishes its episodes. Metrics
@@ -147,6 +150,7 @@ from bellman.zero.muzero_network import (
     MuZeroModel,
     MuZeroNetwork,
     VectorMuZeroNetwork,
+    result_classes,
     scalar_to_support,
     scale_gradient,
     scale_hidden,
@@ -236,6 +240,9 @@ class MuZeroConfig(TrainConfig):
     """Weight of the reward loss l^r in step C (the paper: 1). On random Connect Four games g
     learned the reward of a winning move far faster alone than beside the value and policy
     losses (README, "MuZero"); > 1 gives it more of the gradient."""
+    reward_classes: bool = False
+    """Board games: g's reward as a distribution over the move's results -1, 0, +1 trained by
+    cross-entropy (module docstring); False: a scalar in (-1, 1) trained by squared error."""
     sibling_weight: float = field(default=0.0, metadata=interval("[0, inf)"))
     """Board games: lambda_s of the sibling moves' loss (module docstring, step C''': g one
     step along every legal move not played at each sampled position, towards the rules' reward
@@ -367,6 +374,11 @@ class MuZeroConfig(TrainConfig):
                 f"sibling_weight > 0 needs a board game's rules to try the moves not played; "
                 f"{self.env} is an env (valid: {', '.join(GAMES)})"
             )
+        if self.reward_classes and not self.board:
+            raise ConfigError(
+                f"reward_classes = true is for a board game's rewards (-1, 0, +1); {self.env}'s "
+                f"reward is categorical over -support..support already (valid: {', '.join(GAMES)})"
+            )
         if self.reanalyse_values and self.reanalyse_fraction > 0:
             raise ConfigError(
                 "reanalyse_values = true and reanalyse_fraction > 0 both replace the bootstrapped "
@@ -478,7 +490,8 @@ def _functions(config: MuZeroConfig, world) -> MuZeroNetwork:
     shape, _, actions = world_spec(world)
     if hasattr(world, "initial_state"):
         return BoardMuZeroNetwork(shape, actions, blocks=config.blocks, channels=config.channels,
-                                  value_hidden=config.value_hidden)  # fmt: skip
+                                  value_hidden=config.value_hidden,
+                                  reward_classes=config.reward_classes)  # fmt: skip
     if len(shape) == 3:
         return AtariMuZeroNetwork(shape, actions, channels=config.channels, blocks=config.blocks,
                                   support=config.support)  # fmt: skip
@@ -544,7 +557,7 @@ def muzero_loss(
         policy_loss = _cross_entropy(batch["policies"][:, k], logits)
         step = value_loss + policy_loss * batch["masks"][:, k]
         if k > 0:
-            reward_loss = _scalar_loss(network, reward, batch["rewards"][:, k])
+            reward_loss = _reward_loss(network, reward, batch["rewards"][:, k])
             step = step + reward_weight * reward_loss
             parts["reward_loss"] += float(reward_loss.mean().detach())
             if consistency_weight > 0:
@@ -588,7 +601,7 @@ def sibling_loss(
         )
         value_target = network.scalar(observed_value) * going
         policy_target = torch.softmax(observed_logits, dim=1)
-    loss = reward_weight * _scalar_loss(network, reward, batch["sibling_rewards"][rows, actions])
+    loss = reward_weight * _reward_loss(network, reward, batch["sibling_rewards"][rows, actions])
     loss = loss + _scalar_loss(network, value, value_target)
     loss = loss + going * _cross_entropy(policy_target, logits)
     if consistency_weight > 0:
@@ -603,6 +616,14 @@ def _scalar_loss(network: MuZeroNetwork, raw: torch.Tensor, target: torch.Tensor
     if not network.support:
         return (raw - target) ** 2
     return _cross_entropy(scalar_to_support(target, network.support), raw)
+
+
+def _reward_loss(network: MuZeroNetwork, raw: torch.Tensor, target: torch.Tensor):
+    """`[B]` l^r: cross-entropy against the target's result classes (`reward_classes`), else
+    as `_scalar_loss`."""
+    if network.reward_classes:
+        return _cross_entropy(result_classes(target), raw)
+    return _scalar_loss(network, raw, target)
 
 
 def _cross_entropy(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

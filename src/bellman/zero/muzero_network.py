@@ -12,7 +12,9 @@ Nature 588, 2020 (Methods and Appendix F, "Network architecture"):
       action input".
     - Board games: h is AlphaZero's residual tower (the same sizes: `blocks`, `channels`), g a
       residual tower over the latent planes plus the action encoded as planes (`action_planes`),
-      f AlphaZero's policy and value heads; values and rewards are scalars in [-1, 1] (tanh).
+      f AlphaZero's policy and value heads; values and rewards are scalars in [-1, 1] (tanh),
+      or (`reward_classes`) the reward a distribution over the move's possible results -1, 0,
+      +1 whose expectation is the scalar.
     - Vector observations (CartPole): h, g and f are MLPs, the action a one-hot vector.
     - Atari: h is the paper's downsampling ResNet (conv stride 2, residual blocks, conv stride 2,
       residual blocks, average pool stride 2, residual blocks, average pool stride 2; 96x96
@@ -88,6 +90,17 @@ def scalar_to_support(x: torch.Tensor, support: int) -> torch.Tensor:
     high_index = (low_index + 1).clamp(max=2 * support)
     out.scatter_add_(-1, high_index.unsqueeze(-1), upper_weight.unsqueeze(-1))
     return out
+
+
+#: The results a board game's move can have for its mover: the classes of `reward_classes`.
+RESULTS = torch.tensor([-1.0, 0.0, 1.0])
+
+
+def result_classes(x: torch.Tensor) -> torch.Tensor:
+    """The two-hot projection of x in [-1, 1] onto the results -1, 0, +1: `[...]` ->
+    `[..., 3]` (-1, 0 and +1 are one-hot; the expectation is exactly x)."""
+    x = x.clamp(-1.0, 1.0)
+    return torch.stack([(-x).clamp(min=0.0), 1.0 - x.abs(), x.clamp(min=0.0)], dim=-1)
 
 
 def support_to_scalar(logits: torch.Tensor, support: int) -> torch.Tensor:
@@ -183,16 +196,28 @@ class MuZeroNetwork(nn.Module):
     `initial_inference(observations)` = h then f; `recurrent_inference(hidden, actions)` = g then
     f. Both return `(hidden, reward, policy_logits, value)`: hidden `[B, ...]` scaled to [0, 1],
     reward and value raw (scalars `[B]` for board games, logits `[B, 2S + 1]` when
-    `support` > 0), policy logits `[B, A]`; `scalar(x)` turns a raw reward or value into `[B]`.
+    `support` > 0, a board reward's logits `[B, 3]` with `reward_classes`), policy logits
+    `[B, A]`; `scalar(x)` turns a raw value into `[B]`, `reward_scalar(x)` a raw reward.
     The subclasses define `represent`, `dynamics` and `predict`.
     """
 
     support = 0
     """S of the categorical value and reward (0: scalars in [-1, 1])."""
 
+    reward_classes = False
+    """Board games: g's reward as logits `[B, 3]` over the results -1, 0, +1 (`reward_scalar`)
+    instead of a scalar in (-1, 1)."""
+
     def scalar(self, raw: torch.Tensor) -> torch.Tensor:
-        """A raw value or reward as scalars `[B]`."""
+        """A raw value (or a reward of a network without `reward_classes`) as scalars `[B]`."""
         return support_to_scalar(raw, self.support) if self.support else raw
+
+    def reward_scalar(self, raw: torch.Tensor) -> torch.Tensor:
+        """A raw reward of g as scalars `[B]`: the expectation over -1, 0, +1 with
+        `reward_classes`, else `scalar`."""
+        if not self.reward_classes:
+            return self.scalar(raw)
+        return (torch.softmax(raw, dim=-1) * RESULTS.to(raw)).sum(-1)
 
     def initial_inference(self, observations: torch.Tensor):
         hidden = scale_hidden(self.represent(observations))
@@ -257,7 +282,8 @@ class ConsistencyHeads(nn.Module):
 
 class BoardMuZeroNetwork(MuZeroNetwork):
     """h, g, f for a board game: AlphaZero's residual towers and heads (see the module
-    docstring); scalar value and reward in (-1, 1).
+    docstring); scalar value in (-1, 1), and a scalar reward in (-1, 1) or, with
+    `reward_classes`, logits over the results -1, 0, +1.
 
     Args:
         observation_shape: the game's planes `[C, H, W]`.
@@ -265,10 +291,13 @@ class BoardMuZeroNetwork(MuZeroNetwork):
         blocks: residual blocks of h and of g.
         channels: filters of the towers (the latent state is `[channels, H, W]`).
         value_hidden: units of the value and reward heads' hidden layer.
+        reward_classes: g's reward as 3 logits (`MuZeroNetwork.reward_scalar`).
     """
 
-    def __init__(self, observation_shape, action_size, *, blocks, channels, value_hidden):
+    def __init__(self, observation_shape, action_size, *, blocks, channels, value_hidden,
+                 reward_classes=False):  # fmt: skip
         super().__init__()
+        self.reward_classes = reward_classes
         in_channels, height, width = observation_shape
         self.action_size, self.board_shape = action_size, (height, width)
         cells = height * width
@@ -283,7 +312,7 @@ class BoardMuZeroNetwork(MuZeroNetwork):
                                     LayerNorm2d, state_residual_block)  # fmt: skip
         self.reward_head = nn.Sequential(
             *head_planes(channels, 1), nn.Linear(cells, value_hidden), nn.ReLU(),
-            nn.Linear(value_hidden, 1),
+            nn.Linear(value_hidden, len(RESULTS) if reward_classes else 1),
         )  # fmt: skip
         self.policy_head = nn.Sequential(
             *head_planes(channels, 2), nn.Linear(2 * cells, action_size)
@@ -298,10 +327,12 @@ class BoardMuZeroNetwork(MuZeroNetwork):
         return self.representation(observations)
 
     def dynamics(self, hidden: torch.Tensor, actions: torch.Tensor):
-        """g: the next latent (unscaled) and the reward in (-1, 1)."""
+        """g: the next latent (unscaled) and the reward: in (-1, 1) `[B]`, or logits `[B, 3]`
+        with `reward_classes`."""
         planes = action_planes(actions, self.action_size, self.board_shape)
         following = self.dynamics_tower(torch.cat([hidden, planes], dim=1))
-        return following, torch.tanh(self.reward_head(following)).squeeze(-1)
+        reward = self.reward_head(following)
+        return following, reward if self.reward_classes else torch.tanh(reward).squeeze(-1)
 
     def predict(self, hidden: torch.Tensor):
         """f: policy logits `[B, A]` and value `[B]` in (-1, 1)."""
@@ -421,26 +452,27 @@ class MuZeroModel:
         self.device = torch.device(device)
         self.calls = 0
 
-    def _outputs(self, hidden, reward, logits, value):
+    def _outputs(self, hidden, logits, value):
         self.calls += 1
-        network = self.network
         priors = torch.softmax(logits, dim=1).cpu().numpy()
-        values = network.scalar(value).double().cpu().numpy()
-        rewards = network.scalar(reward).double().cpu().numpy()
-        return priors, values, list(hidden), rewards
+        values = self.network.scalar(value).double().cpu().numpy()
+        return priors, values, list(hidden)
 
     def initial_inference(self, states: list):
         observations = np.stack([self.observe(state) for state in states])
         with torch.inference_mode():
-            outputs = self.network.initial_inference(torch.from_numpy(observations).to(self.device))
-            priors, values, latents, _ = self._outputs(*outputs)
-        return priors, values, latents
+            hidden, _, logits, value = self.network.initial_inference(
+                torch.from_numpy(observations).to(self.device)
+            )
+            return self._outputs(hidden, logits, value)
 
     def recurrent_inference(self, latents: list, actions: list[int]):
         with torch.inference_mode():
             hidden = torch.stack(latents)
             moves = torch.as_tensor(actions, dtype=torch.long, device=self.device)
-            return self._outputs(*self.network.recurrent_inference(hidden, moves))
+            hidden, reward, logits, value = self.network.recurrent_inference(hidden, moves)
+            rewards = self.network.reward_scalar(reward).double().cpu().numpy()
+            return *self._outputs(hidden, logits, value), rewards
 
 
 def network_size(network: nn.Module) -> int:
