@@ -97,10 +97,11 @@ RESULTS = torch.tensor([-1.0, 0.0, 1.0])
 
 
 def result_classes(x: torch.Tensor) -> torch.Tensor:
-    """The two-hot projection of x in [-1, 1] onto the results -1, 0, +1: `[...]` ->
-    `[..., 3]` (-1, 0 and +1 are one-hot; the expectation is exactly x)."""
-    x = x.clamp(-1.0, 1.0)
-    return torch.stack([(-x).clamp(min=0.0), 1.0 - x.abs(), x.clamp(min=0.0)], dim=-1)
+    """The two-hot projection of x in [-1, 1] onto `RESULTS`: `[...]` -> `[..., 3]`, each
+    result weighted 1 - |x - result| where that is positive (-1, 0 and +1 are one-hot; the
+    expectation is exactly x)."""
+    distance = (x.clamp(-1.0, 1.0).unsqueeze(-1) - RESULTS.to(x)).abs()
+    return (1.0 - distance).clamp(min=0.0)
 
 
 def support_to_scalar(logits: torch.Tensor, support: int) -> torch.Tensor:
